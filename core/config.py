@@ -319,7 +319,7 @@ PRESETS: dict[str, ExperimentConfig] = {
     # float32's sigmoid range, so wrong predictions hit the -100 clamp with zero gradient.
     "saturating-bce": ExperimentConfig(
         dataset="gaussian", n_samples=1000, n_features=10, noise=0.1, hidden=(64,), activation="relu",
-        loss="bce", optimizer="sgd", lr=2.0, batch_size=32, epochs=20),
+        loss="bce", optimizer="sgd", lr=5.0, batch_size=32, epochs=20),
 }
 
 

@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from core.diagnostics import (batchnorm_stats, dead_relu_frac, grad_norms, grad_vanish_frac, output_diagnostics,
+                              roc_auc)
+from core.losses import bce_loss, logits_loss
+
+
+def diag_with_grad(z, y, loss="bce", **kw):
+    zt = torch.tensor(z, dtype=torch.float32, requires_grad=True)
+    yt = torch.tensor(y, dtype=torch.float32)
+    value = bce_loss(zt, yt, **kw) if loss == "bce" else logits_loss(zt, yt, **kw)
+    value.backward()
+    return {k: v.item() for k, v in output_diagnostics(zt, yt, loss=loss, z_grad=zt.grad, **kw).items()}
+
+
+def test_hand_made_logits_clamp_fractions():
+    d = diag_with_grad([20.0, -100.0, 0.0], [0.0, 0.0, 1.0])
+    assert d["clamp_frac"] == pytest.approx(2 / 3)
+    assert d["clamp_wrong_frac"] == pytest.approx(1 / 3)
+    # z=20 with y=0: zero gradient where |sigmoid(z) - y| = 1. z=-100 with y=0 is right, its exact gradient is 0.
+    assert d["grad_vanish_frac"] == pytest.approx(1 / 3)
+    assert d["pred_pos_rate"] == pytest.approx(2 / 3)  # z=20 and z=0 (sigmoid 0.5 counts as positive)
+    assert d["logit_abs_max"] == 100.0
+    assert d["logit_mean"] == pytest.approx(-80 / 3)
+    assert d["logit_std"] == pytest.approx(float(np.std([20, -100, 0], ddof=1)), rel=1e-6)
+    assert d["train_loss_logits"] == pytest.approx((20 + 0 + math.log(2)) / 3, rel=1e-6)
+
+
+def test_logits_loss_never_vanishes():
+    d = diag_with_grad([20.0, -100.0, 0.0, 40.0], [0.0, 1.0, 1.0, 0.0], loss="bce_with_logits")
+    assert d["grad_vanish_frac"] == 0.0
+    assert d["clamp_wrong_frac"] == pytest.approx(0.75)  # measured on sigmoid, whatever the loss
+
+
+def test_grad_vanish_with_pos_weight_normalises_weights():
+    z, y = torch.tensor([-2.0, 1.0], requires_grad=True), torch.tensor([1.0, 0.0])
+    logits_loss(z, y, pos_weight=4.0).backward()
+    assert grad_vanish_frac(z.detach(), y, z.grad, pos_weight=4.0).item() == 0.0
+
+
+def test_attenuated_gradient_below_minus_27_6():
+    # The 1e-12 floor in BCELoss's backward: at z=-30 the gradient is ~9% of exact (kept), at z=-40 ~0% (vanished).
+    d = diag_with_grad([-30.0, -40.0], [1.0, 1.0])
+    assert d["grad_vanish_frac"] == pytest.approx(0.5)
+    assert d["clamp_frac"] == 0.0
+
+
+def test_eps_clamp_frac():
+    d = diag_with_grad([0.0, 10.0, -10.0, 3.0], [1.0, 1.0, 0.0, 1.0], clamp_eps=0.01)
+    assert d["eps_clamp_frac"] == pytest.approx(0.5)  # sigmoid(±10) is outside [0.01, 0.99]; sigmoid(3)=0.953 is not
+    assert d["grad_vanish_frac"] == pytest.approx(0.5)
+
+
+def test_float16_saturates_earlier():
+    z = torch.tensor([9.0, 9.0], dtype=torch.float16)
+    d = output_diagnostics(z, torch.tensor([0.0, 1.0], dtype=torch.float16), loss="bce")
+    assert d["clamp_frac"].item() == 1.0 and d["clamp_wrong_frac"].item() == 0.5
+    d32 = output_diagnostics(z.float(), torch.tensor([0.0, 1.0]), loss="bce")
+    assert d32["clamp_frac"].item() == 0.0
+
+
+def test_dead_relu_frac():
+    h1 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 3.0]])  # unit 0 dead
+    h2 = torch.tensor([[0.0], [0.0]])  # dead
+    assert dead_relu_frac([h1, h2]).item() == pytest.approx(2 / 4)
+    assert dead_relu_frac([], torch.tensor([0.0, 0.0])).item() == 1.0
+    assert dead_relu_frac([h1], torch.tensor([0.0, 0.5])).item() == pytest.approx(1 / 4)
+
+
+def test_grad_norms_per_layer():
+    a, b = torch.nn.Linear(2, 1), torch.nn.Linear(1, 1)
+    for p in list(a.parameters()) + list(b.parameters()):
+        p.grad = torch.full_like(p, 2.0)
+    out = grad_norms([("fc0", a), ("out", b)])
+    assert out["grad_norm/fc0"].item() == pytest.approx(math.sqrt(3 * 4))
+    assert out["grad_norm/out"].item() == pytest.approx(math.sqrt(2 * 4))
+    assert out["grad_norm"].item() == pytest.approx(math.sqrt(5 * 4))
+
+
+def test_roc_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 200).astype(float)
+    labels = rng.integers(0, 2, 200)
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
+    assert math.isnan(roc_auc(scores, np.ones(200)))
+
+
+def test_batchnorm_stats():
+    bn = torch.nn.BatchNorm1d(3)
+    bn.running_var.copy_(torch.tensor([0.5, 0.1, 2.0]))
+    bn.running_mean.copy_(torch.tensor([-3.0, 1.0, 2.0]))
+    out = batchnorm_stats([("bn0", bn)])
+    assert out["bn_min_running_var/bn0"].item() == pytest.approx(0.1)
+    assert out["bn_max_abs_running_mean/bn0"].item() == 3.0

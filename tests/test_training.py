@@ -1,0 +1,147 @@
+import math
+
+import pytest
+import torch
+
+from core.config import ExperimentConfig, preset
+from core.models import build_model
+from core.reporting import MemoryReporter
+from core.training import batch_slices, resolve_device, train
+
+REQUIRED_STEP_KEYS = {"train_loss", "train_loss_logits", "clamp_frac", "clamp_wrong_frac", "grad_vanish_frac",
+                      "logit_mean", "logit_std", "logit_abs_max", "pred_pos_rate", "grad_norm", "update_norm", "lr"}
+REQUIRED_EPOCH_KEYS = {"val_loss", "val_loss_logits", "val_acc", "val_auc", "val_pred_pos_rate", "train_acc"}
+
+
+def run(cfg, **kw):
+    rep = MemoryReporter()
+    result = train(cfg, rep, device=torch.device("cpu"), **kw)
+    return rep, result
+
+
+def test_model_is_built_from_config_and_outputs_one_value_per_sample():
+    model = build_model(ExperimentConfig(hidden=(8, 4), batchnorm=True, activation="elu", elu_alpha=0.5), 3)
+    assert model(torch.randn(5, 3)).shape == (5,)
+    assert model.layer_names() == ["fc0", "bn0", "fc1", "bn1", "out"]
+    bn = model.hidden[0].bn
+    assert bn.eps == 1e-5 and bn.momentum == 0.1
+    assert model.hidden[0].act.alpha == 0.5
+
+
+def test_short_cpu_fit_reduces_the_loss():
+    rep, result = run(ExperimentConfig(dataset="moons", hidden=(16,), epochs=5, lr=0.02))
+    losses = rep.series("val_loss")
+    assert result.status == "finished"
+    assert losses[-1] < losses[0] * 0.8
+
+
+def test_every_contract_key_is_recorded():
+    rep, result = run(ExperimentConfig(hidden=(8, 8), batchnorm=True, epochs=2, clamp_eps=1e-4))
+    keys = rep.keys()
+    assert REQUIRED_STEP_KEYS | REQUIRED_EPOCH_KEYS | {"eps_clamp_frac", "dead_relu_frac"} <= keys
+    assert {"grad_norm/fc0", "grad_norm/bn0", "grad_norm/fc1", "grad_norm/out"} <= keys
+    assert {"bn_min_running_var/bn0", "bn_max_abs_running_mean/bn1"} <= keys
+    assert rep.info.device == "cpu" and rep.info.torch_version == torch.__version__
+    steps = [r.step for r in rep.rows if r.key == "train_loss"]
+    assert steps == list(range(1, result.summary["steps"] + 1))
+    assert len(rep.series("val_loss")) == 2
+    assert result.summary["best_val_loss"] == min(rep.series("val_loss"))
+
+
+def test_train_loss_matches_logits_loss_when_nothing_saturates():
+    rep, _ = run(ExperimentConfig(epochs=1, hidden=(4,)))
+    for a, b in zip(rep.series("train_loss"), rep.series("train_loss_logits")):
+        assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_article_relu_sigmoid_predicts_positive_throughout_while_the_fix_learns():
+    rep, floored = run(preset("article-relu-sigmoid"))
+    assert set(rep.series("pred_pos_rate")) == {1.0}
+    assert set(rep.series("val_pred_pos_rate")) == {1.0}
+    assert min(rep.series("train_loss")) > 0.3  # the ln 2 floor on negatives keeps the mean loss up
+    fixed, result = run(preset("article-fixed"))
+    assert result.summary["final_val_acc"] > 0.9
+    assert min(fixed.series("pred_pos_rate")) < 0.9
+    assert result.summary["final_val_loss"] < floored.summary["final_val_loss"] - 0.1
+
+
+def test_article_example_has_nothing_to_learn():
+    rep, result = run(preset("article-example"))
+    assert result.status == "finished"
+    assert set(rep.series("pred_pos_rate")) == {1.0}
+    assert 0.3 < result.summary["final_val_auc"] < 0.7  # random labels
+
+
+def test_saturating_bce_clamps_wrong_predictions():
+    rep, result = run(preset("saturating-bce"))
+    assert result.summary["peak_clamp_wrong_frac"] > 0.05
+    assert result.summary["peak_grad_vanish_frac"] > 0.05
+    # where outputs are clamped on the wrong side, the optimised loss is far from the exact one
+    gaps = [a - b for a, b in zip(rep.series("train_loss"), rep.series("train_loss_logits"))]
+    assert max(abs(g) for g in gaps) > 1.0
+
+
+def test_divergent_run_stops_with_status_and_step():
+    rep, result = run(ExperimentConfig(optimizer="sgd", lr=90.0, loss="bce_with_logits", hidden=(64, 64), epochs=5))
+    assert result.status == "diverged"
+    step = result.summary["diverged_step"]
+    assert step is not None and f"step {step}" in result.error
+    assert max(r.step for r in rep.rows) == step  # nothing reported past the bad step
+    bad = [r for r in rep.rows if r.step == step and r.key == "train_loss"][0]
+    assert not math.isfinite(bad.value) or any(
+        not math.isfinite(r.value) for r in rep.rows if r.step == step and r.key in ("logit_abs_max", "grad_norm"))
+
+
+def test_nan_logits_with_bce_end_as_diverged_not_a_crash():
+    # Adam in float16: eps=1e-8 rounds to 0, the update divides by zero and the weights become NaN. The NaN
+    # logits then reach the sigmoid + BCELoss path, which in plain PyTorch raises on NaN input.
+    rep, result = run(ExperimentConfig(optimizer="adam", dtype="float16", loss="bce", epochs=2))
+    assert result.status == "diverged", result.error
+    assert "BCELoss" not in (result.error or "")
+
+
+def test_frozen_weights_show_zero_updates_with_nonzero_gradients():
+    # lr so small that p - lr * g rounds back to p in float32: the optimizer changes nothing.
+    rep, result = run(ExperimentConfig(optimizer="sgd", lr=1e-30, epochs=1, hidden=(4,)))
+    assert set(rep.series("update_norm")) == {0.0}
+    assert min(rep.series("grad_norm")) > 0
+    assert result.summary["zero_update_steps"] == result.summary["steps"]
+
+
+def test_cancel_request_stops_the_run():
+    rep = MemoryReporter(stop_after_flushes=1)
+    result = train(ExperimentConfig(epochs=50), rep, device=torch.device("cpu"), flush_every_steps=10)
+    assert result.status == "cancelled"
+    assert result.summary["steps"] < 50 * 25
+
+
+def test_loss_only_diagnostics_and_log_every():
+    rep, _ = run(ExperimentConfig(diagnostics="loss", epochs=1))
+    assert {r.key for r in rep.rows if r.key.startswith("train_")} == {"train_loss", "train_acc"}
+    rep, result = run(ExperimentConfig(log_every=5, epochs=1))
+    assert [r.step for r in rep.rows if r.key == "train_loss"] == list(range(1, result.summary["steps"] + 1, 5))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+def test_other_dtypes_train(dtype):
+    _, result = run(ExperimentConfig(dtype=dtype, epochs=2, hidden=(8,), batchnorm=True))
+    assert result.status == "finished", result.error
+
+
+def test_batchnorm_trailing_batch_of_one_is_dropped():
+    assert [s.stop - s.start for s in batch_slices(65, 32, batchnorm=True)] == [32, 32]
+    assert [s.stop - s.start for s in batch_slices(65, 32, batchnorm=False)] == [32, 32, 1]
+    # 81 training samples with batch 16: the last batch has one sample and BatchNorm would raise on it.
+    _, result = run(ExperimentConfig(n_samples=101, val_fraction=0.2, batch_size=16, batchnorm=True, epochs=1))
+    assert result.status == "finished", result.error
+
+
+def test_dry_run_takes_one_step():
+    rep, result = run(ExperimentConfig(), max_steps=1)
+    assert result.summary["steps"] == 1 and result.status == "finished"
+
+
+def test_missing_device_is_an_error():
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        resolve_device("cuda", cuda_available=lambda: False)
+    assert resolve_device("auto", cuda_available=lambda: False, mps_available=lambda: False).type == "cpu"
