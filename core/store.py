@@ -30,8 +30,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import (CheckConstraint, DateTime, Dialect, Engine, ForeignKey, Index, MetaData, String, Text,
-                        TypeDecorator, create_engine, delete, event, false, func, insert, make_url, select, update)
+from sqlalchemy import (CheckConstraint, DateTime, Dialect, Double, Engine, ForeignKey, Index, MetaData, String, Text,
+                        TypeDecorator, create_engine, delete, event, false, func, insert, make_url, select, text, update)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload, sessionmaker
@@ -175,7 +175,7 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime()}
+    type_annotation_map = {datetime: UTCDateTime(), float: Double()}  # Double: 64-bit on every backend
 
 
 class StudyModel(Base):
@@ -219,7 +219,7 @@ class RunModel(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
-    progress_step: Mapped[int] = mapped_column(default=0, server_default="0")
+    progress_step: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     total_steps: Mapped[int | None]
     notes: Mapped[str] = mapped_column(Text, default="", server_default="")
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
@@ -471,7 +471,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Runs per status, every status present (0 when none), in STATUSES order."""
         with self._sessions() as session:
-            found = dict(session.execute(select(RunModel.status, func.count()).group_by(RunModel.status)).tuples())
+            found = dict(session.execute(select(RunModel.status, func.count()).group_by(RunModel.status)).tuples().all())
         return {status: found.get(status, 0) for status in STATUSES}
 
     # --- editing runs

@@ -1,0 +1,132 @@
+"""The command line end to end on a temporary database, in-process (fast) and once as a real subprocess."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from core import PROJECT_ROOT
+from core.cli import main
+from core.store import Store
+
+
+@pytest.fixture
+def db(tmp_path):
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def cli(*argv, db):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--db", db, *argv], out=out, err=err, env={})
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_train_json_show_and_metrics(db, tmp_path):
+    code, out, err = cli("train", "--preset", "article-example", "--epochs", "2", "--json", db=db)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "finished" and result["summary"]["epochs_completed"] == 2
+    assert result["summary"]["min_pred_pos_rate"] == 1.0
+    code, out, _ = cli("show", str(result["id"]), "--json", db=db)
+    shown = json.loads(out)
+    assert shown["config"]["output_relu"] is True and shown["device"] == "cpu"
+    assert {"train_loss", "clamp_frac", "val_loss"} <= set(shown["metric_keys"])
+    code, out, _ = cli("metrics", str(result["id"]), "--key", "val_loss", "--format", "csv", db=db)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    stored = Store(db).series(result["id"], "val_loss")["value"]
+    assert [float(r["value"]) for r in rows] == pytest.approx(list(stored))
+    assert [r["key"] for r in rows] == ["val_loss", "val_loss"]
+
+
+def test_config_file_round_trip_with_flag_override(db, tmp_path):
+    _, out, _ = cli("train", "--preset", "article-fixed", "--epochs", "1", "--json", db=db)
+    _, shown, _ = cli("show", str(json.loads(out)["id"]), "--json", db=db)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(json.loads(shown)["config"]))
+    code, out, err = cli("train", "--config", str(path), "--lr", "0.05", "--hidden", "8,8", "--json", db=db)
+    assert code == 0, err
+    _, shown2, _ = cli("show", str(json.loads(out)["id"]), "--json", db=db)
+    cfg = json.loads(shown2)["config"]
+    assert cfg["lr"] == 0.05 and cfg["hidden"] == [8, 8] and cfg["loss"] == "bce_with_logits"
+
+
+def test_runs_tag_note_delete(db):
+    _, out, _ = cli("train", "--dry-run", "--json", "--name", "first", db=db)
+    run_id = json.loads(out)["id"]
+    assert cli("tag", str(run_id), "baseline", db=db)[0] == 0
+    assert cli("note", str(run_id), "looks fine", db=db)[0] == 0
+    _, listed, _ = cli("runs", "--json", db=db)
+    (run,) = json.loads(listed)
+    assert run["name"] == "first" and run["tags"] == ["baseline"] and run["notes"] == "looks fine"
+    assert "first" in cli("runs", db=db)[1]
+    assert cli("delete", str(run_id), db=db)[0] == 0
+    assert json.loads(cli("runs", "--json", db=db)[1]) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--preset", "nope"], "preset: 'nope' is not a preset"),
+    (["train", "--lr", "0"], "lr: must be a number greater than 0"),
+    (["train", "--lr", "fast"], "lr: 'fast' is not a finite number"),
+    (["train", "--epochs", "0"], "epochs: must be a whole number from 1"),
+    (["train", "--batchnorm", "--batch-size", "1"], "batch_size: must be at least 2 with batchnorm"),
+    (["train", "--clamp-eps", "0.7"], "clamp_eps: must be a number greater than 0 and less than 0.5"),
+    (["train", "--activation", "gelu"], "activation: 'gelu' is not allowed; choose one of: relu, elu"),
+    (["train", "--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
+    (["train", "--dataset", "csv", "--csv-path", "/nonexistent.csv"], "csv_path: no such file"),
+    (["train", "--config", "/nonexistent.json"], "config: no such file"),
+    (["show", "999"], "no run with id 999"),
+    (["metrics", "999"], "no run with id 999"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_run(db, argv, message):
+    code, out, err = cli(*argv, db=db)
+    assert code == 2
+    assert message in err and err.count("\n") == 1, err
+    assert Store(db).list_runs() == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty"), ("a,label\nx,1\ny,0\n", "column 'a' is not numeric"),
+    ("a,label\n1,1\n,0\n", "missing values"), ("a,label\n1,1\n2,0\n3,7\n", "exactly two classes"),
+])
+def test_bad_csv_exits_2(db, tmp_path, text, message):
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    code, _, err = cli("train", "--dataset", "csv", "--csv-path", str(path), db=db)
+    assert code == 2 and message in err
+    assert Store(db).list_runs() == []
+
+
+def test_csv_training(db, tmp_path):
+    path = tmp_path / "d.csv"
+    with path.open("w") as f:
+        f.write("a,b,y\n")
+        for i in range(60):
+            f.write(f"{i % 7},{(i * 3) % 5},{int(i % 7 > 3)}\n")
+    code, out, err = cli("train", "--dataset", "csv", "--csv-path", str(path), "--csv-label", "y", "--epochs", "2",
+                         "--json", db=db)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "finished"
+
+
+def test_diverged_run_is_stored_as_diverged(db):
+    code, out, _ = cli("train", "--optimizer", "sgd", "--lr", "90", "--loss", "bce_with_logits", "--hidden", "64,64",
+                       "--epochs", "3", "--json", db=db)
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "diverged"
+    run = Store(db).get_run(result["id"])
+    assert run.status == "diverged" and f"step {result['summary']['diverged_step']}" in run.error
+
+
+def test_python_dash_m_core_as_a_subprocess(tmp_path):
+    db = f"sqlite:///{tmp_path / 'sub.db'}"
+    proc = subprocess.run([sys.executable, "-m", "core", "--db", db, "train", "--preset", "article-example",
+                           "--epochs", "1", "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "finished"
+    assert "step" in proc.stderr  # the progress bar
+    bad = subprocess.run([sys.executable, "-m", "core", "--db", db, "train", "--lr", "-1"], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: lr:")
