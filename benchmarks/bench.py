@@ -1,0 +1,242 @@
+"""Lossboard's speed, measured against bare baselines in the same run, written to benchmarks/RESULTS.md.
+
+    python benchmarks/bench.py            # everything, a few minutes on 2 CPU cores
+    python benchmarks/bench.py --quick    # fewer repeats and smaller sizes, for a smoke check
+
+Each figure is the median of several repeats, reported with its baseline and the ratio ours / baseline. Nothing
+here asserts a time: the table is for people. `--device cuda` adds the training figures on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.config import ExperimentConfig, preset  # noqa: E402
+from core.data import load_dataset  # noqa: E402
+from core.losses import loss_fn  # noqa: E402
+from core.models import build_model  # noqa: E402
+from core.reporting import MemoryReporter, MetricRow  # noqa: E402
+from core.store import Store, StoreReporter  # noqa: E402
+from core.training import batch_slices, make_optimizer, train  # noqa: E402
+
+
+@dataclass
+class Row:
+    section: str
+    case: str
+    ours: float
+    baseline: float
+    unit: str
+    budget: str
+    ok: bool | None
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline if self.baseline else float("nan")
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------- training
+def bare_loop(cfg: ExperimentConfig, data, device: torch.device) -> None:
+    """The minimum: same model, data, batch size, steps and optimizer; no diagnostics, no validation."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.n_features).to(device)
+    opt = make_optimizer(cfg, model.parameters())
+    compute_loss = loss_fn(cfg)
+    x = torch.as_tensor(data.x_train, dtype=torch.float32, device=device)
+    y = torch.as_tensor(data.y_train, dtype=torch.float32, device=device)
+    slices = batch_slices(len(y), cfg.batch_size, batchnorm=cfg.batchnorm)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(y), generator=gen).to(device)
+        for sl in slices:
+            idx = order[sl]
+            loss = compute_loss(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_training(repeats: int, quick: bool, device: torch.device) -> list[Row]:
+    rows = []
+    cases = {
+        "article model (Linear(10,1)+ReLU+Sigmoid, BCELoss, SGD)": preset("article-example").replace(
+            epochs=10 if quick else 40, n_samples=2000),
+        "2x64 MLP + BatchNorm (Adam, logits)": ExperimentConfig(
+            hidden=(64, 64), batchnorm=True, loss="bce_with_logits", epochs=5 if quick else 20, n_samples=2000),
+    }
+    for label, cfg in cases.items():
+        data = load_dataset(cfg)
+        base = median_time(lambda: bare_loop(cfg, data, device), repeats)
+        for diag, budget in (("full", 1.15), ("loss", 1.05)):
+            c = cfg.replace(diagnostics=diag)
+            ours = median_time(lambda: train(c, MemoryReporter(), data=data, device=device), repeats)
+            steps = c.epochs * len(batch_slices(len(data.y_train), c.batch_size, batchnorm=c.batchnorm))
+            rows.append(Row(f"training ({device.type})", f"{label}, diagnostics={diag}, {steps} steps",
+                            ours, base, "s", f"<= {budget}x", ours / base <= budget))
+    return rows
+
+
+# ---------------------------------------------------------------------- store
+def fake_rows(n_steps: int, keys: tuple[str, ...], start: int = 0) -> list[MetricRow]:
+    rng = np.random.default_rng(0)
+    values = rng.random((n_steps, len(keys))).tolist()
+    return [MetricRow(k, s + 1, (s + 1) // 100, values[s - start][j], 0.001 * s)
+            for s in range(start, start + n_steps) for j, k in enumerate(keys)]
+
+
+def bench_store(repeats: int, quick: bool, workdir: Path) -> list[Row]:
+    n_runs, n_steps, keys = (5, 2000, ("a", "b", "c", "d")) if quick else (20, 5000, ("train_loss", "clamp_frac",
+                                                                                       "grad_norm", "logit_std"))
+    batch = 500  # the trainer flushes about once a second; 500 steps is a generous batch on a fast loop
+    all_rows = [fake_rows(batch, keys, start) for start in range(0, n_steps, batch)]
+    n_values = n_runs * n_steps * len(keys)
+
+    def ours_ingest() -> None:
+        path = workdir / f"ours-{time.perf_counter_ns()}.db"
+        store = Store(f"sqlite:///{path}")
+        for r in range(n_runs):
+            run_id = store.create_run(name=f"r{r}", config={})
+            rep = StoreReporter(store, run_id)
+            for i, chunk in enumerate(all_rows):
+                rep.on_metrics(chunk, step=(i + 1) * batch)
+        store.close()
+
+    schema_db = workdir / "schema.db"
+    Store(f"sqlite:///{schema_db}").close()  # the same schema, made by the store's migrations
+
+    def raw_ingest() -> None:
+        path = workdir / f"raw-{time.perf_counter_ns()}.db"
+        path.write_bytes(schema_db.read_bytes())
+        con = sqlite3.connect(path)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        with con:
+            for r in range(n_runs):
+                run_id = con.execute("INSERT INTO runs (name, status, config_json, summary_json, created_at, "
+                                     "cancel_requested, progress_step, notes) VALUES (?, 'running', '{}', '{}', "
+                                     "'2026-01-01', 0, 0, '')", (f"r{r}",)).lastrowid
+                con.executemany("INSERT INTO metrics (run_id, key, step, epoch, value, wall_time) "
+                                "VALUES (?, ?, ?, ?, ?, ?)",
+                                [(run_id, *row) for chunk in all_rows for row in chunk])
+        con.close()
+
+    t_ours = median_time(ours_ingest, repeats)
+    t_raw = median_time(raw_ingest, repeats)
+    rows = [Row("store ingest", f"{n_runs} runs x {n_steps} steps x {len(keys)} metrics ({n_values:,} values), "
+                f"rate in values/s", n_values / t_ours, n_values / t_raw, "values/s", ">= 0.5x raw",
+                t_raw / t_ours >= 0.5)]
+
+    # read: a store filled once, read many times
+    read_db = workdir / "read.db"
+    store = Store(f"sqlite:///{read_db}")
+    ids = []
+    for r in range(max(20, n_runs)):
+        run_id = store.create_run(name=f"r{r}", config={})
+        for chunk in all_rows:
+            store.log_metrics(run_id, chunk)
+        ids.append(run_id)
+    for label, run_ids, wanted in ((f"5 runs x 2 metrics", ids[:5], list(keys[:2])),
+                                   (f"20 runs x 1 metric", ids[:20], [keys[0]])):
+        def ours_read() -> None:
+            frame = store.metrics_frame(run_ids, wanted)
+            for (_, _), g in frame.groupby(["run_id", "key"], sort=False):
+                g["step"].to_numpy(), g["value"].to_numpy()
+
+        def raw_read() -> None:
+            con = sqlite3.connect(read_db)
+            for rid in run_ids:
+                for key in wanted:
+                    got = con.execute("SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step",
+                                      (rid, key)).fetchall()
+                    np.array(got, dtype=np.float64)
+            con.close()
+
+        rows.append(Row("store read", f"{label} ({len(run_ids) * len(wanted) * n_steps:,} points) into arrays",
+                        median_time(ours_read, repeats), median_time(raw_read, repeats), "s", "<= 2x raw", None))
+        rows[-1].ok = rows[-1].ratio <= 2.0
+    store.close()
+    return rows
+
+
+# ---------------------------------------------------------------------- report
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def write_results(rows: list[Row], path: Path, *, repeats: int) -> str:
+    lines = ["# Benchmark results", "", f"Machine: {machine()}.", "",
+             f"Each time is the median of {repeats} repeats; the ratio is ours / baseline measured in the same run "
+             "(for rates, the ratio of rates). Written by `python benchmarks/bench.py`.", "",
+             "| section | case | ours | baseline | ratio | budget | met |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = (lambda v: f"{v:,.0f}") if r.unit == "values/s" else (lambda v: f"{v:.4f} s")
+        met = "yes" if r.ok else ("no" if r.ok is not None else "-")
+        lines.append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} | {r.ratio:.2f} | {r.budget} | {met} |")
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--only", choices=("training", "store", "dashboard"), action="append")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 5)
+    only = set(args.only or ("training", "store", "dashboard"))
+    torch.set_num_threads(1)  # timings comparable across machines; both sides run under the same setting
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if "training" in only:
+            rows += bench_training(repeats, args.quick, torch.device(args.device))
+        if "store" in only:
+            rows += bench_store(repeats, args.quick, Path(tmp))
+        if "dashboard" in only:
+            from benchmarks.dashboard import bench_dashboard  # noqa: PLC0415
+
+            rows += bench_dashboard(repeats, args.quick, Path(tmp))
+    print(write_results(rows, Path(args.out), repeats=repeats))
+
+
+if __name__ == "__main__":
+    main()
