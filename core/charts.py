@@ -23,9 +23,11 @@ Decisions worth knowing:
   is grouped by those values ("activation=elu, batchnorm=True" as group title; a click toggles the group).
 - In overlay with several metrics and no dash_by, the line dash tells the metrics apart.
 - group_by aggregates over the fields in group_by plus color_by, dash_by and (layout "field") facet_field, so a
-  group never mixes colours, dashes or facets. Groups are aligned on `max_points // 2` grid points (the band
-  polygon then holds about max_points points). NaN in a run is ignored by the mean (nanmean), so a diverged seed
-  drops out of the mean where it is NaN; "n=" counts the runs with data for that metric.
+  group never mixes colours, dashes or facets. Groups are aligned with `align(..., n_grid=max_points // 2)`: the
+  union of the runs' x values when there are that few (per-epoch metrics: exact, no interpolation), else an even
+  grid (the band polygon then holds about max_points points). NaN in a run is ignored by the mean (nanmean), so
+  a diverged seed drops out of the mean where it is NaN; "n=" counts the runs with data for that metric.
+- `runs` is the selection: its order sets trace order and colours; series rows of other runs are ignored.
 - log_y drops non-positive values from the plotted arrays (for groups: before aligning; a band's lower edge
   below zero is lifted to the smallest positive value of the group's data).
 - Subplots are kept only for metrics that have data in at least one selected run; the x title is on the bottom
@@ -341,7 +343,8 @@ def run_figure(
 
     ncols = min(cols, len(present))
     nrows = -(-len(present) // ncols)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=present,
+    specs = [[{} if r * ncols + c < len(present) else None for c in range(ncols)] for r in range(nrows)]
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=present, specs=specs,
                         vertical_spacing=min(0.12, 0.4 / nrows), horizontal_spacing=min(0.08, 0.3 / ncols))
     traces, rows, columns = [], [], []
     color = PALETTE[0]

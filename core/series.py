@@ -127,9 +127,10 @@ def align(runs_xy: Sequence[tuple[ArrayLike, ArrayLike]], *, n_grid: int = 500) 
     The grid spans the union of the runs' x ranges with `n_grid` evenly spaced points; where a run has no data
     (outside its own x range) its row is NaN. A NaN value in a run makes the interpolated values on both sides
     of it NaN (an Inf makes them Inf), so a gap is never bridged. Points with non-finite x are dropped and
-    repeated x values keep their first point. When every run has exactly the same x values (seeds of one
-    config) and there are at most `n_grid` of them, those x values are the grid, so nothing is interpolated.
-    With no points at all the grid is empty and the matrix has shape (len(runs_xy), 0).
+    repeated x values keep their first point. When the runs have at most `n_grid` distinct x values in all (the
+    epochs of per-epoch metrics, short runs), the grid is exactly those values, so every observed point is on
+    it; `n_grid` is an upper bound. With no points at all the grid is empty and the matrix has shape
+    (len(runs_xy), 0).
     """
     n_grid = check_int("n_grid", n_grid, 2)
     cleaned: list[tuple[np.ndarray, np.ndarray]] = []
@@ -150,11 +151,11 @@ def align(runs_xy: Sequence[tuple[ArrayLike, ArrayLike]], *, n_grid: int = 500) 
     nonempty = [xa for xa, _ in cleaned if xa.size]
     if not nonempty:
         return np.empty(0), np.full((len(cleaned), 0), np.nan)
-    ref = nonempty[0]
-    if len(nonempty) == len(cleaned) and ref.size <= n_grid and all(np.array_equal(ref, xa) for xa in nonempty):
-        grid = ref.copy()
+    union = np.unique(np.concatenate(nonempty))
+    if union.size <= n_grid:
+        grid = union
     else:
-        grid = np.linspace(min(xa[0] for xa in nonempty), max(xa[-1] for xa in nonempty), n_grid)
+        grid = np.linspace(union[0], union[-1], n_grid)
 
     matrix = np.full((len(cleaned), grid.size), np.nan)
     with np.errstate(invalid="ignore"):
