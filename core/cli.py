@@ -18,6 +18,7 @@ from typing import Any, Sequence, TextIO
 
 from core.config import (GROUPS, PRESETS, ConfigError, ExperimentConfig, choices, coerce, field_comment, field_kind,
                          field_names, preset)
+from core.export import add_export_parser, cmd_export
 
 EXIT_BAD_INPUT = 2
 
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("note", help="set a run's note")
     n.add_argument("id", type=int)
     n.add_argument("text")
+
+    add_export_parser(sub)
     return parser
 
 
@@ -281,7 +284,7 @@ def cmd_note(args, store, out: TextIO, err: TextIO) -> int:
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics, "delete": cmd_delete,
-            "tag": cmd_tag, "note": cmd_note}
+            "tag": cmd_tag, "note": cmd_note, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr,

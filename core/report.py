@@ -1,0 +1,202 @@
+"""The comparison behind every export, and the report: one self-contained HTML file with every chart of a
+comparison (all metrics overlaid, then one chart per metric), the config differences, the summary table and the
+runs with their notes.
+
+Figures come from `core.charts.comparison_figure` with the Compare page's settings (the keyword names of
+`SETTINGS`) and tables from `core.views`, so a file shows what the page shows. Input is checked here and a bad
+value raises `ConfigError` naming it, so the command line reports it as one line.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import numbers
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from core import charts, views
+from core.config import ConfigError, field_names
+from core.export import figure_div, html_page, style_for_export
+from core.store import Run, RunNotFound
+
+# The Compare page's chart settings that a report and an export take, with their defaults.
+SETTINGS: dict[str, Any] = {"x": "step", "smoothing": 0.0, "log_y": False, "color_by": None, "dash_by": None,
+                            "group_by": (), "band": "std", "robust_y": False, "max_points": 2000}
+MAX_TITLE_RUNS = 3  # runs named in a default title; the rest are counted
+
+_STYLE = """
+h1{font-size:26px;margin:0 0 4px} h2{font-size:20px;margin:32px 0 8px;border-bottom:1px solid #ddd}
+p.meta{color:#555;margin:0 0 16px} figure{margin:0 0 24px} figcaption{font-weight:bold;margin:8px 0}
+.table{overflow-x:auto} table{border-collapse:collapse;font-size:14px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;white-space:pre-wrap}
+th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
+"""
+
+
+# ---------------------------------------------------------------------- checked input
+def load_runs(store: Any, run_ids: str | Sequence[int]) -> list[Run]:
+    """The runs, in the order given ("3,7,12" or a list of ids); ConfigError("runs") for a bad or unknown id."""
+    if isinstance(run_ids, str):
+        try:
+            ids = views.parse_run_ids(run_ids)
+        except views.SelectionError as exc:
+            raise ConfigError("runs", str(exc)) from None
+    else:
+        ids = list(dict.fromkeys(int(i) for i in run_ids))
+    if not ids:
+        raise ConfigError("runs", "give at least one run id, e.g. --runs 3,7,12")
+    runs = []
+    for run_id in ids:
+        try:
+            runs.append(store.get_run(run_id))
+        except RunNotFound:
+            raise ConfigError("runs", f"no run with id {run_id}") from None
+    return runs
+
+
+def check_metrics(store: Any, runs: Sequence[Run], metrics: Sequence[str] | None) -> list[str]:
+    """`metrics` (default: train_loss and val_loss when there), each logged by at least one of `runs`."""
+    available = views.metric_options(k for run in runs for k in store.metric_keys(run.id))
+    if not available:
+        raise ConfigError("metric", f"runs {_ids(runs)} have no metrics yet")
+    chosen = list(dict.fromkeys(metrics)) if metrics else views.default_metrics(available)
+    for metric in chosen:
+        if metric not in available:
+            shown = ", ".join(available[:40]) + (", ..." if len(available) > 40 else "")
+            raise ConfigError("metric", f"runs {_ids(runs)} have no metric {metric!r}; they have: {shown}")
+    return chosen
+
+
+def check_settings(runs: Sequence[Run], **settings: Any) -> dict[str, Any]:
+    """The chart settings with defaults filled in; ConfigError naming the setting and what is allowed."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(unknown[0], f"is not a chart setting; allowed: {', '.join(SETTINGS)}")
+    out = {**SETTINGS, **settings}
+    _choice("x", out["x"], charts.X_OPTIONS)
+    _choice("band", out["band"], charts.BAND_KINDS)
+    smoothing = out["smoothing"]
+    if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < 1:
+        raise ConfigError("smoothing", f"must be a number in [0, 1) (0 is off, 0.6 is TensorBoard's default); "
+                                       f"got {smoothing!r}")
+    for flag in ("log_y", "robust_y"):
+        if not isinstance(out[flag], bool):
+            raise ConfigError(flag, f"must be true or false; got {out[flag]!r}")
+    if isinstance(out["max_points"], bool) or not isinstance(out["max_points"], int) or out["max_points"] < 4:
+        raise ConfigError("max_points", f"must be a whole number >= 4; got {out['max_points']!r}")
+    group_by = [out["group_by"]] if isinstance(out["group_by"], str) else list(out["group_by"] or ())
+    for name, value in [*(("group_by", g) for g in group_by), ("color_by", out["color_by"]),
+                        ("dash_by", out["dash_by"])]:
+        if value is not None and value not in field_names():
+            raise ConfigError(name, f"must be a config field, one of {', '.join(field_names())}; got {value!r}")
+    out["group_by"] = tuple(group_by)
+    out["smoothing"] = float(smoothing)
+    return out
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _ids(runs: Sequence[Run]) -> str:
+    return ", ".join(str(r.id) for r in runs)
+
+
+# ---------------------------------------------------------------------- the comparison
+def build_comparison(store: Any, runs: Sequence[Run], *, metrics: Sequence[str], layout: str = "overlay",
+                     title: str | None = None, **settings: Any) -> go.Figure:
+    """The Compare page's figure for `runs`: `charts.comparison_figure` over the stored series."""
+    series = store.metrics_frame([r.id for r in runs], list(metrics))
+    return charts.comparison_figure(series, views.chart_runs(runs), metrics=list(metrics), layout=layout,
+                                    title=title, **check_settings(runs, **settings))
+
+
+def comparison_title(runs: Sequence[Run], metrics: Sequence[str] = ()) -> str:
+    """'a vs b vs c' (more runs: 'a, b, c and 4 more'), after the metrics when given: 'val_loss: a vs b'."""
+    names = [r.name for r in runs]
+    text = " vs ".join(names) if len(names) <= MAX_TITLE_RUNS else \
+        f"{', '.join(names[:MAX_TITLE_RUNS])} and {len(names) - MAX_TITLE_RUNS} more"
+    return f"{', '.join(metrics)}: {text}" if metrics else text
+
+
+# ---------------------------------------------------------------------- the report
+def report_html(store: Any, run_ids: str | Sequence[int], *, metrics: Sequence[str] | None = None,
+                title: str | None = None, generated_at: datetime | None = None, **settings: Any) -> str:
+    """One self-contained, offline HTML file: every chart (all metrics overlaid when there are several, then one
+    per metric), the config differences, the summary table and the runs with tags and notes. Named `title`
+    (default `comparison_title`); `settings` are the Compare page's (see SETTINGS). All text is escaped."""
+    runs = load_runs(store, run_ids)
+    metrics = check_metrics(store, runs, metrics)
+    settings = check_settings(runs, **settings)
+    title = comparison_title(runs) if title is None else title
+    generated_at = generated_at or datetime.now(timezone.utc)
+    series = store.metrics_frame([r.id for r in runs], metrics)
+    frame = views.chart_runs(runs)
+
+    figures: list[tuple[str, go.Figure]] = []
+    if len(metrics) > 1:
+        figures.append(("All metrics", charts.comparison_figure(series, frame, metrics=metrics, **settings)))
+    figures += [(m, charts.comparison_figure(series, frame, metrics=[m], **settings)) for m in metrics]
+
+    esc = html.escape
+    parts = [f"<h1>{esc(title)}</h1>",
+             f'<p class="meta">{esc(_describe(runs, metrics, settings, generated_at))}</p>',
+             '<section id="charts">\n<h2>Charts</h2>']
+    for i, (caption, fig) in enumerate(figures):
+        parts.append(f'<figure class="chart" id="chart-{i}" data-metric="{esc(caption)}">'
+                     f"<figcaption>{esc(caption)}</figcaption>\n{figure_div(style_for_export(fig))}</figure>")
+    parts.append("</section>")
+    summary = views.summary_table(runs).rename(columns={"duration_s": "duration", **views.SUMMARY_METRICS})
+    sections = [("config-differences", "Config differences", views.config_differences(runs),
+                 "" if len(runs) < 2 or views.varying_fields(runs) else "Every run has the same config."),
+                ("summary", "Summary", summary, ""),
+                ("runs", "Runs", views.edit_frame(runs), "")]
+    for anchor, heading, table, note in sections:
+        parts.append(f'<section id="{anchor}">\n<h2>{heading}</h2>' + (f"<p>{esc(note)}</p>" if note else "")
+                     + f'\n<div class="table">{table_html(table, formats={"duration": views.format_duration})}'
+                       f"</div>\n</section>")
+    return html_page(title, "\n".join(parts), style=_STYLE)
+
+
+def _describe(runs: Sequence[Run], metrics: Sequence[str], settings: dict[str, Any], when: datetime) -> str:
+    shown = [f"x: {settings['x']}", f"smoothing {settings['smoothing']:g}" if settings["smoothing"] else None,
+             "log y" if settings["log_y"] else None,
+             f"grouped by {', '.join(settings['group_by'])} ({settings['band']} band)" if settings["group_by"]
+             else None,
+             f"colour by {settings['color_by']}" if settings["color_by"] else None,
+             f"dash by {settings['dash_by']}" if settings["dash_by"] else None]
+    return (f"{len(runs)} runs ({_ids(runs)}) · metrics: {', '.join(metrics)} · "
+            + " · ".join(s for s in shown if s) + f" · made by Lossboard on {when:%Y-%m-%d %H:%M} UTC")
+
+
+def table_html(df: pd.DataFrame, *, formats: dict[str, Callable[[Any], str]] | None = None) -> str:
+    """`df` as an HTML table with its index, every header and cell escaped; numbers right-aligned."""
+    formats = formats or {}
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(c))}</th>" for c in [df.index.name or "", *df.columns])
+    rows = []
+    for index, row in zip(df.index, df.itertuples(index=False)):
+        cells = [f"<th>{esc(_cell(index))}</th>"]
+        for col, value in zip(df.columns, row):
+            text = formats[col](value) if col in formats else _cell(value)
+            numeric = isinstance(value, numbers.Number) and not isinstance(value, bool)
+            cells.append(f'<td class="num">{esc(text)}</td>' if numeric else f"<td>{esc(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.6g}"
+    if isinstance(value, pd.Timestamp):
+        return f"{value:%Y-%m-%d %H:%M}"
+    return str(value)

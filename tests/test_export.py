@@ -1,0 +1,375 @@
+"""Export: every file is checked for what it claims (PNG signature and pixel size, SVG as XML with its legend and
+axis titles, PDF header and page size, offline HTML that a browser draws without any request, CSV equal to the
+stored series), on a temporary store with three tiny real runs, one of them named `<script>alert(1)</script>`.
+
+Image tests need Chromium (Debian: `apt-get install chromium`) and are skipped with that reason without it."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import re
+import struct
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from plotly.offline import get_plotlyjs
+
+from core import export, report, views
+from core.charts import run_figure
+from core.config import ConfigError, ExperimentConfig
+from core.export import ExportUnavailable
+from core.reporting import MetricRow
+from core.store import Store, StoreReporter
+from core.training import train
+
+SCRIPT_NAME = "<script>alert(1)</script>"
+NOTE = "<img src=x onerror=alert(2)> lr too high"
+METRICS = ["train_loss", "val_loss"]
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+needs_chromium = pytest.mark.skipif(export.find_browser() is None,
+                                    reason="no Chromium/Chrome for Kaleido: apt-get install chromium")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Three tiny real runs; the third ends with a NaN and an Inf train_loss (a diverging seed)."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('export') / 'runs.db'}")
+    base = {"epochs": 2, "hidden": (4,), "n_samples": 120, "device": "cpu"}
+    for name, extra in (("baseline", {}), (SCRIPT_NAME, {"activation": "elu", "seed": 1}),
+                        ("bn & co", {"batchnorm": True})):
+        cfg = ExperimentConfig(**base, **extra)
+        run_id = store.create_run(name=name, config=cfg.to_dict())
+        assert train(cfg, StoreReporter(store, run_id)).status == "finished"
+    ids = [r.id for r in reversed(store.list_runs())]
+    store.set_notes(ids[1], NOTE)
+    last = int(store.series(ids[2], "train_loss")["step"].max())
+    store.log_metrics(ids[2], [MetricRow("train_loss", last + 1, 1, math.nan, 9.0),
+                               MetricRow("train_loss", last + 2, 1, math.inf, 9.5)])
+    yield store
+    export.stop_renderer()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def ids(store):
+    return [r.id for r in reversed(store.list_runs())]
+
+
+@pytest.fixture(scope="module")
+def fig(store, ids):
+    runs = report.load_runs(store, ids)
+    return report.build_comparison(store, runs, metrics=METRICS)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    return struct.unpack(">II", data[16:24])
+
+
+def svg_texts(data: bytes, css_class: str) -> list[str]:
+    root = ET.fromstring(data)
+    return ["".join(el.itertext()) for el in root.iter(f"{SVG_NS}text") if css_class in el.get("class", "").split()]
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags(page: str) -> list[tuple[str, dict]]:
+    parser = _Tags()
+    parser.feed(page)
+    return parser.tags
+
+
+# ---------------------------------------------------------------------- styling
+def test_style_for_export_is_a_light_readable_copy_with_literal_names(fig):
+    styled = export.style_for_export(fig, title="Loss <b>& co</b>", width=800, height=450)
+    lay = styled.layout
+    assert lay.paper_bgcolor == "white" and lay.plot_bgcolor == "white" and lay.showlegend is True
+    assert lay.font.size >= 14 and lay.xaxis.title.font.size >= 14 and lay.yaxis.title.font.size >= 14
+    assert lay.xaxis.title.text == "step" and lay.yaxis.title.text == "value"
+    assert lay.title.text == "Loss &lt;b&gt;&amp; co&lt;/b&gt;"  # plotly.js would render <b> as bold
+    assert (lay.width, lay.height) == (800, 450)
+    names = {t.name for t in styled.data if t.showlegend is not False}
+    assert "#2 &lt;script&gt;alert(1)&lt;/script&gt; · train_loss" in names
+    assert any(SCRIPT_NAME in t.name for t in fig.data), "the input figure is left as it was"
+    assert fig.layout.paper_bgcolor is None
+
+
+def test_style_for_export_gives_a_single_run_figure_one_legend_entry(store, ids):
+    single = run_figure(store.metrics_frame([ids[1]], METRICS), run_name=SCRIPT_NAME, keys=METRICS)
+    styled = export.style_for_export(single)
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert [t.name for t in styled.data if t.showlegend] == [escaped] and styled.layout.title.text == escaped
+    assert {t.legendgroup for t in styled.data} == {"run"}, "the one entry toggles every subplot"
+
+
+# ---------------------------------------------------------------------- images
+@needs_chromium
+def test_png_signature_pixel_size_and_one_browser_for_many_images(fig):
+    styled = export.style_for_export(fig, title="PNG")
+    assert png_size(export.figure_image(styled, "png", width=640, height=360, scale=2)) == (1280, 720)
+    starts = export.renderer_stats()["starts"]
+    assert png_size(export.figure_image(styled, "png", width=500, height=300, scale=1)) == (500, 300)
+    assert png_size(export.figure_image(styled, "png", width=500)) == (1000, 960)  # height 480 from the figure
+    assert export.renderer_stats()["starts"] == starts, "a warm browser is reused, not started per image"
+
+
+@needs_chromium
+def test_svg_is_xml_with_legend_axis_titles_and_the_script_name_as_text(fig):
+    data = export.figure_image(export.style_for_export(fig, title="SVG"), "svg", width=900, height=500)
+    root = ET.fromstring(data)
+    assert root.tag == f"{SVG_NS}svg" and (root.get("width"), root.get("height")) == ("900", "500")
+    legend = svg_texts(data, "legendtext")
+    assert f"#2 {SCRIPT_NAME} · train_loss" in legend and "#3 bn & co · val_loss" in legend and len(legend) == 6
+    assert svg_texts(data, "xtitle") == ["step"] and svg_texts(data, "ytitle") == ["value"]
+    assert svg_texts(data, "gtitle") == ["SVG"]
+    assert not [el for el in root.iter() if el.tag.endswith("script") or el.tag.endswith("foreignObject")]
+
+
+@needs_chromium
+def test_pdf_header_and_page_size(fig):
+    data = export.figure_image(export.style_for_export(fig), "pdf", width=800, height=400)
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    box = [float(v) for v in re.search(rb"MediaBox\s*\[([^\]]*)\]", data).group(1).split()]
+    assert box[2] == pytest.approx(600, abs=1) and box[3] == pytest.approx(300, abs=1)  # 0.75 pt per px
+
+
+def test_no_browser_raises_export_unavailable_with_the_install_hint(fig, monkeypatch):
+    with pytest.raises(ExportUnavailable) as info:
+        export.figure_image(fig, "png", env={"BROWSER_PATH": "/nonexistent/chromium"})
+    assert "apt-get install chromium" in str(info.value) and "/nonexistent/chromium" in str(info.value)
+    from choreographer.browsers.chromium import Chromium
+    monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **kwargs: None))
+    with pytest.raises(ExportUnavailable, match="plotly_get_chrome"):
+        export.figure_image(fig, "svg", env={})
+    with pytest.raises(ValueError, match="fmt must be one of png, svg, pdf"):
+        export.figure_image(fig, "jpg", env={})
+
+
+# ---------------------------------------------------------------------- HTML
+def test_figure_html_is_offline_and_escapes_names(fig):
+    page = export.figure_html(export.style_for_export(fig), title=f"runs {SCRIPT_NAME}")
+    assert export.external_references(page) == []
+    assert all("src" not in attrs and "href" not in attrs for tag, attrs in tags(page) if tag in ("script", "link"))
+    assert not [t for t, _ in tags(page) if t in ("img", "iframe", "link", "object", "embed")]
+    assert not re.search(r"https?:", page.replace(get_plotlyjs(), "")), "no URL outside the embedded plotly.js"
+    assert "mathjax" not in page.lower().replace(get_plotlyjs().lower(), "")
+    assert f"<title>runs &lt;script&gt;alert(1)&lt;/script&gt;</title>" in page and SCRIPT_NAME not in page
+    assert page.count(get_plotlyjs()) == 1 and "Content-Security-Policy" in page
+
+
+def test_export_figure_serves_a_download_button(fig):
+    page = export.export_figure(fig, "html", title="for a button").decode("utf-8")
+    assert "<title>for a button</title>" in page and export.external_references(page) == []
+    with pytest.raises(ValueError, match="fmt must be one of png, svg, pdf, html"):
+        export.export_figure(fig, "csv")
+    with pytest.raises(ValueError, match="width must be a whole number of pixels"):
+        export.export_figure(fig, "png", width=10**6)
+
+
+def test_report_has_every_chart_both_tables_and_escaped_text(store, ids):
+    page = report.report_html(store, ids, metrics=METRICS, title=f"Compare {SCRIPT_NAME}", smoothing=0.6)
+    assert export.external_references(page) == []
+    assert page.count('class="plotly-graph-div"') == 3  # the overlay, then train_loss and val_loss
+    assert re.findall(r'data-metric="([^"]*)"', page) == ["All metrics", *METRICS]
+    for section in ("charts", "config-differences", "summary", "runs"):
+        assert f'<section id="{section}">' in page
+    found = [t for t, _ in tags(page)]
+    assert "img" not in found and found.count("table") == 3
+    assert found.count("script") == 1 + 3, "plotly.js once, one inline script per chart, nothing from names"
+    assert SCRIPT_NAME not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "<title>Compare &lt;script&gt;" in page and "smoothing 0.6" in page
+    diff = page.split('<section id="config-differences">')[1].split("</section>")[0]
+    assert "activation" in diff and "batchnorm" in diff and "elu" in diff
+
+
+@needs_chromium
+def test_exported_html_draws_in_a_browser_without_any_request(store, ids, fig, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    files = {"figure": tmp_path / "figure.html", "report": tmp_path / "report.html"}
+    files["figure"].write_text(export.figure_html(export.style_for_export(fig), title="figure"), encoding="utf-8")
+    files["report"].write_text(report.report_html(store, ids, metrics=METRICS), encoding="utf-8")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=export.find_browser(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            outside, problems = [], []
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                       else (outside.append(route.request.url), route.abort()))
+            page.on("dialog", lambda d: (problems.append(f"dialog {d.message}"), d.dismiss()))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            for name, n_charts in (("figure", 1), ("report", 3)):
+                page.goto(files[name].as_uri())
+                page.wait_for_function(f"document.querySelectorAll('.plotly-graph-div .main-svg').length >= "
+                                       f"{n_charts}", timeout=20_000)
+                assert page.locator(".plotly-graph-div").count() == n_charts
+                assert page.locator(".scatterlayer .trace").count() >= 6
+                assert any(SCRIPT_NAME in t for t in page.locator(".legendtext").all_text_contents())
+            assert outside == [] and problems == []
+        finally:
+            browser.close()
+
+
+# ---------------------------------------------------------------------- CSV
+def test_series_csv_reads_back_equal_to_the_stored_series(store, ids):
+    text = export.series_csv(store, ids, METRICS)
+    back = pd.read_csv(io.StringIO(text))
+    stored = store.metrics_frame(ids, METRICS)
+    assert list(back.columns) == list(export.SERIES_CSV_COLUMNS) and len(back) == len(stored)
+    for col in ("run_id", "step", "epoch"):
+        np.testing.assert_array_equal(back[col].to_numpy(), stored[col].to_numpy())
+    np.testing.assert_array_equal(back["value"].to_numpy(), stored["value"].to_numpy())  # NaN == NaN here
+    np.testing.assert_array_equal(back["wall_time"].to_numpy(), stored["wall_time"].to_numpy())
+    assert back["key"].tolist() == stored["key"].tolist()
+    assert back["value"].isna().sum() == 1 and np.isposinf(back["value"]).sum() == 1 and ",NaN," in text
+    names = dict(zip(back["run_id"], back["run_name"]))
+    assert names == {ids[0]: "baseline", ids[1]: SCRIPT_NAME, ids[2]: "bn & co"}
+    full = store.metrics_frame(ids)
+    assert len(pd.read_csv(io.StringIO(export.series_csv(store, ids)))) == len(full), "keys=None: every metric"
+
+
+def test_table_csv_of_summary_and_config_differences(store, ids):
+    runs = report.load_runs(store, ids)
+    summary = pd.read_csv(io.StringIO(export.table_csv(views.summary_table(runs))), index_col=0)
+    assert summary.index.tolist() == ids and summary["name"].tolist() == ["baseline", SCRIPT_NAME, "bn & co"]
+    assert summary["steps"].tolist() == [r.summary["steps"] for r in runs]
+    assert summary["diverged_step"].isna().all()  # None in the summary -> NaN in the table -> NaN read back
+    diff = pd.read_csv(io.StringIO(export.table_csv(views.config_differences(runs))), index_col=0)
+    assert {"activation", "batchnorm", "seed"} <= set(diff.columns) and diff["activation"].tolist()[1] == "elu"
+
+
+# ---------------------------------------------------------------------- file names
+@pytest.mark.parametrize("text", ["../../etc/passwd", "a/b\\c", "..hidden", "tab\there\nnew\x00line\x7f",
+                                  SCRIPT_NAME, "   ", "", "-rf", "con", "x" * 500, "Lösung 日本語 " * 20,
+                                  "C:\\Windows\\run?.png", "\u202eevil"])
+def test_safe_filename(text):
+    name = export.safe_filename(text, ext="png")
+    stem = name[:-4]
+    assert name.endswith(".png") and stem and len(name.encode()) <= export.MAX_FILENAME_BYTES
+    assert not re.search(r'[/\\\x00-\x1f\x7f<>:"|?*\s]', name), name
+    assert not stem.startswith((".", "-")) and not stem.endswith(".") and stem.lower() != "con"
+    assert all(not (0x202a <= ord(c) <= 0x202e) for c in name)
+
+
+def test_safe_filename_keeps_readable_names():
+    assert export.safe_filename("mlp-bn (lr 0.05)", ext="svg") == "mlp-bn_(lr_0.05).svg"
+    assert export.safe_filename(SCRIPT_NAME, ext="csv") == "script_alert(1)_script.csv"
+    assert export.safe_filename("", ext="html") == "export.html"
+    with pytest.raises(ValueError, match="ext"):
+        export.safe_filename("x", ext="../png")
+
+
+# ---------------------------------------------------------------------- the command line
+def run_export(store, *argv) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser()
+    export.add_export_parser(parser.add_subparsers(dest="command"))
+    out, err = io.StringIO(), io.StringIO()
+    code = export.cmd_export(parser.parse_args(["export", *argv]), store, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_file(path: Path, fmt: str) -> None:
+    data = path.read_bytes()
+    if fmt == "png":
+        assert png_size(data) == (1200, 800)
+    elif fmt == "svg":
+        assert f"#2 {SCRIPT_NAME} · val_loss" in svg_texts(data, "legendtext")
+    elif fmt == "pdf":
+        assert data.startswith(b"%PDF-")
+    elif fmt == "csv":
+        assert len(pd.read_csv(path)) > 0
+    else:
+        page = data.decode()
+        assert page.startswith("<!DOCTYPE html>") and export.external_references(page) == []
+        assert page.count('class="plotly-graph-div"') == (1 if fmt == "html" else 3)
+
+
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_cli_export_writes_a_valid_file_for_each_format(store, ids, tmp_path, fmt):
+    if fmt in export.IMAGE_FORMATS and export.find_browser() is None:
+        pytest.skip("no Chromium/Chrome for Kaleido: apt-get install chromium")
+    path = tmp_path / f"out.{fmt}"
+    code, out, err = run_export(store, "--runs", ",".join(map(str, ids)), "--metric", "train_loss",
+                                "--metric", "val_loss", "--smoothing", "0.5", "--format", fmt, "--out", str(path),
+                                "--width", "600", "--height", "400", "--scale", "2")
+    assert (code, err) == (0, "") and out.startswith(f"wrote {path}")
+    check_file(path, fmt)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary file left behind"
+
+
+def test_cli_export_into_a_folder_names_the_file_safely(store, ids, tmp_path):
+    code, out, _ = run_export(store, "--runs", f"{ids[1]}", "--format", "csv", "--out", str(tmp_path))
+    assert code == 0 and [p.name for p in tmp_path.iterdir()] == ["train_loss_val_loss_script_alert(1)_script.csv"]
+
+
+def test_cli_image_export_without_a_browser_fails_in_one_line_while_html_works(store, ids, tmp_path, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))
+    code, _, err = run_export(store, "--runs", str(ids[0]), "--format", "png", "--out", str(tmp_path / "a.png"))
+    assert code == 1 and err.count("\n") == 1 and "apt-get install chromium" in err
+    assert not (tmp_path / "a.png").exists()
+    assert run_export(store, "--runs", str(ids[0]), "--out", str(tmp_path / "a.html"))[0] == 0  # format from suffix
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--runs", "999"], "runs"),
+    (["--runs", "1,x"], "runs"),
+    (["--runs", "{first}", "--metric", "no_such_metric"], "metric"),
+    (["--runs", "{first}", "--format", "gif"], "format"),
+    (["--runs", "{first}", "--out", "{tmp}/missing/dir/out.png"], "out"),
+    (["--runs", "{first}", "--out", "{tmp}/afile/out.png"], "out"),
+    (["--runs", "{first}", "--x", "wall"], "x"),
+    (["--runs", "{first}", "--group-by", "no_field"], "group_by"),
+    (["--runs", "{first}", "--smoothing", "1.5"], "smoothing"),
+    (["--runs", "{first}", "--band", "iqr"], "band"),
+    (["--runs", "{first}", "--layout", "grid"], "layout"),
+    (["--runs", "{first}", "--width", "5"], "width"),
+    (["--runs", "{first}", "--scale", "0"], "scale"),
+])
+def test_cli_bad_input_raises_config_error_naming_the_field(store, ids, tmp_path, argv, field):
+    (tmp_path / "afile").write_text("not a folder")
+    argv = [a.format(first=ids[0], tmp=tmp_path) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out.csv")]
+    if "--format" not in argv:
+        argv += ["--format", "csv"]
+    with pytest.raises(ConfigError) as info:
+        run_export(store, *argv)
+    assert info.value.field == field
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_cli_main_runs_export_when_wired(store, ids, tmp_path):
+    from core import cli
+    if "export" not in cli.COMMANDS:
+        pytest.skip("core.cli does not wire the export subcommand yet")
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--db", store.url, "export", "--runs", str(ids[0]), "--format", "csv", "--out",
+                     str(tmp_path / "a.csv")], out=out, err=err, env={})
+    assert code == 0, err.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--db", store.url, "export", "--runs", "999", "--out", str(tmp_path / "b.csv")], out=out,
+                    err=err, env={})
+    assert code == 2 and err.getvalue().startswith("error: runs:") and err.getvalue().count("\n") == 1
+
+
+def test_a_browser_that_does_not_start_raises_export_unavailable_instead_of_hanging(fig):
+    """Last, as it stops the shared browser. (Behind kaleido.start_sync_server, callers would wait forever.)"""
+    with pytest.raises(ExportUnavailable, match="starting the browser /bin/false .* apt-get install chromium"):
+        export.figure_image(fig, "png", env={"BROWSER_PATH": "/bin/false"})
