@@ -19,7 +19,8 @@ import torch
 
 from core.config import ExperimentConfig
 from core.data import Dataset, load_dataset
-from core.diagnostics import (batchnorm_stats, dead_relu_frac, grad_norms, output_diagnostics, roc_auc)
+from core.diagnostics import (batchnorm_stats, dead_frac_from_max, grad_norms_from_params, layer_groups,
+                              param_grad_norms, roc_auc, segment_output_diagnostics)
 from core.losses import logits_loss, loss_fn
 from core.models import build_model
 from core.reporting import MetricRow, Reporter, RunInfo, RunResult
@@ -61,34 +62,103 @@ def batch_slices(n: int, batch_size: int, *, batchnorm: bool) -> list[slice]:
 
 
 @dataclass
+class _Step:
+    """What one optimizer step leaves for the next flush: references to tensors it computed anyway."""
+
+    step: int
+    epoch: int
+    wall: float
+    lr: float
+    z: torch.Tensor  # the batch's pre-sigmoid values, detached
+    y: torch.Tensor
+    loss: torch.Tensor
+    logged: bool
+    z_grad: torch.Tensor | None = None  # full diagnostics on logged steps only
+    grad_norms: torch.Tensor | None = None  # (n_params,) before clipping
+    update_norms: torch.Tensor | None = None  # (n_params,)
+    relu_max: list[torch.Tensor] = field(default_factory=list)  # per hidden ReLU layer, (width,)
+
+
+@dataclass
+class _Fetched:
+    rows: list[MetricRow]
+    first_bad: tuple[int, int] | None  # (step, epoch) of the first non-finite loss, logit or gradient
+    correct: int  # training predictions that were right, over the fetched steps (for train_acc)
+    seen: int
+
+
 class _Buffer:
-    """Device-side values waiting for the next fetch: (step, epoch, wall, keys, stacked values)."""
+    """Steps waiting for the next flush. `fetch` computes every diagnostic of the buffered steps in a few
+    vectorised operations and brings them to the host in one transfer."""
 
-    entries: list[tuple[int, int, float, tuple[str, ...], torch.Tensor]] = field(default_factory=list)
-    bad: list[tuple[int, int, torch.Tensor]] = field(default_factory=list)  # (step, epoch, non-finite flag)
+    def __init__(self, cfg: ExperimentConfig, groups: dict[str, list[int]], *, output_relu: bool) -> None:
+        self.cfg = cfg
+        self.groups = groups
+        self.output_relu = output_relu
+        self.steps: list[_Step] = []
 
-    def fetch(self) -> tuple[list[MetricRow], tuple[int, int] | None]:
-        """One host transfer for everything buffered. Returns the rows and the first (step, epoch) that was
-        non-finite, with the rows after it dropped."""
-        tensors = [t for *_, t in self.entries] + [b for *_, b in self.bad]
-        if not tensors:
-            return [], None
-        flat = torch.cat([t.reshape(-1).float() for t in tensors]).cpu().tolist()
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def fetch(self) -> _Fetched:
+        steps, self.steps = self.steps, []
+        if not steps:
+            return _Fetched([], None, 0, 0)
+        device = steps[0].z.device
+        sizes = [s.z.numel() for s in steps]
+        z = torch.cat([s.z for s in steps])
+        y = torch.cat([s.y for s in steps])
+        seg = _segments(sizes, device)
+        losses = torch.stack([s.loss.float() for s in steps])
+        nonfinite_z = torch.zeros(len(steps), device=device).index_add_(0, seg, (~torch.isfinite(z)).float())
+        bad = ~torch.isfinite(losses) | (nonfinite_z > 0)
+        correct = ((z >= 0).to(y.dtype) == y).sum().float().reshape(1)
+
+        logged = [s for s in steps if s.logged]
+        keys, table = self._diagnostics(logged, losses[[i for i, s in enumerate(steps) if s.logged]])
+        if "grad_norm" in keys:
+            where = torch.tensor([i for i, s in enumerate(steps) if s.logged], device=device)
+            bad[where] |= ~torch.isfinite(table[:, keys.index("grad_norm")])
+        flat = torch.cat([bad.float(), correct, table.reshape(-1)]).cpu().tolist()
+
+        n = len(steps)
+        first_bad = next(((s.step, s.epoch) for s, flag in zip(steps, flat[:n]) if flag), None)
+        values = flat[n + 1:]
+        width = len(keys)
         rows: list[MetricRow] = []
-        pos = 0
-        for step, epoch, wall, keys, _ in self.entries:
-            rows.extend(MetricRow(k, step, epoch, v, wall) for k, v in zip(keys, flat[pos:pos + len(keys)]))
-            pos += len(keys)
-        first_bad = None
-        for (step, epoch, _), flag in zip(self.bad, flat[pos:]):
-            if flag:
-                first_bad = (step, epoch)
+        for i, s in enumerate(logged):
+            if first_bad is not None and s.step > first_bad[0]:
                 break
-        if first_bad is not None:
-            rows = [r for r in rows if r.step <= first_bad[0]]
-        self.entries.clear()
-        self.bad.clear()
-        return rows, first_bad
+            rows.extend(MetricRow(k, s.step, s.epoch, v, s.wall) for k, v in zip(keys, values[i * width:(i + 1) * width]))
+            rows.append(MetricRow("lr", s.step, s.epoch, s.lr, s.wall))
+        return _Fetched(rows, first_bad, int(flat[n]), sum(sizes))
+
+    def _diagnostics(self, logged: list[_Step], losses: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """A (logged steps, keys) table of every per-step metric."""
+        if not logged or logged[0].z_grad is None:
+            return ["train_loss"], losses.reshape(-1, 1)
+        cfg = self.cfg
+        z = torch.cat([s.z for s in logged])
+        seg = _segments([s.z.numel() for s in logged], z.device)
+        cols = {"train_loss": losses}
+        cols.update(segment_output_diagnostics(z, torch.cat([s.y for s in logged]), seg, len(logged), loss=cfg.loss,
+                                               clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
+                                               z_grad=torch.cat([s.z_grad for s in logged])))
+        cols.update(grad_norms_from_params(torch.stack([s.grad_norms for s in logged]), self.groups))
+        cols["update_norm"] = torch.stack([s.update_norms for s in logged]).double().pow(2).sum(dim=1).sqrt().float()
+        relu_layers = [torch.stack([s.relu_max[j] for s in logged]) for j in range(len(logged[0].relu_max))]
+        if relu_layers or self.output_relu:
+            out_max = None
+            if self.output_relu:
+                out_max = torch.full((len(logged),), -math.inf, dtype=z.dtype, device=z.device).scatter_reduce_(
+                    0, seg, z, "amax")
+            cols["dead_relu_frac"] = dead_frac_from_max(relu_layers, out_max)
+        return list(cols), torch.stack([c.float() for c in cols.values()], dim=1)
+
+
+def _segments(sizes: list[int], device: torch.device) -> torch.Tensor:
+    """seg[i] = the index of the step that sample i of the concatenated batches belongs to."""
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
 
 
 class _Summary:
@@ -171,7 +241,7 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
     summary = _Summary()
     steps = epochs_done = 0
     diverged: tuple[int, int] | None = None
-    buf = _Buffer()
+    buf: _Buffer | None = None
     status, error = "finished", None
     try:
         cfg.validate()
@@ -185,8 +255,9 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         compute_loss = loss_fn(cfg)
         full = cfg.diagnostics == "full"
         model.record = full and model.hidden_relu
-        layers = model.named_layers()
-        params = [p for p in model.parameters()]
+        params = list(model.parameters())
+        weights = [p.detach() for p in params]  # views sharing storage: read after each step for update_norm
+        buf = _Buffer(cfg, layer_groups(model.named_layers(), params), output_relu=model.output_relu)
         bns = model.batchnorms()
 
         x_tr = torch.as_tensor(data.x_train, dtype=dtype, device=device)
@@ -197,17 +268,22 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         total = cfg.epochs * len(slices)
         if max_steps is not None:
             total = min(total, max_steps)
+        # Kept tensors are about a batch of values per step: bound the window so huge batches stay small in memory.
+        flush_steps = max(1, min(flush_every_steps, 4_000_000 // cfg.batch_size))
         reporter.on_start(RunInfo(device=str(device), dtype=cfg.dtype, torch_version=torch.__version__,
                                   total_steps=total))
         gen = torch.Generator().manual_seed(cfg.seed)
         last_flush = clock()
+        correct = seen = 0
 
         def flush() -> bool:
             """Fetch, report, and say whether to stop (divergence or cancel)."""
-            nonlocal diverged, last_flush, status, error
-            rows, bad = buf.fetch()
-            summary.add(rows)
-            reporter.on_metrics(rows, step=steps if bad is None else bad[0])
+            nonlocal diverged, last_flush, status, error, correct, seen
+            got = buf.fetch()
+            correct, seen = correct + got.correct, seen + got.seen
+            summary.add(got.rows)
+            bad = got.first_bad
+            reporter.on_metrics(got.rows, step=steps if bad is None else bad[0])
             last_flush = clock()
             if bad is not None:
                 diverged = bad
@@ -222,47 +298,36 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         stop = False
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(y_tr), generator=gen).to(device)
-            correct = torch.zeros((), device=device)
-            seen = 0
+            correct = seen = 0
             for sl in slices:
                 idx = order[sl]
                 xb, yb = x_tr[idx], y_tr[idx]
                 z = model(xb)
-                log_now = steps % cfg.log_every == 0
-                if full and log_now:
+                diagnose = full and steps % cfg.log_every == 0
+                if diagnose:
                     z.retain_grad()
                 loss = compute_loss(z, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 wall = clock() - start
-                if full and log_now:
-                    diag = output_diagnostics(z, yb, loss=cfg.loss, clamp_eps=cfg.clamp_eps,
-                                              pos_weight=cfg.pos_weight, z_grad=z.grad)
-                    diag.update(grad_norms(layers))
-                    if model.record or model.output_relu:
-                        diag["dead_relu_frac"] = dead_relu_frac(model.relu_outputs if model.record else [],
-                                                                z.detach() if model.output_relu else None)
-                    before = [p.detach().clone() for p in params]
+                record = _Step(steps + 1, epoch, wall, opt.param_groups[0]["lr"], z.detach(), yb, loss.detach(),
+                               logged=steps % cfg.log_every == 0)
+                if diagnose:
+                    record.z_grad = z.grad
+                    record.grad_norms = param_grad_norms(params)  # before clipping: the gradient as computed
+                    record.relu_max = [h.detach().amax(dim=0) for h in model.relu_outputs] if model.record else []
+                    if cfg.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    before = torch._foreach_mul(weights, 1.0)
                     opt.step()
-                    diffs = torch._foreach_sub([p.detach() for p in params], before)
-                    diag["update_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diffs)).float())
-                    keys = ("train_loss",) + tuple(diag) + ("lr",)
-                    values = torch.stack([loss.detach().float(), *diag.values(),
-                                          torch.tensor(float(opt.param_groups[0]["lr"]), device=device)])
-                    bad = ~(torch.isfinite(loss) & torch.isfinite(z.detach()).all() & torch.isfinite(diag["grad_norm"]))
+                    record.update_norms = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, before)))
                 else:
+                    if cfg.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     opt.step()
-                    keys, values = ("train_loss",), loss.detach().float().reshape(1)
-                    bad = ~(torch.isfinite(loss) & torch.isfinite(z.detach()).all())
                 steps += 1
-                if log_now:
-                    buf.entries.append((steps, epoch, wall, keys, values))
-                buf.bad.append((steps, epoch, bad))
-                correct += ((z.detach() >= 0).to(yb.dtype) == yb).sum()
-                seen += len(idx)
-                if len(buf.bad) >= flush_every_steps or clock() - last_flush >= flush_every_s:
+                buf.steps.append(record)
+                if len(buf) >= flush_steps or clock() - last_flush >= flush_every_s:
                     if flush():
                         stop = True
                         break
@@ -270,15 +335,14 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
                     break
             if stop:
                 break
-            # Epoch end: validation and BatchNorm statistics, fetched with the pending step values.
+            # Epoch end: the pending steps, then validation and BatchNorm statistics.
             if flush():
                 break
             val = evaluate(model, x_va, y_va, cfg)
-            epoch_keys = ("train_acc",) + tuple(val)
-            epoch_vals = [float(correct.item()) / max(seen, 1)] + list(val.values())
-            bn = {k: v.item() for k, v in batchnorm_stats(bns).items()}
+            bn = batchnorm_stats(bns)
+            bn_values = torch.stack(list(bn.values())).cpu().tolist() if bn else []
             rows = [MetricRow(k, steps, epoch, v, clock() - start) for k, v in
-                    zip(epoch_keys + tuple(bn), epoch_vals + list(bn.values()))]
+                    zip(("train_acc", *val, *bn), [correct / max(seen, 1), *val.values(), *bn_values])]
             summary.add(rows)
             reporter.on_metrics(rows, step=steps)
             epochs_done = epoch + 1
@@ -286,9 +350,10 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
                 break
     except KeyboardInterrupt:
         status, error = "cancelled", "interrupted by the user (Ctrl-C or SIGTERM)"
-        rows, _ = buf.fetch()  # keep what was measured before the interrupt
-        summary.add(rows)
-        reporter.on_metrics(rows, step=steps)
+        if buf is not None:
+            got = buf.fetch()  # keep what was measured before the interrupt
+            summary.add(got.rows)
+            reporter.on_metrics(got.rows, step=steps)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a stored status, never a crash
         status = "failed"
         error = f"{type(exc).__name__}: {exc}"
