@@ -79,7 +79,7 @@ PALETTE: tuple[str, ...] = tuple(plotly.colors.qualitative.Plotly)
 DASHES: tuple[str, ...] = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 RAW_OPACITY = 0.25
 BAND_ALPHA = 0.2
-ROBUST_Y = {"lo_pct": 1.0, "hi_pct": 99.0, "reach": 0.25}  # robust_range settings behind robust_y=True
+ROBUST_Y = {"lo_pct": 5.0, "hi_pct": 95.0, "reach": 0.25}  # the 5th-95th percentile range, widened a little towards the data
 MARKER_MAX_POINTS = 60  # series this short (per-epoch metrics) get markers, so a single epoch is visible
 TEMPLATE = "plotly_white"
 _X_HOVER = {"step": "%{x}", "epoch": "%{x:.3f}", "time": "%{x:.1f}"}

@@ -177,15 +177,21 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
     from core.store import StoreReporter
     from core.training import resolve_device, train
 
-    cfg = config_from_args(args)
-    data = load_dataset(cfg)  # a broken CSV is bad input: report it before a run exists
+    if args.run_id is not None:
+        store.get_run(args.run_id)
     try:
-        device = resolve_device(cfg.device)
-    except RuntimeError as exc:
-        raise ConfigError("device", str(exc)) from None
+        cfg = config_from_args(args)
+        data = load_dataset(cfg)  # a broken CSV is bad input: report it before a run exists
+        try:
+            device = resolve_device(cfg.device)
+        except RuntimeError as exc:
+            raise ConfigError("device", str(exc)) from None
+    except ConfigError as exc:
+        if args.run_id is not None:  # the dashboard made the run already: say why it never started
+            store.finish_run(args.run_id, status="failed", summary={}, error=str(exc))
+        raise
     if args.run_id is not None:
         run_id = args.run_id
-        store.get_run(run_id)
     else:
         run_id = store.create_run(name=args.name or args.preset or describe(cfg), config=cfg.to_dict())
     reporter = _Progress(StoreReporter(store, run_id, pid=os.getpid(), host=socket.gethostname()), err)

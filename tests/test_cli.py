@@ -130,3 +130,13 @@ def test_python_dash_m_core_as_a_subprocess(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "core", "--db", db, "train", "--lr", "-1"], cwd=PROJECT_ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: lr:")
+
+
+def test_pre_created_run_that_cannot_start_is_marked_failed(db):
+    store = Store(db)
+    run_id = store.create_run(name="from the dashboard", config={})
+    code, _, err = cli("train", "--run-id", str(run_id), "--device", "cuda" if not __import__("torch").cuda.is_available()
+                       else "mps", db=db)
+    assert code == 2 and "device:" in err
+    run = store.get_run(run_id)
+    assert run.status == "failed" and run.error.startswith("device:")

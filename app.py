@@ -1,0 +1,44 @@
+"""Lossboard's dashboard: `streamlit run app.py`.
+
+The router only: page set-up, the run store opened once per server (the database the command line uses:
+`LOSSBOARD_DB`, else experiments.db), and the four pages. Each page takes the store from
+`st.session_state["app_store"]`.
+"""
+
+import streamlit as st
+
+from core import runner
+from core.store import Store, default_url
+
+st.set_page_config(page_title="Lossboard", page_icon=":material/monitoring:", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def open_store(url: str) -> Store:
+    return Store(url)
+
+
+store = open_store(default_url())
+st.session_state["app_store"] = store
+if "app_refreshed" not in st.session_state:  # once per browser session: runs whose process died
+    runner.refresh(store)
+    st.session_state["app_refreshed"] = True
+
+# Streamlit forgets a widget's value when its page is not shown; the train form and the compare settings
+# should survive a visit to another page, so their values are re-saved on every run.
+for key in [k for k in st.session_state if str(k).startswith(("train_field_", "train_preset", "compare_opt_"))]:
+    st.session_state[key] = st.session_state[key]
+
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", url_path="", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/play_circle:", url_path="train"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", url_path="runs"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
+]
+page = st.navigation(pages, position="top")
+# Until a first session has run this file, Streamlit treats pages/ as an old-style pages folder and runs a
+# requested page directly; such a page sends the request here, and it goes on to where it was meant to go.
+goto = st.session_state.pop("app_goto", None)
+if goto:
+    st.switch_page(goto[0], query_params=goto[1])
+page.run()

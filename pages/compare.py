@@ -1,0 +1,172 @@
+"""Compare: runs side by side. The selection lives in the URL (?runs=3,7,12), the chart settings in the sidebar."""
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, views
+from core.store import Store
+
+if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
+    st.session_state["app_goto"] = ("pages/compare.py", st.query_params.to_dict())
+    st.switch_page("app.py")
+store: Store = st.session_state["app_store"]
+OPT = "compare_opt_"  # + setting name: the sidebar widgets
+LAYOUT_LABELS = {"overlay": "One chart", "metric": "One panel per metric", "field": "One column per config value"}
+X_LABELS = {"step": "step", "epoch": "epoch", "time": "time"}
+BAND_LABELS = {"std": "± std", "minmax": "min–max", "ci95": "95% CI"}
+LIVE_REFRESH_S = 2.0
+NONE = ""  # "no field" in the colour and dash pickers (None would read as "nothing chosen yet")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[str, ...], token: tuple) -> pd.DataFrame:
+    """The chosen metrics of the chosen runs; `token` changes when any of them logs more."""
+    return _store.metrics_frame(list(ids), keys=list(metrics))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_metric_keys(_store: Store, url: str, ids: tuple[int, ...], token: tuple) -> list[str]:
+    keys: set[str] = set()
+    for run_id in ids:
+        keys.update(_store.metric_keys(run_id))
+    return views.metric_options(keys)
+
+
+def on_pick() -> None:
+    """The run picker changed: the URL follows, so the comparison can be shared and reloaded."""
+    ids = list(st.session_state["compare_runs"])
+    text = views.format_run_ids(ids)
+    st.session_state["compare_selected"] = ids
+    st.session_state["compare_url"] = text
+    st.session_state["compare_problems"] = []
+    if text:
+        st.query_params["runs"] = text
+    elif "runs" in st.query_params:
+        del st.query_params["runs"]
+
+
+def keep_valid(key: str, allowed: list, default) -> None:
+    """A remembered setting that no longer fits the selection falls back to `default`."""
+    value = st.session_state.get(key, default)
+    if isinstance(value, list):
+        value = [v for v in value if v in allowed]
+    elif value not in allowed:
+        value = default
+    st.session_state[key] = value
+
+
+# ---------------------------------------------------------------------- the selection, from the URL
+st.title("Compare")
+runs = store.list_runs()
+if not runs:
+    st.info("**Nothing to compare yet.** Train two or more runs (the Overview launches the article's presets in one "
+            "click), then pick them here or tick them on the Runs page and press *Open in Compare*.", icon=":material/stacked_line_chart:")
+    st.page_link("pages/overview.py", label="Go to the Overview", icon=":material/home:")
+    st.stop()
+by_id = {r.id: r for r in runs}
+
+url_value = ",".join(st.query_params.get_all("runs"))
+if url_value != st.session_state.get("compare_url"):
+    if not url_value and st.session_state.get("compare_selected"):
+        # Back from another page without ?runs=: keep the last comparison, and show it in the URL again.
+        url_value = views.format_run_ids([i for i in st.session_state["compare_selected"] if i in by_id])
+        if url_value:
+            st.query_params["runs"] = url_value
+    else:
+        selection = views.resolve_selection(url_value, by_id)
+        st.session_state["compare_selected"] = list(selection.ids)
+        st.session_state["compare_problems"] = list(selection.problems)
+    st.session_state["compare_url"] = url_value
+for problem in st.session_state.get("compare_problems", []):
+    st.warning(f"In the link's `?runs=`: {problem}.", icon=":material/link_off:")
+
+st.session_state["compare_runs"] = [i for i in st.session_state.get("compare_selected", []) if i in by_id]
+st.multiselect("Runs", list(by_id), key="compare_runs", on_change=on_pick, placeholder="Pick runs to compare",
+               format_func=lambda i: f"{views.run_label(by_id[i])} · {by_id[i].status}")
+chosen = [by_id[i] for i in st.session_state["compare_runs"]]
+if not chosen:
+    st.info("Pick runs above, or tick them on the Runs page and press *Open in Compare*. The selection is kept in "
+            "the address bar, so a comparison can be bookmarked or shared.", icon=":material/arrow_upward:")
+    st.stop()
+ids = tuple(r.id for r in chosen)
+
+# ---------------------------------------------------------------------- chart settings
+available = load_metric_keys(store, store.url, ids, views.cache_token(chosen))
+fields = views.varying_fields(chosen)
+keep_valid(OPT + "metrics", available, views.default_metrics(available))
+if not st.session_state[OPT + "metrics"]:
+    st.session_state[OPT + "metrics"] = views.default_metrics(available)
+keep_valid(OPT + "facet", fields, fields[0] if fields else None)
+keep_valid(OPT + "color", [NONE, *fields], NONE)
+keep_valid(OPT + "dash", [NONE, *fields], NONE)
+keep_valid(OPT + "group", fields, [])
+for key, default in (("layout", "overlay"), ("x", "step"), ("smoothing", 0.0), ("log_y", False),
+                     ("robust_y", False), ("band", "std")):
+    st.session_state.setdefault(OPT + key, default)
+if not fields and st.session_state[OPT + "layout"] == "field":
+    st.session_state[OPT + "layout"] = "overlay"
+
+with st.sidebar:
+    st.header("Chart")
+    metrics = st.multiselect("Metrics", available, key=OPT + "metrics")
+    layouts = [name for name in LAYOUT_LABELS if name != "field" or fields]
+    layout = st.radio("Layout", layouts, key=OPT + "layout", format_func=LAYOUT_LABELS.get)
+    facet = st.selectbox("One column per value of", fields, key=OPT + "facet") if layout == "field" else None
+    x = st.segmented_control("x axis", list(X_LABELS), key=OPT + "x", format_func=X_LABELS.get,
+                             help="time: seconds since the run started") or "step"
+    smoothing = st.slider("Smoothing", 0.0, 0.99, step=0.01, key=OPT + "smoothing",
+                          help="TensorBoard's debiased exponential moving average; the raw line stays faint "
+                               "behind. 0 is off.")
+    log_y = st.toggle("Log y", key=OPT + "log_y")
+    robust_y = st.toggle("Ignore outliers in the y range", key=OPT + "robust_y",
+                         help="Fit the y axis to the bulk of the values, so a single spike does not flatten "
+                              "every curve.")
+    st.header("Style and groups")
+    if not fields:
+        st.caption("The selected runs share one config: nothing to colour, dash or group by.")
+    color_by = st.selectbox("Colour by", [NONE, *fields], key=OPT + "color",
+                            format_func=lambda f: f or "each run its own colour") or None
+    dash_by = st.selectbox("Dash by", [NONE, *fields], key=OPT + "dash",
+                           format_func=lambda f: f or "none") or None
+    group_by = st.multiselect("Group runs by", fields, key=OPT + "group", placeholder="no grouping",
+                              help="Runs with the same values of these fields become one mean line with a band, "
+                                   "aligned on a common x grid (seeds of one config, say).")
+    band = st.segmented_control("Band", list(BAND_LABELS), key=OPT + "band", format_func=BAND_LABELS.get,
+                                disabled=not group_by) or "std"
+
+running = any(r.status == "running" for r in chosen)
+
+
+@st.fragment(run_every=LIVE_REFRESH_S if running else None)
+def chart_and_summary() -> None:
+    fresh = [r for r in store.list_runs() if r.id in ids]
+    fresh.sort(key=lambda r: ids.index(r.id))
+    series = load_series(store, store.url, ids, tuple(metrics), views.cache_token(fresh))
+    if not metrics:
+        st.info("Pick at least one metric in the sidebar.")
+    else:
+        try:
+            figure = charts.comparison_figure(
+                series, views.chart_runs(fresh), metrics=metrics, x=x, smoothing=smoothing, log_y=log_y,
+                layout=layout, facet_field=facet, color_by=color_by, dash_by=dash_by, group_by=group_by, band=band,
+                robust_y=robust_y)
+        except ValueError as exc:
+            st.error(f"This chart cannot be drawn: {exc}")
+        else:
+            st.plotly_chart(figure, key="compare_chart", config={"displaylogo": False})
+    if running:
+        st.caption("Some of these runs are still training: the chart refreshes every few seconds.")
+    st.subheader("Summary")
+    st.dataframe(views.summary_table(fresh), column_config={
+        "duration_s": st.column_config.NumberColumn("duration", format="%.1f s"),
+        **{key: st.column_config.NumberColumn(label, format="percent" if "acc" in key or "frac" in key else "%.4g")
+           for key, label in views.SUMMARY_METRICS.items()}})
+
+
+chart_and_summary()
+
+st.subheader("Config differences")
+if fields:
+    st.dataframe(views.config_differences(chosen))
+else:
+    st.caption("The selected runs have the same config" + (" (one run)." if len(chosen) == 1 else "."))

@@ -1,0 +1,218 @@
+"""Runs: every run in one sortable, filterable table; select runs to compare, edit or delete them, or one to
+read its config, every metric and its findings."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, views
+from core.findings import findings
+from core.store import STATUSES, RunNotFound, Store
+
+if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
+    st.session_state["app_goto"] = ("pages/runs.py", st.query_params.to_dict())
+    st.switch_page("app.py")
+store: Store = st.session_state["app_store"]
+SEVERITY_BOX = {"problem": st.error, "warning": st.warning, "info": st.info, "good": st.success}
+SEVERITY_ICON = {"problem": ":material/error:", "warning": ":material/warning:", "info": ":material/info:",
+                 "good": ":material/check_circle:"}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_series(_store: Store, url: str, run_id: int, token: tuple) -> pd.DataFrame:
+    """Every metric of one run; `token` changes when the run logs more, so a running run stays fresh."""
+    return _store.metrics_frame([run_id])
+
+
+def table_columns() -> dict:
+    number = st.column_config.NumberColumn
+    labels = views.TABLE_LABELS
+    return {
+        "name": st.column_config.TextColumn(labels["name"], width="medium"),
+        "progress": st.column_config.ProgressColumn(labels["progress"], min_value=0.0, max_value=1.0,
+                                                    format="percent", width="small"),
+        "tags": st.column_config.ListColumn(labels["tags"]),
+        "created": st.column_config.DatetimeColumn(labels["created"], format="YYYY-MM-DD HH:mm",
+                                                   timezone=st.context.timezone),
+        "duration_s": number(labels["duration_s"], format="%.1f s"),
+        "dataset": st.column_config.TextColumn(labels["dataset"]),
+        "batchnorm": st.column_config.CheckboxColumn(labels["batchnorm"], width="small"),
+        "clamp_eps": number(labels["clamp_eps"], format="%g"),
+        "lr": number(labels["lr"], format="%g"),
+        "seed": number(labels["seed"], format="%d", width="small"),
+        "final_val_loss": number(labels["final_val_loss"], format="%.4f"),
+        "best_val_loss": number(labels["best_val_loss"], format="%.4f"),
+        "final_val_acc": number(labels["final_val_acc"], format="percent"),
+        "final_val_auc": number(labels["final_val_auc"], format="%.3f"),
+        "peak_clamp_frac": number(labels["peak_clamp_frac"], format="percent"),
+        "notes": st.column_config.TextColumn(labels["notes"], width="medium"),
+    }
+
+
+def save_edits(changes: dict[int, dict]) -> bool:
+    """Write edited names, tags and notes to the store; False (and a message) when one is refused."""
+    for run_id, change in changes.items():
+        try:
+            if "name" in change:
+                store.rename_run(run_id, change["name"])
+            if "tags" in change:
+                store.set_tags(run_id, change["tags"])
+            if "notes" in change:
+                store.set_notes(run_id, change["notes"])
+        except (ValueError, RunNotFound) as exc:
+            st.session_state["runs_edit_error"] = f"Run #{run_id} was not changed: {exc}."
+            return False
+    return True
+
+
+def close_delete() -> None:
+    st.session_state.pop("runs_confirm_delete", None)
+
+
+@st.dialog("Delete runs?", on_dismiss=close_delete)
+def confirm_delete(runs: list) -> None:
+    st.markdown(f"This deletes **{len(runs)} run{'s' if len(runs) != 1 else ''}** with all their metrics, tags and "
+                "notes. It cannot be undone.")
+    st.markdown("\n".join(f"- {views.run_label(r)} ({r.status})" for r in runs))
+    if any(r.status == "running" for r in runs):
+        st.warning("Runs that are still training stop at their next flush.")
+    yes, no = st.columns(2)
+    if yes.button("Delete", type="primary", key="runs_delete_confirm", width="stretch"):
+        for run in runs:
+            try:
+                store.delete_run(run.id)
+            except RunNotFound:
+                pass
+        st.session_state["runs_selected"] = []
+        close_delete()
+        st.rerun()
+    if no.button("Keep them", key="runs_delete_cancel", width="stretch"):
+        close_delete()
+        st.rerun()
+
+
+def show_run(run) -> None:
+    """One run: headline numbers, then findings, every metric, the whole config and the raw summary."""
+    st.header(views.run_label(run))
+    st.caption(f"{views.status_label(run.status)} · created {run.created_at:%Y-%m-%d %H:%M} UTC · "
+               f"{views.format_duration(run.duration_s)} on {run.device or '–'} ({run.dtype or '–'}) · "
+               f"torch {run.torch_version or '–'}" + (f" · tags: {', '.join(run.tags)}" if run.tags else ""))
+    if run.status == "running":
+        st.progress(views.progress(run) or 0.0, text=views.progress_text(run))
+    summary = run.summary
+    headline = [("final val loss", "final_val_loss", "{:.4f}"), ("best val loss", "best_val_loss", "{:.4f}"),
+                ("val acc", "final_val_acc", "{:.1%}"), ("val AUC", "final_val_auc", "{:.3f}"),
+                ("peak clamp_frac", "peak_clamp_frac", "{:.1%}")]
+    for col, (label, key, fmt) in zip(st.columns(len(headline)), headline):
+        value = summary.get(key)
+        col.metric(label, fmt.format(value) if isinstance(value, (int, float)) and value == value else "–")
+    if run.notes:
+        st.markdown(f"**Notes:** {run.notes}")
+
+    tab_findings, tab_metrics, tab_config, tab_summary = st.tabs(["Findings", "Metrics", "Config", "Summary"])
+    with tab_findings:
+        found = findings(run)
+        if not found:
+            st.caption("Nothing to report for this run.")
+        for f in found:
+            SEVERITY_BOX[f.severity](f"**{f.title}**" + (f"\n\n{f.detail}" if f.detail else ""),
+                                     icon=SEVERITY_ICON[f.severity])
+        if run.error and run.status in ("failed", "diverged", "interrupted"):
+            st.code(run.error, language=None)
+    with tab_metrics:
+        series = load_series(store, store.url, run.id, views.cache_token([run]))
+        if len(series):
+            keys = views.metric_options(series["key"].unique())  # the losses first, per-layer norms last
+            st.plotly_chart(charts.run_figure(series, run_name=run.name, keys=keys), key=f"runs_metrics_{run.id}")
+        else:
+            st.caption("This run has not logged any metric yet.")
+    with tab_config:
+        st.dataframe(views.config_table(run.config), hide_index=True,
+                     column_config={"changed": st.column_config.CheckboxColumn("≠ default", width="small"),
+                                    "meaning": st.column_config.TextColumn("meaning", width="large")})
+        st.caption("The same config as JSON, for `python -m core train --config FILE`:")
+        st.code(json.dumps(run.config, indent=2), language="json")
+        if st.button("Train again with this config", key=f"runs_retrain_{run.id}", icon=":material/replay:"):
+            st.session_state["train_load_config"] = (run.id, run.config)
+            st.switch_page("pages/train.py")
+    with tab_summary:
+        st.dataframe({"value": {k: views.format_value(v) for k, v in summary.items()}}, width="content")
+        st.caption(f"host {run.host or '–'} · pid {run.pid or '–'} · started "
+                   f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC" if run.started_at else "not started")
+
+
+# ---------------------------------------------------------------------- the page
+st.title("Runs")
+runs = store.list_runs()
+if not runs:
+    st.info("**No runs yet.** Train one on the Train page, launch an article preset from the Overview, or run "
+            "`python -m core train --preset article-example` in a terminal: every run lands here.", icon=":material/inventory_2:")
+    st.page_link("pages/train.py", label="Configure and train a run", icon=":material/play_circle:")
+    st.stop()
+
+search, status_box, more = st.columns([3, 3, 1], vertical_alignment="bottom")
+text = search.text_input("Search", key="runs_search", placeholder="name, tag or #id")
+statuses = status_box.multiselect("Status", STATUSES, key="runs_status", format_func=views.status_label,
+                                  placeholder="any status")
+options = views.filter_options(runs)
+config_filter = {field: st.session_state.get(f"runs_filter_{field}") or [] for field in options}
+active_filters = sum(bool(v) for v in config_filter.values())
+with more.popover("Config filters", icon=":material/filter_list:", width="stretch"):
+    if not options:
+        st.caption("All runs share the same config.")
+    for field, values in options.items():
+        st.multiselect(field, values, key=f"runs_filter_{field}", placeholder="any")
+
+shown = views.filter_runs(runs, statuses=statuses, config=config_filter, text=text)
+st.caption(f"{len(shown)} of {len(runs)} runs" + (f" · {active_filters} config filter(s) on" if active_filters else "")
+           + " · click a column header to sort · tick the boxes at the left to select runs")
+
+table = views.runs_table(shown)
+ids = [int(i) for i in table.index]
+remembered = [i for i in st.session_state.get("runs_selected", []) if i in ids]
+columns = [c for c in table.columns if c != "progress" or any(r.status == "running" for r in shown)]
+event = st.dataframe(table, key=views.table_key("runs_table", ids), on_select="rerun", selection_mode="multi-row",
+                     selection_default={"selection": {"rows": [ids.index(i) for i in remembered]}},
+                     column_config=table_columns(), column_order=columns, placeholder="–")
+selected = [ids[row] for row in event.selection.rows]
+st.session_state["runs_selected"] = selected
+
+if not selected:
+    st.info("Tick one run to read its config, metrics and findings; tick several to compare, tag or delete them.",
+            icon=":material/check_box:")
+    st.stop()
+
+by_id = {r.id: r for r in runs}
+chosen = [by_id[i] for i in selected]
+count = f"{len(chosen)} run{'s' if len(chosen) != 1 else ''} selected"
+with st.container(horizontal=True, vertical_alignment="center"):
+    st.markdown(f"**{count}**")
+    if st.button("Open in Compare", key="runs_open_compare", type="primary", icon=":material/stacked_line_chart:"):
+        st.switch_page("pages/compare.py", query_params={"runs": views.format_run_ids(selected)})
+    if st.button("Delete…", key="runs_delete", icon=":material/delete:"):
+        st.session_state["runs_confirm_delete"] = selected
+if st.session_state.get("runs_confirm_delete"):  # kept in state, so the dialog survives its own reruns
+    confirm_delete([by_id[i] for i in st.session_state["runs_confirm_delete"] if i in by_id])
+
+if "runs_edit_error" in st.session_state:
+    st.error(st.session_state.pop("runs_edit_error"))
+original = views.edit_frame(chosen)
+edited = st.data_editor(
+    original, key=views.table_key("runs_edit", selected) + f"_{st.session_state.get('runs_edit_version', 0)}",
+    disabled=["status"], column_config={
+        "name": st.column_config.TextColumn("name", required=True, width="medium"),
+        "tags": st.column_config.ListColumn("tags", help="Type a tag and press Enter"),
+        "notes": st.column_config.TextColumn("notes", width="large")})
+st.caption("Double-click a name, tag or note to edit it; changes are saved at once.")
+changes = views.edit_changes(original, edited)
+if changes:
+    if not save_edits(changes):  # start the editor afresh from what the store holds
+        st.session_state["runs_edit_version"] = st.session_state.get("runs_edit_version", 0) + 1
+    st.rerun()  # the table above shows the new values
+
+if len(chosen) == 1:
+    st.divider()
+    show_run(chosen[0])
+else:
+    st.caption("Select a single run to see its config, every metric and its findings.")

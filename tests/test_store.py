@@ -1,0 +1,640 @@
+"""The run store: schema and migrations, round trips of every field, metrics, edits, crash safety."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy.exc
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+
+import core.store
+from core import PROJECT_ROOT
+from core.reporting import MetricRow, RunInfo, RunResult
+from core.store import (INTERRUPTED_ERROR, STATUSES, Base, Run, RunNotFound, Store, StoreReporter, StudyNotFound,
+                        alembic_config, default_url, head_revision, make_engine, pid_alive)
+
+UTC = timezone.utc
+T0 = datetime(2025, 3, 4, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))  # 05:08:09.123456 UTC
+
+
+class FakeClock:
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "runs.db"
+
+
+@pytest.fixture
+def store(db_path: Path, clock: FakeClock):
+    with Store(f"sqlite:///{db_path}", clock=clock) as s:
+        yield s
+
+
+def raw(db_path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(db_path)
+    con.execute("PRAGMA foreign_keys=ON")
+    return con
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+def rows(key: str, values: list[float], start: int = 0, epoch: int = 0) -> list[MetricRow]:
+    return [MetricRow(key, start + i, epoch, v, 0.5 * (start + i)) for i, v in enumerate(values)]
+
+
+# --------------------------------------------------------------------------------------------- urls, engine
+
+
+def test_default_url_without_env_is_the_project_file() -> None:
+    assert default_url({}, root=Path("/srv/lossboard")) == "sqlite:////srv/lossboard/experiments.db"
+    assert default_url({"LOSSBOARD_DB": ""}, root=Path("/srv/lossboard")) == "sqlite:////srv/lossboard/experiments.db"
+    assert default_url({}) == f"sqlite:///{PROJECT_ROOT}/experiments.db"
+
+
+def test_default_url_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_url({"LOSSBOARD_DB": "sqlite:////data/x.db"}) == "sqlite:////data/x.db"
+    assert default_url({"LOSSBOARD_DB": "postgresql://u@h/db"}) == "postgresql://u@h/db"
+    assert default_url({"LOSSBOARD_DB": "/data/runs.db"}) == "sqlite:////data/runs.db"
+    monkeypatch.chdir(tmp_path)
+    assert default_url({"LOSSBOARD_DB": "rel/runs.db"}) == f"sqlite:///{tmp_path}/rel/runs.db"
+
+
+def test_store_opens_the_env_database_and_creates_its_folder(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "er" / "e.db"
+    with Store(env={"LOSSBOARD_DB": str(target)}) as s:
+        assert s.url == f"sqlite:///{target}"
+        run_id = s.create_run(name="env", config={})
+    assert target.exists()
+    assert raw(target).execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone() == ("env",)
+
+
+def test_sqlite_pragmas_are_set_on_every_connection(store: Store, db_path: Path) -> None:
+    with store.engine.connect() as conn:
+        pragma = lambda name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+        assert pragma("journal_mode") == "wal"
+        assert pragma("foreign_keys") == 1
+        assert pragma("busy_timeout") == 30000
+        assert pragma("synchronous") == 1  # NORMAL
+    assert sqlite3.connect(db_path).execute("PRAGMA journal_mode").fetchone() == ("wal",)  # persisted in the file
+
+
+def test_make_engine_in_memory_and_store_on_it() -> None:
+    engine = make_engine("sqlite://")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+    with Store("sqlite://") as s:
+        run_id = s.create_run(name="mem", config={"a": 1})
+        assert s.get_run(run_id).config == {"a": 1}
+
+
+# --------------------------------------------------------------------------------------------- migrations
+
+
+def test_migrations_from_an_empty_database_create_every_table_at_head(store: Store, db_path: Path) -> None:
+    con = raw(db_path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"alembic_version", "runs", "metrics", "tags", "studies"} <= tables
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == head_revision() == "0001"
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
+    index = [r[2] for r in con.execute("PRAGMA index_info('ix_metrics_run_key_step')")]
+    assert index == ["run_id", "key", "step"]
+    fks = {(r[2], r[3], r[6]) for r in con.execute("PRAGMA foreign_key_list('metrics')")}
+    assert fks == {("runs", "run_id", "CASCADE")}
+    assert {(r[2], r[6]) for r in con.execute("PRAGMA foreign_key_list('runs')")} == {("studies", "SET NULL")}
+    # the ORM models and the migrated schema agree
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_reopening_keeps_data_and_needs_no_write_lock(db_path: Path, clock: FakeClock) -> None:
+    with Store(f"sqlite:///{db_path}", clock=clock) as s:
+        run_id = s.create_run(name="keep me", config={"lr": 0.1})
+        s.log_metrics(run_id, rows("loss", [1.0, 2.0]))
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process is writing right now
+    opened: list[Store] = []
+    thread = threading.Thread(target=lambda: opened.append(Store(f"sqlite:///{db_path}", clock=clock)))
+    started = time.perf_counter()
+    thread.start()
+    thread.join(10)
+    writer.rollback()
+    assert opened, "reopening a migrated database waited for the write lock"
+    assert time.perf_counter() - started < 5
+    again = opened[0]
+    assert again.get_run(run_id).name == "keep me"
+    assert again.series(run_id, "loss")["value"].tolist() == [1.0, 2.0]
+    assert raw(db_path).execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
+    again.close()
+
+
+SLOW_MIGRATION = textwrap.dedent("""
+    import time
+    import core.store
+    _real_upgrade = core.store.command.upgrade
+
+    def _slow_upgrade(config, revision, **kw):  # widen the window in which a second opener could collide
+        _real_upgrade(config, revision, **kw)
+        time.sleep(0.5)
+
+    core.store.command.upgrade = _slow_upgrade
+""")
+
+
+def test_concurrent_first_open_from_processes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/procs.db"
+    child = SLOW_MIGRATION + textwrap.dedent("""
+        import sys
+        from core.store import Store
+        time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+        store = Store(sys.argv[1])
+        print(store.create_run(name="p", config={}))
+    """)
+    start = time.time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", child, url, str(start)], env=subprocess_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in results]
+    assert sorted(int(out) for out, _ in results) == [1, 2, 3, 4]
+    assert raw(tmp_path / "procs.db").execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+
+
+def test_concurrent_first_open_from_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    namespace: dict[str, object] = {}
+    exec(SLOW_MIGRATION.replace("core.store.command.upgrade = _slow_upgrade", ""), namespace)
+    monkeypatch.setattr(core.store.command, "upgrade", namespace["_slow_upgrade"])
+    urls = [f"sqlite:///{tmp_path}/same.db"] * 3 + [f"sqlite:///{tmp_path}/other{i}.db" for i in range(2)]
+    errors: list[BaseException] = []
+    stores: list[Store] = []
+
+    def open_store(url: str) -> None:
+        try:
+            stores.append(Store(url))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store, args=(url,)) for url in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(stores) == 5
+    for s in stores:
+        s.create_run(name="r", config={})
+        s.close()
+    for name, runs in (("same", 3), ("other0", 1), ("other1", 1)):
+        con = raw(tmp_path / f"{name}.db")
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (runs,)
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+def test_every_run_field_round_trips(store: Store, clock: FakeClock) -> None:
+    config = {"lr": 0.01, "hidden": (32, 16), "noise": math.nan, "clip": math.inf, "name": "ünï", "nested": {"a": [1]}}
+    run_id = store.create_run(name="first", config=config)
+    created = clock.now
+    started = clock.advance(1.5)
+    store.start_run(run_id, device="cuda:0", dtype="bfloat16", torch_version="2.13.0", total_steps=400, pid=4242,
+                    host="box")
+    beat = clock.advance(2.25)
+    store.log_metrics(run_id, rows("train_loss", [0.7, 0.6]), progress_step=120)
+    store.request_cancel(run_id)
+    store.add_tag(run_id, "zeta")
+    store.add_tag(run_id, "alpha")
+    store.set_notes(run_id, "line one\nline two")
+    finished = clock.advance(3.0)
+    summary = {"final_val_loss": math.nan, "best": math.inf, "worst": -math.inf, "acc": 0.75, "steps": 120}
+    store.finish_run(run_id, status="cancelled", summary=summary, error="stopped by the user", wall_time_s=6.75)
+
+    run = store.get_run(run_id)
+    assert run.id == run_id and run.name == "first" and run.status == "cancelled"
+    assert run.config["lr"] == 0.01 and run.config["hidden"] == [32, 16] and run.config["name"] == "ünï"
+    assert math.isnan(run.config["noise"]) and run.config["clip"] == math.inf and run.config["nested"] == {"a": [1]}
+    assert math.isnan(run.summary["final_val_loss"])
+    assert (run.summary["best"], run.summary["worst"], run.summary["acc"], run.summary["steps"]) == (
+        math.inf, -math.inf, 0.75, 120)
+    assert run.created_at == created and run.started_at == started
+    assert run.heartbeat_at == beat and run.finished_at == finished
+    for stamp in (run.created_at, run.started_at, run.heartbeat_at, run.finished_at):
+        assert stamp.tzinfo == UTC
+    assert run.created_at.hour == 5 and run.created_at.microsecond == 123456  # stored as UTC
+    assert (run.error, run.device, run.dtype, run.torch_version) == ("stopped by the user", "cuda:0", "bfloat16",
+                                                                     "2.13.0")
+    assert (run.wall_time_s, run.pid, run.host, run.total_steps, run.progress_step) == (6.75, 4242, "box", 400, 120)
+    assert run.cancel_requested is True and run.notes == "line one\nline two" and run.study_id is None
+    assert run.tags == ("alpha", "zeta")
+    assert run.duration_s == 6.75
+
+
+def test_new_run_defaults(store: Store, clock: FakeClock) -> None:
+    run = store.get_run(store.create_run(name="fresh", config={}))
+    assert run == Run(id=run.id, name="fresh", status="running", config={}, summary={}, created_at=clock.now)
+    assert run.progress_step == 0 and run.notes == "" and run.cancel_requested is False and run.tags == ()
+    assert run.duration_s is None
+
+
+def test_duration_falls_back_to_timestamps() -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    base = dict(id=1, name="r", status="running", created_at=start, started_at=start)
+    assert Run(**base, heartbeat_at=start + timedelta(seconds=4)).duration_s == 4.0
+    assert Run(**base, heartbeat_at=start + timedelta(seconds=4), finished_at=start + timedelta(seconds=9)).duration_s == 9.0
+    assert Run(**base, finished_at=start + timedelta(seconds=9), wall_time_s=2.5).duration_s == 2.5
+    assert Run(id=1, name="r", status="running", created_at=start).duration_s is None
+
+
+def test_heartbeat_and_cancel_flags(store: Store, clock: FakeClock) -> None:
+    run_id = store.create_run(name="r", config={})
+    assert store.is_cancel_requested(run_id) is False
+    store.heartbeat(run_id)
+    assert store.get_run(run_id).heartbeat_at == clock.now
+    beat = clock.advance(10)
+    store.heartbeat(run_id)
+    assert store.get_run(run_id).heartbeat_at == beat
+    store.request_cancel(run_id)
+    assert store.is_cancel_requested(run_id) is True
+
+
+def test_naive_clock_is_refused(db_path: Path) -> None:
+    with Store(f"sqlite:///{db_path}", clock=lambda: datetime(2025, 1, 1)) as s:
+        with pytest.raises(ValueError, match="naive"):
+            s.create_run(name="r", config={})
+
+
+def test_invalid_statuses_are_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="running, finished, diverged, failed, cancelled, interrupted"):
+        store.create_run(name="r", config={}, status="bogus")
+    run_id = store.create_run(name="r", config={}, status="finished")
+    with pytest.raises(ValueError, match="'running' is not one of finished"):
+        store.finish_run(run_id, status="running", summary={})
+    with pytest.raises(ValueError, match="bogus"):
+        store.list_runs(status=["finished", "bogus"])
+
+
+def test_status_check_constraint_at_the_database_level(store: Store, db_path: Path) -> None:
+    insert = ("INSERT INTO runs (name, status, config_json, created_at) VALUES ('x', '{}', '{{}}', "
+              "'2025-01-01 00:00:00.000000')")
+    con = raw(db_path)
+    with pytest.raises(sqlite3.IntegrityError, match="ck_runs_status"):
+        con.execute(insert.format("bogus"))
+    for status in STATUSES:
+        con.execute(insert.format(status))
+    con.commit()
+    with store.engine.connect() as conn, pytest.raises(sqlalchemy.exc.IntegrityError):
+        conn.execute(text(insert.format("exploded")))
+    assert store.counts() == {s: 1 for s in STATUSES}
+
+
+def test_run_not_found_everywhere(store: Store) -> None:
+    with pytest.raises(RunNotFound) as info:
+        store.get_run(999)
+    assert str(info.value) == "no run with id 999" and info.value.run_id == 999
+    assert isinstance(info.value, KeyError)
+    calls = [
+        lambda: store.start_run(999, device="cpu", dtype="float32", torch_version="2", total_steps=1),
+        lambda: store.log_metrics(999, rows("loss", [1.0])),
+        lambda: store.finish_run(999, status="finished", summary={}),
+        lambda: store.heartbeat(999),
+        lambda: store.request_cancel(999),
+        lambda: store.is_cancel_requested(999),
+        lambda: store.rename_run(999, "x"),
+        lambda: store.set_notes(999, "x"),
+        lambda: store.add_tag(999, "x"),
+        lambda: store.remove_tag(999, "x"),
+        lambda: store.set_tags(999, ["x"]),
+        lambda: store.delete_run(999),
+        lambda: store.metric_keys(999),
+        lambda: store.series(999, "loss"),
+    ]
+    for call in calls:
+        with pytest.raises(RunNotFound, match="^no run with id 999$"):
+            call()
+
+
+def test_list_runs_newest_first_with_filters_and_no_n_plus_1(store: Store, clock: FakeClock) -> None:
+    study = store.create_study("grid", {"lr": [0.1, 0.01]})
+    ids = []
+    for i in range(12):
+        clock.advance(1)
+        ids.append(store.create_run(name=f"r{i}", config={"i": i}, status="finished" if i % 3 else "running",
+                                    study_id=study if i < 4 else None))
+        store.set_tags(ids[-1], [f"t{i}", "all"])
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    listed = store.list_runs()
+    assert len(statements) == 2  # the runs, then all their tags
+    assert [r.id for r in listed] == ids[::-1]
+    assert listed[0].tags == ("all", "t11") and listed[-1].config == {"i": 0}
+    assert [r.name for r in store.list_runs(status="running")] == ["r9", "r6", "r3", "r0"]
+    assert len(store.list_runs(status=["running", "finished"])) == 12
+    assert store.list_runs(status=("diverged",)) == []
+    assert [r.name for r in store.list_runs(study_id=study)] == ["r3", "r2", "r1", "r0"]
+    assert [r.name for r in store.list_runs(limit=2)] == ["r11", "r10"]
+    assert store.counts() == {"running": 4, "finished": 8, "diverged": 0, "failed": 0, "cancelled": 0,
+                              "interrupted": 0}
+
+
+def test_tags_notes_and_rename(store: Store) -> None:
+    run_id = store.create_run(name="r", config={})
+    store.add_tag(run_id, "b")
+    store.add_tag(run_id, " a ")
+    store.add_tag(run_id, "b")  # idempotent
+    assert store.get_run(run_id).tags == ("a", "b")
+    store.remove_tag(run_id, "b")
+    store.remove_tag(run_id, "never there")
+    assert store.get_run(run_id).tags == ("a",)
+    store.set_tags(run_id, ["z", "y", "z"])
+    assert store.get_run(run_id).tags == ("y", "z")
+    store.set_tags(run_id, [])
+    assert store.get_run(run_id).tags == ()
+    for blank in ("", "   "):
+        with pytest.raises(ValueError, match="tag must not be empty"):
+            store.add_tag(run_id, blank)
+        with pytest.raises(ValueError, match="run name must not be empty"):
+            store.rename_run(run_id, blank)
+    with pytest.raises(ValueError):
+        store.set_tags(run_id, ["ok", " "])
+    assert store.get_run(run_id).tags == ()
+    store.rename_run(run_id, "  better name ")
+    store.set_notes(run_id, "lr too high?")
+    run = store.get_run(run_id)
+    assert (run.name, run.notes) == ("better name", "lr too high?")
+    store.set_notes(run_id, "")
+    assert store.get_run(run_id).notes == ""
+
+
+def test_delete_cascades_to_metrics_and_tags(store: Store, db_path: Path) -> None:
+    gone, kept = store.create_run(name="gone", config={}), store.create_run(name="kept", config={})
+    for run_id in (gone, kept):
+        store.log_metrics(run_id, rows("loss", [1.0, math.nan, 3.0]))
+        store.set_tags(run_id, ["x", "y"])
+    store.delete_run(gone)
+    con = raw(db_path)
+    count = lambda table, run_id: con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (run_id,)).fetchone()[0]  # noqa: E731
+    assert (count("metrics", gone), count("tags", gone)) == (0, 0)
+    assert (count("metrics", kept), count("tags", kept)) == (3, 2)
+    assert con.execute("SELECT count(*) FROM runs WHERE id = ?", (gone,)).fetchone() == (0,)
+    with pytest.raises(RunNotFound):
+        store.get_run(gone)
+    with pytest.raises(RunNotFound, match=f"no run with id {gone}"):
+        store.delete_run(gone)
+    assert store.create_run(name="new", config={}) == kept + 1  # ids of deleted runs are never reused
+
+
+def test_deleting_a_study_unlinks_its_runs(store: Store, db_path: Path) -> None:
+    study = store.create_study("s", {})
+    run_id = store.create_run(name="r", config={}, study_id=study)
+    with raw(db_path) as con:
+        con.execute("DELETE FROM studies WHERE id = ?", (study,))
+    assert store.get_run(run_id).study_id is None
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def test_nan_and_inf_metric_values_round_trip(store: Store, db_path: Path) -> None:
+    run_id = store.create_run(name="r", config={})
+    values = [1.5, math.nan, math.inf, -math.inf, 0.0, -2.0e-300, 1.0e300]
+    store.log_metrics(run_id, rows("loss", values), progress_step=7)
+    stored = [r[0] for r in raw(db_path).execute("SELECT value FROM metrics ORDER BY step")]
+    assert stored[0] == 1.5 and stored[1] is None and stored[2] == math.inf and stored[3] == -math.inf
+    trace = store.series(run_id, "loss")
+    np.testing.assert_array_equal(trace["value"], np.array(values))  # NaN compares equal here
+    assert math.isnan(trace["value"][1]) and trace["value"][2] == math.inf and trace["value"][3] == -math.inf
+    frame = store.metrics_frame([run_id])
+    np.testing.assert_array_equal(frame["value"].to_numpy(), np.array(values))
+    assert store.get_run(run_id).progress_step == 7
+
+
+def test_metrics_frame_ordering_and_dtypes(store: Store) -> None:
+    a, b, c = (store.create_run(name=n, config={}) for n in "abc")
+    store.log_metrics(b, [MetricRow("val_loss", 20, 1, 0.2, 2.0), MetricRow("train_loss", 10, 0, 0.9, 1.0)])
+    store.log_metrics(a, [MetricRow("z", 5, 0, 5.0, 0.5), MetricRow("a", 9, 1, 9.0, 0.9),
+                          MetricRow("a", 3, 0, math.nan, 0.3)])
+    store.log_metrics(c, rows("other", [1.0]))
+    frame = store.metrics_frame([b, a, 999])
+    assert list(frame.columns) == ["run_id", "key", "step", "epoch", "value", "wall_time"]
+    assert [str(t) for t in frame.dtypes] == ["int64", "str", "int64", "int64", "float64", "float64"]
+    assert list(zip(frame.run_id, frame.key, frame.step)) == [(a, "a", 3), (a, "a", 9), (a, "z", 5),
+                                                              (b, "train_loss", 10), (b, "val_loss", 20)]
+    assert frame.epoch.tolist() == [0, 1, 0, 0, 1] and frame.wall_time.tolist() == [0.3, 0.9, 0.5, 1.0, 2.0]
+    assert math.isnan(frame.value[0]) and frame.value.tolist()[1:] == [9.0, 5.0, 0.9, 0.2]
+    only = store.metrics_frame([a, b], keys=["a", "val_loss", "missing"])
+    assert list(zip(only.run_id, only.key, only.step)) == [(a, "a", 3), (a, "a", 9), (b, "val_loss", 20)]
+    for empty in (store.metrics_frame([]), store.metrics_frame([a], keys=[]), store.metrics_frame([999])):
+        assert len(empty) == 0 and list(empty.columns) == list(frame.columns)
+        assert [str(t) for t in empty.dtypes] == ["int64", "str", "int64", "int64", "float64", "float64"]
+
+
+def test_metrics_frame_with_many_runs(store: Store) -> None:
+    ids = [store.create_run(name=f"r{i}", config={}) for i in range(core.store._CHUNK + 20)]  # more than one IN list
+    for run_id in ids[::-1]:
+        store.log_metrics(run_id, [MetricRow("loss", 1, 0, float(run_id), 0.0)])
+    frame = store.metrics_frame(ids)
+    assert frame.run_id.tolist() == ids and frame.value.tolist() == [float(i) for i in ids]
+
+
+def test_series_and_metric_keys(store: Store) -> None:
+    run_id = store.create_run(name="r", config={})
+    store.log_metrics(run_id, rows("val_loss", [3.0, 2.0], start=0, epoch=0) + rows("grad_norm/fc0", [0.1]))
+    store.log_metrics(run_id, [MetricRow("val_loss", 4, 1, 1.0, 9.0), MetricRow("val_loss", 2, 1, 1.5, 8.0)])
+    assert store.metric_keys(run_id) == ["grad_norm/fc0", "val_loss"]
+    trace = store.series(run_id, "val_loss")
+    assert set(trace) == {"step", "epoch", "value", "wall_time"}
+    assert trace["step"].tolist() == [0, 1, 2, 4] and trace["step"].dtype == np.int64
+    assert trace["epoch"].tolist() == [0, 0, 1, 1] and trace["value"].tolist() == [3.0, 2.0, 1.5, 1.0]
+    assert trace["wall_time"].tolist() == [0.0, 0.5, 8.0, 9.0] and trace["value"].dtype == np.float64
+    assert all(len(v) == 0 for v in store.series(run_id, "nope").values())
+    assert store.metric_keys(store.create_run(name="empty", config={})) == []
+
+
+def test_a_metric_batch_is_one_transaction(store: Store, clock: FakeClock) -> None:
+    run_id = store.create_run(name="r", config={})
+    store.log_metrics(run_id, rows("loss", [1.0]), progress_step=1)
+    beat = store.get_run(run_id).heartbeat_at
+    clock.advance(5)
+    bad = rows("loss", [2.0, 3.0], start=1) + [MetricRow(None, 3, 0, 4.0, 1.0)]  # type: ignore[arg-type]
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        store.log_metrics(run_id, bad, progress_step=3)
+    assert store.series(run_id, "loss")["value"].tolist() == [1.0]
+    run = store.get_run(run_id)
+    assert (run.progress_step, run.heartbeat_at) == (1, beat)
+    store.log_metrics(run_id, [])  # an empty batch is a heartbeat
+    assert store.get_run(run_id).heartbeat_at == clock.now and store.get_run(run_id).progress_step == 1
+
+
+def test_rows_survive_a_killed_writer(db_path: Path) -> None:
+    child = textwrap.dedent("""
+        import os, sys
+        from core.reporting import MetricRow
+        from core.store import Store
+        store = Store(sys.argv[1])
+        run_id = store.create_run(name="doomed", config={})
+        store.start_run(run_id, device="cpu", dtype="float32", torch_version="2", total_steps=10_000, pid=os.getpid(), host="h")
+        for batch in range(3):
+            store.log_metrics(run_id, [MetricRow("loss", batch * 1000 + i, batch, float(i), 0.0) for i in range(1000)],
+                              progress_step=(batch + 1) * 1000)
+        print(run_id, flush=True)
+        os._exit(1)  # no close, no dispose, no checkpoint
+    """)
+    done = subprocess.run([sys.executable, "-c", child, f"sqlite:///{db_path}"], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    run_id = int(done.stdout)
+    with Store(f"sqlite:///{db_path}") as s:
+        trace = s.series(run_id, "loss")
+        assert len(trace["step"]) == 3000 and trace["step"].tolist() == list(range(3000))
+        run = s.get_run(run_id)
+        assert (run.status, run.progress_step) == ("running", 3000)
+        assert s.mark_interrupted(host="h", pid_alive=pid_alive) == [run_id]
+        assert s.get_run(run_id).status == "interrupted"
+
+
+# --------------------------------------------------------------------------------------------- interrupted runs
+
+
+def test_mark_interrupted(store: Store, clock: FakeClock) -> None:
+    def run(name: str, *, pid: int | None, host: str | None, start: bool = True) -> int:
+        run_id = store.create_run(name=name, config={})
+        if start:
+            store.start_run(run_id, device="cpu", dtype="float32", torch_version="2", total_steps=10, pid=pid,
+                            host=host)
+        return run_id
+
+    dead_local = run("dead_local", pid=11, host="here")
+    alive_local_stale = run("alive_local_stale", pid=12, host="here")
+    remote_stale = run("remote_stale", pid=11, host="elsewhere")
+    no_pid_stale = run("no_pid_stale", pid=None, host=None)
+    never_started = run("never_started", pid=None, host=None, start=False)
+    finished = run("finished", pid=11, host="here")
+    store.finish_run(finished, status="finished", summary={}, wall_time_s=1.0)
+    clock.advance(30)
+    store.heartbeat(dead_local)
+    clock.advance(61)
+    remote_fresh = run("remote_fresh", pid=13, host="elsewhere")
+    clock.advance(1)
+    asked: list[int] = []
+
+    def fake_alive(pid: int) -> bool:
+        asked.append(pid)
+        return pid != 11
+
+    marked = store.mark_interrupted(host="here", pid_alive=fake_alive, stale_after_s=60)
+    assert marked == [dead_local, remote_stale, no_pid_stale, never_started]
+    assert sorted(asked) == [11, 12]  # only runs of this host are judged by pid
+    for run_id in marked:
+        r = store.get_run(run_id)
+        assert (r.status, r.error, r.finished_at) == ("interrupted", INTERRUPTED_ERROR, clock.now)
+    assert store.get_run(dead_local).wall_time_s == 30.0  # started to last heartbeat, not to discovery
+    assert store.get_run(never_started).wall_time_s is None
+    assert store.get_run(alive_local_stale).status == "running"
+    assert store.get_run(remote_fresh).status == "running"
+    assert store.get_run(finished).status == "finished" and store.get_run(finished).error is None
+    assert store.mark_interrupted(host="here", pid_alive=fake_alive) == []
+
+
+def test_pid_alive() -> None:
+    assert pid_alive(os.getpid())
+    assert not pid_alive(0) and not pid_alive(-5)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and pid_alive(child.pid):  # exited but not reaped: a zombie
+        time.sleep(0.05)
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert not pid_alive(child.pid)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert pid_alive(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# --------------------------------------------------------------------------------------------- studies
+
+
+def test_studies(store: Store, clock: FakeClock) -> None:
+    first = store.create_study("lr sweep", {"lr": [0.1, math.nan]})
+    clock.advance(1)
+    second = store.create_study("depth", {"hidden": [[8], [8, 8]]})
+    study = store.get_study(first)
+    assert (study.id, study.name, study.created_at) == (first, "lr sweep", T0)
+    assert study.spec["lr"][0] == 0.1 and math.isnan(study.spec["lr"][1])
+    assert store.get_study_by_name("depth").id == second and store.get_study_by_name("nope") is None
+    assert [s.name for s in store.list_studies()] == ["depth", "lr sweep"]
+    with pytest.raises(ValueError, match="a study named 'depth' already exists"):
+        store.create_study("depth", {})
+    with pytest.raises(StudyNotFound, match="^no study with id 99$"):
+        store.get_study(99)
+    with pytest.raises(StudyNotFound):
+        store.create_run(name="r", config={}, study_id=99)
+    run_id = store.create_run(name="r", config={}, study_id=second)
+    assert store.get_run(run_id).study_id == second
+
+
+# --------------------------------------------------------------------------------------------- the reporter
+
+
+def test_store_reporter_drives_a_run(store: Store) -> None:
+    run_id = store.create_run(name="r", config={})
+    reporter = StoreReporter(store, run_id, pid=77, host="box")
+    reporter.on_start(RunInfo(device="cpu", dtype="float64", torch_version="2.13.0", total_steps=50))
+    reporter.on_metrics(rows("train_loss", [0.9, 0.8]), step=2)
+    assert reporter.should_stop() is False
+    store.request_cancel(run_id)
+    assert reporter.should_stop() is True
+    reporter.on_metrics(rows("train_loss", [math.nan], start=2), step=3)
+    reporter.on_finish(RunResult(status="cancelled", summary={"best_val_loss": math.inf}, error=None,
+                                 wall_time_s=1.25))
+    run = store.get_run(run_id)
+    assert (run.status, run.device, run.dtype, run.total_steps, run.pid, run.host) == (
+        "cancelled", "cpu", "float64", 50, 77, "box")
+    assert (run.progress_step, run.wall_time_s, run.summary) == (3, 1.25, {"best_val_loss": math.inf})
+    values = store.series(run_id, "train_loss")["value"]
+    assert values[:2].tolist() == [0.9, 0.8] and math.isnan(values[2])
+
+
+def test_store_reporter_stops_when_its_run_is_deleted(store: Store) -> None:
+    run_id = store.create_run(name="r", config={})
+    reporter = StoreReporter(store, run_id)
+    reporter.on_start(RunInfo(device="cpu", dtype="float32", torch_version="2", total_steps=5))
+    store.delete_run(run_id)
+    reporter.on_metrics(rows("loss", [1.0]), step=1)  # no exception into the trainer
+    assert reporter.should_stop() is True
+    reporter.on_finish(RunResult(status="cancelled", summary={}, error=None, wall_time_s=0.1))
+    assert store.list_runs() == []

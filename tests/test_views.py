@@ -1,0 +1,300 @@
+"""core.views: the tables, filters, URL selection and form logic behind the dashboard pages."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import charts, views
+from core.config import PRESETS, ExperimentConfig, field_names, preset
+from core.store import Run
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def make_run(run_id: int, name: str = "", *, status: str = "finished", tags: tuple[str, ...] = (),
+             summary: dict | None = None, **config) -> Run:
+    cfg = ExperimentConfig().replace(**config).to_dict() if config else ExperimentConfig().to_dict()
+    return Run(id=run_id, name=name or f"run {run_id}", status=status, config=cfg, summary=summary or {},
+               created_at=T0 + timedelta(minutes=run_id), started_at=T0, wall_time_s=12.5 if status != "running"
+               else None, heartbeat_at=T0 + timedelta(seconds=3), device="cpu", tags=tags, progress_step=30,
+               total_steps=120)
+
+
+@pytest.fixture
+def runs() -> list[Run]:
+    return [
+        make_run(3, "mlp relu", hidden=(64, 64), activation="relu", lr=0.01, tags=("mlp", "baseline"),
+                 summary={"final_val_loss": 0.25, "best_val_loss": 0.2, "final_val_acc": 0.9, "final_val_auc": 0.95,
+                          "peak_clamp_frac": 0.0}),
+        make_run(2, "mlp elu", hidden=(64, 64), activation="elu", lr=0.01, status="diverged",
+                 summary={"final_val_loss": math.nan}),
+        make_run(1, "article", hidden=(), loss="bce", clamp_eps=1e-7, status="running", tags=("article",)),
+    ]
+
+
+# ---------------------------------------------------------------------- formatting
+@pytest.mark.parametrize("value, text", [(None, "none"), ([64, 64], "[64, 64]"), ((), "[]"), (0.01, "0.01"),
+                                         (1e-05, "1e-05"), (True, "True"), (3, "3"), ("relu", "relu")])
+def test_format_value(value, text):
+    assert views.format_value(value) == text
+
+
+@pytest.mark.parametrize("seconds, text", [(None, "–"), (math.nan, "–"), (-1, "–"), (0.84, "0.8 s"), (42.4, "42 s"),
+                                           (185, "3 min 05 s"), (7440, "2 h 04 min")])
+def test_format_duration(seconds, text):
+    assert views.format_duration(seconds) == text
+
+
+def test_progress_and_texts(runs):
+    running = runs[2]
+    assert views.progress(running) == pytest.approx(0.25)
+    assert views.progress_text(running) == "step 30 of 120 · 3.0 s"
+    assert views.progress(Run(id=9, name="x", status="running", created_at=T0)) is None  # no total yet
+    assert views.outcome_text(runs[0]) == "finished after 12 s · val loss 0.2500 · val acc 90.0%"
+    failed = Run(id=5, name="f", status="failed", created_at=T0, wall_time_s=1.0, error="TypeError: boom\ntrace")
+    assert views.outcome_text(failed) == "failed after 1.0 s · TypeError: boom"
+
+
+# ---------------------------------------------------------------------- the runs table
+def test_runs_table_has_one_row_per_run_with_numbers_that_sort(runs):
+    table = views.runs_table(runs)
+    assert list(table.index) == [3, 2, 1] and table.index.name == "id"
+    assert list(table.columns) == list(views.TABLE_LABELS)
+    first = table.loc[3]
+    assert first["status"] == "✓ finished"
+    assert first["hidden"] == "[64, 64]" and table.loc[1, "hidden"] == "[]"
+    assert first["tags"] == ["mlp", "baseline"]
+    assert first["final_val_loss"] == 0.25 and first["final_val_auc"] == 0.95
+    assert math.isnan(table.loc[2, "final_val_loss"]) and math.isnan(table.loc[1, "best_val_loss"])
+    assert table.loc[1, "clamp_eps"] == 1e-7 and math.isnan(table.loc[3, "clamp_eps"])
+    assert table.loc[3, "duration_s"] == 12.5
+    for column in ("final_val_loss", "lr", "duration_s", "progress", "clamp_eps"):
+        assert pd.api.types.is_float_dtype(table[column]), column
+    assert table["created"].dt.tz is not None
+
+
+def test_runs_table_of_no_runs_is_empty_with_the_columns():
+    table = views.runs_table([])
+    assert table.empty and list(table.columns) == list(views.TABLE_LABELS)
+
+
+def test_table_key_changes_with_the_rows():
+    assert views.table_key("t", [1, 2]) == views.table_key("t", [1, 2])
+    assert views.table_key("t", [1, 2]) != views.table_key("t", [2, 1])
+    assert views.table_key("t", [1, 2]) != views.table_key("t", [1, 2, 3])
+
+
+# ---------------------------------------------------------------------- filters
+def test_filter_by_status_config_and_text(runs):
+    ids = lambda found: [r.id for r in found]  # noqa: E731
+    assert ids(views.filter_runs(runs)) == [3, 2, 1]
+    assert ids(views.filter_runs(runs, statuses=["running", "diverged"])) == [2, 1]
+    assert ids(views.filter_runs(runs, config={"activation": ["elu"]})) == [2]
+    assert ids(views.filter_runs(runs, config={"hidden": ["[64, 64]"], "activation": []})) == [3, 2]
+    assert ids(views.filter_runs(runs, config={"clamp_eps": ["none"]})) == [3, 2]
+    assert ids(views.filter_runs(runs, text="MLP")) == [3, 2]
+    assert ids(views.filter_runs(runs, text="baseline")) == [3]  # a tag
+    assert ids(views.filter_runs(runs, text="mlp baseline")) == [3]  # every word must match, name or tag
+    assert ids(views.filter_runs(runs, text="#1")) == [1]
+    assert ids(views.filter_runs(runs, text="nothing like it")) == []
+
+
+def test_filter_refuses_unknown_status_and_field(runs):
+    with pytest.raises(ValueError, match="unknown status 'done'"):
+        views.filter_runs(runs, statuses=["done"])
+    with pytest.raises(ValueError, match="unknown config field 'colour'"):
+        views.filter_runs(runs, config={"colour": ["red"]})
+
+
+def test_filter_options_are_the_fields_that_differ(runs):
+    options = views.filter_options(runs)
+    assert options["activation"] == ["elu", "relu"]
+    assert sorted(options["hidden"]) == ["[64, 64]", "[]"]
+    assert options["clamp_eps"] == ["1e-07", "none"]
+    assert "dataset" not in options and "seed" not in options  # the same for all three
+    assert list(options) == [f for f in views._form_order() if f in options]  # form order
+
+
+def test_clean_tags_and_edit_frame(runs):
+    assert views.clean_tags([" a ", "", "b", "a"]) == ["a", "b"]
+    assert views.clean_tags(None) == []
+    frame = views.edit_frame(runs[:2])
+    assert list(frame.columns) == ["status", "name", "tags", "notes"]
+    assert list(frame.index) == [3, 2] and frame.loc[3, "tags"] == ["mlp", "baseline"]
+
+
+# ---------------------------------------------------------------------- the selection in the URL
+@pytest.mark.parametrize("text, ids", [("3,7,12", [3, 7, 12]), (" 3, 7 ,,12, ", [3, 7, 12]), ("3 7", [3, 7]),
+                                       ("7,3,7", [7, 3]), ("", []), (None, []), (["3,7", "12"], [3, 7, 12])])
+def test_parse_run_ids(text, ids):
+    assert views.parse_run_ids(text) == ids
+
+
+@pytest.mark.parametrize("text, bad", [("3,abc", "'abc'"), ("0", "'0'"), ("-1", "'-1'"), ("3.5", "'3.5'"),
+                                       ("1,x,y", "'x'")])
+def test_parse_run_ids_names_every_bad_piece(text, bad):
+    with pytest.raises(views.SelectionError, match=bad) as info:
+        views.parse_run_ids(text)
+    assert "e.g. ?runs=3,7,12" in str(info.value)
+    if text == "1,x,y":
+        assert "'y'" in str(info.value)
+
+
+def test_split_run_ids_keeps_the_good_ones():
+    ids, problems = views.split_run_ids("4,oops,5")
+    assert ids == [4, 5] and len(problems) == 1 and "'oops' is not a run id" in problems[0]
+
+
+def test_format_round_trips():
+    assert views.format_run_ids([3, 7, 12, 3]) == "3,7,12"
+    assert views.parse_run_ids(views.format_run_ids([12, 3])) == [12, 3]
+    assert views.format_run_ids([]) == ""
+
+
+def test_resolve_selection_reports_unknown_runs():
+    sel = views.resolve_selection("3,99,x,4,98", known_ids=[3, 4, 5])
+    assert sel.ids == (3, 4)
+    assert any("'x'" in p for p in sel.problems)
+    assert any("#99, #98" in p for p in sel.problems)
+    assert views.resolve_selection("3", [3]).problems == ()
+
+
+# ---------------------------------------------------------------------- compare frames
+def test_chart_runs_is_what_comparison_figure_expects(runs):
+    frame = views.chart_runs(runs)
+    assert frame.index.name == "run_id" and list(frame.index) == [3, 2, 1]
+    assert list(frame.columns) == ["name", *field_names()]
+    assert frame.loc[3, "name"] == "#3 mlp relu"
+    series = pd.DataFrame({"run_id": [3, 3, 2, 2], "key": ["train_loss"] * 4, "step": [1, 2, 1, 2],
+                           "epoch": [0, 0, 0, 0], "value": [0.7, 0.6, 0.7, 0.8], "wall_time": [0.1, 0.2, 0.1, 0.2]})
+    fig = charts.comparison_figure(series, frame, metrics=["train_loss"], color_by="activation")
+    assert sorted(t.meta["run_id"] for t in fig.data) == [2, 3]
+    assert {t.name for t in fig.data} == {"#3 mlp relu", "#2 mlp elu"}
+
+
+def test_config_differences_show_only_what_differs(runs):
+    diff = views.config_differences(runs)
+    assert list(diff.index) == [3, 2, 1]
+    assert set(diff.columns) == {"name", "hidden", "activation", "clamp_eps"}
+    assert diff.loc[1, "hidden"] == "[]" and diff.loc[2, "clamp_eps"] == "none"
+    assert views.varying_fields(runs[:1]) == []
+
+
+def test_summary_table(runs):
+    table = views.summary_table(runs)
+    assert list(table.columns) == ["name", "status", "duration_s", *views.SUMMARY_METRICS]
+    assert table.loc[3, "final_val_acc"] == 0.9 and math.isnan(table.loc[1, "final_val_acc"])
+    assert table.loc[2, "status"] == "↯ diverged"
+
+
+def test_metric_options_and_defaults():
+    keys = ["grad_norm/fc10", "val_loss", "grad_norm/fc2", "clamp_frac", "train_loss", "zeta"]
+    assert views.metric_options(keys) == ["train_loss", "val_loss", "clamp_frac", "grad_norm/fc2", "grad_norm/fc10",
+                                          "zeta"]
+    assert views.default_metrics(["train_loss", "val_loss", "val_acc"]) == ["train_loss", "val_loss"]
+    assert views.default_metrics(["val_acc", "grad_norm"]) == ["val_acc"]
+    assert views.default_metrics([]) == []
+
+
+def test_config_table_lists_every_field_with_what_changed():
+    cfg = preset("article-example").to_dict()
+    table = views.config_table(cfg)
+    assert sorted(table["field"]) == sorted(field_names())
+    row = table.set_index("field").loc["output_relu"]
+    assert row["group"] == "Architecture" and row["value"] == "True" and bool(row["changed"])
+    assert not bool(table.set_index("field").loc["seed", "changed"])
+    assert table.set_index("field").loc["lr", "meaning"] == "learning rate"
+
+
+def test_cache_token_follows_progress(runs):
+    before = views.cache_token(runs)
+    moved = [runs[0], runs[1], Run(**{**runs[2].__dict__, "progress_step": 31})]
+    assert views.cache_token(moved) != before and views.cache_token(runs) == before
+
+
+# ---------------------------------------------------------------------- the train form
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_form_round_trips_every_preset(name):
+    cfg = preset(name)
+    values = views.form_values(cfg)
+    assert isinstance(values["lr"], str) and isinstance(values["epochs"], int) and isinstance(values["hidden"], str)
+    back, errors = views.config_from_form(values)
+    assert errors == {} and back == cfg
+
+
+def test_form_reports_every_bad_field_at_once():
+    values = views.form_values(ExperimentConfig())
+    values.update(lr="abc", epochs=0, hidden="64, x", clamp_eps="0.7")
+    cfg, errors = views.config_from_form(values)
+    assert cfg is None
+    assert set(errors) == {"lr", "epochs", "hidden", "clamp_eps"}
+    assert errors["lr"] == "'abc' is not a finite number"
+    assert errors["epochs"].startswith("must be a whole number from 1")
+    assert not errors["clamp_eps"].startswith("clamp_eps:")  # the field name is the widget's label already
+
+
+def test_form_reports_a_cross_field_error_on_its_field():
+    values = views.form_values(preset("article-fixed"))
+    values["clamp_eps"] = "1e-7"
+    _, errors = views.config_from_form(values)
+    assert list(errors) == ["clamp_eps"] and "only applies to loss 'bce'" in errors["clamp_eps"]
+
+
+def test_form_checks_the_split_of_a_small_data_set():
+    values = views.form_values(ExperimentConfig())
+    values.update(n_samples=10, val_fraction="0.01")
+    _, errors = views.config_from_form(values)
+    assert list(errors) == ["val_fraction"] and "validation samples" in errors["val_fraction"]
+
+
+def test_form_checks_the_csv(tmp_path: Path):
+    values = views.form_values(ExperimentConfig(dataset="csv", csv_path="x"))
+    values["csv_path"] = ""
+    assert list(views.config_from_form(values)[1]) == ["csv_path"]
+    values["csv_path"] = str(tmp_path / "missing.csv")
+    assert "no such file" in views.config_from_form(values)[1]["csv_path"]
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("a,b,label\n1,2,0\n3,4,0\n")
+    values["csv_path"] = str(one_class)
+    assert "exactly two classes" in views.config_from_form(values)[1]["csv_label"]
+    good = tmp_path / "good.csv"
+    good.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    values["csv_path"] = str(good)
+    cfg, errors = views.config_from_form(values)
+    assert errors == {} and cfg.csv_path == str(good)
+    assert views.config_from_form({**values, "csv_path": str(tmp_path / "missing.csv")}, check_data=False)[1] == {}
+
+
+def test_uploads_dir_is_next_to_the_database(tmp_path: Path):
+    assert views.uploads_dir(f"sqlite:///{tmp_path}/runs.db") == tmp_path / "uploads"
+    assert views.uploads_dir("sqlite://") == views.PROJECT_ROOT / "uploads"
+    assert views.uploads_dir("postgresql://u@h/db") == views.PROJECT_ROOT / "uploads"
+
+
+def test_save_upload_names_files_by_content(tmp_path: Path):
+    folder = tmp_path / "uploads"
+    first = views.save_upload(b"a,label\n1,0\n", "my data (v2).csv", folder)
+    again = views.save_upload(b"a,label\n1,0\n", "my data (v2).csv", folder)
+    other = views.save_upload(b"a,label\n2,1\n", "../../etc/passwd", folder)
+    assert first == again and first.parent == folder and first.name.endswith("-my_data_v2.csv")
+    assert other.parent == folder and other.read_bytes() == b"a,label\n2,1\n"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([first.name, other.name])
+
+
+def test_edit_changes_finds_what_was_edited(runs):
+    before = views.edit_frame(runs)
+    after = before.copy()
+    after.at[3, "name"] = "renamed"
+    after.at[2, "tags"] = [" new ", "new", ""]
+    after.at[1, "notes"] = None  # an emptied cell
+    assert views.edit_changes(before, after) == {3: {"name": "renamed"}, 2: {"tags": ["new"]}}
+    after.at[1, "notes"] = "a note"
+    after.at[3, "tags"] = ["mlp", " baseline", " "]  # the same tags once cleaned
+    assert views.edit_changes(before, after)[1] == {"notes": "a note"}
+    assert 3 in views.edit_changes(before, after) and "tags" not in views.edit_changes(before, after)[3]
+    assert views.edit_changes(before, before.copy()) == {}
