@@ -19,6 +19,7 @@ from typing import Any, Sequence, TextIO
 from core.config import (GROUPS, PRESETS, ConfigError, ExperimentConfig, choices, coerce, field_comment, field_kind,
                          field_names, preset)
 from core.export import add_export_parser, cmd_export
+from core.studies import add_study_parser, cmd_study
 
 EXIT_BAD_INPUT = 2
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("text")
 
     add_export_parser(sub)
+    add_study_parser(sub)
     return parser
 
 
@@ -290,7 +292,7 @@ def cmd_note(args, store, out: TextIO, err: TextIO) -> int:
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics, "delete": cmd_delete,
-            "tag": cmd_tag, "note": cmd_note, "export": cmd_export}
+            "tag": cmd_tag, "note": cmd_note, "export": cmd_export, "study": cmd_study}
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr,

@@ -402,9 +402,11 @@ class Store:
 
     def start_run(self, run_id: int, *, device: str, dtype: str, torch_version: str, total_steps: int,
                   pid: int | None = None, host: str | None = None) -> None:
+        """Marks the run started (status running). A pid or host left None keeps what `attach_process` set."""
         now = self._now()
+        process = {name: value for name, value in (("pid", pid), ("host", host)) if value is not None}
         self._update_run(run_id, status="running", started_at=now, heartbeat_at=now, device=device, dtype=dtype,
-                         torch_version=torch_version, total_steps=total_steps, pid=pid, host=host)
+                         torch_version=torch_version, total_steps=total_steps, **process)
 
     def attach_process(self, run_id: int, *, pid: int, host: str) -> None:
         """Record the process that will train the run, before it starts, so `mark_interrupted` can tell at once

@@ -1,0 +1,254 @@
+"""What a study's runs say: its variants ranked, and the effect of each varied field with a 95% interval.
+
+Everything here is a pure function of a study frame: one row per run, the varied fields as columns named like
+the config fields, a `seed` column, a `status` column and the result columns below (what
+`core.studies.study_frame` returns, or a frame built by hand). Only runs whose status is in `statuses`
+(default: "finished") and whose metric is finite count as results; diverged, failed, cancelled and interrupted
+runs are counted in the ranking but never averaged in.
+
+The effect of a field F (levels L0, L1, ... in the order they first appear; `study_frame` lists runs in the
+study's grid order, so L0 is the first value given to `--vary`), for each level L != L0 and a metric y:
+
+    for each seed s:  d_s = mean over the combinations c of the other fields of [ y(L, c, s) - y(L0, c, s) ]
+                      (only the combinations where both runs have a result; with a complete grid this is
+                      exactly the difference of the two levels' marginal means at seed s)
+    difference      = mean of d_s over the seeds that have at least one such pair (n of them)
+    95% CI          = difference +- t(0.975, n - 1) * sd(d_s, ddof=1) / sqrt(n)   (none when n < 2)
+    p_value         = the paired t-test's two-sided p for "difference = 0"
+
+Seeds are the unit of replication: runs that share a seed share the data split, the batch order and, where the
+shapes agree, the initial weights, so each seed gives one paired comparison. Several runs in one (variant,
+seed) cell are averaged first.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+# Per-run result columns, read from the run's stored summary (NaN where a run has none).
+SUMMARY_METRICS: tuple[str, ...] = ("final_val_loss", "best_val_loss", "final_val_auc", "final_val_acc",
+                                    "best_val_acc", "final_val_loss_logits", "final_train_loss", "epochs_completed",
+                                    "diverged_step")
+# Columns of a study frame that are not varied fields; every other column is a factor.
+RESULT_COLUMNS: tuple[str, ...] = ("run_id", "name", "status", "variant", "seed", *SUMMARY_METRICS,
+                                   "wall_time_s", "error")
+RANKED_METRICS: tuple[str, ...] = ("final_val_loss", "best_val_loss", "final_val_auc")
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"final_val_auc", "final_val_acc", "best_val_acc"})
+
+EFFECT_COLUMNS: tuple[str, ...] = ("factor", "level", "baseline", "metric", "level_mean", "baseline_mean",
+                                   "difference", "ci_low", "ci_high", "n_seeds", "pairs", "p_value", "clear")
+
+# Words for the sentences: how a metric and a yes/no field read in prose.
+_METRIC_WORDS = {"final_val_loss": "final val loss", "best_val_loss": "best val loss",
+                 "final_val_auc": "final val AUC", "final_val_acc": "final val accuracy",
+                 "best_val_acc": "best val accuracy", "final_val_loss_logits": "final exact val loss",
+                 "final_train_loss": "final train loss"}
+_FLAG_WORDS = {"batchnorm": "BatchNorm", "output_relu": "an output ReLU", "standardize": "standardizing the inputs"}
+
+
+def factor_columns(frame: pd.DataFrame) -> list[str]:
+    """The varied fields of a study frame: every column that is not one of `RESULT_COLUMNS`."""
+    return [c for c in frame.columns if c not in RESULT_COLUMNS]
+
+
+def variant_label(variant: Mapping[str, Any]) -> str:
+    """"batchnorm=true activation=elu loss=bce": how runs, rankings and charts name a variant."""
+    return " ".join(f"{k}={format_value(v)}" for k, v in variant.items()) or "base"
+
+
+def format_value(value: Any) -> str:
+    """A field value as the command line would take it back: true/false, [64, 64], none, 0.01."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------- ranking
+def ranking(frame: pd.DataFrame, *, factors: Sequence[str] | None = None,
+            statuses: Sequence[str] = ("finished",)) -> pd.DataFrame:
+    """Variants ranked by mean final val loss (then mean best val loss), best first; variants without results last.
+
+    One row per variant: rank, variant, the factor values, runs (all of its runs), n (runs counted as results),
+    diverged, failed, and for each of `RANKED_METRICS` its mean and sample sd (ddof=1) over the counted runs.
+    """
+    factors = _factors(frame, factors)
+    _require(frame, ["status"])
+    counted = frame["status"].isin(list(statuses))
+    rows = []
+    for key, group in _groups(frame, factors):
+        row: dict[str, Any] = {"variant": _label(group, factors, key), **dict(zip(factors, key))}
+        ok = group[counted.loc[group.index]]
+        row |= {"runs": len(group), "n": len(ok), "diverged": int((group["status"] == "diverged").sum()),
+                "failed": int((group["status"] == "failed").sum())}
+        for metric in RANKED_METRICS:
+            values = _finite(ok[metric]) if metric in ok else np.array([])
+            row[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
+            row[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+        rows.append(row)
+    columns = ["variant", *factors, "runs", "n", "diverged", "failed",
+               *(f"{m}_{s}" for m in RANKED_METRICS for s in ("mean", "sd"))]
+    table = pd.DataFrame(rows, columns=columns)
+    table = table.sort_values(["final_val_loss_mean", "best_val_loss_mean"], na_position="last", kind="stable")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------- effects
+def effects(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors: Sequence[str] | None = None,
+            statuses: Sequence[str] = ("finished",)) -> pd.DataFrame:
+    """The factor-effects table (see the module docstring for the exact computation): one row per varied field
+    with two or more levels and per level other than the first. Columns (`EFFECT_COLUMNS`): factor, level,
+    baseline (the first level), metric, level_mean and baseline_mean (over the pairs used), difference (level
+    minus baseline), ci_low, ci_high, n_seeds, pairs (the (combination, seed) pairs used), p_value, and clear
+    (the interval excludes 0)."""
+    factors = _factors(frame, factors)
+    _require(frame, ["status", "seed", metric])
+    # cell (variant key, seed) -> mean metric of its counted runs
+    sums: dict[tuple[tuple[Hashable, ...], Any], list[float]] = {}
+    values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
+    for key, seed, status, value in zip(_keys(frame, factors), frame["seed"], frame["status"], values):
+        if status in statuses and math.isfinite(value):
+            sums.setdefault((key, seed), []).append(value)
+    cells = {cell: float(np.mean(v)) for cell, v in sums.items()}
+    seeds = list(dict.fromkeys(frame["seed"]))
+    rows = []
+    for i, factor in enumerate(factors):
+        levels = _levels(frame[factor])
+        if len(levels) < 2:
+            continue
+        others = [f for f in factors if f != factor]
+        combos = list(dict.fromkeys(_keys(frame, others)))
+        for level in levels[1:]:
+            rows.append(_effect(cells, seeds, i, factor, level, levels[0], combos, metric))
+    return pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+
+
+def _effect(cells, seeds, index: int, factor: str, level: Any, baseline: Any, combos, metric: str) -> dict[str, Any]:
+    def key(value: Any, combo: tuple) -> tuple:
+        return (*combo[:index], value, *combo[index:])
+
+    diffs, level_means, base_means, pairs = [], [], [], 0
+    for seed in seeds:
+        here = [(cells[(key(level, c), seed)], cells[(key(baseline, c), seed)]) for c in combos
+                if (key(level, c), seed) in cells and (key(baseline, c), seed) in cells]
+        if not here:
+            continue
+        ys = np.array(here)
+        pairs += len(here)
+        level_means.append(ys[:, 0].mean())
+        base_means.append(ys[:, 1].mean())
+        diffs.append(ys[:, 0].mean() - ys[:, 1].mean())
+    d = np.array(diffs)
+    n = d.size
+    mean = float(d.mean()) if n else math.nan
+    lo = hi = p = math.nan
+    if n >= 2:
+        from scipy import stats  # noqa: PLC0415 - keeps `python -m core` start-up free of scipy
+
+        sd = float(d.std(ddof=1))
+        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+        p = (0.0 if mean != 0 else 1.0) if sd == 0 else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return {"factor": factor, "level": level, "baseline": baseline, "metric": metric,
+            "level_mean": float(np.mean(level_means)) if n else math.nan,
+            "baseline_mean": float(np.mean(base_means)) if n else math.nan,
+            "difference": mean, "ci_low": lo, "ci_high": hi, "n_seeds": n, "pairs": pairs, "p_value": p,
+            "clear": bool(n >= 2 and (lo > 0 or hi < 0))}
+
+
+def effects_sentences(effects_df: pd.DataFrame) -> list[str]:
+    """Each effect in words, e.g. "bce_with_logits instead of bce lowers final val loss by 0.21 (95% CI 0.15 to
+    0.27)" or "BatchNorm made no clear difference to final val loss (+0.012, 95% CI -0.03 to 0.05 includes 0)"."""
+    out = []
+    for row in effects_df.to_dict("records"):
+        choice = _choice_words(row["factor"], row["level"], row["baseline"])
+        metric = _METRIC_WORDS.get(row["metric"], str(row["metric"]).replace("_", " "))
+        d, lo, hi, n = row["difference"], row["ci_low"], row["ci_high"], row["n_seeds"]
+        if n < 2 or not math.isfinite(lo):
+            out.append(f"{choice} cannot be judged on {metric} yet: that needs results at both levels for at least "
+                       f"2 seeds (there {'is' if n == 1 else 'are'} {n}).")
+        elif row["clear"]:
+            verb = "lowers" if d < 0 else "raises"
+            a, b = (-hi, -lo) if d < 0 else (lo, hi)
+            out.append(f"{choice} {verb} {metric} by {fmt(abs(d))} (95% CI {fmt(a)} to {fmt(b)}).")
+        else:
+            out.append(f"{choice} made no clear difference to {metric} ({'+' if d > 0 else ''}{fmt(d)}, "
+                       f"95% CI {fmt(lo)} to {fmt(hi)} includes 0).")
+    return out
+
+
+def fmt(x: float) -> str:
+    """A number for a sentence: 3 significant digits from 1 up, 2 decimals from 0.1, 2 significant below."""
+    if not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("infinity" if x > 0 else "-infinity")
+    a = abs(x)
+    if a >= 1000:
+        return f"{x:,.0f}"
+    if a >= 1:
+        return f"{x:.3g}"
+    if a >= 0.1:
+        return f"{x:.2f}"
+    return "0" if a == 0 else f"{x:.2g}"
+
+
+def _choice_words(factor: str, level: Any, baseline: Any) -> str:
+    if isinstance(level, (bool, np.bool_)) and isinstance(baseline, (bool, np.bool_)):
+        name = _FLAG_WORDS.get(factor, f"{factor}=true")
+        return name if level else f"no {name}" if factor in _FLAG_WORDS else f"{factor}=false instead of true"
+    if isinstance(level, str) and isinstance(baseline, str):
+        return f"{level} instead of {baseline}"
+    return f"{factor} {format_value(level)} instead of {format_value(baseline)}"
+
+
+# ---------------------------------------------------------------------- helpers
+def _factors(frame: pd.DataFrame, factors: Sequence[str] | None) -> list[str]:
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"frame must be a pandas DataFrame; got {type(frame).__name__}")
+    found = factor_columns(frame) if factors is None else list(factors)
+    _require(frame, found)
+    return found
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the frame has no column {missing[0]!r}; it has: {', '.join(map(str, frame.columns))}")
+
+
+def _groups(frame: pd.DataFrame, factors: list[str]):
+    """(factor values, rows) per variant, in order of first appearance."""
+    keys = _keys(frame, factors)
+    for key in dict.fromkeys(keys):
+        yield key, frame[[k == key for k in keys]]
+
+
+def _keys(frame: pd.DataFrame, factors: list[str]) -> list[tuple]:
+    """Each row's factor values as a tuple (its variant)."""
+    if not factors:
+        return [()] * len(frame)
+    return list(frame[factors].itertuples(index=False, name=None))
+
+
+def _label(group: pd.DataFrame, factors: list[str], key: tuple) -> str:
+    if "variant" in group and group["variant"].notna().any():
+        return str(group["variant"].dropna().iloc[0])
+    return variant_label(dict(zip(factors, key)))
+
+
+def _levels(column: pd.Series) -> list[Any]:
+    return list(dict.fromkeys(column))
+
+
+def _finite(values: pd.Series) -> np.ndarray:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    return arr[np.isfinite(arr)]
