@@ -206,7 +206,7 @@ def write_results(rows: list[Row], path: Path, *, repeats: int) -> str:
              "(for rates, the ratio of rates). Written by `python benchmarks/bench.py`.", "",
              "| section | case | ours | baseline | ratio | budget | met |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        fmt = (lambda v: f"{v:,.0f}") if r.unit == "values/s" else (lambda v: f"{v:.4f} s")
+        fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB"}.get(r.unit, lambda v: f"{v:.4f} s")
         met = "yes" if r.ok else ("no" if r.ok is not None else "-")
         lines.append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} | {r.ratio:.2f} | {r.budget} | {met} |")
     text = "\n".join(lines) + "\n"
