@@ -231,7 +231,7 @@ class RunModel(Base):
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
 
     # lazy="raise": tags are always loaded with selectinload, so listing runs can never become N+1 queries
-    tags: Mapped[list[TagModel]] = relationship(order_by=TagModel.tag, passive_deletes=True, lazy="raise")
+    tags: Mapped[list[TagModel]] = relationship(order_by=TagModel.tag, viewonly=True, lazy="raise")
 
 
 class MetricModel(Base):
@@ -411,11 +411,6 @@ class Store:
     def attach_process(self, run_id: int, *, pid: int, host: str) -> None:
         """Record the process that will train the run, before it starts, so `mark_interrupted` can tell at once
         when it dies during start-up."""
-        self._update_run(run_id, pid=pid, host=host)
-
-    def attach_process(self, run_id: int, *, pid: int, host: str) -> None:
-        """Record the process that will train the run (the launcher knows it before the trainer starts), so
-        `mark_interrupted` can tell when it dies early, even before its first heartbeat."""
         self._update_run(run_id, pid=pid, host=host)
 
     def log_metrics(self, run_id: int, rows: Sequence[MetricRow], *, progress_step: int | None = None) -> None:

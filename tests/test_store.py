@@ -225,7 +225,8 @@ def test_concurrent_first_open_from_threads(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_every_run_field_round_trips(store: Store, clock: FakeClock) -> None:
-    config = {"lr": 0.01, "hidden": (32, 16), "noise": math.nan, "clip": math.inf, "name": "ünï", "nested": {"a": [1]}}
+    config = {"lr": 0.01, "hidden": (32, 16), "noise": math.nan, "clip": math.inf, "name": "ünï",
+              "nested": {"a": [1]}}
     run_id = store.create_run(name="first", config=config)
     created = clock.now
     started = clock.advance(1.5)
@@ -272,7 +273,8 @@ def test_duration_falls_back_to_timestamps() -> None:
     start = datetime(2025, 1, 1, tzinfo=UTC)
     base = dict(id=1, name="r", status="running", created_at=start, started_at=start)
     assert Run(**base, heartbeat_at=start + timedelta(seconds=4)).duration_s == 4.0
-    assert Run(**base, heartbeat_at=start + timedelta(seconds=4), finished_at=start + timedelta(seconds=9)).duration_s == 9.0
+    ended = Run(**base, heartbeat_at=start + timedelta(seconds=4), finished_at=start + timedelta(seconds=9))
+    assert ended.duration_s == 9.0
     assert Run(**base, finished_at=start + timedelta(seconds=9), wall_time_s=2.5).duration_s == 2.5
     assert Run(id=1, name="r", status="running", created_at=start).duration_s is None
 
@@ -287,6 +289,44 @@ def test_heartbeat_and_cancel_flags(store: Store, clock: FakeClock) -> None:
     assert store.get_run(run_id).heartbeat_at == beat
     store.request_cancel(run_id)
     assert store.is_cancel_requested(run_id) is True
+
+
+def test_attach_process_before_the_trainer_starts(store: Store, clock: FakeClock) -> None:
+    run_id = store.create_run(name="launched", config={})
+    store.attach_process(run_id, pid=31337, host="here")
+    run = store.get_run(run_id)
+    assert (run.pid, run.host, run.started_at) == (31337, "here", None)
+    assert store.mark_interrupted(host="here", pid_alive=lambda pid: pid != 31337) == [run_id]  # died at start-up
+    other = store.create_run(name="launched too", config={})
+    store.attach_process(other, pid=4, host="here")
+    store.start_run(other, device="cpu", dtype="float32", torch_version="2", total_steps=3)  # pid not known there
+    assert (store.get_run(other).pid, store.get_run(other).host) == (4, "here")
+    with pytest.raises(RunNotFound):
+        store.attach_process(999, pid=1, host="h")
+
+
+def test_one_store_shared_by_threads(store: Store) -> None:
+    run_ids = [store.create_run(name=f"t{i}", config={}) for i in range(4)]
+    errors: list[BaseException] = []
+
+    def work(run_id: int) -> None:
+        try:
+            for batch in range(20):
+                store.log_metrics(run_id, rows("loss", [float(batch)] * 10, start=batch * 10), progress_step=batch)
+                store.list_runs()
+                store.metrics_frame(run_ids)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(run_id,)) for run_id in run_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    frame = store.metrics_frame(run_ids)
+    assert frame.groupby("run_id").size().tolist() == [200] * 4
+    assert [store.get_run(r).progress_step for r in run_ids] == [19] * 4
 
 
 def test_naive_clock_is_refused(db_path: Path) -> None:
@@ -404,7 +444,9 @@ def test_delete_cascades_to_metrics_and_tags(store: Store, db_path: Path) -> Non
         store.set_tags(run_id, ["x", "y"])
     store.delete_run(gone)
     con = raw(db_path)
-    count = lambda table, run_id: con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (run_id,)).fetchone()[0]  # noqa: E731
+    def count(table: str, run_id: int) -> int:
+        return con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (run_id,)).fetchone()[0]
+
     assert (count("metrics", gone), count("tags", gone)) == (0, 0)
     assert (count("metrics", kept), count("tags", kept)) == (3, 2)
     assert con.execute("SELECT count(*) FROM runs WHERE id = ?", (gone,)).fetchone() == (0,)
@@ -504,7 +546,8 @@ def test_rows_survive_a_killed_writer(db_path: Path) -> None:
         from core.store import Store
         store = Store(sys.argv[1])
         run_id = store.create_run(name="doomed", config={})
-        store.start_run(run_id, device="cpu", dtype="float32", torch_version="2", total_steps=10_000, pid=os.getpid(), host="h")
+        store.start_run(run_id, device="cpu", dtype="float32", torch_version="2", total_steps=10_000,
+                        pid=os.getpid(), host="h")
         for batch in range(3):
             store.log_metrics(run_id, [MetricRow("loss", batch * 1000 + i, batch, float(i), 0.0) for i in range(1000)],
                               progress_step=(batch + 1) * 1000)
