@@ -10,6 +10,8 @@
 - `series_csv` and `table_csv`: the stored values at full resolution (not the reduced points the chart draws)
   and the Compare tables. NaN is written as `NaN` (pandas reads it back as NaN), +-Inf as `inf`/`-inf`.
 - `export_figure`: the one call behind a download button: style, then image bytes or an HTML page.
+- `Download`, `figure_downloads` and `image_export_problem`: the download buttons of a page, each file made only
+  when its button is clicked, and why image buttons cannot work here (None when they can).
 - `safe_filename`: a file name from a run name or a comparison title.
 - `add_export_parser` and `cmd_export`: the `export` subcommand; the report itself is in `core.report`.
 
@@ -23,15 +25,17 @@ import argparse
 import asyncio
 import atexit
 import html
+import importlib.util
 import numbers
 import os
 import re
 import threading
 import time
 import unicodedata
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -40,16 +44,19 @@ from plotly.offline import get_plotlyjs
 
 from core.config import ConfigError
 
-__all__ = ["CSP", "DEFAULT_HEIGHT", "DEFAULT_SCALE", "DEFAULT_WIDTH", "EXTENSIONS", "ExportUnavailable", "FORMATS",
-           "IMAGE_FORMATS", "MAX_FILENAME_BYTES", "OFFLINE_CONFIG", "SERIES_CSV_COLUMNS", "add_export_parser",
-           "check_scale", "check_size", "cmd_export", "export_figure", "external_references", "figure_div",
-           "figure_html", "figure_image", "find_browser", "html_page", "renderer_stats", "safe_filename",
-           "series_csv", "stop_renderer", "style_for_export", "table_csv"]
+__all__ = ["CSP", "DEFAULT_HEIGHT", "DEFAULT_SCALE", "DEFAULT_WIDTH", "EXTENSIONS", "Download", "ExportUnavailable",
+           "FORMATS", "IMAGE_FORMATS", "MAX_FILENAME_BYTES", "MIME_TYPES", "OFFLINE_CONFIG", "SERIES_CSV_COLUMNS",
+           "add_export_parser", "check_scale", "check_size", "cmd_export", "export_figure", "external_references",
+           "figure_div", "figure_downloads", "figure_html", "figure_image", "find_browser", "html_page",
+           "image_export_problem", "renderer_stats", "safe_filename", "series_csv", "stop_renderer",
+           "style_for_export", "table_csv"]
 
 IMAGE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 FORMATS: tuple[str, ...] = (*IMAGE_FORMATS, "html", "csv", "report")
 EXTENSIONS: dict[str, str] = {"png": "png", "svg": "svg", "pdf": "pdf", "html": "html", "csv": "csv",
                               "report": "html"}
+MIME_TYPES: dict[str, str] = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf",
+                              "html": "text/html", "csv": "text/csv", "report": "text/html"}
 DEFAULT_WIDTH = 1000  # px; images are width * scale pixels wide
 DEFAULT_HEIGHT = 500  # px, for figures that do not set their own height
 DEFAULT_SCALE = {"png": 2.0, "svg": 1.0, "pdf": 1.0}  # PNG at 2x is crisp on slides; vector sizes stay as chosen
@@ -58,6 +65,8 @@ INSTALL_HINT = ("On Debian/Ubuntu: `sudo apt-get install chromium`; elsewhere in
                 "`plotly_get_chrome` (downloads a Chrome for Kaleido), or set BROWSER_PATH to the browser's "
                 "executable. HTML and CSV export work without it.")
 NO_BROWSER = "PNG, SVG and PDF export need Chromium or Google Chrome, and none was found{where}. " + INSTALL_HINT
+NO_KALEIDO = "PNG, SVG and PDF export need the kaleido package: `pip install 'kaleido>=1,<2'`. HTML and CSV " \
+             "export work without it."
 # plotly.js config for offline pages: no Plotly logo link, no "send to cloud", and the one URL plotly.js would
 # fetch (map topologies; scatter charts never need them) pointed next to the file instead of at the CDN.
 OFFLINE_CONFIG: dict[str, Any] = {"displaylogo": False, "showSendToCloud": False, "plotlyServerURL": "",
@@ -191,11 +200,14 @@ def figure_image(fig: go.Figure, fmt: str, *, width: int = DEFAULT_WIDTH, height
     env = os.environ if env is None else env
     browser = find_browser(env)
     if browser is None:
-        override = env.get("BROWSER_PATH")
-        where = f" (BROWSER_PATH={override!r} is not an executable file)" if override else ""
-        raise ExportUnavailable(NO_BROWSER.format(where=where))
+        raise ExportUnavailable(_no_browser(env))
     opts = {"format": fmt, "width": width, "height": height, "scale": scale}
     return _render(browser, fig.to_dict(), opts)
+
+
+def _no_browser(env: Mapping[str, str]) -> str:
+    override = env.get("BROWSER_PATH")
+    return NO_BROWSER.format(where=f" (BROWSER_PATH={override!r} is not an executable file)" if override else "")
 
 
 class _Renderer:
@@ -396,6 +408,66 @@ def export_figure(fig: go.Figure, fmt: str, *, title: str | None = None, width: 
         page_title = title if title is not None else (fig.layout.title.text or "Lossboard chart")
         return figure_html(styled, title=page_title).encode("utf-8")
     return figure_image(styled, fmt, width=width or DEFAULT_WIDTH, height=height, scale=scale, env=env)
+
+
+# ---------------------------------------------------------------------- download buttons
+@dataclass(frozen=True)
+class Download:
+    """One download button of a page: its label, the file it gives and the call that makes the file.
+
+    `make` runs only when the button is clicked (Streamlit's `download_button(data=callable)`), so a page that
+    offers ten files renders as fast as one that offers none."""
+
+    key: str  # what the file is, unique in one page's list: png, svg, pdf, html, csv, summary, ...
+    label: str
+    file_name: str
+    mime: str
+    make: Callable[[], bytes]
+    needs_browser: bool = False  # an image: Kaleido over Chromium (see `image_export_problem`)
+
+
+FIGURE_LABELS: dict[str, str] = {"png": "PNG", "svg": "SVG", "pdf": "PDF", "html": "HTML (interactive)"}
+
+
+def figure_downloads(fig: go.Figure, *, title: str | None, name: str | None = None,
+                     formats: Sequence[str] = ("png", "svg", "pdf", "html"), width: int | None = None,
+                     height: int | None = None, png_scale: float | None = None) -> list[Download]:
+    """Downloads of `fig` (from `core.charts`, as the page shows it): `export_figure` for each of `formats`.
+
+    `title` goes on the figure (None: its own); files are named after `name` (default `title`). Images are
+    `width` x `height` px (None: DEFAULT_WIDTH, the figure's own height), the PNG `png_scale` pixels per px
+    (default 2); SVG and PDF are vector, drawn at width x height. The HTML page fills the browser window.
+    Sizes are checked here, so a bad one raises ValueError before any button exists."""
+    unknown = [f for f in formats if f not in FIGURE_LABELS]
+    if unknown:
+        raise ValueError(f"formats must be among {', '.join(FIGURE_LABELS)}; got {unknown[0]!r}")
+    for label, value in (("width", width), ("height", height)):
+        if value is not None:
+            check_size(label, value)
+    if png_scale is not None:
+        check_scale(png_scale)
+    stem = name if name is not None else (title or fig.layout.title.text or "chart")
+
+    def maker(fmt: str) -> Callable[[], bytes]:
+        if fmt == "html":
+            return lambda: export_figure(fig, "html", title=title)
+        scale = png_scale if fmt == "png" else None
+        return lambda: export_figure(fig, fmt, title=title, width=width, height=height, scale=scale)
+
+    return [Download(fmt, FIGURE_LABELS[fmt], safe_filename(stem, ext=EXTENSIONS[fmt]), MIME_TYPES[fmt],
+                     maker(fmt), needs_browser=fmt in IMAGE_FORMATS) for fmt in formats]
+
+
+def image_export_problem(env: Mapping[str, str] | None = None) -> str | None:
+    """Why PNG, SVG and PDF cannot be made on this machine, saying what to install; None when they can.
+
+    Cheap enough for every page run: it looks for the browser and the kaleido package, starting neither."""
+    env = os.environ if env is None else env
+    if find_browser(env) is None:
+        return _no_browser(env)
+    if importlib.util.find_spec("kaleido") is None:
+        return NO_KALEIDO
+    return None
 
 
 # ---------------------------------------------------------------------- CSV

@@ -1,6 +1,7 @@
 """The comparison behind every export, and the report: one self-contained HTML file with every chart of a
 comparison (all metrics overlaid, then one chart per metric), the config differences, the summary table and the
-runs with their notes.
+runs with their notes. `comparison_downloads` and `run_downloads` are the download buttons of the Compare page
+and of one run's view.
 
 Figures come from `core.charts.comparison_figure` with the Compare page's settings (the keyword names of
 `SETTINGS`) and tables from `core.views`, so a file shows what the page shows. Input is checked here and a bad
@@ -13,14 +14,15 @@ import html
 import math
 import numbers
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from core import charts, views
 from core.config import ConfigError, field_names
-from core.export import figure_div, html_page, style_for_export
+from core.export import (MIME_TYPES, Download, figure_div, figure_downloads, html_page, safe_filename, series_csv,
+                         style_for_export, table_csv)
 from core.store import Run, RunNotFound
 
 # The Compare page's chart settings that a report and an export take, with their defaults.
@@ -172,6 +174,43 @@ def _describe(runs: Sequence[Run], metrics: Sequence[str], settings: dict[str, A
              f"dash by {settings['dash_by']}" if settings["dash_by"] else None]
     return (f"{len(runs)} runs ({_ids(runs)}) · metrics: {', '.join(metrics)} · "
             + " · ".join(s for s in shown if s) + f" · made by Lossboard on {when:%Y-%m-%d %H:%M} UTC")
+
+
+# ---------------------------------------------------------------------- the pages' download buttons
+def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, metrics: Sequence[str],
+                         settings: Mapping[str, Any], width: int | None = None, height: int | None = None,
+                         png_scale: float | None = None) -> list[Download]:
+    """What Compare offers, each file made only when its button is clicked: `figure` (the chart as the page
+    shows it, drawn with `settings`, the keywords it gave `charts.comparison_figure`) as PNG, SVG, PDF and
+    interactive HTML, titled `comparison_title(runs, metrics)`; the stored values of `metrics` at full
+    resolution (CSV); the summary and config-difference tables (CSV); and the report of these runs with the same
+    chart settings. Figure and data are named after the title, the tables and the report after the runs.
+    Bad settings or sizes raise here (ValueError, ConfigError), before any button exists."""
+    runs = list(runs)
+    ids, metrics = [r.id for r in runs], list(metrics)
+    title, name = comparison_title(runs, metrics), comparison_title(runs)
+    report_settings = check_settings(runs, **{k: v for k, v in settings.items() if k in SETTINGS})
+    csv = MIME_TYPES["csv"]
+    return [
+        *figure_downloads(figure, title=title, width=width, height=height, png_scale=png_scale),
+        Download("csv", "Data (CSV)", safe_filename(title, ext="csv"), csv,
+                 lambda: series_csv(store, ids, metrics).encode("utf-8")),
+        Download("summary", "Summary (CSV)", safe_filename(f"{name} summary", ext="csv"), csv,
+                 lambda: table_csv(views.summary_table(runs)).encode("utf-8")),
+        Download("differences", "Config differences (CSV)", safe_filename(f"{name} config differences", ext="csv"),
+                 csv, lambda: table_csv(views.config_differences(runs)).encode("utf-8")),
+        Download("report", "Report (HTML)", safe_filename(f"{name} report", ext="html"), MIME_TYPES["report"],
+                 lambda: report_html(store, ids, metrics=metrics, title=name, **report_settings).encode("utf-8")),
+    ]
+
+
+def run_downloads(store: Any, run: Run, *, figure: go.Figure) -> list[Download]:
+    """One run's view: its small multiples (`charts.run_figure`, as shown) as PNG, SVG and interactive HTML, and
+    every metric it logged at full resolution (CSV); files named after `views.run_label(run)`."""
+    name = views.run_label(run)
+    return [*figure_downloads(figure, title=None, name=name, formats=("png", "svg", "html")),
+            Download("csv", "Data (CSV)", safe_filename(name, ext="csv"), MIME_TYPES["csv"],
+                     lambda: series_csv(store, [run.id]).encode("utf-8"))]
 
 
 def table_html(df: pd.DataFrame, *, formats: dict[str, Callable[[Any], str]] | None = None) -> str:

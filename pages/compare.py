@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import charts, views
+from core import charts, export, report, views
 from core.store import Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -16,6 +16,9 @@ X_LABELS = {"step": "step", "epoch": "epoch", "time": "time"}
 BAND_LABELS = {"std": "± std", "minmax": "min–max", "ci95": "95% CI"}
 LIVE_REFRESH_S = 2.0
 NONE = ""  # "no field" in the colour and dash pickers (None would read as "nothing chosen yet")
+DOWNLOAD_ICONS = {"png": ":material/image:", "svg": ":material/image:", "pdf": ":material/picture_as_pdf:",
+                  "html": ":material/code:", "csv": ":material/table_view:", "summary": ":material/table_view:",
+                  "differences": ":material/table_view:", "report": ":material/description:"}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -137,6 +140,46 @@ with st.sidebar:
 running = any(r.status == "running" for r in chosen)
 
 
+def download_buttons(downloads: list) -> None:
+    with st.container(horizontal=True):
+        for d in downloads:  # on_click="ignore": a download does not rerun the page
+            st.download_button(d.label, d.make, file_name=d.file_name, mime=d.mime, key=f"compare_export_{d.key}",
+                               icon=DOWNLOAD_ICONS.get(d.key), on_click="ignore")
+
+
+def export_area(figure, fresh: list, settings: dict) -> None:
+    """Downloads of the chart as shown, its data and tables, and the report; files are made when clicked."""
+    for key, default in (("export_width", export.DEFAULT_WIDTH), ("export_height", None),
+                         ("export_scale", export.DEFAULT_SCALE["png"])):
+        st.session_state.setdefault(OPT + key, default)
+    with st.expander("Export", icon=":material/download:"):
+        problem = export.image_export_problem()
+        st.markdown("**Image** · the chart as shown, in a light theme with its title, legend and axis titles")
+        sizes = {}
+        if problem:
+            st.warning(problem, icon=":material/hide_image:")
+        else:
+            row = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+            own_height = figure.layout.height or export.DEFAULT_HEIGHT
+            sizes = {
+                "width": row[0].number_input("Width (px)", 50, 10000, step=50, key=OPT + "export_width"),
+                "height": row[1].number_input("Height (px)", 50, 10000, step=50, key=OPT + "export_height",
+                                              placeholder=f"auto ({own_height})",
+                                              help="Empty: the chart's own height, which grows with its panels."),
+                "png_scale": row[2].number_input("PNG scale", 0.5, 10.0, step=0.5, key=OPT + "export_scale",
+                                                 help="Image pixels per px: 2 is crisp on slides. SVG and PDF are "
+                                                      "vector, drawn at width × height."),
+            }
+        downloads = report.comparison_downloads(store, fresh, figure=figure, metrics=metrics, settings=settings,
+                                                **sizes)
+        if not problem:
+            with row[3]:
+                download_buttons([d for d in downloads if d.needs_browser])
+        st.markdown("**Interactive and data** · HTML works offline; CSV holds every stored value, not the "
+                    "reduced points the chart draws")
+        download_buttons([d for d in downloads if not d.needs_browser])
+
+
 @st.fragment(run_every=LIVE_REFRESH_S if running else None)
 def chart_and_summary() -> None:
     fresh = [r for r in store.list_runs() if r.id in ids]
@@ -145,15 +188,15 @@ def chart_and_summary() -> None:
     if not metrics:
         st.info("Pick at least one metric in the sidebar.")
     else:
+        settings = dict(x=x, smoothing=smoothing, log_y=log_y, layout=layout, facet_field=facet, color_by=color_by,
+                        dash_by=dash_by, group_by=group_by, band=band, robust_y=robust_y)
         try:
-            figure = charts.comparison_figure(
-                series, views.chart_runs(fresh), metrics=metrics, x=x, smoothing=smoothing, log_y=log_y,
-                layout=layout, facet_field=facet, color_by=color_by, dash_by=dash_by, group_by=group_by, band=band,
-                robust_y=robust_y)
+            figure = charts.comparison_figure(series, views.chart_runs(fresh), metrics=metrics, **settings)
         except ValueError as exc:
             st.error(f"This chart cannot be drawn: {exc}")
         else:
             st.plotly_chart(figure, key="compare_chart", config={"displaylogo": False})
+            export_area(figure, fresh, settings)
     if running:
         st.caption("Some of these runs are still training: the chart refreshes every few seconds.")
     st.subheader("Summary")

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import charts, views
+from core import charts, export, report, views
 from core.findings import findings
 from core.store import STATUSES, RunNotFound, Store
 
@@ -92,6 +92,21 @@ def confirm_delete(runs: list) -> None:
         st.rerun()
 
 
+def export_run(run, figure) -> None:
+    """The run's chart as shown and all its metrics as files, each made when its button is clicked."""
+    with st.expander("Export", icon=":material/download:"):
+        problem = export.image_export_problem()
+        if problem:
+            st.warning(problem, icon=":material/hide_image:")
+        with st.container(horizontal=True):
+            for d in report.run_downloads(store, run, figure=figure):
+                if not (d.needs_browser and problem):
+                    st.download_button(d.label, d.make, file_name=d.file_name, mime=d.mime, on_click="ignore",
+                                       key=f"runs_export_{run.id}_{d.key}", icon=":material/download:")
+        st.caption(f"Images are {export.DEFAULT_WIDTH} px wide (the PNG at {export.DEFAULT_SCALE['png']:g}x) in a "
+                   "light theme; the CSV holds every stored value of every metric.")
+
+
 def show_run(run) -> None:
     """One run: headline numbers, then findings, every metric, the whole config and the raw summary."""
     st.header(views.run_label(run))
@@ -124,7 +139,9 @@ def show_run(run) -> None:
         series = load_series(store, store.url, run.id, views.cache_token([run]))
         if len(series):
             keys = views.metric_options(series["key"].unique())  # the losses first, per-layer norms last
-            st.plotly_chart(charts.run_figure(series, run_name=run.name, keys=keys), key=f"runs_metrics_{run.id}")
+            figure = charts.run_figure(series, run_name=run.name, keys=keys)
+            st.plotly_chart(figure, key=f"runs_metrics_{run.id}")
+            export_run(run, figure)
         else:
             st.caption("This run has not logged any metric yet.")
     with tab_config:

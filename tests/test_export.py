@@ -255,6 +255,106 @@ def test_table_csv_of_summary_and_config_differences(store, ids):
     assert {"activation", "batchnorm", "seed"} <= set(diff.columns) and diff["activation"].tolist()[1] == "elu"
 
 
+# ---------------------------------------------------------------------- download buttons
+@pytest.fixture
+def renders(monkeypatch) -> list[tuple]:
+    """Every image `export_figure` asks for, as (format, width, height, scale, title); each answers b'image'."""
+    calls = []
+
+    def fake(fig, fmt, *, width, height, scale, env):
+        calls.append((fmt, width, height, scale, fig.layout.title.text))
+        return b"image"
+
+    monkeypatch.setattr(export, "figure_image", fake)
+    return calls
+
+
+def test_figure_downloads_make_each_file_only_when_clicked(fig, renders):
+    downloads = export.figure_downloads(fig, title="Loss <b>", width=640, height=320, png_scale=3)
+    assert renders == [], "nothing is rendered before a click"
+    assert [(d.key, d.label, d.file_name, d.mime, d.needs_browser) for d in downloads] == [
+        ("png", "PNG", "Loss_b.png", "image/png", True), ("svg", "SVG", "Loss_b.svg", "image/svg+xml", True),
+        ("pdf", "PDF", "Loss_b.pdf", "application/pdf", True),
+        ("html", "HTML (interactive)", "Loss_b.html", "text/html", False)]
+    made = {d.key: d.make() for d in downloads}
+    assert renders == [("png", 640, 320, 3, "Loss &lt;b&gt;"), ("svg", 640, 320, None, "Loss &lt;b&gt;"),
+                       ("pdf", 640, 320, None, "Loss &lt;b&gt;")]  # SVG and PDF: vector, at width x height
+    page = made["html"].decode("utf-8")
+    assert "<title>Loss &lt;b&gt;</title>" in page and export.external_references(page) == []
+    assert '"width":640' not in page and '"height":320' not in page, "the HTML page fills the window"
+    defaults = export.figure_downloads(fig, title=None, name=SCRIPT_NAME, formats=("png",))
+    assert [d.file_name for d in defaults] == ["script_alert(1)_script.png"]
+    defaults[0].make()
+    assert renders[-1][:4] == ("png", export.DEFAULT_WIDTH, None, None)
+
+
+def test_figure_downloads_check_sizes_and_formats_before_any_button(fig):
+    with pytest.raises(ValueError, match="width must be a whole number of pixels"):
+        export.figure_downloads(fig, title="x", width=10)
+    with pytest.raises(ValueError, match="scale must be a number"):
+        export.figure_downloads(fig, title="x", png_scale=0)
+    with pytest.raises(ValueError, match="formats must be among png, svg, pdf, html; got 'csv'"):
+        export.figure_downloads(fig, title="x", formats=("png", "csv"))
+
+
+def test_image_export_problem_says_what_to_install(monkeypatch):
+    problem = export.image_export_problem({"BROWSER_PATH": "/nonexistent/chromium"})
+    assert "apt-get install chromium" in problem and "/nonexistent/chromium" in problem
+    assert "HTML and CSV export work without it" in problem
+    if export.find_browser() is not None:
+        assert export.image_export_problem() is None
+        real = export.importlib.util.find_spec
+        monkeypatch.setattr(export.importlib.util, "find_spec",
+                            lambda name, *a: None if name == "kaleido" else real(name, *a))
+        assert "pip install 'kaleido" in export.image_export_problem()
+
+
+def test_comparison_downloads_are_the_page_chart_its_data_tables_and_report(store, ids, fig, renders):
+    runs = report.load_runs(store, ids)
+    settings = {"smoothing": 0.6, "layout": "overlay", "facet_field": None, "group_by": []}
+    downloads = report.comparison_downloads(store, runs, figure=fig, metrics=METRICS, settings=settings,
+                                            width=800, height=400, png_scale=2)
+    by_key = {d.key: d for d in downloads}
+    assert list(by_key) == ["png", "svg", "pdf", "html", "csv", "summary", "differences", "report"]
+    stem = "train_loss_val_loss_baseline_vs_script_alert(1)_script_vs_bn_co"
+    assert {k: d.file_name for k, d in by_key.items()} == {
+        "png": f"{stem}.png", "svg": f"{stem}.svg", "pdf": f"{stem}.pdf", "html": f"{stem}.html",
+        "csv": f"{stem}.csv", "summary": "baseline_vs_script_alert(1)_script_vs_bn_co_summary.csv",
+        "differences": "baseline_vs_script_alert(1)_script_vs_bn_co_config_differences.csv",
+        "report": "baseline_vs_script_alert(1)_script_vs_bn_co_report.html"}
+    assert [d.key for d in downloads if d.needs_browser] == ["png", "svg", "pdf"]
+    assert renders == []
+    by_key["png"].make()
+    assert renders == [("png", 800, 400, 2, "train_loss, val_loss: baseline vs &lt;script&gt;alert(1)&lt;/script&gt; "
+                                            "vs bn &amp; co")]
+    assert by_key["csv"].make().decode() == export.series_csv(store, ids, METRICS)
+    summary = pd.read_csv(io.StringIO(by_key["summary"].make().decode()), index_col=0)
+    assert summary.index.tolist() == ids and summary["name"].tolist() == ["baseline", SCRIPT_NAME, "bn & co"]
+    diff = pd.read_csv(io.StringIO(by_key["differences"].make().decode()), index_col=0)
+    assert diff["activation"].tolist()[1] == "elu"
+    page = by_key["report"].make().decode()
+    assert "smoothing 0.6" in page and page.count('class="plotly-graph-div"') == 3
+    assert "<title>baseline vs &lt;script&gt;alert(1)&lt;/script&gt; vs bn &amp; co</title>" in page
+    assert SCRIPT_NAME not in page and export.external_references(page) == []
+    with pytest.raises(ConfigError) as info:
+        report.comparison_downloads(store, runs, figure=fig, metrics=METRICS, settings={"x": "wall"})
+    assert info.value.field == "x"
+
+
+def test_run_downloads_are_its_small_multiples_and_every_metric(store, ids, renders):
+    run = store.get_run(ids[1])
+    figure = run_figure(store.metrics_frame([run.id]), run_name=run.name)
+    downloads = report.run_downloads(store, run, figure=figure)
+    assert [(d.key, d.file_name) for d in downloads] == [
+        ("png", "2_script_alert(1)_script.png"), ("svg", "2_script_alert(1)_script.svg"),
+        ("html", "2_script_alert(1)_script.html"), ("csv", "2_script_alert(1)_script.csv")]
+    downloads[0].make()
+    assert renders == [("png", export.DEFAULT_WIDTH, None, None, "&lt;script&gt;alert(1)&lt;/script&gt;")]
+    back = pd.read_csv(io.StringIO(downloads[3].make().decode()))
+    assert len(back) == len(store.metrics_frame([run.id])) and set(back["key"]) == set(store.metric_keys(run.id))
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in downloads[2].make().decode()
+
+
 # ---------------------------------------------------------------------- file names
 @pytest.mark.parametrize("text", ["../../etc/passwd", "a/b\\c", "..hidden", "tab\there\nnew\x00line\x7f",
                                   SCRIPT_NAME, "   ", "", "-rf", "con", "x" * 500, "Lösung 日本語 " * 20,
