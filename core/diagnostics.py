@@ -116,32 +116,63 @@ def dead_frac_from_max(layer_maxes: list[torch.Tensor], output_max: torch.Tensor
     return torch.stack(dead).sum(dim=0).float() / units
 
 
-def param_grad_norms(params: list[torch.Tensor]) -> torch.Tensor:
-    """The gradient norm of each parameter tensor, as one (n_params,) tensor (zero where there is no gradient)."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    return torch.stack(torch._foreach_norm(grads)).float()
+class GradLayout:
+    """All parameters and gradients of a model as two flat vectors, and which layer each element belongs to.
 
+    `flatten()` makes every parameter (and its gradient) a view into one contiguous buffer, as data-parallel
+    trainers do with gradient buckets. A step's whole gradient is then one `clone`, its update one `dist`, and
+    `norms` turns a (steps, n) stack of gradients into `grad_norm` and `grad_norm/<layer>` in a few operations.
+    """
 
-def layer_groups(named_layers: list[tuple[str, torch.nn.Module]], params: list[torch.Tensor]) -> dict[str, list[int]]:
-    """For each layer name, the indices of its parameters within `params`."""
-    index = {id(p): i for i, p in enumerate(params)}
-    return {name: [index[id(p)] for p in module.parameters()] for name, module in named_layers
-            if any(True for _ in module.parameters())}
+    def __init__(self, named_layers: list[tuple[str, torch.nn.Module]], params: list[torch.Tensor]) -> None:
+        owner = {id(p): i for i, (_, m) in enumerate(named_layers) for p in m.parameters()}
+        self.names = [name for name, _ in named_layers]
+        self.params = params
+        self.element_layer = torch.cat([torch.full((p.numel(),), owner[id(p)], dtype=torch.long, device=p.device)
+                                        for p in params])
+        self.size = int(self.element_layer.numel())
+        self.values: torch.Tensor | None = None  # set by flatten()
+        self.grads: torch.Tensor | None = None
 
+    def flatten(self) -> "GradLayout":
+        """Move every parameter and gradient into the flat buffers `values` and `grads`. Gradients then
+        accumulate in place: clear them with `zero_grad()`, never by setting them to None."""
+        first = self.params[0]
+        self.values = torch.empty(self.size, dtype=first.dtype, device=first.device)
+        self.grads = torch.zeros(self.size, dtype=first.dtype, device=first.device)
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            self.values[offset:offset + n].copy_(p.detach().reshape(-1))
+            p.data = self.values[offset:offset + n].view_as(p)
+            p.grad = self.grads[offset:offset + n].view_as(p)
+            offset += n
+        return self
 
-def grad_norms_from_params(norms: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """`grad_norm` and `grad_norm/<layer>` from per-parameter norms (..., n_params)."""
-    sq = norms.double() ** 2
-    out = {"grad_norm": sq.sum(dim=-1).sqrt()}
-    for name, idx in groups.items():
-        out[f"grad_norm/{name}"] = sq[..., idx].sum(dim=-1).sqrt()
-    return {k: v.float() for k, v in out.items()}
+    def zero_grad(self) -> None:
+        self.grads.zero_()
+
+    def flat_grads(self) -> torch.Tensor:
+        """The current gradients as one vector (a copy)."""
+        if self.grads is not None:
+            return self.grads.clone()
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
+
+    def norms(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`grad_norm` and `grad_norm/<layer>` from flat gradient vectors (..., n) -> (...,) each."""
+        sq = flat.double().square()
+        per_layer = torch.zeros(*sq.shape[:-1], len(self.names), dtype=sq.dtype, device=sq.device)
+        per_layer.index_add_(-1, self.element_layer, sq)
+        out = {"grad_norm": per_layer.sum(dim=-1).sqrt()}
+        for i, name in enumerate(self.names):
+            out[f"grad_norm/{name}"] = per_layer[..., i].sqrt()
+        return {k: v.float() for k, v in out.items()}
 
 
 def grad_norms(named_layers: list[tuple[str, torch.nn.Module]]) -> dict[str, torch.Tensor]:
     """`grad_norm` (all parameters) and `grad_norm/<layer>` for each parametrised layer, from the current grads."""
-    params = [p for _, m in named_layers for p in m.parameters()]
-    return grad_norms_from_params(param_grad_norms(params), layer_groups(named_layers, params))
+    layout = GradLayout(named_layers, [p for _, m in named_layers for p in m.parameters()])
+    return layout.norms(layout.flat_grads())
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -19,8 +19,7 @@ import torch
 
 from core.config import ExperimentConfig
 from core.data import Dataset, load_dataset
-from core.diagnostics import (batchnorm_stats, dead_frac_from_max, grad_norms_from_params, layer_groups,
-                              param_grad_norms, roc_auc, segment_output_diagnostics)
+from core.diagnostics import GradLayout, batchnorm_stats, dead_frac_from_max, roc_auc, segment_output_diagnostics
 from core.losses import logits_loss, loss_fn
 from core.models import build_model
 from core.reporting import MetricRow, Reporter, RunInfo, RunResult
@@ -74,8 +73,8 @@ class _Step:
     loss: torch.Tensor
     logged: bool
     z_grad: torch.Tensor | None = None  # full diagnostics on logged steps only
-    grad_norms: torch.Tensor | None = None  # (n_params,) before clipping
-    update_norms: torch.Tensor | None = None  # (n_params,)
+    grads: torch.Tensor | None = None  # every gradient as one flat vector, before clipping
+    update_norm: torch.Tensor | None = None  # 0-d: size of the parameter change the optimizer made
     relu_max: list[torch.Tensor] = field(default_factory=list)  # per hidden ReLU layer, (width,)
 
 
@@ -91,9 +90,9 @@ class _Buffer:
     """Steps waiting for the next flush. `fetch` computes every diagnostic of the buffered steps in a few
     vectorised operations and brings them to the host in one transfer."""
 
-    def __init__(self, cfg: ExperimentConfig, groups: dict[str, list[int]], *, output_relu: bool) -> None:
+    def __init__(self, cfg: ExperimentConfig, layout: GradLayout, *, output_relu: bool) -> None:
         self.cfg = cfg
-        self.groups = groups
+        self.layout = layout
         self.output_relu = output_relu
         self.steps: list[_Step] = []
 
@@ -144,8 +143,8 @@ class _Buffer:
         cols.update(segment_output_diagnostics(z, torch.cat([s.y for s in logged]), seg, len(logged), loss=cfg.loss,
                                                clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
                                                z_grad=torch.cat([s.z_grad for s in logged])))
-        cols.update(grad_norms_from_params(torch.stack([s.grad_norms for s in logged]), self.groups))
-        cols["update_norm"] = torch.stack([s.update_norms for s in logged]).double().pow(2).sum(dim=1).sqrt().float()
+        cols.update(self.layout.norms(torch.stack([s.grads for s in logged])))
+        cols["update_norm"] = torch.stack([s.update_norm for s in logged]).float()
         relu_layers = [torch.stack([s.relu_max[j] for s in logged]) for j in range(len(logged[0].relu_max))]
         if relu_layers or self.output_relu:
             out_max = None
@@ -251,13 +250,15 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, data.n_features).to(device=device, dtype=dtype)
         model.train()
-        opt = make_optimizer(cfg, model.parameters())
-        compute_loss = loss_fn(cfg)
         full = cfg.diagnostics == "full"
-        model.record = full and model.hidden_relu
         params = list(model.parameters())
-        weights = [p.detach() for p in params]  # views sharing storage: read after each step for update_norm
-        buf = _Buffer(cfg, layer_groups(model.named_layers(), params), output_relu=model.output_relu)
+        layout = GradLayout(model.named_layers(), params)
+        if full:
+            layout.flatten()  # before the optimizer sees the parameters: its state must follow the new storage
+        opt = make_optimizer(cfg, params)
+        compute_loss = loss_fn(cfg)
+        model.record = full and model.hidden_relu
+        buf = _Buffer(cfg, layout, output_relu=model.output_relu)
         bns = model.batchnorms()
 
         x_tr = torch.as_tensor(data.x_train, dtype=dtype, device=device)
@@ -268,8 +269,9 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         total = cfg.epochs * len(slices)
         if max_steps is not None:
             total = min(total, max_steps)
-        # Kept tensors are about a batch of values per step: bound the window so huge batches stay small in memory.
-        flush_steps = max(1, min(flush_every_steps, 4_000_000 // cfg.batch_size))
+        # A step keeps about a batch of values and one gradient vector: bound the window so that large batches or
+        # models stay small in memory (4M values, 16 MB in float32).
+        flush_steps = max(1, min(flush_every_steps, 4_000_000 // (cfg.batch_size + (layout.size if full else 0))))
         reporter.on_start(RunInfo(device=str(device), dtype=cfg.dtype, torch_version=torch.__version__,
                                   total_steps=total))
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -307,20 +309,23 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
                 if diagnose:
                     z.retain_grad()
                 loss = compute_loss(z, yb)
-                opt.zero_grad(set_to_none=True)
+                if full:
+                    layout.zero_grad()
+                else:
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
                 wall = clock() - start
                 record = _Step(steps + 1, epoch, wall, opt.param_groups[0]["lr"], z.detach(), yb, loss.detach(),
                                logged=steps % cfg.log_every == 0)
                 if diagnose:
                     record.z_grad = z.grad
-                    record.grad_norms = param_grad_norms(params)  # before clipping: the gradient as computed
+                    record.grads = layout.flat_grads()  # before clipping: the gradient as computed
                     record.relu_max = [h.detach().amax(dim=0) for h in model.relu_outputs] if model.record else []
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    before = torch._foreach_mul(weights, 1.0)
+                    before = layout.values.clone()
                     opt.step()
-                    record.update_norms = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, before)))
+                    record.update_norm = torch.dist(layout.values, before)
                 else:
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -145,3 +145,19 @@ def test_missing_device_is_an_error():
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         resolve_device("cuda", cuda_available=lambda: False)
     assert resolve_device("auto", cuda_available=lambda: False, mps_available=lambda: False).type == "cpu"
+
+
+@pytest.mark.parametrize("cfg", [ExperimentConfig(hidden=(8, 8), batchnorm=True, epochs=2, optimizer="adam"),
+                                 ExperimentConfig(hidden=(8,), epochs=2, optimizer="sgd", momentum=0.9,
+                                                  grad_clip=0.5)])
+def test_diagnostics_do_not_change_training(cfg):
+    # Full diagnostics move the parameters into flat buffers; the losses must be the very same numbers.
+    full, _ = run(cfg)
+    bare, _ = run(cfg.replace(diagnostics="loss"))
+    assert full.series("train_loss") == bare.series("train_loss")
+    assert full.series("val_loss") == bare.series("val_loss")
+
+
+def test_grad_norm_is_measured_before_clipping():
+    rep, _ = run(ExperimentConfig(hidden=(8,), epochs=1, grad_clip=1e-3, optimizer="sgd"))
+    assert max(rep.series("grad_norm")) > 1e-2
