@@ -1,7 +1,7 @@
 """Lossboard's dashboard: `streamlit run app.py`.
 
 The router only: page set-up, the run store opened once per server (the database the command line uses:
-`LOSSBOARD_DB`, else experiments.db), and the four pages. Each page takes the store from
+`LOSSBOARD_DB`, else experiments.db), and the pages. Each page takes the store from
 `st.session_state["app_store"]`.
 """
 
@@ -34,6 +34,7 @@ pages = [
     st.Page("pages/train.py", title="Train", icon=":material/play_circle:", url_path="train"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", url_path="runs"),
     st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
+    st.Page("pages/studies.py", title="Studies", icon=":material/science:", url_path="studies"),
 ]
 page = st.navigation(pages, position="top")
 # Until a first session has run this file, Streamlit treats pages/ as an old-style pages folder and runs a

@@ -3,6 +3,9 @@
 A run is trained by `python -m core train --run-id N` in its own process and session (not a thread of the
 Streamlit server, not tied to a browser tab), so closing the tab or restarting the app does not stop it. A run
 whose process died without finishing is marked `interrupted` by `refresh`.
+
+A study is scheduled the same way: `launch_study` stores it and starts `python -m core study --study=NAME` in
+its own process and session, which trains its runs in worker processes of its own; `relaunch_study` resumes it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import PROJECT_ROOT
 from core.config import ExperimentConfig
 from core.store import Store, pid_alive
+
+if TYPE_CHECKING:
+    from core.studies import StudySpec
 
 
 def default_log_dir() -> Path:
@@ -55,3 +62,91 @@ def refresh(store: Store) -> list[int]:
 
 def log_path(run_id: int, log_dir: Path | None = None) -> Path:
     return (log_dir or default_log_dir()) / f"run-{run_id}.log"
+
+
+# ---------------------------------------------------------------------- studies
+# The scheduler processes this server started, by (database URL, study id): to tell whether a study is still
+# being scheduled (its runs are created one at a time, so between two of them none may be running) and to stop
+# one that is still starting up. Popen, not a pid, so an exited process is never mistaken for a new one.
+_study_processes: dict[tuple[str, int], subprocess.Popen] = {}
+
+
+def launch_study(store: Store, spec: StudySpec, *, workers: int | None = None, log_dir: Path | None = None,
+                 python: str = sys.executable) -> int:
+    """Store the study (or find the stored one of that name and grid), start its scheduler,
+    `python -m core study --study=NAME`, in a process and session of its own, and return the study id at once.
+
+    A study that a scheduler of this server is still running is not started twice. Bad input raises a
+    ConfigError naming the field before anything is stored or started: a name already taken by another grid, a
+    CSV that does not load, a device that is absent."""
+    from core.studies import check_runnable, open_study  # noqa: PLC0415 - studies imports the store and effects
+
+    check_runnable(spec)
+    study_id = open_study(store, spec)
+    if not study_running(store, study_id):  # one scheduler per study: a second could train a run twice
+        _start_study(store, study_id, spec.name, workers=workers, log_dir=log_dir, python=python)
+    return study_id
+
+
+def relaunch_study(store: Store, study_id: int, *, workers: int | None = None, log_dir: Path | None = None,
+                   python: str = sys.executable) -> bool:
+    """Resume a stored study in the background: its scheduler keeps the runs that have a result and trains the
+    rest. Returns False (and starts nothing) while a scheduler this server started for it is still running."""
+    if study_running(store, study_id):
+        return False
+    _start_study(store, study_id, store.get_study(study_id).name, workers=workers, log_dir=log_dir, python=python)
+    return True
+
+
+def study_running(store: Store, study_id: int) -> bool:
+    """Whether a scheduler this server started for the study is still running (False for one started from the
+    command line or by an earlier server: its runs tell)."""
+    proc = _study_processes.get((store.url, study_id))
+    if proc is None:
+        return False
+    if proc.poll() is None:
+        return True
+    del _study_processes[(store.url, study_id)]
+    return False
+
+
+def cancel_study(store: Store, study_id: int) -> list[int]:
+    """Cancel the study: its running runs stop at their next flush and its scheduler starts no more runs (see
+    `core.studies.cancel_study`). A scheduler this server started gets SIGTERM too, which it takes as the same
+    request, so one that has not created its first run yet stops as well. Returns the ids of the runs that were
+    running."""
+    from core.studies import cancel_study as cancel_runs  # noqa: PLC0415
+
+    running = cancel_runs(store, study_id)
+    proc = _study_processes.get((store.url, study_id))
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+    return running
+
+
+def wait_study(store: Store, study_id: int, timeout: float | None = None) -> int | None:
+    """Wait for the scheduler this server started for the study; its exit code (None if there is none here).
+    For tests and scripts: the dashboard never waits."""
+    proc = _study_processes.get((store.url, study_id))
+    return None if proc is None else proc.wait(timeout)
+
+
+def study_log_path(study_id: int, log_dir: Path | None = None) -> Path:
+    return (log_dir or default_log_dir()) / f"study-{study_id}.log"
+
+
+def study_command(store: Store, name: str, *, workers: int | None = None,
+                  python: str = sys.executable) -> list[str]:
+    """The command line of a study's scheduler; `--study=NAME` resumes the stored study of that name."""
+    return [python, "-m", "core", "--db", store.url, "study", f"--study={name}",
+            *([f"--workers={int(workers)}"] if workers is not None else [])]
+
+
+def _start_study(store: Store, study_id: int, name: str, *, workers: int | None, log_dir: Path | None,
+                 python: str) -> None:
+    log_dir = log_dir or default_log_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(study_log_path(study_id, log_dir), "ab") as log:
+        proc = subprocess.Popen(study_command(store, name, workers=workers, python=python), cwd=PROJECT_ROOT,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    _study_processes[(store.url, study_id)] = proc

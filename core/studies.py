@@ -48,7 +48,7 @@ import pandas as pd
 
 from core.config import ConfigError, ExperimentConfig, coerce, field_names
 from core.effects import SUMMARY_METRICS, effects, effects_sentences, format_value, ranking, variant_label
-from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store, pid_alive
+from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store, Study, pid_alive
 
 DEFAULT_SEEDS = 3
 MAX_SEEDS = 100
@@ -420,6 +420,41 @@ def summarize(store: Store, study_id: int, metric: str = "final_val_loss") -> di
             "expected_runs": load_spec(store, study_id).size, "status_counts": _counts(frame),
             "ranking": ranking(frame).to_dict("records"), "effects": table.to_dict("records"),
             "sentences": effects_sentences(table)}
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """A stored study and its runs per status (what `progress` returns)."""
+
+    study: Study
+    counts: dict[str, int]
+
+    @property
+    def done(self) -> int:
+        """Grid slots with a result: finished, diverged or failed."""
+        return sum(self.counts.get(s, 0) for s in RESULT_STATUSES)
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.counts["total"]
+
+
+def list_studies_with_progress(store: Store) -> list[StudyProgress]:
+    """Every stored study, newest first, with its runs per status."""
+    return [StudyProgress(study, progress(store, study.id)) for study in store.list_studies()]
+
+
+def existing_study(store: Store, spec: StudySpec) -> int | None:
+    """The id of the stored study that running `spec` would resume, None when it would start a new one. A stored
+    study of that name with another grid is the ConfigError on `name` that `open_study` raises. Creates nothing."""
+    found = store.get_study_by_name(spec.name)
+    if found is None:
+        return None
+    stored = StudySpec.from_dict(found.spec)
+    if stored != spec:
+        raise ConfigError("name", f"a study named {spec.name!r} already exists with another grid "
+                                  f"({_spec_difference(stored, spec)}); give this one another name")
+    return found.id
 
 
 def _counts(frame: pd.DataFrame) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 Pure functions from store records (`core.store.Run`) and config fields to pandas frames, strings and back; no
 Streamlit and no torch here, so every page's logic is tested without a browser. The pages only lay these out.
+The Studies page's form, progress and tables are at the end.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import pandas as pd
 from sqlalchemy import make_url
 
 from core import PROJECT_ROOT
-from core.config import (GROUPS, PRESETS, ConfigError, ExperimentConfig, coerce, field_comment, field_kind,
-                         field_names)
+from core.config import (GROUPS, PRESETS, ConfigError, ExperimentConfig, choices, coerce, field_comment,
+                         field_kind, field_names)
 from core.data import load_dataset
+from core.effects import format_value as study_value
 from core.store import STATUSES, Run
+from core.studies import MAX_SEEDS, RESULT_STATUSES, STUDIES, StudyProgress, StudySpec, auto_name, parse_vary
 
 # The config fields every run table shows, in this order (the rest are in the run's detail view).
 KEY_FIELDS: tuple[str, ...] = ("dataset", "hidden", "batchnorm", "activation", "loss", "clamp_eps", "optimizer",
@@ -465,6 +468,11 @@ def config_from_form(values: Mapping[str, Any], *, check_data: bool = True) -> t
     return cfg, {}
 
 
+def error_message(exc: ConfigError) -> str:
+    """The ConfigError's message without the leading 'field: ', for showing under the field's widget."""
+    return _message(exc)
+
+
 def _message(exc: ConfigError) -> str:
     """The ConfigError's message without the leading 'field: ' (the form shows it under the field)."""
     text = str(exc)
@@ -493,6 +501,255 @@ def save_upload(data: bytes, filename: str, folder: Path) -> Path:
         tmp.write_bytes(data)
         tmp.replace(path)
     return path
+
+
+# ---------------------------------------------------------------------- studies
+# What the effects can be judged on (the ranked metrics), with their labels.
+STUDY_METRICS: dict[str, str] = {"final_val_loss": "final val loss", "best_val_loss": "best val loss",
+                                 "final_val_auc": "final val AUC"}
+_VARY_HINTS = {"int": "e.g. 32, 64", "float": "e.g. 0.01, 0.1", "optional_float": "e.g. none, 1e-7",
+               "widths": "e.g. [32], [64, 64]", "str": "values separated by commas"}
+
+
+@dataclass(frozen=True)
+class StudyStart:
+    """A starting point of the study form: a built-in study, a preset, or the defaults."""
+
+    label: str
+    base: ExperimentConfig
+    vary: dict[str, tuple[Any, ...]]
+    seeds: int
+
+
+def study_starts() -> dict[str, StudyStart]:
+    """The form's starting points by key: "study:NAME" for each built-in study, "preset:NAME", "defaults"."""
+    out = {f"study:{name}": StudyStart(f"{name} (built-in study, {spec.size} runs)",
+                                       ExperimentConfig.from_dict(spec.base), dict(spec.vary), spec.seeds)
+           for name, spec in STUDIES.items()}
+    out |= {f"preset:{name}": StudyStart(f"preset {name}", cfg, {}, 3) for name, cfg in PRESETS.items()}
+    out["defaults"] = StudyStart("the defaults", ExperimentConfig(), {}, 3)
+    return out
+
+
+def vary_fields() -> list[str]:
+    """The config fields a study can vary, in form order: all but `seed` (the study sets it)."""
+    return [name for name in _form_order() if name != "seed"]
+
+
+def vary_choices(name: str) -> list[Any] | None:
+    """The values to pick from when varying `name` (False/True, or its choices); None: typed as text."""
+    kind = field_kind(name)
+    if kind == "bool":
+        return [False, True]
+    if kind == "choice":
+        return list(choices(name))
+    return None
+
+
+def vary_widget_value(name: str, values: Sequence[Any]) -> list[Any] | str:
+    """The value of the widget that lists `name`'s values: the values themselves for a pick list, else text as
+    `--vary` takes it ("0.01, 0.1", "[32], [64, 64]")."""
+    if vary_choices(name) is not None:
+        return list(values)
+    return ", ".join(study_value(v) for v in values)
+
+
+def vary_placeholder(name: str) -> str:
+    return _VARY_HINTS.get(field_kind(name), "values separated by commas")
+
+
+def vary_initial(name: str, form_value: Any) -> list[Any] | str:
+    """The values a field starts with when it is added to the grid, from its base form value: both for a
+    yes/no field (the base one first: the first value is the baseline), the base choice, or the base as text."""
+    kind = field_kind(name)
+    if kind == "bool":
+        return [bool(form_value), not bool(form_value)]
+    if kind == "choice":
+        return [form_value] if form_value in choices(name) else []
+    text = "" if form_value is None else str(form_value).strip()
+    return f"[{text}]" if kind == "widths" else text
+
+
+@dataclass(frozen=True)
+class StudyDraft:
+    """The study form read: the spec when everything is valid, else the errors by field."""
+
+    spec: StudySpec | None
+    errors: dict[str, str]  # field -> message: a base field, a varied field, "name", "seeds" or "vary"
+    variants: int  # combinations of the values given (counted even when some are bad)
+    seeds: int | None  # None when the number of seeds is bad
+
+    @property
+    def runs(self) -> int | None:
+        return None if self.seeds is None else self.variants * self.seeds
+
+
+def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], seeds: Any,
+                check_data: bool = True) -> StudyDraft:
+    """Read the study form: `base` holds the base config's form values (as `config_from_form` takes them),
+    `vary` maps each varied field to its picked values (a list) or its typed values ("0.01, 0.1"), in order;
+    an empty `name` is the built-in study's whose grid this is, else derived from the grid (`core.studies.auto_name`,
+    as the command line names it). Every field is checked, so all bad
+    inputs are reported at once, each on its field; then the whole grid is validated by `StudySpec`."""
+    cfg, base_errors = config_from_form(base, check_data=check_data)
+    errors = dict(base_errors)
+    values: dict[str, list[Any]] = {}
+    for field_name, raw in vary.items():
+        if isinstance(raw, str):
+            if not raw.strip():
+                errors[field_name] = f"give at least one value ({vary_placeholder(field_name)})"
+                values[field_name] = []
+                continue
+            try:
+                given = parse_vary([f"{field_name}={raw}"])[field_name]
+            except ConfigError as exc:
+                errors[exc.field] = _message(exc)
+                values[field_name] = []
+                continue
+        else:
+            given = list(raw or [])
+            if not given:
+                errors[field_name] = "pick at least one value"
+        values[field_name] = given
+        coerced: list[Any] = []
+        for value in given:
+            try:
+                coerced.append(coerce(field_name, value))
+            except ConfigError as exc:
+                errors.setdefault(field_name, _message(exc))
+                break
+            if coerced[-1] in coerced[:-1]:
+                errors.setdefault(field_name, f"the value {study_value(coerced[-1])} is given twice")
+                break
+    n_seeds: int | None
+    try:
+        n_seeds = coerce("seed", seeds)
+        if not 1 <= n_seeds <= MAX_SEEDS:
+            raise ConfigError("seeds", "")
+    except ConfigError:
+        n_seeds = None
+        errors["seeds"] = f"must be a whole number from 1 to {MAX_SEEDS}, got {seeds!r}"
+    variants = math.prod(len(v) for v in values.values())
+    if errors or cfg is None or n_seeds is None:
+        return StudyDraft(None, errors, variants, n_seeds)
+    try:
+        spec = StudySpec(name=name.strip() or auto_name(cfg.to_dict(), values, n_seeds), base=cfg.to_dict(),
+                         vary=values, seeds=n_seeds)
+    except ConfigError as exc:
+        return StudyDraft(None, {exc.field: _message(exc)}, variants, n_seeds)
+    if not name.strip():  # the grid of a built-in study, unchanged, is that study: it has its name
+        for builtin in STUDIES.values():
+            if spec.to_dict() | {"name": builtin.name} == builtin.to_dict():
+                spec = builtin
+    return StudyDraft(spec, {}, variants, n_seeds)
+
+
+def run_count_text(draft: StudyDraft) -> str:
+    """"**8 runs**: 4 variants × 2 seeds" (markdown), what a launch would train."""
+    variants = f"{draft.variants} variant{'s' if draft.variants != 1 else ''}"
+    if draft.seeds is None:
+        return f"{variants} × ? seeds"
+    runs = draft.variants * draft.seeds
+    seeds = f"{draft.seeds} seed{'s' if draft.seeds != 1 else ''}"
+    return f"**{runs} run{'s' if runs != 1 else ''}**: {variants} × {seeds}"
+
+
+def grid_text(spec: StudySpec) -> str:
+    """"batchnorm: false, true × loss: bce, bce_with_logits × 3 seeds = 12 runs"."""
+    parts = [f"{name}: {', '.join(study_value(v) for v in values)}" for name, values in spec.vary.items()]
+    return " × ".join([*parts, f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]) + f" = {spec.size} runs"
+
+
+def study_fraction(counts: Mapping[str, int]) -> float:
+    """Share of the grid with a result (finished, diverged or failed), 0..1."""
+    total = counts.get("total", 0)
+    done = sum(counts.get(s, 0) for s in RESULT_STATUSES)
+    return min(done / total, 1.0) if total else 1.0
+
+
+def study_progress_text(counts: Mapping[str, int]) -> str:
+    """"All 8 runs finished.", "All 8 runs done: 7 finished, 1 diverged." or "3 of 8 runs done · 2 running ·
+    1 cancelled · 2 not started"."""
+    total = counts.get("total", 0)
+    done = sum(counts.get(s, 0) for s in RESULT_STATUSES)
+    results = ", ".join(f"{counts[s]} {s}" for s in RESULT_STATUSES if counts.get(s))
+    if done >= total:
+        if counts.get("finished", 0) >= total:
+            return f"All {total} runs finished."
+        return f"All {total} runs done: {results}."
+    parts = [f"{done} of {total} runs done" + (f" ({results})" if done and results != f"{done} finished" else "")]
+    parts += [f"{counts[s]} {s}" for s in ("running", "cancelled", "interrupted") if counts.get(s)]
+    if counts.get("pending"):
+        parts.append(f"{counts['pending']} not started")
+    return " · ".join(parts)
+
+
+def study_active(counts: Mapping[str, int], *, scheduler_alive: bool) -> bool:
+    """Whether the study is training: a run is running, or its scheduler is alive with runs still to do (it
+    creates them one at a time; once every run has a result it is only wrapping up)."""
+    return counts.get("running", 0) > 0 or (scheduler_alive and study_fraction(counts) < 1)
+
+
+def study_label(item: StudyProgress) -> str:
+    """How the study picker names a study: "#3 bn-act-loss · 24/24 done" (or "· 5 running")."""
+    running = item.counts.get("running", 0)
+    return f"#{item.study.id} {item.study.name} · {item.done}/{item.counts['total']} done" + (
+        f" · {running} running" if running else "")
+
+
+def resolve_study(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> tuple[int | None, str | None]:
+    """`?study=3` checked against the store: (the id, None), or (None, what is wrong with it); (None, None)
+    when the URL names no study."""
+    text = ",".join(value) if isinstance(value, (list, tuple)) else (value or "")
+    text = text.strip()
+    if not text:
+        return None, None
+    if not (text.isdigit() and int(text) > 0):
+        return None, f"{text!r} is not a study id: use a number, e.g. ?study=3"
+    if int(text) not in set(known_ids):
+        return None, f"no study #{int(text)}: deleted, or from another database"
+    return int(text), None
+
+
+def study_group_fields(factors: Sequence[str]) -> list[str]:
+    """What the study's curves are grouped by: its varied fields; a study that varies nothing groups all its
+    seeds into one line by a field they share."""
+    return list(factors) or ["dataset"]
+
+
+def ranking_view(table: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """`core.effects.ranking` for the page: indexed by rank, the varied values as text (true/false, [64, 64]),
+    the variant label left out (the columns say it)."""
+    out = table.drop(columns=["variant"]).set_index("rank")
+    for name in factors:
+        out[name] = out[name].map(study_value)
+    return out
+
+
+def effects_view(table: pd.DataFrame) -> pd.DataFrame:
+    """`core.effects.effects` for the page: levels as text, the metric column left out (the heading says it)."""
+    out = table.drop(columns=["metric"]).copy()
+    for name in ("level", "baseline"):
+        out[name] = out[name].map(study_value)
+    return out
+
+
+def study_runs_view(frame: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """`core.studies.study_frame` for the page's list of runs: indexed by run id, the status with its icon, the
+    varied values as text, the seed, the headline results, the wall time and the error's first line."""
+    columns = ["status", *factors, "seed", *STUDY_METRICS, "wall_time_s", "error"]
+    out = frame.set_index("run_id")[columns].copy()
+    out.index.name = "id"
+    out["status"] = out["status"].map(status_label)
+    for name in factors:
+        out[name] = out[name].map(study_value)
+    return out
+
+
+def escape_markdown(text: str) -> str:
+    """`text` shown literally by st.markdown in the middle of a line: the characters markdown (and Streamlit's
+    LaTeX and colour syntax) could read as markup anywhere are escaped."""
+    return re.sub(r"([\\`*_\[\]<>|~$:])", r"\\\1", text)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,5 +1,6 @@
 """The dashboard under Streamlit's AppTest: every page on an empty and a populated store, the train form's
-validation, the live panel, editing and deleting runs, and the Compare chart built from `?runs=`."""
+validation, the live panel, editing and deleting runs, the Compare chart built from `?runs=`, and the export
+buttons of Compare and of one run (their files are made when clicked: the tests call what a click would)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from core import PROJECT_ROOT
+from core import PROJECT_ROOT, export
 from core.reporting import MetricRow
 from core.store import Store
 
@@ -48,6 +50,29 @@ def widget(at: AppTest, kind: str, key: str):
     return found[0]
 
 
+@pytest.fixture
+def deferred(monkeypatch) -> dict:
+    """file id -> (file name, mime type, callable) of every download whose file is made on click."""
+    made: dict = {}
+    register = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        file_id = register(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
+        made[file_id] = (file_name, mimetype, data_callable)
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    return made
+
+
+def click_download(at: AppTest, deferred: dict, key: str) -> tuple[str, str, bytes]:
+    """What the browser gets when the download button `key` is clicked: (file name, mime type, data)."""
+    button = widget(at, "download_button", key)
+    assert button.proto.deferred_file_id and not button.proto.url, "made on click, not with the page"
+    file_name, mime, make = deferred[button.proto.deferred_file_id]
+    return file_name, mime, make()
+
+
 # ---------------------------------------------------------------------- every page
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_runs_on_an_empty_store(empty_url, page):
@@ -63,8 +88,8 @@ def test_every_page_runs_on_a_populated_store(populated_url, page):
 
 def test_pages_do_not_import_torch():
     """Pages import only core modules that leave torch out (the dashboard starts fast and needs no GPU)."""
-    allowed = {"core", "core.charts", "core.cli", "core.config", "core.findings", "core.runner", "core.store",
-               "core.views"}
+    allowed = {"core", "core.charts", "core.cli", "core.config", "core.export", "core.findings", "core.report",
+               "core.runner", "core.store", "core.views"}
     for page in [Path(APP), *(PROJECT_ROOT / p for p in PAGES)]:
         tree = ast.parse(page.read_text())
         for node in ast.walk(tree):
@@ -243,3 +268,229 @@ def test_picking_runs_puts_them_in_the_url(populated_url):
     widget(at, "multiselect", "compare_runs").set_value([3, 1]).run()
     assert at.query_params["runs"] == "3,1"
     assert {t["meta"]["run_id"] for t in figures(at)[0]["data"]} == {1, 3}
+
+
+# ---------------------------------------------------------------------- export
+COMPARE_EXPORTS = ["png", "svg", "pdf", "html", "csv", "summary", "differences", "report"]
+
+
+def test_compare_offers_every_export_and_the_csv_is_the_stored_series(populated_url, populated_store, deferred):
+    at = open_page("pages/compare.py", query={"runs": "1,2"})
+    assert [b.key for b in at.download_button] == [f"compare_export_{k}" for k in COMPARE_EXPORTS]
+    assert [b.label for b in at.download_button] == ["PNG", "SVG", "PDF", "HTML (interactive)", "Data (CSV)",
+                                                     "Summary (CSV)", "Config differences (CSV)", "Report (HTML)"]
+    assert [(n.key, n.value) for n in at.number_input] == [
+        ("compare_opt_export_width", 1000), ("compare_opt_export_height", None), ("compare_opt_export_scale", 2.0)]
+    name, mime, data = click_download(at, deferred, "compare_export_csv")
+    assert data.decode("utf-8") == export.series_csv(populated_store, [1, 2], ["train_loss", "val_loss"])
+    assert (name, mime) == ("train_loss_val_loss_article-example_vs_article-fixed.csv", "text/csv")
+    name, mime, data = click_download(at, deferred, "compare_export_report")
+    assert (name, mime) == ("article-example_vs_article-fixed_report.html", "text/html")
+    assert "<title>article-example vs article-fixed</title>" in data.decode("utf-8")
+    name, _, data = click_download(at, deferred, "compare_export_summary")
+    assert name == "article-example_vs_article-fixed_summary.csv" and data.decode().startswith("id,name,status")
+
+
+def test_compare_exports_follow_the_page_settings(populated_url, populated_store, deferred):
+    at = open_page("pages/compare.py", query={"runs": "1,2"})
+    widget(at, "multiselect", "compare_opt_metrics").set_value(["val_loss"]).run()
+    name, _, data = click_download(at, deferred, "compare_export_csv")
+    assert name == "val_loss_article-example_vs_article-fixed.csv"
+    assert data.decode() == export.series_csv(populated_store, [1, 2], ["val_loss"])
+    widget(at, "slider", "compare_opt_smoothing").set_value(0.6).run()
+    page = click_download(at, deferred, "compare_export_html")[2].decode()
+    traces = [t["meta"]["kind"] for t in figures(at)[0]["data"]]
+    assert page.count('"kind":"smoothed"') == traces.count("smoothed") == 2, "the file holds the page's figure"
+    assert "smoothing 0.6" in click_download(at, deferred, "compare_export_report")[2].decode()
+
+
+@pytest.mark.skipif(export.find_browser() is None, reason="no Chromium/Chrome for Kaleido: apt-get install chromium")
+def test_compare_png_has_the_chosen_size(populated_url, deferred):
+    at = open_page("pages/compare.py", query={"runs": "1,2"})
+    widget(at, "number_input", "compare_opt_export_width").set_value(600)
+    widget(at, "number_input", "compare_opt_export_height").set_value(300)
+    widget(at, "number_input", "compare_opt_export_scale").set_value(1.5).run()
+    name, mime, data = click_download(at, deferred, "compare_export_png")
+    assert (name, mime) == ("train_loss_val_loss_article-example_vs_article-fixed.png", "image/png")
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (900, 450)
+
+
+def test_compare_without_chromium_says_what_to_install_and_keeps_html_and_csv(populated_url, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    at = open_page("pages/compare.py", query={"runs": "1,2"})
+    assert "apt-get install chromium" in text_of(at.warning)
+    assert [b.key for b in at.download_button] == [f"compare_export_{k}" for k in COMPARE_EXPORTS[3:]]
+    assert not [n for n in at.number_input if n.key.startswith("compare_opt_export")]
+
+
+def test_one_run_offers_its_chart_and_every_metric(populated_url, populated_store, deferred):
+    at = open_page("pages/runs.py", state={"runs_selected": [2]})
+    assert [b.key for b in at.download_button] == [f"runs_export_2_{k}" for k in ("png", "svg", "html", "csv")]
+    name, mime, data = click_download(at, deferred, "runs_export_2_csv")
+    assert (name, mime) == ("2_article-fixed.csv", "text/csv")
+    assert data.decode() == export.series_csv(populated_store, [2])
+    page = click_download(at, deferred, "runs_export_2_html")[2].decode()
+    assert "<title>article-fixed</title>" in page and export.external_references(page) == []
+
+
+# ---------------------------------------------------------------------- studies
+import sqlite3  # noqa: E402
+
+from core import runner, views  # noqa: E402
+from core.config import ExperimentConfig  # noqa: E402
+from core.effects import effects, effects_sentences  # noqa: E402
+from core.studies import StudySpec, run_study, study_frame  # noqa: E402
+
+STUDIES_PAGE = "pages/studies.py"
+SMALL_BASE = ExperimentConfig(epochs=1, n_samples=200, hidden=(4,)).to_dict()
+
+
+@pytest.fixture(scope="session")
+def study_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database holding one finished 2 x 2 x 2-seed study, trained once per test session."""
+    path = tmp_path_factory.mktemp("study") / "study.db"
+    with Store(f"sqlite:///{path}") as store:
+        run_study(store, StudySpec(name="t", base=SMALL_BASE, vary={"batchnorm": [False, True],
+                                                                    "loss": ["bce", "bce_with_logits"]}, seeds=2),
+                  workers=2)
+    return path
+
+
+@pytest.fixture
+def study_url(study_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    path = tmp_path / "study.db"
+    with sqlite3.connect(study_template) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("LOSSBOARD_DB", url)
+    return url
+
+
+def fill_small_study(at: AppTest, *, seeds: int = 1) -> None:
+    """The form, for a study of 2 runs that trains in seconds: batchnorm off/on, one epoch of 200 samples."""
+    widget(at, "selectbox", "studies_start").set_value("preset:article-fixed").run()
+    widget(at, "multiselect", "studies_vary").set_value(["batchnorm"]).run()
+    widget(at, "number_input", "studies_base_epochs").set_value(1)
+    widget(at, "number_input", "studies_base_n_samples").set_value(200)
+    widget(at, "number_input", "studies_seeds").set_value(seeds).run()
+
+
+def test_studies_page_on_an_empty_store_opens_the_form(empty_url):
+    at = open_page(STUDIES_PAGE)
+    assert widget(at, "button_group", "studies_mode").value == "launch"
+    assert widget(at, "selectbox", "studies_start").value == "study:bn-act-loss"
+    assert widget(at, "multiselect", "studies_vary").value == ["batchnorm", "activation", "loss"]
+    assert "**24 runs**: 8 variants × 3 seeds" in text_of(at.markdown)
+    widget(at, "button_group", "studies_mode").set_value("view").run()
+    assert not at.exception and "No studies yet" in text_of(at.info)
+
+
+def test_run_count_preview_follows_the_form(empty_url):
+    at = open_page(STUDIES_PAGE)
+    widget(at, "number_input", "studies_seeds").set_value(2).run()
+    assert "**16 runs**: 8 variants × 2 seeds" in text_of(at.markdown)
+    widget(at, "multiselect", "studies_vary").set_value(["batchnorm", "loss", "lr"]).run()
+    assert widget(at, "text_input", "studies_values_lr").value == "0.05"  # starts from the base value
+    widget(at, "text_input", "studies_values_lr").set_value("0.01, 0.1, 1").run()
+    assert "**24 runs**: 12 variants × 2 seeds" in text_of(at.markdown)
+    assert widget(at, "text_input", "studies_base_lr").disabled  # set by the study
+
+
+def test_bad_vary_input_shows_the_field_error_and_creates_nothing(empty_url):
+    at = open_page(STUDIES_PAGE)
+    widget(at, "multiselect", "studies_vary").set_value(["lr", "loss"]).run()
+    widget(at, "text_input", "studies_values_lr").set_value("0.1, abc")
+    widget(at, "multiselect", "studies_values_loss").set_value([]).run()
+    errors = text_of(at.error)
+    assert "'abc' is not a finite number" in errors and "pick at least one value" in errors
+    widget(at, "button", "studies_launch").click().run()
+    assert not at.exception
+    assert "Nothing was started: `lr`, `loss` need fixing" in text_of(at.error)
+    with Store(empty_url) as store:
+        assert store.list_studies() == [] and store.list_runs() == []
+    widget(at, "text_input", "studies_values_lr").set_value("0.1, 0.2")
+    widget(at, "multiselect", "studies_values_loss").set_value(["bce"]).run()
+    assert not at.error
+
+
+def test_a_finished_study_shows_its_answer_ranking_and_curves(study_url, deferred):
+    at = open_page(STUDIES_PAGE)
+    assert widget(at, "button_group", "studies_mode").value == "view"
+    assert at.query_params["study"] == "1" and widget(at, "selectbox", "studies_pick").value == 1
+    assert [p.proto.text for p in at.get("progress")] == ["All 8 runs finished."]
+    with Store(study_url) as store:
+        frame = study_frame(store, 1)
+    sentences = effects_sentences(effects(frame, "final_val_loss"))
+    shown = text_of(at.markdown)
+    assert len(sentences) == 2 and all(views.escape_markdown(s) in shown for s in sentences)
+    ranking_table, effects_table = (next(d.value for d in at.dataframe if c in d.value.columns)
+                                    for c in ("final_val_loss_mean", "difference"))
+    assert len(ranking_table) == 4 and list(ranking_table.index) == [1, 2, 3, 4]
+    assert list(effects_table["factor"]) == ["batchnorm", "loss"]
+    (figure,) = figures(at)
+    means = {t["meta"]["group"]: len(t["meta"]["run_ids"]) for t in figure["data"] if t["meta"]["kind"] == "mean"}
+    assert len(means) == 4 and set(means.values()) == {2}  # one mean line per variant, over its 2 seeds
+    (link,) = at.get("page_link")
+    assert link.proto.page == "compare" and link.proto.query_string == "runs=" + "%2C".join(map(str, range(1, 9)))
+    name, mime, data = click_download(at, deferred, "studies_export_csv_ranking")
+    assert (name, mime) == ("t_ranking.csv", "text/csv") and len(data.decode().splitlines()) == 5
+    name, _, data = click_download(at, deferred, "studies_export_csv_effects")
+    assert name == "t_effects_final_val_loss.csv" and data.decode().startswith("factor,level,baseline")
+    page = click_download(at, deferred, "studies_export_html")[2].decode()
+    assert "<title>t: val_loss</title>" in page and export.external_references(page) == []
+    assert [b.key for b in at.download_button][2:] == [f"studies_export_{k}" for k in ("png", "svg", "pdf", "html")] \
+        or export.image_export_problem() is not None
+
+    widget(at, "button_group", "studies_effect_metric").set_value("final_val_auc").run()
+    assert views.escape_markdown(effects_sentences(effects(frame, "final_val_auc"))[0]) in text_of(at.markdown)
+    widget(at, "button_group", "studies_band").set_value("minmax")
+    widget(at, "toggle", "studies_log_y").set_value(True).run()
+    assert not at.exception and figures(at)[0]["layout"]["yaxis"]["type"] == "log"
+
+
+def test_a_study_id_in_the_url_that_does_not_exist_is_reported(study_url):
+    at = open_page(STUDIES_PAGE, query={"study": "99"})
+    assert "no study #99" in text_of(at.warning) and at.query_params["study"] == "1"
+
+
+def test_launch_and_resume_run_in_the_background(empty_url):
+    at = open_page(STUDIES_PAGE)
+    fill_small_study(at)
+    assert "**2 runs**: 2 variants × 1 seed" in text_of(at.markdown)
+    widget(at, "button", "studies_launch").click().run()
+    assert not at.exception
+    with Store(empty_url) as store:
+        (study,) = store.list_studies()
+        assert at.query_params["study"] == str(study.id)
+        assert widget(at, "button_group", "studies_mode").value == "view"
+        assert runner.wait_study(store, study.id, timeout=180) == 0
+        at.run()
+        assert [p.proto.text for p in at.get("progress")] == ["All 2 runs finished."]
+        first = store.list_runs(study_id=study.id)[0]
+        store.delete_run(first.id)  # as if it had never run: Resume trains it again, and only it
+        at.run()
+        assert [p.proto.text for p in at.get("progress")] == ["1 of 2 runs done · 1 not started"]
+        widget(at, "button", "studies_resume").click().run()
+        assert runner.wait_study(store, study.id, timeout=180) == 0
+        runs = store.list_runs(study_id=study.id)
+        assert len(runs) == 2 and {r.status for r in runs} == {"finished"} and first.id not in {r.id for r in runs}
+
+
+def test_the_studies_page_does_not_import_torch():
+    tree = ast.parse((PROJECT_ROOT / STUDIES_PAGE).read_text())
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    modules |= {f"core.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "core" for a in node.names}
+    core_modules = sorted(m for m in modules if m.startswith("core."))
+    assert "torch" not in {m.split(".")[0] for m in modules}
+    code = f"import sys; import {', '.join(core_modules)}; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
+
+
+def test_a_study_without_chromium_keeps_its_html_and_csv_exports(study_url, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    at = open_page(STUDIES_PAGE)
+    assert "apt-get install chromium" in text_of(at.warning)
+    assert [b.key for b in at.download_button] == ["studies_export_csv_effects", "studies_export_csv_ranking",
+                                                   "studies_export_html"]

@@ -358,3 +358,27 @@ def test_effects_sentences():
         "least 2 seeds (there is 1).",
         "elu instead of relu raises final val AUC by 0.031 (95% CI 0.011 to 0.052).",
     ]
+
+
+# ---------------------------------------------------------------------- read helpers for the dashboard
+def test_list_studies_with_progress_and_existing_study(db):
+    from core.studies import existing_study, list_studies_with_progress
+
+    store = Store(db)
+    assert list_studies_with_progress(store) == []
+    first = StudySpec(name="first", base=ExperimentConfig().to_dict(), vary={"lr": [0.1, 0.2]}, seeds=2)
+    second = StudySpec(name="second", base=ExperimentConfig().to_dict(), vary={}, seeds=1)
+    assert existing_study(store, first) is None and store.list_studies() == []  # creates nothing
+    first_id, second_id = open_study(store, first), open_study(store, second)
+    slot = expand(first)[0]
+    run_id = store.create_run(name="r", config=slot.cfg.to_dict(), study_id=first_id)
+    store.finish_run(run_id, status="diverged", summary={})
+    store.create_run(name="r2", config=expand(first)[1].cfg.to_dict(), study_id=first_id)
+    items = list_studies_with_progress(store)
+    assert [i.study.id for i in items] == [second_id, first_id]  # newest first
+    assert items[1].counts == progress(store, first_id) and items[1].counts["diverged"] == 1
+    assert (items[1].done, items[1].complete, items[0].done, items[0].complete) == (1, False, 0, False)
+    assert existing_study(store, first) == first_id
+    with pytest.raises(ConfigError) as exc:
+        existing_study(store, StudySpec(name="first", base=ExperimentConfig().to_dict(), vary={"lr": [0.3]}))
+    assert exc.value.field == "name" and "another grid" in str(exc.value)

@@ -298,3 +298,124 @@ def test_edit_changes_finds_what_was_edited(runs):
     assert views.edit_changes(before, after)[1] == {"notes": "a note"}
     assert 3 in views.edit_changes(before, after) and "tags" not in views.edit_changes(before, after)[3]
     assert views.edit_changes(before, before.copy()) == {}
+
+
+# ---------------------------------------------------------------------- studies
+from core.effects import effects, ranking  # noqa: E402
+from core.studies import STUDIES, StudyProgress, auto_name  # noqa: E402
+from core.store import Study  # noqa: E402
+
+STUDY_FORM = views.form_values(ExperimentConfig(epochs=1, n_samples=200))
+
+
+def test_study_starts_fill_the_form_from_a_built_in_study_a_preset_or_the_defaults():
+    starts = views.study_starts()
+    canonical = starts["study:bn-act-loss"]
+    assert (canonical.seeds, list(canonical.vary)) == (3, ["batchnorm", "activation", "loss"])
+    assert canonical.label == "bn-act-loss (built-in study, 24 runs)"
+    assert starts["preset:mlp-bn-logits"].base == preset("mlp-bn-logits") and starts["defaults"].vary == {}
+    form = dict(base=views.form_values(canonical.base),
+                vary={k: views.vary_widget_value(k, v) for k, v in canonical.vary.items()})
+    draft = views.study_draft(name="", seeds=canonical.seeds, **form)
+    assert draft.spec == STUDIES["bn-act-loss"]  # the form, filled and read back, is the built-in study, by name
+    changed = views.study_draft(name="", seeds=2, **form).spec  # another grid: named after it, not the study
+    assert changed.name == auto_name(changed.base, changed.vary, 2) != "bn-act-loss"
+    assert views.study_draft(name=" mine ", seeds=3, **form).spec.name == "mine"
+
+
+def test_vary_widgets_pick_choices_and_type_the_rest():
+    assert "seed" not in views.vary_fields() and views.vary_fields()[0] == "dataset"
+    assert views.vary_choices("batchnorm") == [False, True]
+    assert views.vary_choices("loss") == ["bce", "bce_with_logits"] and views.vary_choices("lr") is None
+    assert views.vary_widget_value("hidden", [(32,), (64, 64)]) == "[32], [64, 64]"
+    assert views.vary_widget_value("lr", [0.01, 0.1]) == "0.01, 0.1"
+    assert views.vary_initial("batchnorm", True) == [True, False]
+    assert views.vary_initial("activation", "elu") == ["elu"]
+    assert views.vary_initial("hidden", "64, 64") == "[64, 64]" and views.vary_initial("lr", "0.01") == "0.01"
+
+
+def test_study_draft_reads_picked_and_typed_values():
+    draft = views.study_draft(name="", base=STUDY_FORM, vary={"batchnorm": [False, True],
+                                                             "hidden": "[4], [8, 8]", "lr": "0.01, 0.1"}, seeds=2)
+    assert draft.errors == {} and (draft.variants, draft.seeds, draft.runs) == (8, 2, 16)
+    spec = draft.spec
+    assert spec.vary == {"batchnorm": (False, True), "hidden": ((4,), (8, 8)), "lr": (0.01, 0.1)}
+    assert spec.base == ExperimentConfig(epochs=1, n_samples=200).to_dict()
+    assert spec.name == auto_name(spec.base, spec.vary, 2)  # blank name: the one the command line derives
+    assert views.run_count_text(draft) == "**16 runs**: 8 variants × 2 seeds"
+    assert views.grid_text(spec) == ("batchnorm: false, true × hidden: [4], [8, 8] × lr: 0.01, 0.1 × 2 seeds "
+                                     "= 16 runs")
+
+
+def test_study_draft_reports_every_bad_input_on_its_field():
+    draft = views.study_draft(name="x", base={**STUDY_FORM, "epochs": 0},
+                              vary={"lr": "abc, 0.1", "loss": [], "hidden": "  ", "batch_size": "8, 8"}, seeds=0)
+    assert draft.spec is None
+    assert set(draft.errors) == {"epochs", "lr", "loss", "hidden", "batch_size", "seeds"}
+    assert draft.errors["lr"] == "'abc' is not a finite number"
+    assert draft.errors["loss"] == "pick at least one value"
+    assert draft.errors["hidden"].startswith("give at least one value")
+    assert draft.errors["seeds"] == "must be a whole number from 1 to 100, got 0"
+    assert draft.variants == 2 * 0 * 0 * 2 and draft.runs is None
+    assert views.run_count_text(draft) == "0 variants × ? seeds"
+    # values that are fine one by one but not together are the spec's to refuse, still on their field
+    twice = views.study_draft(name="x", base=STUDY_FORM, vary={"batch_size": "8, 8"}, seeds=1)
+    assert twice.errors == {"batch_size": "the value 8 is given twice"} and twice.variants == 2
+    combo = views.study_draft(name="x", base=STUDY_FORM, vary={"n_samples": "5, 200"}, seeds=1)
+    assert set(combo.errors) == {"n_samples"} and "(in the variant n_samples=5)" in combo.errors["n_samples"]
+
+
+def test_study_progress_texts():
+    counts = {"running": 2, "finished": 3, "diverged": 0, "failed": 0, "cancelled": 1, "interrupted": 0,
+              "total": 8, "pending": 2}
+    assert views.study_progress_text(counts) == "3 of 8 runs done · 2 running · 1 cancelled · 2 not started"
+    assert views.study_fraction(counts) == 3 / 8
+    done = {**counts, "running": 0, "finished": 7, "diverged": 1, "cancelled": 0, "pending": 0}
+    assert views.study_progress_text(done) == "All 8 runs done: 7 finished, 1 diverged."
+    assert views.study_progress_text({**done, "finished": 8, "diverged": 0}) == "All 8 runs finished."
+    assert views.study_fraction(done) == 1.0
+    assert views.study_active(counts, scheduler_alive=False)
+    assert views.study_active({**counts, "running": 0}, scheduler_alive=True)
+    assert not views.study_active({**counts, "running": 0}, scheduler_alive=False)
+    assert not views.study_active(done, scheduler_alive=True)  # only wrapping up
+    item = StudyProgress(Study(id=3, name="grid", created_at=T0), counts)
+    assert views.study_label(item) == "#3 grid · 3/8 done · 2 running"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2", (2, None)), ("", (None, None)), (None, (None, None)),
+    ("abc", (None, "'abc' is not a study id: use a number, e.g. ?study=3")),
+    ("9", (None, "no study #9: deleted, or from another database")),
+])
+def test_resolve_study(value, expected):
+    assert views.resolve_study(value, [1, 2]) == expected
+
+
+def _study_frame() -> pd.DataFrame:
+    rows = [{"run_id": i + 1, "name": f"r{i}", "status": "finished", "variant": "", "batchnorm": bn,
+             "hidden": hidden, "seed": seed, "final_val_loss": 0.5 - 0.1 * bn + 0.01 * seed, "best_val_loss": 0.4,
+             "final_val_auc": 0.9, "wall_time_s": 1.0, "error": None}
+            for i, (bn, hidden, seed) in enumerate((bn, h, s) for bn in (False, True) for h in ((4,), (8, 8))
+                                                   for s in (0, 1))]
+    frame = pd.DataFrame(rows)
+    frame["hidden"] = pd.Series([r["hidden"] for r in rows], dtype=object)
+    frame["variant"] = [f"batchnorm={str(b).lower()}" for b in frame["batchnorm"]]
+    return frame
+
+
+def test_study_tables_show_the_varied_values_as_text():
+    frame = _study_frame()
+    table = views.ranking_view(ranking(frame), ["batchnorm", "hidden"])
+    assert table.index.name == "rank" and list(table.index) == [1, 2, 3, 4] and "variant" not in table
+    assert list(table["batchnorm"]) == ["true", "true", "false", "false"]
+    assert set(table["hidden"]) == {"[4]", "[8, 8]"}
+    fx = views.effects_view(effects(frame, "final_val_loss"))
+    assert "metric" not in fx and list(fx["level"]) == ["true", "[8, 8]"] and list(fx["baseline"]) == ["false", "[4]"]
+    assert fx.loc[0, "difference"] == pytest.approx(-0.1)
+    runs = views.study_runs_view(frame, ["batchnorm", "hidden"])
+    assert runs.index.name == "id" and runs.loc[1, "status"] == "✓ finished" and runs.loc[1, "hidden"] == "[4]"
+    assert views.study_group_fields(["batchnorm"]) == ["batchnorm"] and views.study_group_fields([]) == ["dataset"]
+
+
+def test_escape_markdown_keeps_text_literal():
+    assert views.escape_markdown("bce_with_logits *x* [a](b) -0.3 $1") == r"bce\_with\_logits \*x\* \[a\](b) -0.3 \$1"

@@ -1,0 +1,442 @@
+"""Studies: launch a grid of variants over seeds in the background, watch it, and read which choices mattered.
+The study shown lives in the URL (?study=3)."""
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, export, runner, views
+from core.cli import describe
+from core.config import GROUPS, ConfigError, ExperimentConfig, choices, field_comment, field_kind, field_names
+from core.effects import effects, effects_sentences, factor_columns, ranking
+from core.store import RunNotFound, Store
+from core.studies import default_workers, existing_study, list_studies_with_progress, load_spec, progress, \
+    study_frame
+
+if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
+    st.session_state["app_goto"] = ("pages/studies.py", st.query_params.to_dict())
+    st.switch_page("app.py")
+store: Store = st.session_state["app_store"]
+BASE = "studies_base_"  # + config field name: the base config's widget of that field
+VALUES = "studies_values_"  # + varied field name: the widget listing its values
+MODES = {"view": "Results", "launch": "New study"}
+BAND_LABELS = {"std": "± std", "minmax": "min–max", "ci95": "95% CI"}
+DOWNLOAD_ICONS = {"png": ":material/image:", "svg": ":material/image:", "pdf": ":material/picture_as_pdf:",
+                  "html": ":material/code:", "csv": ":material/table_view:"}
+LIVE_REFRESH_S = 2.0  # while a study trains
+FORM_COLUMNS = 4
+STARTS = views.study_starts()
+KEEP = "session"  # the form keeps its values across a visit to another page
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[str, ...], token: tuple) -> pd.DataFrame:
+    """The chosen metrics of the study's runs; `token` changes when any of them logs more."""
+    return _store.metrics_frame(list(ids), keys=list(metrics))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_metric_keys(_store: Store, url: str, ids: tuple[int, ...], token: tuple) -> list[str]:
+    keys: set[str] = set()
+    for run_id in ids:
+        keys.update(_store.metric_keys(run_id))
+    return views.metric_options(keys)
+
+
+# ---------------------------------------------------------------------- the form's state
+def load_base(cfg: ExperimentConfig) -> None:
+    for name, value in views.form_values(cfg).items():
+        st.session_state[BASE + name] = value
+
+
+def on_start() -> None:
+    """A starting point was picked: it fills the base config, the grid, the seeds and the name."""
+    start = STARTS[st.session_state["studies_start"]]
+    load_base(start.base)
+    st.session_state["studies_vary"] = list(start.vary)
+    for name, values in start.vary.items():
+        st.session_state[VALUES + name] = views.vary_widget_value(name, values)
+    st.session_state["studies_seeds"] = start.seeds
+    st.session_state["studies_name"] = ""  # the built-in study's name while its grid is unchanged, else derived
+    st.session_state["studies_from_run"] = None
+    st.session_state.pop("studies_refused", None)
+
+
+def on_from_run() -> None:
+    run_id = st.session_state["studies_from_run"]
+    if run_id is None:
+        load_base(STARTS[st.session_state["studies_start"]].base)
+        return
+    try:
+        load_base(ExperimentConfig.from_dict(store.get_run(run_id).config))
+    except (ConfigError, RunNotFound) as exc:
+        st.session_state["studies_from_run"] = None
+        st.session_state["studies_run_problem"] = (f"Run #{run_id}'s config does not load ({exc}); the base is "
+                                                   "unchanged.")
+
+
+def on_vary() -> None:
+    """A field was added to the grid: its values start from its base value."""
+    for name in st.session_state["studies_vary"]:
+        if VALUES + name not in st.session_state:
+            st.session_state[VALUES + name] = views.vary_initial(name, st.session_state.get(BASE + name))
+
+
+def read_draft() -> views.StudyDraft:
+    return views.study_draft(
+        name=st.session_state.get("studies_name", ""),
+        base={name: st.session_state.get(BASE + name) for name in field_names()},
+        vary={name: st.session_state.get(VALUES + name) for name in st.session_state.get("studies_vary", [])},
+        seeds=st.session_state.get("studies_seeds"))
+
+
+def show_study(study_id: int) -> None:
+    st.session_state["studies_selected"] = study_id
+    st.session_state["studies_url"] = str(study_id)
+    st.query_params["study"] = str(study_id)
+
+
+def on_launch() -> None:
+    """Launch: nothing starts unless every input is valid; then the new study is shown."""
+    draft = read_draft()
+    if draft.errors:  # shown while the inputs stay bad
+        st.session_state["studies_refused"] = {"spec": None, "errors": {}}
+        return
+    try:
+        study_id = runner.launch_study(store, draft.spec, workers=int(st.session_state["studies_workers"]))
+    except ConfigError as exc:  # what only launching can tell (a CSV that does not load): shown until it changes
+        st.session_state["studies_refused"] = {"spec": draft.spec.to_dict(),
+                                               "errors": {exc.field: views.error_message(exc)}}
+        return
+    st.session_state.pop("studies_refused", None)
+    st.session_state["studies_mode"] = "view"
+    st.session_state["studies_toast"] = f"Study #{study_id} started: {draft.spec.size} runs"
+    show_study(study_id)
+
+
+def on_pick() -> None:
+    """The study picker changed: the URL follows, so the view can be shared and reloaded."""
+    show_study(st.session_state["studies_pick"])
+    st.session_state["studies_problem"] = None
+
+
+def on_resume(study_id: int) -> None:
+    runner.relaunch_study(store, study_id, workers=int(st.session_state.get("studies_workers") or default_workers()))
+
+
+if BASE + "dataset" not in st.session_state:  # first visit: the canonical study
+    st.session_state["studies_start"] = next(iter(STARTS))
+    on_start()
+st.session_state.setdefault("studies_workers", default_workers())
+
+
+# ---------------------------------------------------------------------- the launch form
+def error_under(names: list[str], errors: dict[str, str], columns: int) -> None:
+    """The messages of the bad fields in `names`, each under its widget's column."""
+    if any(name in errors for name in names):
+        for column, name in zip(st.columns(columns), names):
+            if name in errors:
+                column.error(errors[name], icon=":material/error:")
+
+
+def base_widget(name: str, disabled: bool) -> None:
+    """The base config's widget of one field, as on Train; varied fields and the seed are set by the study."""
+    kind, key = field_kind(name), BASE + name
+    help_text = field_comment(name) + (" (set by the study)" if disabled else "")
+    if kind == "bool":
+        st.checkbox(name, key=key, help=help_text, disabled=disabled, persist_state=KEEP)
+    elif kind == "int":
+        st.number_input(name, key=key, step=1, help=help_text, disabled=disabled, persist_state=KEEP)
+    elif kind == "choice":
+        st.selectbox(name, choices(name), key=key, help=help_text, disabled=disabled, persist_state=KEEP)
+    else:
+        placeholder = {"optional_float": "empty = off", "widths": "e.g. 64, 64 (empty: no hidden layer)"}.get(kind)
+        st.text_input(name, key=key, help=help_text, placeholder=placeholder, disabled=disabled, persist_state=KEEP)
+
+
+def values_widget(name: str) -> None:
+    """The values of one varied field: picked from its choices, or typed like `--vary` takes them."""
+    options = views.vary_choices(name)
+    help_text = f"{field_comment(name)}. The first value is the baseline the effects are measured against."
+    if options is not None:
+        st.multiselect(name, options, key=VALUES + name, help=help_text, persist_state=KEEP,
+                       format_func=views.study_value, placeholder="pick values")
+    else:
+        st.text_input(name, key=VALUES + name, help=help_text + " Separate values by commas.", persist_state=KEEP,
+                      placeholder=views.vary_placeholder(name))
+
+
+def launch_form(draft: views.StudyDraft, errors: dict[str, str], resumes: int | None, refused: bool) -> None:
+    runs = store.list_runs()
+    start, from_run, name_box = st.columns([2, 2, 3], vertical_alignment="bottom")
+    start.selectbox("Start from", list(STARTS), key="studies_start", on_change=on_start, persist_state=KEEP,
+                    format_func=lambda k: STARTS[k].label,
+                    help="Fills the base config, the grid and the seeds from a built-in study, or the base config "
+                         "from a preset.")
+    from_run.selectbox("Base config from a run", [None, *(r.id for r in runs)], key="studies_from_run",
+                       on_change=on_from_run, persist_state=KEEP, placeholder="optional",
+                       format_func=lambda i: "none: the starting point's" if i is None else
+                       views.run_label(next(r for r in runs if r.id == i)),
+                       help="Takes every base field from that run's config.")
+    name_box.text_input("Study name", key="studies_name", persist_state=KEEP, max_chars=255,
+                        placeholder=draft.spec.name if draft.spec else "default: named after the grid",
+                        help="Empty: a built-in study's own name while its grid is unchanged, else one derived "
+                             "from the grid (as the command line names it). A stored study's name with the same "
+                             "grid resumes it.")
+    if "name" in errors:
+        name_box.error(errors["name"], icon=":material/error:")
+    problem = st.session_state.pop("studies_run_problem", None)
+    if problem:
+        st.warning(problem)
+
+    st.subheader("Vary", divider="gray")
+    vary = st.multiselect("Fields to vary", views.vary_fields(), key="studies_vary", on_change=on_vary,
+                          persist_state=KEEP, placeholder="pick config fields",
+                          help="Every combination of their values is one variant; each variant trains once per "
+                               "seed.")
+    for first in range(0, len(vary), FORM_COLUMNS - 1):
+        row = vary[first:first + FORM_COLUMNS - 1]
+        for column, name in zip(st.columns(FORM_COLUMNS - 1), row):
+            with column:
+                values_widget(name)
+        error_under(row, errors, FORM_COLUMNS - 1)
+
+    seeds, workers, count, button = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
+    seeds.number_input("Seeds", min_value=1, max_value=100, step=1, key="studies_seeds", persist_state=KEEP,
+                       help="Each variant trains with seeds 0..N-1: the effects' intervals are over seeds.")
+    workers.number_input("Workers", min_value=1, max_value=256, step=1, key="studies_workers", persist_state=KEEP,
+                         help=f"Runs training at once, each in its own process (this machine has "
+                              f"{default_workers()} cores).")
+    with count.container(key="studies_run_count"):
+        at_once = int(st.session_state.get("studies_workers") or 1)
+        st.markdown(views.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
+                    + (f" · resumes study #{resumes}" if resumes else ""))
+    button.button("Launch", key="studies_launch", type="primary", icon=":material/rocket_launch:", width="stretch",
+                  on_click=on_launch)
+    if "seeds" in errors:
+        seeds.error(errors["seeds"], icon=":material/error:")
+    shown = {"name", "seeds", *vary, *field_names()}
+    for field_name, message in errors.items():
+        if field_name not in shown:
+            st.error(f"{field_name}: {message}", icon=":material/error:")
+    if refused and errors:
+        fields = ", ".join(f"`{f}`" for f in errors)
+        st.error(f"Nothing was started: {fields} {'needs' if len(errors) == 1 else 'need'} fixing (marked here).",
+                 icon=":material/block:")
+
+    st.subheader("Base config", divider="gray")
+    st.caption("Every run of the study starts from this config; the varied fields and the seed are set per run.")
+    for group, names in GROUPS.items():
+        st.markdown(f"**{group}**")
+        for first in range(0, len(names), FORM_COLUMNS):
+            row = names[first:first + FORM_COLUMNS]
+            for column, name in zip(st.columns(FORM_COLUMNS, vertical_alignment="bottom"), row):
+                with column:
+                    base_widget(name, disabled=name in vary or name == "seed")
+            error_under(row, {k: v for k, v in errors.items() if k not in vary}, FORM_COLUMNS)
+
+
+# ---------------------------------------------------------------------- the study view
+def download_buttons(downloads: list[export.Download]) -> None:
+    with st.container(horizontal=True):
+        for d in downloads:  # on_click="ignore": a download does not rerun the page; the file is made on click
+            st.download_button(d.label, d.make, file_name=d.file_name, mime=d.mime, key=f"studies_export_{d.key}",
+                               icon=DOWNLOAD_ICONS.get(d.key.split("_")[0]), on_click="ignore")
+
+
+def table_download(key: str, label: str, table: pd.DataFrame, name: str) -> export.Download:
+    return export.Download(key, label, export.safe_filename(name, ext="csv"), export.MIME_TYPES["csv"],
+                           lambda: export.table_csv(table).encode("utf-8"))
+
+
+def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
+    st.subheader("What mattered", divider="gray")
+    if not factors:
+        st.caption("This study varies nothing but the seed: there are no choices to compare.")
+        return
+    metric = st.segmented_control("Judged on", list(views.STUDY_METRICS), key="studies_effect_metric",
+                                  format_func=views.STUDY_METRICS.get, required=True, default="final_val_loss")
+    table = effects(frame, metric)
+    with st.container(border=True, key="studies_effects_words"):
+        for row, sentence in zip(table.to_dict("records"), effects_sentences(table)):
+            text = views.escape_markdown(sentence)
+            st.markdown(f":material/check_circle: **{text}**" if row["clear"] else f":material/remove: {text}")
+        if len(table) and not table["clear"].any() and (table["n_seeds"] >= 2).any():
+            st.caption("No difference is clear yet: every 95% interval includes 0. More seeds narrow the "
+                       "intervals.")
+    st.caption("Each difference is the change from the first value, averaged over the other fields' values, per "
+               "seed; the 95% confidence interval is over seeds (a paired t interval). Bold: the interval excludes "
+               "0. Only finished runs count.")
+    st.dataframe(views.effects_view(table), hide_index=True, key="studies_effects_table", column_config={
+        "level": st.column_config.TextColumn("level", width="medium"),
+        "baseline": st.column_config.TextColumn("baseline", width="medium"),
+        "level_mean": st.column_config.NumberColumn("mean at level", format="%.4g"),
+        "baseline_mean": st.column_config.NumberColumn("mean at baseline", format="%.4g"),
+        "difference": st.column_config.NumberColumn("difference", format="%+.4g"),
+        "ci_low": st.column_config.NumberColumn("95% CI low", format="%+.4g"),
+        "ci_high": st.column_config.NumberColumn("95% CI high", format="%+.4g"),
+        "n_seeds": st.column_config.NumberColumn("seeds", format="%d"),
+        "p_value": st.column_config.NumberColumn("p", format="%.3g"),
+        "clear": st.column_config.CheckboxColumn("clear"),
+    })
+    download_buttons([table_download("csv_effects", "Effects (CSV)", views.effects_view(table).set_index("factor"),
+                                     f"{name} effects {metric}")])
+
+
+def ranking_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
+    st.subheader("Ranking", divider="gray")
+    table = views.ranking_view(ranking(frame), factors)
+    st.caption("Variants by mean final val loss over their finished runs (± is the sd over seeds), best first.")
+    number = st.column_config.NumberColumn
+    st.dataframe(table, key="studies_ranking_table", column_config={
+        **{f: st.column_config.TextColumn(f, width="medium") for f in factors},
+        "n": number("n", help="finished runs counted"),
+        **{f"{m}_{s}": number(label if s == "mean" else "± sd", format="%.4f",
+                              help=f"{label}: {'mean' if s == 'mean' else 'standard deviation'} over seeds")
+           for m, label in views.STUDY_METRICS.items() for s in ("mean", "sd")}})
+    download_buttons([table_download("csv_ranking", "Ranking (CSV)", table, f"{name} ranking")])
+
+
+def curves_section(name: str, runs: list, factors: list[str]) -> None:
+    st.subheader("Curves by variant", divider="gray")
+    ids = tuple(r.id for r in runs)
+    token = views.cache_token(runs)
+    available = load_metric_keys(store, store.url, ids, token)
+    if not available:
+        st.caption("No run of this study has logged a metric yet.")
+        return
+    if st.session_state.get("studies_chart_metric") not in available:
+        st.session_state["studies_chart_metric"] = "val_loss" if "val_loss" in available else available[0]
+    st.session_state.setdefault("studies_band", "std")
+    metric_box, band_box, log_box = st.columns([2, 2, 1], vertical_alignment="bottom")
+    metric = metric_box.selectbox("Metric", available, key="studies_chart_metric")
+    band = band_box.segmented_control("Band over seeds", list(BAND_LABELS), key="studies_band", required=True,
+                                      format_func=BAND_LABELS.get)
+    log_y = log_box.toggle("Log y", key="studies_log_y")
+    series = load_series(store, store.url, ids, (metric,), token)
+    title = f"{name}: {metric}"
+    try:
+        figure = charts.comparison_figure(series, views.chart_runs(runs), metrics=[metric], log_y=log_y, band=band,
+                                          group_by=views.study_group_fields(factors), title=title)
+    except ValueError as exc:
+        st.error(f"This chart cannot be drawn: {exc}")
+        return
+    st.plotly_chart(figure, key="studies_chart", config={"displaylogo": False})
+    st.caption("One line per variant: the mean over its seeds, with the band around it.")
+    problem = export.image_export_problem()  # the chart as shown, in a light theme with its title and legend
+    download_buttons([d for d in export.figure_downloads(figure, title=title) if not (d.needs_browser and problem)])
+    if problem:
+        st.warning(problem, icon=":material/hide_image:")
+
+
+def study_view(study_id: int, active_before: bool) -> None:
+    runner.refresh(store)  # a run whose process died becomes "interrupted"
+    study = store.get_study(study_id)
+    spec = load_spec(store, study_id)
+    counts = progress(store, study_id)
+    active = views.study_active(counts, scheduler_alive=runner.study_running(store, study_id))
+    runs = store.list_runs(study_id=study_id)
+    runs.sort(key=lambda r: r.id)
+    frame = study_frame(store, study_id)
+    factors = factor_columns(frame)
+
+    st.header(f"#{study.id} {study.name}")
+    st.caption(f"{views.grid_text(spec)} · base: {describe(ExperimentConfig.from_dict(spec.base))} · created "
+               f"{study.created_at:%Y-%m-%d %H:%M} UTC")
+    with st.container(key="studies_progress"):
+        bar, actions = st.columns([5, 1], vertical_alignment="center")
+        bar.progress(views.study_fraction(counts), text=views.study_progress_text(counts))
+        if any(r.status == "running" and r.cancel_requested for r in runs):
+            actions.caption("cancelling…")
+        elif active:
+            actions.button("Cancel", key="studies_cancel", icon=":material/stop:", width="stretch",
+                           on_click=runner.cancel_study, args=(store, study_id),
+                           help="Running runs stop within a second; no more start. Resume reruns them.")
+        elif views.study_fraction(counts) < 1:
+            actions.button("Resume", key="studies_resume", icon=":material/play_arrow:", width="stretch",
+                           type="primary", on_click=on_resume, args=(study_id,),
+                           help="Trains the runs that have no result yet, in the background; finished runs are "
+                                "kept.")
+    if active:
+        st.caption("Training in the background: this view refreshes every few seconds. Closing the tab does not "
+                   "stop it.")
+    if active != active_before:
+        st.rerun()  # started or ended: rerun the page, so the refresh rate follows
+
+    effects_section(study.name, frame, factors)
+    ranking_section(study.name, frame, factors)
+    if runs:
+        curves_section(study.name, runs, factors)
+        st.page_link("pages/compare.py", label=f"Open these {len(runs)} runs in Compare",
+                     icon=":material/stacked_line_chart:",
+                     query_params={"runs": views.format_run_ids(r.id for r in runs)})
+        with st.expander(f"The {len(runs)} runs of this study"):
+            st.dataframe(views.study_runs_view(frame, factors), column_config={
+                "wall_time_s": st.column_config.NumberColumn("wall time", format="%.1f s"),
+                **{m: st.column_config.NumberColumn(label, format="%.4f")
+                   for m, label in views.STUDY_METRICS.items()}})
+
+
+# ---------------------------------------------------------------------- the page
+st.title("Studies")
+st.caption("A study trains every combination of the values you vary, each over several seeds, in background "
+           "processes, then says which choices mattered and by how much. Close the tab whenever you like: the "
+           "study goes on, and a stopped one resumes where it left off.")
+toast = st.session_state.pop("studies_toast", None)
+if toast:
+    st.toast(toast, icon=":material/rocket_launch:")
+
+studies = list_studies_with_progress(store)
+by_id = {item.study.id: item for item in studies}
+st.session_state.setdefault("studies_mode", "view" if studies else "launch")
+mode = st.segmented_control("Show", list(MODES), key="studies_mode", format_func=MODES.get, required=True,
+                            label_visibility="collapsed")
+
+if mode == "launch":
+    draft = read_draft()
+    errors = dict(draft.errors)
+    resumes = None
+    if draft.spec is not None:
+        try:
+            resumes = existing_study(store, draft.spec)
+        except ConfigError as exc:
+            errors["name"] = views.error_message(exc)
+    refused = st.session_state.get("studies_refused")
+    if refused and refused["spec"] is None and not draft.errors:  # refused for bad inputs, now fixed
+        st.session_state.pop("studies_refused")
+        refused = None
+    if refused and refused["spec"] is not None:  # refused by the launch itself: until the inputs change
+        if draft.spec is not None and draft.spec.to_dict() == refused["spec"]:
+            errors |= refused["errors"]
+        else:
+            refused = None
+    launch_form(draft, errors, resumes, refused=bool(refused))
+    st.stop()
+
+# ---------------------------------------------------------------------- the selection, from the URL
+if not studies:
+    st.info("**No studies yet.** Press *New study* above: the canonical one (BatchNorm × activation × loss, 3 seeds, "
+            "24 runs) is filled in, or build your own grid. From a terminal: `python -m core study --study "
+            "bn-act-loss`.", icon=":material/science:")
+    st.stop()
+
+url_value = st.query_params.get("study", "")
+if url_value != st.session_state.get("studies_url"):
+    chosen, problem = views.resolve_study(url_value, by_id)
+    if chosen is None and not url_value:
+        chosen = st.session_state.get("studies_selected")  # back from another page without ?study=
+    st.session_state["studies_selected"] = chosen
+    st.session_state["studies_problem"] = problem
+    st.session_state["studies_url"] = url_value
+if st.session_state.get("studies_problem"):
+    st.warning(f"In the link's `?study=`: {st.session_state['studies_problem']}.", icon=":material/link_off:")
+selected = st.session_state.get("studies_selected")
+if selected not in by_id:
+    selected = studies[0].study.id  # the newest
+if st.query_params.get("study") != str(selected):
+    show_study(selected)
+st.session_state["studies_pick"] = selected
+st.selectbox("Study", list(by_id), key="studies_pick", on_change=on_pick,
+             format_func=lambda i: views.study_label(by_id[i]))
+
+active = views.study_active(by_id[selected].counts, scheduler_alive=runner.study_running(store, selected))
+st.fragment(study_view, run_every=LIVE_REFRESH_S if active else None)(selected, active)
