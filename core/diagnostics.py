@@ -125,12 +125,20 @@ class GradLayout:
     """
 
     def __init__(self, named_layers: list[tuple[str, torch.nn.Module]], params: list[torch.Tensor]) -> None:
-        owner = {id(p): i for i, (_, m) in enumerate(named_layers) for p in m.parameters()}
-        self.names = [name for name, _ in named_layers]
+        owner = {id(p): name for name, m in named_layers for p in m.parameters()}
         self.params = params
-        self.element_layer = torch.cat([torch.full((p.numel(),), owner[id(p)], dtype=torch.long, device=p.device)
-                                        for p in params])
-        self.size = int(self.element_layer.numel())
+        # Each layer's elements as (start, stop) ranges of the flat vector; a layer's parameters are usually
+        # adjacent, so this is one range per layer.
+        self.ranges: dict[str, list[tuple[int, int]]] = {}
+        offset = 0
+        for p in params:
+            spans = self.ranges.setdefault(owner[id(p)], [])
+            if spans and spans[-1][1] == offset:
+                spans[-1] = (spans[-1][0], offset + p.numel())
+            else:
+                spans.append((offset, offset + p.numel()))
+            offset += p.numel()
+        self.size = offset
         self.values: torch.Tensor | None = None  # set by flatten()
         self.grads: torch.Tensor | None = None
 
@@ -160,13 +168,12 @@ class GradLayout:
 
     def norms(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """`grad_norm` and `grad_norm/<layer>` from flat gradient vectors (..., n) -> (...,) each."""
-        sq = flat.double().square()
-        per_layer = torch.zeros(*sq.shape[:-1], len(self.names), dtype=sq.dtype, device=sq.device)
-        per_layer.index_add_(-1, self.element_layer, sq)
-        out = {"grad_norm": per_layer.sum(dim=-1).sqrt()}
-        for i, name in enumerate(self.names):
-            out[f"grad_norm/{name}"] = per_layer[..., i].sqrt()
-        return {k: v.float() for k, v in out.items()}
+        sq = flat.double().square() if flat.dtype == torch.float64 else flat.float().square()
+        out: dict[str, torch.Tensor] = {}
+        for name, spans in self.ranges.items():
+            out[f"grad_norm/{name}"] = sum(sq[..., a:b].sum(dim=-1) for a, b in spans)
+        total = torch.stack(list(out.values())).sum(dim=0).sqrt()
+        return {"grad_norm": total.float(), **{k: v.sqrt().float() for k, v in out.items()}}
 
 
 def grad_norms(named_layers: list[tuple[str, torch.nn.Module]]) -> dict[str, torch.Tensor]:
