@@ -72,3 +72,19 @@ def populated_url(populated_template: Path, tmp_path: Path, monkeypatch: pytest.
 def populated_store(populated_url: str):
     with Store(populated_url) as store:
         yield store
+
+
+@pytest.fixture(autouse=True, scope="session")
+def never_the_users_database(tmp_path_factory: pytest.TempPathFactory):
+    """Whatever a test forgets to set, the project's own experiments.db is never opened: LOSSBOARD_DB points at a
+    scratch database for the whole session (fixtures above override it per test)."""
+    import os
+
+    scratch = sqlite_url(tmp_path_factory.mktemp("default-db") / "experiments.db")
+    before = os.environ.get("LOSSBOARD_DB")
+    os.environ["LOSSBOARD_DB"] = scratch
+    yield
+    if before is None:
+        os.environ.pop("LOSSBOARD_DB", None)
+    else:
+        os.environ["LOSSBOARD_DB"] = before
