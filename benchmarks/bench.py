@@ -10,7 +10,6 @@ here asserts a time: the table is for people. `--device cuda` adds the training 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sqlite3
@@ -180,8 +179,8 @@ def bench_store(repeats: int, quick: bool, workdir: Path) -> list[Row]:
         for chunk in all_rows:
             store.log_metrics(run_id, chunk)
         ids.append(run_id)
-    for label, run_ids, wanted in ((f"5 runs x 2 metrics", ids[:5], list(keys[:2])),
-                                   (f"20 runs x 1 metric", ids[:20], [keys[0]])):
+    for label, run_ids, wanted in (("5 runs x 2 metrics", ids[:5], list(keys[:2])),
+                                   ("20 runs x 1 metric", ids[:20], [keys[0]])):
         def ours_read() -> None:
             frame = store.metrics_frame(run_ids, wanted)
             for (_, _), g in frame.groupby(["run_id", "key"], sort=False):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 DATASETS = ("gaussian", "moons", "circles", "xor", "random", "breast_cancer", "csv")

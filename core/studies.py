@@ -335,7 +335,6 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
     stopping = False
 
     def settle(w: _Worker, **how: Any) -> None:
-        nonlocal stopping
         run_id, slot = w.task
         w.task = None
         _settle(store, run_id, w, **how)

@@ -14,7 +14,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
 from core.config import ExperimentConfig
