@@ -60,14 +60,15 @@ def variant_label(variant: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in variant.items()) or "base"
 
 
-def format_value(value: Any) -> str:
-    """A field value as the command line would take it back: true/false, [64, 64], none, 0.01."""
-    if isinstance(value, bool):
+def format_value(value: Any, *, cli: bool = True) -> str:
+    """A field value as one short string: lists as [64, 64], None as 'none', floats exactly (0.01, 1e-05).
+    Booleans as the command line takes them back (true/false), or with `cli=False` as Python writes them."""
+    if isinstance(value, bool) and cli:
         return "true" if value else "false"
     if value is None:
         return "none"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
+        return "[" + ", ".join(format_value(v, cli=cli) for v in value) + "]"
     if isinstance(value, float):
         return repr(value)
     return str(value)

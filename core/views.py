@@ -74,14 +74,8 @@ _CHECK_DATA_MAX_VALUES = 2_000_000
 
 # ---------------------------------------------------------------------- formatting
 def format_value(value: Any) -> str:
-    """A config value as one short string: lists as [64, 64], None as 'none', floats exactly (0.01, 1e-05)."""
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    """A config value as one short string for tables and filters (booleans as True/False)."""
+    return study_value(value, cli=False)
 
 
 def format_duration(seconds: float | None) -> str:
