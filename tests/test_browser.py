@@ -98,6 +98,9 @@ def screenshot(page, name: str) -> None:
     height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": 1440, "height": max(1000, min(int(height) + 40, 6000))})
     wait_idle(page)
+    # Tables are drawn on a canvas after the resize: let the browser paint a few frames first.
+    page.evaluate("() => new Promise(done => { let n = 0; const tick = () => (++n < 5 ? "
+                  "requestAnimationFrame(tick) : done()); requestAnimationFrame(tick); })")
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
     page.set_viewport_size({"width": 1440, "height": 1000})
 
