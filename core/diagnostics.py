@@ -183,21 +183,16 @@ def grad_norms(named_layers: list[tuple[str, torch.nn.Module]]) -> dict[str, tor
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties counted half. NaN with one class."""
+    """Area under the ROC curve: the chance that a random positive scores above a random negative, ties counted
+    half (the Mann-Whitney statistic). NaN with one class or a non-finite score."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels) > 0.5
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0 or not np.isfinite(scores).all():
+    pos, neg = scores[labels], np.sort(scores[~labels])
+    if pos.size == 0 or neg.size == 0 or not np.isfinite(scores).all():
         return math.nan
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(scores.size, dtype=np.float64)
-    sorted_scores = scores[order]
-    # average ranks over ties
-    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    below = np.searchsorted(neg, pos, side="left")  # negatives strictly below each positive
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below.sum() + 0.5 * ties.sum()) / (pos.size * neg.size))
 
 
 def batchnorm_stats(batchnorms: list[tuple[str, torch.nn.BatchNorm1d]]) -> dict[str, torch.Tensor]:

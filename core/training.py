@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from itertools import chain, repeat
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -73,7 +74,8 @@ class _Step:
     logged: bool
     z_grad: torch.Tensor | None = None  # full diagnostics on logged steps only
     grads: torch.Tensor | None = None  # every gradient as one flat vector, before clipping
-    update_norm: torch.Tensor | None = None  # 0-d: size of the parameter change the optimizer made
+    before: torch.Tensor | None = None  # all parameter values before and after the optimizer step (flat copies)
+    after: torch.Tensor | None = None
     relu_max: list[torch.Tensor] = field(default_factory=list)  # per hidden ReLU layer, (width,)
 
 
@@ -83,6 +85,8 @@ class _Fetched:
     first_bad: tuple[int, int] | None  # (step, epoch) of the first non-finite loss, logit or gradient
     correct: int  # training predictions that were right, over the fetched steps (for train_acc)
     seen: int
+    columns: dict[str, list[float]]  # the rows' values by key, in step order (for the summary)
+    epochs: list[int]  # the epoch of each position in those columns
 
 
 class _Buffer:
@@ -101,7 +105,7 @@ class _Buffer:
     def fetch(self) -> _Fetched:
         steps, self.steps = self.steps, []
         if not steps:
-            return _Fetched([], None, 0, 0)
+            return _Fetched([], None, 0, 0, {}, [])
         device = steps[0].z.device
         sizes = [s.z.numel() for s in steps]
         z = torch.cat([s.z for s in steps])
@@ -117,19 +121,21 @@ class _Buffer:
         if "grad_norm" in keys:
             where = torch.tensor([i for i, s in enumerate(steps) if s.logged], device=device)
             bad[where] |= ~torch.isfinite(table[:, keys.index("grad_norm")])
-        flat = torch.cat([bad.float(), correct, table.reshape(-1)]).cpu().tolist()
+        keys.append("lr")
+        lrs = torch.tensor([s.lr for s in logged], dtype=table.dtype).to(device).reshape(-1, 1)
+        flat = torch.cat([bad.float(), correct, torch.cat([table, lrs], dim=1).reshape(-1)]).cpu().tolist()
 
         n = len(steps)
         first_bad = next(((s.step, s.epoch) for s, flag in zip(steps, flat[:n]) if flag), None)
-        values = flat[n + 1:]
+        kept = logged if first_bad is None else [s for s in logged if s.step <= first_bad[0]]
         width = len(keys)
-        rows: list[MetricRow] = []
-        for i, s in enumerate(logged):
-            if first_bad is not None and s.step > first_bad[0]:
-                break
-            rows.extend(MetricRow(k, s.step, s.epoch, v, s.wall) for k, v in zip(keys, values[i * width:(i + 1) * width]))
-            rows.append(MetricRow("lr", s.step, s.epoch, s.lr, s.wall))
-        return _Fetched(rows, first_bad, int(flat[n]), sum(sizes))
+        values = flat[n + 1:n + 1 + len(kept) * width]
+        rows = list(map(MetricRow, chain.from_iterable(repeat(keys, len(kept))),
+                        chain.from_iterable(repeat(s.step, width) for s in kept),
+                        chain.from_iterable(repeat(s.epoch, width) for s in kept), values,
+                        chain.from_iterable(repeat(s.wall, width) for s in kept)))
+        columns = {k: values[j::width] for j, k in enumerate(keys)}
+        return _Fetched(rows, first_bad, int(flat[n]), sum(sizes), columns, [s.epoch for s in kept])
 
     def _diagnostics(self, logged: list[_Step], losses: torch.Tensor) -> tuple[list[str], torch.Tensor]:
         """A (logged steps, keys) table of every per-step metric."""
@@ -143,7 +149,8 @@ class _Buffer:
                                                clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
                                                z_grad=torch.cat([s.z_grad for s in logged])))
         cols.update(self.layout.norms(torch.stack([s.grads for s in logged])))
-        cols["update_norm"] = torch.stack([s.update_norm for s in logged]).float()
+        cols["update_norm"] = (torch.stack([s.after for s in logged]) - torch.stack([s.before for s in logged])
+                               ).double().norm(dim=1).float()
         relu_layers = [torch.stack([s.relu_max[j] for s in logged]) for j in range(len(logged[0].relu_max))]
         if relu_layers or self.output_relu:
             out_max = None
@@ -172,26 +179,31 @@ class _Summary:
         self.best_val_epoch: int | None = None
         self.best_val_acc = -math.inf
         self.zero_update_steps = 0
-        self._pending_grad: dict[int, float] = {}
 
     def add(self, rows: list[MetricRow]) -> None:
-        for r in rows:
-            self.final[r.key] = r.value
-            if r.key in self.PEAKS and not math.isnan(r.value):
-                self.peak[r.key] = max(self.peak.get(r.key, -math.inf), r.value)
-            if r.key == "pred_pos_rate":
-                self.lowest[r.key] = min(self.lowest.get(r.key, math.inf), r.value)
-                self.peak[r.key] = max(self.peak.get(r.key, -math.inf), r.value)
-            if r.key == "val_loss" and r.value < self.best_val_loss:
-                self.best_val_loss, self.best_val_epoch = r.value, r.epoch
-            if r.key == "val_acc" and r.value > self.best_val_acc:
-                self.best_val_acc = r.value
-            if r.key == "grad_norm":
-                self._pending_grad[r.step] = r.value
-            if r.key == "update_norm":
-                g = self._pending_grad.pop(r.step, math.nan)
-                if r.value == 0.0 and g > 0.0:
-                    self.zero_update_steps += 1
+        """Rows of one epoch's end (a value per key)."""
+        self.add_columns({r.key: [r.value] for r in rows}, [r.epoch for r in rows[:1]])
+
+    def add_columns(self, columns: dict[str, list[float]], epochs: list[int]) -> None:
+        """Values by key, position i of every column measured in epoch `epochs[i]`."""
+        for key, col in columns.items():
+            if not col:
+                continue
+            self.final[key] = col[-1]
+            if key in self.PEAKS or key == "pred_pos_rate":
+                finite = [v for v in col if v == v]
+                if finite:
+                    self.peak[key] = max(self.peak.get(key, -math.inf), max(finite))
+                    if key == "pred_pos_rate":
+                        self.lowest[key] = min(self.lowest.get(key, math.inf), min(finite))
+        for i, v in enumerate(columns.get("val_loss", ())):
+            if v < self.best_val_loss:
+                self.best_val_loss, self.best_val_epoch = v, epochs[i]
+        for v in columns.get("val_acc", ()):
+            self.best_val_acc = max(self.best_val_acc, v)
+        if "update_norm" in columns:
+            self.zero_update_steps += sum(1 for g, u in zip(columns["grad_norm"], columns["update_norm"])
+                                          if u == 0.0 and g > 0.0)
 
     def as_dict(self, *, steps: int, epochs: int, diverged_step: int | None) -> dict[str, float | int | None]:
         out: dict[str, float | int | None] = {"steps": steps, "epochs_completed": epochs}
@@ -268,9 +280,9 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         total = cfg.epochs * len(slices)
         if max_steps is not None:
             total = min(total, max_steps)
-        # A step keeps about a batch of values and one gradient vector: bound the window so that large batches or
-        # models stay small in memory (4M values, 16 MB in float32).
-        flush_steps = max(1, min(flush_every_steps, 4_000_000 // (cfg.batch_size + (layout.size if full else 0))))
+        # A step keeps about a batch of values and three parameter-sized vectors (gradient, values before and
+        # after): bound the window so that large batches or models stay small in memory (4M values, 16 MB).
+        flush_steps = max(1, min(flush_every_steps, 4_000_000 // (cfg.batch_size + (3 * layout.size if full else 0))))
         reporter.on_start(RunInfo(device=str(device), dtype=cfg.dtype, torch_version=torch.__version__,
                                   total_steps=total))
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -282,7 +294,7 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
             nonlocal diverged, last_flush, status, error, correct, seen
             got = buf.fetch()
             correct, seen = correct + got.correct, seen + got.seen
-            summary.add(got.rows)
+            summary.add_columns(got.columns, got.epochs)
             bad = got.first_bad
             reporter.on_metrics(got.rows, step=steps if bad is None else bad[0])
             last_flush = clock()
@@ -322,9 +334,9 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
                     record.relu_max = [h.detach().amax(dim=0) for h in model.relu_outputs] if model.record else []
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    before = layout.values.clone()
+                    record.before = layout.values.clone()
                     opt.step()
-                    record.update_norm = torch.dist(layout.values, before)
+                    record.after = layout.values.clone()
                 else:
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -356,7 +368,7 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         status, error = "cancelled", "interrupted by the user (Ctrl-C or SIGTERM)"
         if buf is not None:
             got = buf.fetch()  # keep what was measured before the interrupt
-            summary.add(got.rows)
+            summary.add_columns(got.columns, got.epochs)
             reporter.on_metrics(got.rows, step=steps)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a stored status, never a crash
         status = "failed"
