@@ -106,36 +106,41 @@ class _Buffer:
         steps, self.steps = self.steps, []
         if not steps:
             return _Fetched([], None, 0, 0, {}, [])
-        device = steps[0].z.device
-        sizes = [s.z.numel() for s in steps]
         z = torch.cat([s.z for s in steps])
         y = torch.cat([s.y for s in steps])
-        seg = _segments(sizes, device)
         losses = torch.stack([s.loss.float() for s in steps])
-        nonfinite_z = torch.zeros(len(steps), device=device).index_add_(0, seg, (~torch.isfinite(z)).float())
-        bad = ~torch.isfinite(losses) | (nonfinite_z > 0)
-        correct = ((z >= 0).to(y.dtype) == y).sum().float().reshape(1)
-
-        logged = [s for s in steps if s.logged]
-        keys, table = self._diagnostics(logged, losses[[i for i, s in enumerate(steps) if s.logged]])
+        logged_at = [i for i, s in enumerate(steps) if s.logged]
+        logged = [steps[i] for i in logged_at]
+        keys, table = self._diagnostics(logged, losses[logged_at])
+        # One flag for the whole window; which step went bad is worked out only when one did (rarely).
+        finite = torch.isfinite(z).all() & torch.isfinite(losses).all()
         if "grad_norm" in keys:
-            where = torch.tensor([i for i, s in enumerate(steps) if s.logged], device=device)
-            bad[where] |= ~torch.isfinite(table[:, keys.index("grad_norm")])
-        keys.append("lr")
-        lrs = torch.tensor([s.lr for s in logged], dtype=table.dtype).to(device).reshape(-1, 1)
-        flat = torch.cat([bad.float(), correct, torch.cat([table, lrs], dim=1).reshape(-1)]).cpu().tolist()
+            finite &= torch.isfinite(table[:, keys.index("grad_norm")]).all()
+        correct = ((z >= 0) == (y > 0.5)).sum()
+        flat = torch.cat([torch.stack([finite.float(), correct.float()]), table.T.reshape(-1)]).cpu().tolist()
 
-        n = len(steps)
-        first_bad = next(((s.step, s.epoch) for s, flag in zip(steps, flat[:n]) if flag), None)
+        first_bad = None if flat[0] else self._first_bad(steps, losses, table, keys, logged_at)
         kept = logged if first_bad is None else [s for s in logged if s.step <= first_bad[0]]
-        width = len(keys)
-        values = flat[n + 1:n + 1 + len(kept) * width]
-        rows = list(map(MetricRow, chain.from_iterable(repeat(keys, len(kept))),
-                        chain.from_iterable(repeat(s.step, width) for s in kept),
-                        chain.from_iterable(repeat(s.epoch, width) for s in kept), values,
-                        chain.from_iterable(repeat(s.wall, width) for s in kept)))
-        columns = {k: values[j::width] for j, k in enumerate(keys)}
-        return _Fetched(rows, first_bad, int(flat[n]), sum(sizes), columns, [s.epoch for s in kept])
+        m, n_logged = len(kept), len(logged)
+        # Column-major: every key's values in step order, then lr, which the host already knows.
+        columns = {k: flat[2 + j * n_logged:2 + j * n_logged + m] for j, k in enumerate(keys)}
+        columns["lr"] = [s.lr for s in kept]
+        step_ids, epochs, walls = [s.step for s in kept], [s.epoch for s in kept], [s.wall for s in kept]
+        rows = [row for k, col in columns.items() for row in map(MetricRow, repeat(k, m), step_ids, epochs, col, walls)]
+        return _Fetched(rows, first_bad, int(flat[1]), int(z.numel()), columns, epochs)
+
+    @staticmethod
+    def _first_bad(steps: list[_Step], losses: torch.Tensor, table: torch.Tensor, keys: list[str],
+                   logged_at: list[int]) -> tuple[int, int] | None:
+        """The (step, epoch) of the first non-finite loss, logit or gradient norm in the window."""
+        bad = (~torch.isfinite(losses)).cpu().tolist()
+        grad = (~torch.isfinite(table[:, keys.index("grad_norm")])).cpu().tolist() if "grad_norm" in keys else []
+        for i, flag in zip(logged_at, grad):
+            bad[i] = bad[i] or flag
+        for i, s in enumerate(steps):
+            if bad[i] or not bool(torch.isfinite(s.z).all()):
+                return s.step, s.epoch
+        return None
 
     def _diagnostics(self, logged: list[_Step], losses: torch.Tensor) -> tuple[list[str], torch.Tensor]:
         """A (logged steps, keys) table of every per-step metric."""
