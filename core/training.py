@@ -126,7 +126,8 @@ class _Buffer:
         columns = {k: flat[2 + j * n_logged:2 + j * n_logged + m] for j, k in enumerate(keys)}
         columns["lr"] = [s.lr for s in kept]
         step_ids, epochs, walls = [s.step for s in kept], [s.epoch for s in kept], [s.wall for s in kept]
-        rows = [row for k, col in columns.items() for row in map(MetricRow, repeat(k, m), step_ids, epochs, col, walls)]
+        rows = list(chain.from_iterable(map(MetricRow, repeat(k, m), step_ids, epochs, col, walls)
+                                        for k, col in columns.items()))
         return _Fetched(rows, first_bad, int(flat[1]), int(z.numel()), columns, epochs)
 
     @staticmethod
