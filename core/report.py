@@ -62,7 +62,7 @@ def load_runs(store: Any, run_ids: str | Sequence[int]) -> list[Run]:
 
 def check_metrics(store: Any, runs: Sequence[Run], metrics: Sequence[str] | None) -> list[str]:
     """`metrics` (default: train_loss and val_loss when there), each logged by at least one of `runs`."""
-    available = views.metric_options(k for run in runs for k in store.metric_keys(run.id))
+    available = views.metric_options(store.metric_keys_for([run.id for run in runs]))
     if not available:
         raise ConfigError("metric", f"runs {_ids(runs)} have no metrics yet")
     chosen = list(dict.fromkeys(metrics)) if metrics else views.default_metrics(available)

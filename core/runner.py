@@ -41,7 +41,7 @@ def launch(store: Store, cfg: ExperimentConfig, *, name: str | None = None, log_
     log_dir.mkdir(parents=True, exist_ok=True)
     config_path = log_dir / f"run-{run_id}.json"
     config_path.write_text(json.dumps(cfg.to_dict()))
-    with open(log_dir / f"run-{run_id}.log", "ab") as log:
+    with open(log_path(run_id, log_dir), "ab") as log:
         proc = subprocess.Popen(
             [python, "-m", "core", "--db", store.url, "train", "--config", str(config_path), "--run-id", str(run_id),
              "--json"],

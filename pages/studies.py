@@ -36,10 +36,7 @@ def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[st
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def load_metric_keys(_store: Store, url: str, ids: tuple[int, ...], token: tuple) -> list[str]:
-    keys: set[str] = set()
-    for run_id in ids:
-        keys.update(_store.metric_keys(run_id))
-    return views.metric_options(keys)
+    return views.metric_options(_store.metric_keys_for(ids))
 
 
 # ---------------------------------------------------------------------- the form's state

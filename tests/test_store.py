@@ -681,3 +681,14 @@ def test_store_reporter_stops_when_its_run_is_deleted(store: Store) -> None:
     assert reporter.should_stop() is True
     reporter.on_finish(RunResult(status="cancelled", summary={}, error=None, wall_time_s=0.1))
     assert store.list_runs() == []
+
+
+def test_metric_keys_for_several_runs_in_one_query(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'keys.db'}")
+    a = store.create_run(name="a", config={})
+    b = store.create_run(name="b", config={})
+    store.log_metrics(a, [MetricRow("train_loss", 1, 0, 0.5, 0.0), MetricRow("clamp_frac", 1, 0, 0.0, 0.0)])
+    store.log_metrics(b, [MetricRow("val_loss", 1, 0, 0.7, 0.0), MetricRow("train_loss", 1, 0, 0.6, 0.0)])
+    assert store.metric_keys_for([a, b, 999]) == ["clamp_frac", "train_loss", "val_loss"]
+    assert store.metric_keys_for([b]) == store.metric_keys(b)
+    assert store.metric_keys_for([]) == []
