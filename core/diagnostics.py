@@ -195,13 +195,39 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((below.sum() + 0.5 * ties.sum()) / (pos.size * neg.size))
 
 
+class BatchNormSnapshot:
+    """The running statistics of every BatchNorm layer as one flat vector: one copy per epoch, and the per-layer
+    figures (smallest running variance, largest absolute running mean) for many epochs at once, when the
+    trainer flushes."""
+
+    def __init__(self, batchnorms: list[tuple[str, torch.nn.BatchNorm1d]]) -> None:
+        self.batchnorms = batchnorms
+        self.keys = [k for name, _ in batchnorms
+                     for k in (f"bn_min_running_var/{name}", f"bn_max_abs_running_mean/{name}")]
+
+    def take(self) -> torch.Tensor | None:
+        if not self.batchnorms:
+            return None
+        return torch.cat([t.detach().float() for _, bn in self.batchnorms for t in (bn.running_var, bn.running_mean)])
+
+    def stats(self, snaps: torch.Tensor) -> list[torch.Tensor]:
+        """`snaps`: (epochs, size) stacked snapshots. One (epochs,) tensor per key, in the order of `keys`."""
+        out, at = [], 0
+        for _, bn in self.batchnorms:
+            n = bn.num_features
+            out.append(snaps[:, at:at + n].amin(dim=1))
+            out.append(snaps[:, at + n:at + 2 * n].abs().amax(dim=1))
+            at += 2 * n
+        return out
+
+
 def batchnorm_stats(batchnorms: list[tuple[str, torch.nn.BatchNorm1d]]) -> dict[str, torch.Tensor]:
-    """Per BatchNorm layer: smallest running variance and largest absolute running mean."""
-    out: dict[str, torch.Tensor] = {}
-    for name, bn in batchnorms:
-        out[f"bn_min_running_var/{name}"] = bn.running_var.detach().float().min()
-        out[f"bn_max_abs_running_mean/{name}"] = bn.running_mean.detach().float().abs().max()
-    return out
+    """Per BatchNorm layer now: smallest running variance and largest absolute running mean."""
+    snap = BatchNormSnapshot(batchnorms)
+    taken = snap.take()
+    if taken is None:
+        return {}
+    return {k: v[0] for k, v in zip(snap.keys, snap.stats(taken[None]))}
 
 
 def saturation_logits(dtype: torch.dtype) -> tuple[float, float]:

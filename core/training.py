@@ -8,6 +8,8 @@ stops at the first flush after a NaN/Inf and reports the exact step where it fir
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import time
 import traceback
@@ -15,12 +17,14 @@ from itertools import chain, repeat
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from core.config import ExperimentConfig
 from core.data import Dataset, load_dataset
-from core.diagnostics import GradLayout, batchnorm_stats, dead_frac_from_max, roc_auc, segment_output_diagnostics
-from core.losses import logits_loss, loss_fn
+from core.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype, roc_auc,
+                              segment_output_diagnostics)
+from core.losses import bce_loss, logits_loss, loss_fn
 from core.models import build_model
 from core.reporting import MetricRow, Reporter, RunInfo, RunResult
 
@@ -80,55 +84,141 @@ class _Step:
 
 
 @dataclass
+class _EpochEnd:
+    """What an epoch's end leaves for the next flush: validation and BatchNorm values, still on the device."""
+
+    epoch: int
+    step: int  # optimizer steps done when the epoch ended
+    wall: float
+    val_z: torch.Tensor  # the validation logits, in the compute dtype
+    bn: torch.Tensor | None  # BatchNorm running statistics (`BatchNormSnapshot.take`)
+    offset: int  # training samples buffered before this epoch's end (where its train_acc count stops)
+
+
+@dataclass
 class _Fetched:
-    rows: list[MetricRow]
+    rows: list[MetricRow]  # the step rows, then the epoch rows
     first_bad: tuple[int, int] | None  # (step, epoch) of the first non-finite loss, logit or gradient
-    correct: int  # training predictions that were right, over the fetched steps (for train_acc)
-    seen: int
-    columns: dict[str, list[float]]  # the rows' values by key, in step order (for the summary)
+    columns: dict[str, list[float]]  # the step rows' values by key, in step order (for the summary)
     epochs: list[int]  # the epoch of each position in those columns
+    epoch_columns: dict[str, list[float]]  # the same for the epoch rows
+    epoch_ids: list[int]
 
 
 class _Buffer:
-    """Steps waiting for the next flush. `fetch` computes every diagnostic of the buffered steps in a few
-    vectorised operations and brings them to the host in one transfer."""
+    """Steps and epoch ends waiting for the next flush. `fetch` computes every diagnostic of the buffered steps in
+    a few vectorised operations and brings them, with the epochs' validation values, to the host in one transfer:
+    a flush costs the same whether it holds one epoch or a hundred, so flushes follow the clock, not the epochs."""
 
-    def __init__(self, cfg: ExperimentConfig, layout: GradLayout, *, output_relu: bool) -> None:
+    def __init__(self, cfg: ExperimentConfig, layout: GradLayout, *, output_relu: bool, y_val: torch.Tensor,
+                 bn: BatchNormSnapshot) -> None:
         self.cfg = cfg
         self.layout = layout
         self.output_relu = output_relu
+        self.y_val = y_val
+        self.y_val_host = y_val.float().cpu().numpy()  # for ROC AUC
+        self.bn = bn
+        self.epoch_keys = ["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", *bn.keys]
         self.steps: list[_Step] = []
+        self.ends: list[_EpochEnd] = []
+        self.samples = 0  # training samples in `steps`
+        self.hits = 0  # correct training predictions of the epoch in progress, from earlier flushes
+        self.seen = 0
 
     def __len__(self) -> int:
         return len(self.steps)
 
+    def add(self, record: _Step) -> None:
+        self.steps.append(record)
+        self.samples += record.y.numel()
+
+    def end_epoch(self, epoch: int, step: int, wall: float, val_z: torch.Tensor, bn: torch.Tensor | None) -> None:
+        self.ends.append(_EpochEnd(epoch, step, wall, val_z, bn, self.samples))
+
+    def pending_values(self) -> int:
+        return sum(e.val_z.numel() for e in self.ends)
+
     def fetch(self) -> _Fetched:
-        steps, self.steps = self.steps, []
-        if not steps:
-            return _Fetched([], None, 0, 0, {}, [])
-        z = torch.cat([s.z for s in steps])
-        y = torch.cat([s.y for s in steps])
-        losses = torch.stack([s.loss.float() for s in steps])
+        steps, ends, self.steps, self.ends, samples, self.samples = self.steps, self.ends, [], [], self.samples, 0
+        if not steps and not ends:
+            return _Fetched([], None, {}, [], {}, [])
+        dev = (steps[0].z if steps else ends[0].val_z).device
+        if steps:
+            z = torch.cat([s.z for s in steps])
+            y = torch.cat([s.y for s in steps])
+            losses = torch.stack([s.loss for s in steps]).float()
+            # correct predictions counted up to each epoch end and to the window's end
+            hits = torch.cat([torch.zeros(1, device=dev), ((z >= 0) == (y > 0.5)).float().cumsum(0)])
+            marks = hits[torch.tensor([e.offset for e in ends] + [samples], device=dev)]
+            finite = torch.isfinite(z).all() & torch.isfinite(losses).all()
+        else:
+            losses = torch.zeros(0, device=dev)
+            marks = torch.zeros(len(ends) + 1, device=dev)
+            finite = torch.ones((), dtype=torch.bool, device=dev)
         logged_at = [i for i, s in enumerate(steps) if s.logged]
         logged = [steps[i] for i in logged_at]
         keys, table = self._diagnostics(logged, losses[logged_at])
         # One flag for the whole window; which step went bad is worked out only when one did (rarely).
-        finite = torch.isfinite(z).all() & torch.isfinite(losses).all()
         if "grad_norm" in keys:
             finite &= torch.isfinite(table[:, keys.index("grad_norm")]).all()
-        correct = ((z >= 0) == (y > 0.5)).sum()
-        flat = torch.cat([torch.stack([finite.float(), correct.float()]), table.T.reshape(-1)]).cpu().tolist()
+        parts = [finite.float().reshape(1), marks, table.T.reshape(-1)]
+        if ends:
+            val_z, val_table = self._validation(ends)
+            parts.append(val_table.reshape(-1))
+        flat = torch.cat(parts).cpu().tolist()
 
         first_bad = None if flat[0] else self._first_bad(steps, losses, table, keys, logged_at)
         kept = logged if first_bad is None else [s for s in logged if s.step <= first_bad[0]]
-        m, n_logged = len(kept), len(logged)
+        m, n_logged, pos = len(kept), len(logged), 2 + len(ends)
         # Column-major: every key's values in step order, then lr, which the host already knows.
-        columns = {k: flat[2 + j * n_logged:2 + j * n_logged + m] for j, k in enumerate(keys)}
+        columns = {k: flat[pos + j * n_logged:pos + j * n_logged + m] for j, k in enumerate(keys)}
         columns["lr"] = [s.lr for s in kept]
         step_ids, epochs, walls = [s.step for s in kept], [s.epoch for s in kept], [s.wall for s in kept]
-        rows = list(chain.from_iterable(map(MetricRow, repeat(k, m), step_ids, epochs, col, walls)
+        # tuple.__new__ builds each row in C; MetricRow(...) would run a Python __new__ per value.
+        rows = list(chain.from_iterable(map(tuple.__new__, repeat(MetricRow), zip(repeat(k, m), step_ids, epochs, col,
+                                                                                   walls))
                                         for k, col in columns.items()))
-        return _Fetched(rows, first_bad, int(flat[1]), int(z.numel()), columns, epochs)
+
+        # Epoch rows: validation, BatchNorm and train_acc of every epoch that ended before any divergence.
+        pos += len(keys) * n_logged
+        n_keys, counts = len(self.epoch_keys), flat[1:2 + len(ends)]
+        epoch_columns: dict[str, list[float]] = {k: [] for k in ("train_acc", "val_auc", *self.epoch_keys)}
+        epoch_ids = []
+        offsets = [0] + [e.offset for e in ends]  # counts[i]: correct predictions before offsets[i + 1]
+        for i, e in enumerate(ends):
+            right = self.hits + counts[i] - (counts[i - 1] if i else 0.0)
+            seen = self.seen + offsets[i + 1] - offsets[i]
+            self.hits = self.seen = 0
+            if first_bad is not None and e.epoch >= first_bad[1]:
+                break
+            epoch_ids.append(e.epoch)
+            epoch_columns["train_acc"].append(right / max(seen, 1))
+            epoch_columns["val_auc"].append(roc_auc(val_z[i], self.y_val_host))
+            for j, k in enumerate(self.epoch_keys):
+                epoch_columns[k].append(flat[pos + i * n_keys + j])
+            rows.extend(MetricRow(k, e.step, e.epoch, col[-1], e.wall) for k, col in epoch_columns.items())
+        self.hits += counts[-1] - (counts[-2] if ends else 0.0)  # the epoch in progress, carried to the next flush
+        self.seen += samples - offsets[-1]
+        return _Fetched(rows, first_bad, columns, epochs, epoch_columns, epoch_ids)
+
+    def _validation(self, ends: list[_EpochEnd]) -> tuple[np.ndarray, torch.Tensor]:
+        """The epochs' validation logits on the host (for ROC AUC) and an (epochs, `epoch_keys`) table, computed
+        for all pending epochs at once."""
+        cfg = self.cfg
+        z = torch.stack([e.val_z for e in ends])  # (epochs, n_val), compute dtype
+        y = self.y_val.expand_as(z)
+        if cfg.loss == "bce":
+            loss = bce_loss(z, y, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight, reduction="none")
+        else:
+            loss = logits_loss(z, y, pos_weight=cfg.pos_weight, reduction="none")
+        zx = exact_dtype(z)
+        exact = logits_loss(zx, y.to(zx.dtype), pos_weight=cfg.pos_weight, reduction="none")
+        pred = z >= 0
+        cols = [loss.float().mean(dim=1), exact.mean(dim=1).float(), (pred == (y > 0.5)).float().mean(dim=1),
+                pred.float().mean(dim=1)]
+        if ends[0].bn is not None:
+            cols += self.bn.stats(torch.stack([e.bn for e in ends]))
+        return zx.cpu().numpy(), torch.stack(cols, dim=1)
 
     @staticmethod
     def _first_bad(steps: list[_Step], losses: torch.Tensor, table: torch.Tensor, keys: list[str],
@@ -186,10 +276,6 @@ class _Summary:
         self.best_val_acc = -math.inf
         self.zero_update_steps = 0
 
-    def add(self, rows: list[MetricRow]) -> None:
-        """Rows of one epoch's end (a value per key)."""
-        self.add_columns({r.key: [r.value] for r in rows}, [r.epoch for r in rows[:1]])
-
     def add_columns(self, columns: dict[str, list[float]], epochs: list[int]) -> None:
         """Values by key, position i of every column measured in epoch `epochs[i]`."""
         for key, col in columns.items():
@@ -231,34 +317,64 @@ class _Summary:
         return out
 
 
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: ExperimentConfig) -> dict[str, float]:
-    """Validation metrics in eval mode (BatchNorm uses its running statistics)."""
-    was_training = model.training
+def validate(model, x: torch.Tensor) -> torch.Tensor:
+    """The validation logits in eval mode (BatchNorm uses its running statistics), left on the device: the
+    metrics are computed from them when the trainer flushes, for many epochs at once."""
     model.eval()
     with torch.no_grad():
         z = model(x)
-        loss = loss_fn(cfg)(z, y)
-        zx = z.double() if z.dtype == torch.float64 else z.float()
-        exact = logits_loss(zx, y.to(zx.dtype), pos_weight=cfg.pos_weight)
-        pred = (z >= 0).float()
-        values = torch.stack([loss.float(), exact.float(), (pred == y).float().mean(), pred.mean()]).cpu().tolist()
-        scores = zx.cpu().numpy()
-    model.train(was_training)
-    return {"val_loss": values[0], "val_loss_logits": values[1], "val_acc": values[2],
-            "val_auc": roc_auc(scores, y.float().cpu().numpy()), "val_pred_pos_rate": values[3]}
+    model.train()
+    return z
+
+
+@contextlib.contextmanager
+def _collector_skips_older_objects():
+    """Python's cyclic collector ignores the objects alive before the run while it trains. A run makes many
+    short-lived tensors and rows; each time they push the collector to a full pass, it would otherwise rescan
+    every object of torch and the app (some 300,000, 0.15 s a pass). A caller that froze objects itself keeps
+    its own freeze."""
+    mine = gc.get_freeze_count() == 0
+    if mine:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if mine:
+            gc.unfreeze()
 
 
 def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = None, device: torch.device | None = None,
           clock: Callable[[], float] = time.perf_counter, flush_every_s: float = 1.0, flush_every_steps: int = 500,
           max_steps: int | None = None) -> RunResult:
     """Train one run of `cfg`, reporting as it goes. Never raises for a training failure: the result's status
-    says what happened ("finished", "diverged", "failed" or "cancelled"). `max_steps` stops early (a dry run)."""
+    says what happened ("finished", "diverged", "failed" or "cancelled"). `max_steps` stops early (a dry run).
+
+    Values are reported at each flush: every `flush_every_s` seconds, every `flush_every_steps` steps, and at
+    the end. A cancel request is polled at each flush but the last."""
+    with _collector_skips_older_objects():
+        return _train(cfg, reporter, data=data, device=device, clock=clock, flush_every_s=flush_every_s,
+                      flush_every_steps=flush_every_steps, max_steps=max_steps)
+
+
+def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, device: torch.device | None,
+           clock: Callable[[], float], flush_every_s: float, flush_every_steps: int, max_steps: int | None
+           ) -> RunResult:
     start = clock()
     summary = _Summary()
     steps = epochs_done = 0
     diverged: tuple[int, int] | None = None
     buf: _Buffer | None = None
     status, error = "finished", None
+
+    def report(got: _Fetched) -> None:
+        nonlocal epochs_done
+        summary.add_columns(got.columns, got.epochs)
+        summary.add_columns(got.epoch_columns, got.epoch_ids)
+        if got.epoch_ids:
+            epochs_done = got.epoch_ids[-1] + 1
+        bad = got.first_bad
+        reporter.on_metrics(got.rows, step=steps if bad is None else bad[0])
+
     try:
         cfg.validate()
         data = data if data is not None else load_dataset(cfg)
@@ -275,41 +391,39 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         opt = make_optimizer(cfg, params)
         compute_loss = loss_fn(cfg)
         model.record = full and model.hidden_relu
-        buf = _Buffer(cfg, layout, output_relu=model.output_relu)
-        bns = model.batchnorms()
 
         x_tr = torch.as_tensor(data.x_train, dtype=dtype, device=device)
         y_tr = torch.as_tensor(data.y_train, dtype=dtype, device=device)
         x_va = torch.as_tensor(data.x_val, dtype=dtype, device=device)
         y_va = torch.as_tensor(data.y_val, dtype=dtype, device=device)
+        bn = BatchNormSnapshot(model.batchnorms())
+        buf = _Buffer(cfg, layout, output_relu=model.output_relu, y_val=y_va, bn=bn)
         slices = batch_slices(len(y_tr), cfg.batch_size, batchnorm=cfg.batchnorm and bool(cfg.hidden))
         total = cfg.epochs * len(slices)
         if max_steps is not None:
             total = min(total, max_steps)
         # A step keeps about a batch of values and three parameter-sized vectors (gradient, values before and
-        # after): bound the window so that large batches or models stay small in memory (4M values, 16 MB).
-        flush_steps = max(1, min(flush_every_steps, 4_000_000 // (cfg.batch_size + (3 * layout.size if full else 0))))
+        # after), an epoch end the validation logits: bound the window so that large batches, models or
+        # validation splits stay small in memory (4M values, 16 MB).
+        window = 4_000_000
+        flush_steps = max(1, min(flush_every_steps, window // (cfg.batch_size + (3 * layout.size if full else 0))))
         reporter.on_start(RunInfo(device=str(device), dtype=cfg.dtype, torch_version=torch.__version__,
                                   total_steps=total))
         gen = torch.Generator().manual_seed(cfg.seed)
-        last_flush = clock()
-        correct = seen = 0
+        last_flush = 0.0  # seconds since start
 
-        def flush() -> bool:
+        def flush(*, last: bool = False) -> bool:
             """Fetch, report, and say whether to stop (divergence or cancel)."""
-            nonlocal diverged, last_flush, status, error, correct, seen
+            nonlocal diverged, last_flush, status, error
             got = buf.fetch()
-            correct, seen = correct + got.correct, seen + got.seen
-            summary.add_columns(got.columns, got.epochs)
-            bad = got.first_bad
-            reporter.on_metrics(got.rows, step=steps if bad is None else bad[0])
-            last_flush = clock()
-            if bad is not None:
-                diverged = bad
+            report(got)
+            last_flush = clock() - start
+            if got.first_bad is not None:
+                diverged = got.first_bad
                 status = "diverged"
-                error = f"non-finite loss, logit or gradient at step {bad[0]} (epoch {bad[1]})"
+                error = f"non-finite loss, logit or gradient at step {diverged[0]} (epoch {diverged[1]})"
                 return True
-            if reporter.should_stop():
+            if not last and reporter.should_stop():
                 status, error = "cancelled", "cancelled on request"
                 return True
             return False
@@ -317,7 +431,6 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
         stop = False
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(y_tr), generator=gen).to(device)
-            correct = seen = 0
             for sl in slices:
                 idx = order[sl]
                 xb, yb = x_tr[idx], y_tr[idx]
@@ -348,8 +461,8 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     opt.step()
                 steps += 1
-                buf.steps.append(record)
-                if len(buf) >= flush_steps or clock() - last_flush >= flush_every_s:
+                buf.add(record)
+                if len(buf) >= flush_steps or wall - last_flush >= flush_every_s:
                     if flush():
                         stop = True
                         break
@@ -357,32 +470,36 @@ def train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None = N
                     break
             if stop:
                 break
-            # Epoch end: the pending steps, then validation and BatchNorm statistics.
-            if flush():
-                break
-            val = evaluate(model, x_va, y_va, cfg)
-            bn = batchnorm_stats(bns)
-            bn_values = torch.stack(list(bn.values())).cpu().tolist() if bn else []
-            rows = [MetricRow(k, steps, epoch, v, clock() - start) for k, v in
-                    zip(("train_acc", *val, *bn), [correct / max(seen, 1), *val.values(), *bn_values])]
-            summary.add(rows)
-            reporter.on_metrics(rows, step=steps)
-            epochs_done = epoch + 1
+            # Epoch end: validation and BatchNorm statistics, computed now and fetched with the next flush.
+            buf.end_epoch(epoch, steps, clock() - start, validate(model, x_va), bn.take())
             if max_steps is not None and steps >= max_steps:
                 break
+            if buf.pending_values() >= window and flush():
+                stop = True
+                break
+        if not stop:
+            flush(last=True)
     except KeyboardInterrupt:
         status, error = "cancelled", "interrupted by the user (Ctrl-C or SIGTERM)"
-        if buf is not None:
-            got = buf.fetch()  # keep what was measured before the interrupt
-            summary.add_columns(got.columns, got.epochs)
-            reporter.on_metrics(got.rows, step=steps)
+        _report_pending(buf, report)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a stored status, never a crash
         status = "failed"
         error = f"{type(exc).__name__}: {exc}"
         tb = traceback.format_exc(limit=3)
         error = f"{error}\n{tb}" if len(tb) < 4000 else error
+        _report_pending(buf, report)
     result = RunResult(status=status, error=error, wall_time_s=clock() - start,
                        summary=summary.as_dict(steps=diverged[0] if diverged else steps, epochs=epochs_done,
                                                diverged_step=diverged[0] if diverged else None))
     reporter.on_finish(result)
     return result
+
+
+def _report_pending(buf: _Buffer | None, report: Callable[[_Fetched], None]) -> None:
+    """Keep what was measured before an interrupt or a failure, where it can still be fetched."""
+    if buf is None:
+        return
+    try:
+        report(buf.fetch())
+    except Exception:  # noqa: BLE001 - the run's own error is the one to report
+        pass

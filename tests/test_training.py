@@ -3,7 +3,10 @@ import math
 import pytest
 import torch
 
+from sklearn.metrics import roc_auc_score
+
 from core.config import ExperimentConfig, preset
+from core.data import load_dataset
 from core.models import build_model
 from core.reporting import MemoryReporter
 from core.training import batch_slices, resolve_device, train
@@ -161,3 +164,59 @@ def test_diagnostics_do_not_change_training(cfg):
 def test_grad_norm_is_measured_before_clipping():
     rep, _ = run(ExperimentConfig(hidden=(8,), epochs=1, grad_clip=1e-3, optimizer="sgd"))
     assert max(rep.series("grad_norm")) > 1e-2
+
+
+def _values(rows):
+    return sorted((r.key, r.step, r.epoch, r.value) for r in rows)
+
+
+@pytest.mark.parametrize("diagnostics", ["full", "loss"])
+def test_reported_values_do_not_depend_on_when_the_trainer_flushes(diagnostics):
+    # Flushing every 3 steps splits the 8-step epochs across windows; one flush at the end holds all 4 epochs.
+    cfg = ExperimentConfig(hidden=(8, 8), batchnorm=True, epochs=4, n_samples=300, diagnostics=diagnostics)
+    often, _ = run(cfg, flush_every_steps=3)
+    rarely, _ = run(cfg, flush_every_s=1e9)
+    assert rarely.info.total_steps == 32
+    assert rarely.flushes == 1 and often.flushes == 32 // 3 + 1
+    a, b = _values(often.rows), _values(rarely.rows)
+    assert [r[:3] for r in a] == [r[:3] for r in b]
+    # vectorised reductions over windows of different sizes may round the last bit differently
+    assert [r[3] for r in a] == pytest.approx([r[3] for r in b], rel=1e-6, abs=1e-9)
+    assert {"bn_min_running_var/bn1", "train_acc", "val_auc"} <= often.keys()
+
+
+def test_train_acc_is_the_positive_share_when_every_prediction_is_positive():
+    # The article's ReLU before the sigmoid makes every z >= 0: each prediction is "positive", so the training
+    # accuracy of an epoch is exactly the share of positives in the training split.
+    cfg = preset("article-relu-sigmoid")
+    rep, _ = run(cfg)
+    y = load_dataset(cfg).y_train
+    assert set(rep.series("pred_pos_rate")) == {1.0}
+    assert rep.series("train_acc") == [pytest.approx(float(y.mean()), abs=1e-12)] * cfg.epochs
+
+
+@pytest.mark.parametrize("cfg", [
+    ExperimentConfig(hidden=(8,), loss="bce", clamp_eps=1e-3, pos_weight=2.0, epochs=2),
+    ExperimentConfig(hidden=(8,), loss="bce_with_logits", pos_weight=3.0, epochs=2, diagnostics="loss"),
+])
+def test_validation_metrics_equal_pytorch_on_the_same_model(cfg):
+    # lr so small that the weights never move: the model at every epoch end is the one built from the seed.
+    cfg = cfg.replace(optimizer="sgd", lr=1e-30)
+    rep, _ = run(cfg)
+    data = load_dataset(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.n_features).eval()
+    x, y = torch.as_tensor(data.x_val, dtype=torch.float32), torch.as_tensor(data.y_val, dtype=torch.float32)
+    with torch.no_grad():
+        z = model(x)
+    w = 1 + (cfg.pos_weight - 1) * y
+    if cfg.loss == "bce":
+        expected = torch.nn.BCELoss(weight=w)(torch.sigmoid(z).clamp(cfg.clamp_eps, 1 - cfg.clamp_eps), y)
+    else:
+        expected = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(cfg.pos_weight))(z, y)
+    exact = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(cfg.pos_weight))(z, y)
+    assert rep.series("val_loss") == [pytest.approx(expected.item(), rel=1e-6)] * 2
+    assert rep.series("val_loss_logits") == [pytest.approx(exact.item(), rel=1e-6)] * 2
+    assert rep.series("val_acc") == [pytest.approx(((z >= 0).float() == y).float().mean().item())] * 2
+    assert rep.series("val_pred_pos_rate") == [pytest.approx((z >= 0).float().mean().item())] * 2
+    assert rep.series("val_auc") == [pytest.approx(roc_auc_score(data.y_val, z.numpy()))] * 2
