@@ -78,7 +78,8 @@ class _Step:
     logged: bool
     z_grad: torch.Tensor | None = None  # full diagnostics on logged steps only
     grads: torch.Tensor | None = None  # every gradient as one flat vector, before clipping
-    before: torch.Tensor | None = None  # all parameter values before and after the optimizer step (flat copies)
+    before: torch.Tensor | None = None  # all parameter values before and after the optimizer step (flat copies;
+    # `before` may be the previous step's `after`)
     after: torch.Tensor | None = None
     relu_max: list[torch.Tensor] = field(default_factory=list)  # per hidden ReLU layer, (width,)
 
@@ -429,6 +430,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
             return False
 
         stop = False
+        after: torch.Tensor | None = None  # the parameter values after the last step, if it copied them
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(y_tr), generator=gen).to(device)
             for sl in slices:
@@ -453,13 +455,16 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
                     record.relu_max = [h.detach().amax(dim=0) for h in model.relu_outputs] if model.record else []
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    record.before = layout.values.clone()
+                    # Nothing but the optimizer moves the parameters, so after one logged step the values
+                    # before the next are the previous step's copy "after": one copy per step, not two.
+                    record.before = after if after is not None else layout.values.clone()
                     opt.step()
-                    record.after = layout.values.clone()
+                    record.after = after = layout.values.clone()
                 else:
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     opt.step()
+                    after = None
                 steps += 1
                 buf.add(record)
                 if len(buf) >= flush_steps or wall - last_flush >= flush_every_s:

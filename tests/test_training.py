@@ -220,3 +220,14 @@ def test_validation_metrics_equal_pytorch_on_the_same_model(cfg):
     assert rep.series("val_acc") == [pytest.approx(((z >= 0).float() == y).float().mean().item())] * 2
     assert rep.series("val_pred_pos_rate") == [pytest.approx((z >= 0).float().mean().item())] * 2
     assert rep.series("val_auc") == [pytest.approx(roc_auc_score(data.y_val, z.numpy()))] * 2
+
+
+@pytest.mark.parametrize("log_every", [1, 3])
+def test_sgd_update_norm_is_lr_times_grad_norm(log_every):
+    # Plain SGD moves the parameters by exactly lr * gradient, so the logged update norm is lr * grad_norm;
+    # with log_every=3 the two unlogged steps in between must not leak into the next logged update.
+    cfg = ExperimentConfig(hidden=(8,), optimizer="sgd", lr=0.05, momentum=0.0, epochs=2, log_every=log_every)
+    rep, _ = run(cfg)
+    grad, update = rep.series("grad_norm"), rep.series("update_norm")
+    assert len(update) > 10
+    assert update == pytest.approx([cfg.lr * g for g in grad], rel=1e-2)
