@@ -231,3 +231,12 @@ def test_sgd_update_norm_is_lr_times_grad_norm(log_every):
     grad, update = rep.series("grad_norm"), rep.series("update_norm")
     assert len(update) > 10
     assert update == pytest.approx([cfg.lr * g for g in grad], rel=1e-2)
+
+
+def test_training_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    before = gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()
+    run(ExperimentConfig(epochs=1))
+    run(ExperimentConfig(epochs=1, lr=-1.0))  # refused by validation: a failed run restores it too
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
