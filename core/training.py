@@ -122,6 +122,7 @@ class _Buffer:
         self.epoch_keys = ["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", *bn.keys]
         self.steps: list[_Step] = []
         self.ends: list[_EpochEnd] = []
+        self._work: dict[str, torch.Tensor] = {}  # see `_work_like`
         self.samples = 0  # training samples in `steps`
         self.hits = 0  # correct training predictions of the epoch in progress, from earlier flushes
         self.seen = 0
@@ -221,6 +222,19 @@ class _Buffer:
             cols += self.bn.stats(torch.stack([e.bn for e in ends]))
         return zx.cpu().numpy(), torch.stack(cols, dim=1)
 
+    def _work_like(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """A buffer of `like`'s shape, kept between flushes. A fresh tensor of several MB costs a page fault per
+        4 kB on every flush; the window's stacks of gradients and parameter values are that big."""
+        buf = self._work.get(name)
+        if buf is None or buf.dtype != like.dtype or buf.device != like.device or buf.shape[1:] != like.shape[1:] \
+                or buf.shape[0] < like.shape[0]:
+            buf = self._work[name] = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        return buf[:like.shape[0]]
+
+    def _stack(self, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
+        out = self._work_like(name, tensors[0].expand(len(tensors), *tensors[0].shape))
+        return torch.stack(tensors, out=out)
+
     @staticmethod
     def _first_bad(steps: list[_Step], losses: torch.Tensor, table: torch.Tensor, keys: list[str],
                    logged_at: list[int]) -> tuple[int, int] | None:
@@ -245,9 +259,15 @@ class _Buffer:
         cols.update(segment_output_diagnostics(z, torch.cat([s.y for s in logged]), seg, len(logged), loss=cfg.loss,
                                                clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
                                                z_grad=torch.cat([s.z_grad for s in logged])))
-        cols.update(self.layout.norms(torch.stack([s.grads for s in logged])))
-        cols["update_norm"] = (torch.stack([s.after for s in logged]) - torch.stack([s.before for s in logged])
-                               ).double().norm(dim=1).float()
+        cols.update(self.layout.norms(self._stack("grads", [s.grads for s in logged])))
+        after = [s.after for s in logged]
+        if all(s.before is prev.after for prev, s in zip(logged, logged[1:])):
+            # every step logged: one stack of the values before the window and after each step
+            values = self._stack("values", [logged[0].before, *after])
+            delta = torch.sub(values[1:], values[:-1], out=self._work_like("delta", values[1:]))
+        else:
+            delta = self._stack("after", after) - self._stack("before", [s.before for s in logged])
+        cols["update_norm"] = torch.linalg.vector_norm(delta, dim=1, dtype=torch.float64).float()
         relu_layers = [torch.stack([s.relu_max[j] for s in logged]) for j in range(len(logged[0].relu_max))]
         if relu_layers or self.output_relu:
             out_max = None
