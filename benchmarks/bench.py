@@ -49,6 +49,7 @@ class Row:
     budget: str
     ok: bool | None
     paired: tuple[float, float, float] | None = None  # median, first and third quartile of per-repeat ratios
+    fastest: float | None = None  # ours' fastest repeat / the baseline's fastest (timeit's lower bound)
 
     @property
     def ratio(self) -> float:
@@ -122,7 +123,7 @@ def bench_training(repeats: int, quick: bool, device: torch.device) -> list[Row]
             ratio = paired(t[diag], t["bare"])
             rows.append(Row(f"training ({device.type})", f"{label}, diagnostics={diag}, {steps} steps",
                             statistics.median(t[diag]), statistics.median(t["bare"]), "s", f"<= {budget}x",
-                            ratio[0] <= budget, ratio))
+                            ratio[0] <= budget, ratio, min(t[diag]) / min(t["bare"])))
     return rows
 
 
@@ -235,14 +236,19 @@ def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats
              f"Times are medians of {repeats} repeats (training: {training_repeats}). Each repeat runs our side and "
              "its baseline back to back, in alternating order; the ratio is the median over repeats of ours / "
              "baseline within the repeat (for rates, the ratio of rates), and the quartiles of those per-repeat "
-             "ratios show how much the machine moved. Written by `python benchmarks/bench.py`.", "",
-             "| section | case | ours | baseline | ratio | quartiles | budget | met |", "|---|---|---|---|---|---|---|---|"]
+             "ratios show how much the machine moved. For training, `fastest` is ours' fastest repeat over the "
+             "baseline's fastest: noise on a shared machine only ever slows a repeat down, so this is the cost with "
+             "the least interference (what `timeit` reports). `met` is judged on the median ratio. Written by "
+             "`python benchmarks/bench.py`.", "",
+             "| section | case | ours | baseline | ratio | quartiles | fastest | budget | met |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB"}.get(r.unit, lambda v: f"{v:.4f} s")
         met = "yes" if r.ok else ("no" if r.ok is not None else "-")
         spread = f"{r.paired[1]:.2f}-{r.paired[2]:.2f}" if r.paired else "-"
+        fastest = f"{r.fastest:.3f}" if r.fastest is not None else "-"
         lines.append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} | {r.ratio:.3f} | {spread} "
-                     f"| {r.budget} | {met} |")
+                     f"| {fastest} | {r.budget} | {met} |")
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text
@@ -258,7 +264,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("training", "store", "dashboard"), action="append")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
-    training_repeats = args.training_repeats or (4 if args.quick else 40)
+    training_repeats = args.training_repeats or (4 if args.quick else 30)
     only = set(args.only or ("training", "store", "dashboard"))
     torch.set_num_threads(1)  # timings comparable across machines; both sides run under the same setting
     rows: list[Row] = []
