@@ -81,7 +81,7 @@ class _Step:
     before: torch.Tensor | None = None  # all parameter values before and after the optimizer step (flat copies;
     # `before` may be the previous step's `after`)
     after: torch.Tensor | None = None
-    relu_max: list[torch.Tensor] = field(default_factory=list)  # per hidden ReLU layer, (width,)
+    relu_out: list[torch.Tensor] = field(default_factory=list)  # per hidden ReLU layer, (batch, width)
 
 
 @dataclass
@@ -268,7 +268,12 @@ class _Buffer:
         else:
             delta = self._stack("after", after) - self._stack("before", [s.before for s in logged])
         cols["update_norm"] = torch.linalg.vector_norm(delta, dim=1, dtype=torch.float64).float()
-        relu_layers = [torch.stack([s.relu_max[j] for s in logged]) for j in range(len(logged[0].relu_max))]
+        # each unit's largest output in each step's batch, per hidden ReLU layer: (steps, width)
+        relu_layers = []
+        for j in range(len(logged[0].relu_out)):
+            h = torch.cat([s.relu_out[j] for s in logged])
+            relu_layers.append(torch.full((len(logged), h.shape[1]), -math.inf, dtype=h.dtype, device=h.device)
+                               .scatter_reduce_(0, seg[:, None].expand_as(h), h, "amax"))
         if relu_layers or self.output_relu:
             out_max = None
             if self.output_relu:
@@ -430,11 +435,12 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
         total = cfg.epochs * len(slices)
         if max_steps is not None:
             total = min(total, max_steps)
-        # A step keeps about a batch of values and three parameter-sized vectors (gradient, values before and
-        # after), an epoch end the validation logits: bound the window so that large batches, models or
-        # validation splits stay small in memory (4M values, 16 MB).
+        # A step keeps about a batch of values, three parameter-sized vectors (gradient, values before and
+        # after) and its hidden ReLU outputs, an epoch end the validation logits: bound the window so that large
+        # batches, models or validation splits stay small in memory (4M values, 16 MB).
         window = 4_000_000
-        flush_steps = max(1, min(flush_every_steps, window // (cfg.batch_size + (3 * layout.size if full else 0))))
+        per_step = cfg.batch_size + ((3 * layout.size + cfg.batch_size * sum(cfg.hidden) * model.record) if full else 0)
+        flush_steps = max(1, min(flush_every_steps, window // per_step))
         reporter.on_start(RunInfo(device=str(device), dtype=cfg.dtype, torch_version=torch.__version__,
                                   total_steps=total))
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -479,7 +485,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
                 if diagnose:
                     record.z_grad = z.grad
                     record.grads = layout.flat_grads()  # before clipping: the gradient as computed
-                    record.relu_max = [h.detach().amax(dim=0) for h in model.relu_outputs] if model.record else []
+                    record.relu_out = [h.detach() for h in model.relu_outputs] if model.record else []
                     if cfg.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     # Nothing but the optimizer moves the parameters, so after one logged step the values

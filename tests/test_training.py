@@ -240,3 +240,29 @@ def test_training_leaves_the_garbage_collector_as_it_found_it():
     run(ExperimentConfig(epochs=1))
     run(ExperimentConfig(epochs=1, lr=-1.0))  # refused by validation: a failed run restores it too
     assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
+
+
+def test_dead_relu_frac_per_step_equals_the_batches_own_relu_outputs():
+    # Frozen weights (lr 1e-30) and the trainer's own batch order: every step's dead share can be recomputed
+    # from the model built from the seed, batch by batch, with the one-batch function.
+    from core.diagnostics import dead_relu_frac
+    from core.training import batch_slices
+
+    cfg = ExperimentConfig(hidden=(6, 5), optimizer="sgd", lr=1e-30, epochs=2, n_samples=200, batch_size=16,
+                           output_relu=True)
+    rep, _ = run(cfg, flush_every_steps=7)
+    data = load_dataset(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.n_features)
+    model.record = True
+    x = torch.as_tensor(data.x_train, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    expected = []
+    with torch.no_grad():
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for sl in batch_slices(len(x), cfg.batch_size, batchnorm=False):
+                z = model(x[order[sl]])
+                expected.append(dead_relu_frac(list(model.relu_outputs), z).item())
+    assert 0 < max(expected)  # the case tests something: some unit is dead on some batch
+    assert rep.series("dead_relu_frac") == pytest.approx(expected)
