@@ -4,10 +4,13 @@
     python benchmarks/bench.py --quick    # fewer repeats and smaller sizes, for a smoke check
 
 Each repeat runs our side and its baseline back to back, in alternating order, and the ratio reported is the
-median over repeats of ours / baseline within a repeat, with its quartiles. On a shared machine whose speed
-moves by 10-25% from one second to the next (as this project's 2-core VM does), pairing within a repeat is
-what makes a 5% budget measurable; a ratio of two independent medians is not. Nothing here asserts a time: the
-table is for people. `--device cuda` adds the training figures on a GPU.
+median over repeats of ours / baseline within a repeat, with its quartiles. This project's 2-core VM changes
+speed by 10-25% from one second to the next, so even paired ratios of training times move by several percent
+between invocations: `--instructions` adds CPU instruction counts from valgrind, which do not move, to check the
+5% budget. Nothing here asserts a time: the table is for people. `--device cuda` adds the training figures on a
+GPU.
+
+    python benchmarks/bench.py --instructions   # also the instruction counts (about 15 more minutes)
 """
 
 from __future__ import annotations
@@ -100,14 +103,18 @@ def paired(ours: list[float], baseline: list[float]) -> tuple[float, float, floa
     return q[1], q[0], q[2]
 
 
-def bench_training(repeats: int, quick: bool, device: torch.device) -> list[Row]:
-    rows = []
-    cases = {
+def training_cases(quick: bool) -> dict[str, ExperimentConfig]:
+    return {
         "article model (Linear(10,1)+ReLU+Sigmoid, BCELoss, SGD)": preset("article-example").replace(
             epochs=10 if quick else 40, n_samples=2000),
         "2x64 MLP + BatchNorm (Adam, logits)": ExperimentConfig(
             hidden=(64, 64), batchnorm=True, loss="bce_with_logits", epochs=5 if quick else 20, n_samples=2000),
     }
+
+
+def bench_training(repeats: int, quick: bool, device: torch.device) -> list[Row]:
+    rows = []
+    cases = training_cases(quick)
     budgets = {"full": 1.15, "loss": 1.05}
     for label, cfg in cases.items():
         data = load_dataset(cfg)
@@ -243,7 +250,8 @@ def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats
              "| section | case | ours | baseline | ratio | quartiles | fastest | budget | met |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB"}.get(r.unit, lambda v: f"{v:.4f} s")
+        fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB", "instr": lambda v: f"{v:,.0f}"
+               }.get(r.unit, lambda v: f"{v:.4f} s")
         met = "yes" if r.ok else ("no" if r.ok is not None else "-")
         spread = f"{r.paired[1]:.2f}-{r.paired[2]:.2f}" if r.paired else "-"
         fastest = f"{r.fastest:.3f}" if r.fastest is not None else "-"
@@ -261,11 +269,15 @@ def main() -> None:
     parser.add_argument("--training-repeats", type=int, default=None, help="repeats of the training figures")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    parser.add_argument("--only", choices=("training", "store", "dashboard"), action="append")
+    parser.add_argument("--only", choices=("training", "store", "dashboard", "instructions"), action="append")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the training instructions with valgrind (about 10 more minutes)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     training_repeats = args.training_repeats or (4 if args.quick else 30)
     only = set(args.only or ("training", "store", "dashboard"))
+    if args.instructions:
+        only.add("instructions")
     torch.set_num_threads(1)  # timings comparable across machines; both sides run under the same setting
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -277,6 +289,14 @@ def main() -> None:
             from benchmarks.dashboard import bench_dashboard  # noqa: PLC0415
 
             rows += bench_dashboard(repeats, args.quick, Path(tmp))
+        if "instructions" in only:
+            from benchmarks import instructions  # noqa: PLC0415
+
+            if instructions.available():
+                rows += instructions.bench_instructions({"article": next(iter(training_cases(False))),
+                                                         "mlp": list(training_cases(False))[1]})
+            else:
+                print("valgrind is not installed: no instruction counts", file=sys.stderr)
     print(write_results(rows, Path(args.out), repeats=repeats, training_repeats=training_repeats))
 
 
