@@ -2,13 +2,18 @@
 the machine's load, so a 5% budget can be checked on a shared VM. Optional (`bench.py --instructions`); slow
 (valgrind runs Python about 50x slower), so every count is a difference of two runs of the same side, `LONG` and
 `SHORT` epochs long: imports, set-up and the first-call costs cancel out, and what is left is the cost of the extra
-epochs, for our trainer and for the bare loop alike.
+epochs, for our trainer and for the bare loop alike. Two things that depend on the clock or on chance are held
+still: the objects made by the imports are frozen before training (a full pass of the cyclic collector over
+them costs some 300M instructions and lands in one run or the other), and the trainer flushes by step count only
+(under valgrind a second is ~20 steps, not the ~3,000 it is natively).
 
     python benchmarks/instructions.py CASE SIDE EPOCHS   # the child valgrind runs: one training of one side
 """
 
 from __future__ import annotations
 
+import gc
+import math
 import re
 import shutil
 import subprocess
@@ -19,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SHORT, LONG = 2, 6
+SHORT, LONG = 2, 12
 SIDES = ("bare", "loss", "full")
 
 
@@ -75,6 +80,8 @@ def _child(case: str, side: str, epochs: int) -> None:
     from core.training import train  # noqa: PLC0415
 
     torch.set_num_threads(1)
+    gc.collect()
+    gc.freeze()
     label = {"article": 0, "mlp": 1}[case]
     cfg = list(training_cases(quick=False).values())[label].replace(epochs=epochs)
     data = load_dataset(cfg)
@@ -82,7 +89,7 @@ def _child(case: str, side: str, epochs: int) -> None:
     if side == "bare":
         bare_loop(cfg, data, device)
     else:
-        train(cfg.replace(diagnostics=side), MemoryReporter(), data=data, device=device)
+        train(cfg.replace(diagnostics=side), MemoryReporter(), data=data, device=device, flush_every_s=math.inf)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def test_figure_html_is_offline_and_escapes_names(fig):
     assert not [t for t, _ in tags(page) if t in ("img", "iframe", "link", "object", "embed")]
     assert not re.search(r"https?:", page.replace(get_plotlyjs(), "")), "no URL outside the embedded plotly.js"
     assert "mathjax" not in page.lower().replace(get_plotlyjs().lower(), "")
-    assert f"<title>runs &lt;script&gt;alert(1)&lt;/script&gt;</title>" in page and SCRIPT_NAME not in page
+    assert "<title>runs &lt;script&gt;alert(1)&lt;/script&gt;</title>" in page and SCRIPT_NAME not in page
     assert page.count(get_plotlyjs()) == 1 and "Content-Security-Policy" in page
 
 

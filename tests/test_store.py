@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import sqlalchemy.exc
 from alembic.autogenerate import compare_metadata
