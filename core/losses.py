@@ -43,8 +43,9 @@ def logits_loss(z: torch.Tensor, y: torch.Tensor, *, pos_weight: float = 1.0, re
     return F.binary_cross_entropy_with_logits(z, y, pos_weight=pw, reduction=reduction)
 
 
-def loss_fn(cfg: ExperimentConfig):
-    """The loss the config optimises, as a function (z, y) -> scalar."""
+def loss_fn(cfg: ExperimentConfig, reduction: str = "mean"):
+    """The loss the config optimises, as a function (z, y) -> a scalar (or per-element values with
+    `reduction="none"`)."""
     if cfg.loss == "bce":
-        return lambda z, y: bce_loss(z, y, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight)
-    return lambda z, y: logits_loss(z, y, pos_weight=cfg.pos_weight)
+        return lambda z, y: bce_loss(z, y, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight, reduction=reduction)
+    return lambda z, y: logits_loss(z, y, pos_weight=cfg.pos_weight, reduction=reduction)

@@ -24,7 +24,7 @@ from core.config import ExperimentConfig
 from core.data import Dataset, load_dataset
 from core.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype, roc_auc,
                               segment_output_diagnostics)
-from core.losses import bce_loss, logits_loss, loss_fn
+from core.losses import logits_loss, loss_fn
 from core.models import build_model
 from core.reporting import MetricRow, Reporter, RunInfo, RunResult
 
@@ -209,10 +209,7 @@ class _Buffer:
         cfg = self.cfg
         z = torch.stack([e.val_z for e in ends])  # (epochs, n_val), compute dtype
         y = self.y_val.expand_as(z)
-        if cfg.loss == "bce":
-            loss = bce_loss(z, y, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight, reduction="none")
-        else:
-            loss = logits_loss(z, y, pos_weight=cfg.pos_weight, reduction="none")
+        loss = loss_fn(cfg, reduction="none")(z, y)
         zx = exact_dtype(z)
         exact = logits_loss(zx, y.to(zx.dtype), pos_weight=cfg.pos_weight, reduction="none")
         pred = z >= 0
