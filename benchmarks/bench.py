@@ -293,8 +293,7 @@ def main() -> None:
             from benchmarks import instructions  # noqa: PLC0415
 
             if instructions.available():
-                rows += instructions.bench_instructions({"article": next(iter(training_cases(False))),
-                                                         "mlp": list(training_cases(False))[1]})
+                rows += instructions.bench_instructions()
             else:
                 print("valgrind is not installed: no instruction counts", file=sys.stderr)
     print(write_results(rows, Path(args.out), repeats=repeats, training_repeats=training_repeats))
