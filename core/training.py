@@ -13,8 +13,8 @@ import gc
 import math
 import time
 import traceback
-from itertools import chain, repeat
-from dataclasses import dataclass, field
+from itertools import accumulate, chain, repeat
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -65,23 +65,16 @@ def batch_slices(n: int, batch_size: int, *, batchnorm: bool) -> list[slice]:
 
 
 @dataclass(slots=True)
-class _Step:
-    """What one optimizer step leaves for the next flush: references to tensors it computed anyway."""
+class _Logged:
+    """What a step with full diagnostics leaves for the next flush, besides its logits and labels."""
 
-    step: int
-    epoch: int
-    wall: float
-    lr: float
-    z: torch.Tensor  # the batch's pre-sigmoid values, detached
-    y: torch.Tensor
-    loss: torch.Tensor
-    logged: bool
-    z_grad: torch.Tensor | None = None  # full diagnostics on logged steps only
-    grads: torch.Tensor | None = None  # every gradient as one flat vector, before clipping
-    before: torch.Tensor | None = None  # all parameter values before and after the optimizer step (flat copies;
-    # `before` may be the previous step's `after`)
-    after: torch.Tensor | None = None
-    relu_out: list[torch.Tensor] = field(default_factory=list)  # per hidden ReLU layer, (batch, width)
+    at: int  # the step's position in the window
+    z_grad: torch.Tensor
+    grads: torch.Tensor  # every gradient as one flat vector, before clipping
+    before: torch.Tensor  # all parameter values before and after the optimizer step (flat copies;
+    # `before` may be the previous logged step's `after`)
+    after: torch.Tensor
+    relu_out: list[torch.Tensor]  # per hidden ReLU layer, (batch, width)
 
 
 @dataclass
@@ -93,7 +86,7 @@ class _EpochEnd:
     wall: float
     val_z: torch.Tensor  # the validation logits, in the compute dtype
     bn: torch.Tensor | None  # BatchNorm running statistics (`BatchNormSnapshot.take`)
-    offset: int  # training samples buffered before this epoch's end (where its train_acc count stops)
+    offset: int  # steps buffered before this epoch's end (where its train_acc count stops)
 
 
 @dataclass
@@ -107,59 +100,81 @@ class _Fetched:
 
 
 class _Buffer:
-    """Steps and epoch ends waiting for the next flush. `fetch` computes every diagnostic of the buffered steps in
-    a few vectorised operations and brings them, with the epochs' validation values, to the host in one transfer:
-    a flush costs the same whether it holds one epoch or a hundred, so flushes follow the clock, not the epochs."""
+    """Steps and epoch ends waiting for the next flush. A step leaves only references to tensors it computed
+    anyway: its logits, labels and loss (and, with full diagnostics, a `_Logged`). `fetch` computes every
+    per-step value from them in a few vectorised operations and brings them, with the epochs' validation values,
+    to the host in one transfer: a flush costs the same whether it holds one epoch or a hundred, so flushes
+    follow the clock, not the epochs."""
 
     def __init__(self, cfg: ExperimentConfig, layout: GradLayout, *, output_relu: bool, y_val: torch.Tensor,
                  bn: BatchNormSnapshot) -> None:
         self.cfg = cfg
+        self.loss = loss_fn(cfg, reduction="none")
         self.layout = layout
         self.output_relu = output_relu
         self.y_val = y_val
         self.y_val_host = y_val.float().cpu().numpy()  # for ROC AUC
         self.bn = bn
         self.epoch_keys = ["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", *bn.keys]
-        self.steps: list[_Step] = []
+        # every buffered step's logits, labels and loss (as computed: backward has released their graph, and a
+        # detached copy would cost a tensor per step) and (step, epoch, wall time, lr); the positions of the
+        # logged steps and their full diagnostics
+        self.z: list[torch.Tensor] = []
+        self.y: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []
+        self.meta: list[tuple[int, int, float, float]] = []
+        self.logged_at: list[int] = []
+        self.logged: list[_Logged] = []
         self.ends: list[_EpochEnd] = []
         self._work: dict[str, torch.Tensor] = {}  # see `_work_like`
-        self.samples = 0  # training samples in `steps`
         self.hits = 0  # correct training predictions of the epoch in progress, from earlier flushes
         self.seen = 0
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return len(self.z)
 
-    def add(self, record: _Step) -> None:
-        self.steps.append(record)
-        self.samples += record.y.numel()
+    def add(self, z: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, meta: tuple[int, int, float, float],
+            logged: bool, full: _Logged | None = None) -> None:
+        if logged:
+            self.logged_at.append(len(self.z))
+            if full is not None:
+                self.logged.append(full)
+        self.z.append(z)
+        self.y.append(y)
+        self.losses.append(loss)
+        self.meta.append(meta)
 
     def end_epoch(self, epoch: int, step: int, wall: float, val_z: torch.Tensor, bn: torch.Tensor | None) -> None:
-        self.ends.append(_EpochEnd(epoch, step, wall, val_z, bn, self.samples))
+        self.ends.append(_EpochEnd(epoch, step, wall, val_z, bn, len(self.z)))
 
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
 
     def fetch(self) -> _Fetched:
-        steps, ends, self.steps, self.ends, samples, self.samples = self.steps, self.ends, [], [], self.samples, 0
-        if not steps and not ends:
+        with torch.no_grad():  # the logits and losses still require grad
+            return self._fetch()
+
+    def _fetch(self) -> _Fetched:
+        zs, ys, ls, meta, logged_at, logged = self.z, self.y, self.losses, self.meta, self.logged_at, self.logged
+        ends = self.ends
+        self.z, self.y, self.losses, self.meta, self.logged_at, self.logged, self.ends = [], [], [], [], [], [], []
+        if not zs and not ends:
             return _Fetched([], None, {}, [], {}, [])
-        dev = (steps[0].z if steps else ends[0].val_z).device
-        if steps:
-            z = torch.cat([s.z for s in steps])
-            y = torch.cat([s.y for s in steps])
-            losses = torch.stack([s.loss for s in steps]).float()
+        dev = (zs[0] if zs else ends[0].val_z).device
+        sizes = [len(t) for t in zs]
+        starts = [0, *accumulate(sizes)]  # sample offset of each step in the window, and the window's end
+        if zs:
+            z, y = torch.cat(zs), torch.cat(ys)
+            losses = torch.stack(ls).float()
             # correct predictions counted up to each epoch end and to the window's end
             hits = torch.cat([torch.zeros(1, device=dev), ((z >= 0) == (y > 0.5)).float().cumsum(0)])
-            marks = hits[torch.tensor([e.offset for e in ends] + [samples], device=dev)]
+            marks = hits[torch.tensor([starts[e.offset] for e in ends] + [starts[-1]], device=dev)]
             finite = torch.isfinite(z).all() & torch.isfinite(losses).all()
         else:
-            losses = torch.zeros(0, device=dev)
+            z = y = losses = torch.zeros(0, device=dev)
             marks = torch.zeros(len(ends) + 1, device=dev)
             finite = torch.ones((), dtype=torch.bool, device=dev)
-        logged_at = [i for i, s in enumerate(steps) if s.logged]
-        logged = [steps[i] for i in logged_at]
-        keys, table = self._diagnostics(logged, losses[logged_at])
+        keys, table = self._diagnostics(z, y, sizes, zs, ys, logged_at, logged, losses)
         # One flag for the whole window; which step went bad is worked out only when one did (rarely).
         if "grad_norm" in keys:
             finite &= torch.isfinite(table[:, keys.index("grad_norm")]).all()
@@ -169,13 +184,13 @@ class _Buffer:
             parts.append(val_table.reshape(-1))
         flat = torch.cat(parts).cpu().tolist()
 
-        first_bad = None if flat[0] else self._first_bad(steps, losses, table, keys, logged_at)
-        kept = logged if first_bad is None else [s for s in logged if s.step <= first_bad[0]]
-        m, n_logged, pos = len(kept), len(logged), 2 + len(ends)
+        first_bad = None if flat[0] else self._first_bad(z, sizes, losses, meta, table, keys, logged_at)
+        kept = logged_at if first_bad is None else [i for i in logged_at if meta[i][0] <= first_bad[0]]
+        m, n_logged, pos = len(kept), len(logged_at), 2 + len(ends)
         # Column-major: every key's values in step order, then lr, which the host already knows.
         columns = {k: flat[pos + j * n_logged:pos + j * n_logged + m] for j, k in enumerate(keys)}
-        columns["lr"] = [s.lr for s in kept]
-        step_ids, epochs, walls = [s.step for s in kept], [s.epoch for s in kept], [s.wall for s in kept]
+        kept_meta = [meta[i] for i in kept]
+        step_ids, epochs, walls, columns["lr"] = (list(col) for col in zip(*kept_meta)) if kept else ([], [], [], [])
         # tuple.__new__ builds each row in C; MetricRow(...) would run a Python __new__ per value.
         rows = list(chain.from_iterable(map(tuple.__new__, repeat(MetricRow), zip(repeat(k, m), step_ids, epochs, col,
                                                                                    walls))
@@ -186,7 +201,7 @@ class _Buffer:
         n_keys, counts = len(self.epoch_keys), flat[1:2 + len(ends)]
         epoch_columns: dict[str, list[float]] = {k: [] for k in ("train_acc", "val_auc", *self.epoch_keys)}
         epoch_ids = []
-        offsets = [0] + [e.offset for e in ends]  # counts[i]: correct predictions before offsets[i + 1]
+        offsets = [0] + [starts[e.offset] for e in ends]  # counts[i]: correct predictions before offsets[i + 1]
         for i, e in enumerate(ends):
             right = self.hits + counts[i] - (counts[i - 1] if i else 0.0)
             seen = self.seen + offsets[i + 1] - offsets[i]
@@ -200,7 +215,7 @@ class _Buffer:
                 epoch_columns[k].append(flat[pos + i * n_keys + j])
             rows.extend(MetricRow(k, e.step, e.epoch, col[-1], e.wall) for k, col in epoch_columns.items())
         self.hits += counts[-1] - (counts[-2] if ends else 0.0)  # the epoch in progress, carried to the next flush
-        self.seen += samples - offsets[-1]
+        self.seen += starts[-1] - offsets[-1]
         return _Fetched(rows, first_bad, columns, epochs, epoch_columns, epoch_ids)
 
     def _validation(self, ends: list[_EpochEnd]) -> tuple[np.ndarray, torch.Tensor]:
@@ -209,7 +224,7 @@ class _Buffer:
         cfg = self.cfg
         z = torch.stack([e.val_z for e in ends])  # (epochs, n_val), compute dtype
         y = self.y_val.expand_as(z)
-        loss = loss_fn(cfg, reduction="none")(z, y)
+        loss = self.loss(z, y)
         zx = exact_dtype(z)
         exact = logits_loss(zx, y.to(zx.dtype), pos_weight=cfg.pos_weight, reduction="none")
         pred = z >= 0
@@ -233,28 +248,39 @@ class _Buffer:
         return torch.stack(tensors, out=out)
 
     @staticmethod
-    def _first_bad(steps: list[_Step], losses: torch.Tensor, table: torch.Tensor, keys: list[str],
+    def _first_bad(z: torch.Tensor, sizes: list[int], losses: torch.Tensor,
+                   meta: list[tuple[int, int, float, float]], table: torch.Tensor, keys: list[str],
                    logged_at: list[int]) -> tuple[int, int] | None:
         """The (step, epoch) of the first non-finite loss, logit or gradient norm in the window."""
-        bad = (~torch.isfinite(losses)).cpu().tolist()
-        grad = (~torch.isfinite(table[:, keys.index("grad_norm")])).cpu().tolist() if "grad_norm" in keys else []
-        for i, flag in zip(logged_at, grad):
-            bad[i] = bad[i] or flag
-        for i, s in enumerate(steps):
-            if bad[i] or not bool(torch.isfinite(s.z).all()):
-                return s.step, s.epoch
-        return None
+        n, seg = len(sizes), _segments(sizes, z.device)
+        bad = ~torch.isfinite(losses)
+        bad |= torch.zeros(n, dtype=torch.bool, device=z.device).index_put_((seg,), ~torch.isfinite(z),
+                                                                            accumulate=True)
+        if "grad_norm" in keys:
+            at = torch.tensor(logged_at, dtype=torch.long, device=z.device)
+            bad[at] |= ~torch.isfinite(table[:, keys.index("grad_norm")])
+        flags = bad.cpu().tolist()
+        first = next((i for i, flag in enumerate(flags) if flag), None)
+        return None if first is None else meta[first][:2]
 
-    def _diagnostics(self, logged: list[_Step], losses: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-        """A (logged steps, keys) table of every per-step metric."""
-        if not logged or logged[0].z_grad is None:
+    def _diagnostics(self, z: torch.Tensor, y: torch.Tensor, sizes: list[int], zs: list[torch.Tensor],
+                     ys: list[torch.Tensor], logged_at: list[int], logged: list[_Logged], losses: torch.Tensor
+                     ) -> tuple[list[str], torch.Tensor]:
+        """A (logged steps, keys) table of every per-step metric, from the window's logits `z`, labels `y` and
+        batch sizes, the same per step (`zs`, `ys`), and the full diagnostics of its logged steps, if any."""
+        n = len(logged_at)
+        if n != len(losses):  # not every step logged: the logged steps' own values
+            losses = losses[torch.tensor(logged_at, device=losses.device)]
+            if logged:
+                z, y = torch.cat([zs[i] for i in logged_at]), torch.cat([ys[i] for i in logged_at])
+                sizes = [sizes[i] for i in logged_at]
+        if not logged:
             return ["train_loss"], losses.reshape(-1, 1)
         cfg = self.cfg
-        z = torch.cat([s.z for s in logged])
-        seg = _segments([s.z.numel() for s in logged], z.device)
+        seg = _segments(sizes, z.device)
         cols = {"train_loss": losses}
-        cols.update(segment_output_diagnostics(z, torch.cat([s.y for s in logged]), seg, len(logged), loss=cfg.loss,
-                                               clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
+        cols.update(segment_output_diagnostics(z, y, seg, n, loss=cfg.loss, clamp_eps=cfg.clamp_eps,
+                                               pos_weight=cfg.pos_weight,
                                                z_grad=torch.cat([s.z_grad for s in logged])))
         cols.update(self.layout.norms(self._stack("grads", [s.grads for s in logged])))
         after = [s.after for s in logged]
@@ -269,12 +295,12 @@ class _Buffer:
         relu_layers = []
         for j in range(len(logged[0].relu_out)):
             h = torch.cat([s.relu_out[j] for s in logged])
-            relu_layers.append(torch.full((len(logged), h.shape[1]), -math.inf, dtype=h.dtype, device=h.device)
+            relu_layers.append(torch.full((n, h.shape[1]), -math.inf, dtype=h.dtype, device=h.device)
                                .scatter_reduce_(0, seg[:, None].expand_as(h), h, "amax"))
         if relu_layers or self.output_relu:
             out_max = None
             if self.output_relu:
-                out_max = torch.full((len(logged),), -math.inf, dtype=z.dtype, device=z.device).scatter_reduce_(
+                out_max = torch.full((n,), -math.inf, dtype=z.dtype, device=z.device).scatter_reduce_(
                     0, seg, z, "amax")
             cols["dead_relu_frac"] = dead_frac_from_max(relu_layers, out_max)
         return list(cols), torch.stack([c.float() for c in cols.values()], dim=1)
@@ -459,6 +485,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
                 return True
             return False
 
+        log_every, clip = cfg.log_every, cfg.grad_clip
         stop = False
         after: torch.Tensor | None = None  # the parameter values after the last step, if it copied them
         for epoch in range(cfg.epochs):
@@ -467,7 +494,8 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
                 idx = order[sl]
                 xb, yb = x_tr[idx], y_tr[idx]
                 z = model(xb)
-                diagnose = full and steps % cfg.log_every == 0
+                logged = steps % log_every == 0
+                diagnose = full and logged
                 if diagnose:
                     z.retain_grad()
                 loss = compute_loss(z, yb)
@@ -477,26 +505,26 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
                 wall = clock() - start
-                record = _Step(steps + 1, epoch, wall, opt.param_groups[0]["lr"], z.detach(), yb, loss.detach(),
-                               logged=steps % cfg.log_every == 0)
+                meta = (steps + 1, epoch, wall, opt.param_groups[0]["lr"])
+                record = None
                 if diagnose:
-                    record.z_grad = z.grad
-                    record.grads = layout.flat_grads()  # before clipping: the gradient as computed
-                    record.relu_out = [h.detach() for h in model.relu_outputs] if model.record else []
-                    if cfg.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    grads = layout.flat_grads()  # before clipping: the gradient as computed
+                    if clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, clip)
                     # Nothing but the optimizer moves the parameters, so after one logged step the values
                     # before the next are the previous step's copy "after": one copy per step, not two.
-                    record.before = after if after is not None else layout.values.clone()
+                    before = after if after is not None else layout.values.clone()
                     opt.step()
-                    record.after = after = layout.values.clone()
+                    after = layout.values.clone()
+                    record = _Logged(len(buf), z.grad, grads, before, after,
+                                     list(model.relu_outputs) if model.record else [])
                 else:
-                    if cfg.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    if clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, clip)
                     opt.step()
                     after = None
                 steps += 1
-                buf.add(record)
+                buf.add(z, yb, loss, meta, logged, record)
                 if len(buf) >= flush_steps or wall - last_flush >= flush_every_s:
                     if flush():
                         stop = True

@@ -266,3 +266,43 @@ def test_dead_relu_frac_per_step_equals_the_batches_own_relu_outputs():
                 expected.append(dead_relu_frac(list(model.relu_outputs), z).item())
     assert 0 < max(expected)  # the case tests something: some unit is dead on some batch
     assert rep.series("dead_relu_frac") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("cfg", [
+    ExperimentConfig(hidden=(8,), loss="bce", clamp_eps=1e-4, pos_weight=2.0, epochs=2, n_samples=230,
+                     batch_size=32),
+    ExperimentConfig(hidden=(8,), loss="bce_with_logits", epochs=2, n_samples=230, batch_size=32, log_every=3,
+                     diagnostics="loss"),
+    ExperimentConfig(hidden=(), loss="bce", output_relu=True, epochs=2, n_samples=230, batch_size=32,
+                     dtype="float64", optimizer="sgd", lr=0.5),
+])
+def test_train_loss_is_the_loss_each_step_backpropagated(cfg):
+    # The trainer works each step's loss out at flush time from the step's logits and labels. A replica of its
+    # loop (same seed, batches, optimizer, moving weights) gives the losses as PyTorch computed them; the split's
+    # last batch is smaller than the others (230 * 0.8 = 184 = 5 * 32 + 24).
+    from core.losses import loss_fn
+    from core.training import DTYPES, make_optimizer
+
+    rep, _ = run(cfg, flush_every_steps=4)
+    data = load_dataset(cfg)
+    dtype = DTYPES[cfg.dtype]
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.n_features).to(dtype=dtype)
+    opt = make_optimizer(cfg, list(model.parameters()))
+    compute = loss_fn(cfg)
+    x = torch.as_tensor(data.x_train, dtype=dtype)
+    y = torch.as_tensor(data.y_train, dtype=dtype)
+    slices = batch_slices(len(y), cfg.batch_size, batchnorm=False)
+    assert len({s.stop - s.start for s in slices}) == 2
+    gen = torch.Generator().manual_seed(cfg.seed)
+    expected = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for sl in slices:
+            loss = compute(model(x[order[sl]]), y[order[sl]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            expected.append(loss.item())
+    # values reach the host as float32, whatever the compute dtype
+    assert rep.series("train_loss") == pytest.approx(expected[::cfg.log_every], rel=1e-6)
