@@ -70,6 +70,10 @@ class Classifier(nn.Module):
         layers.append(("out", self.out))
         return layers
 
+    def mode_layers(self) -> list[nn.Module]:
+        """The modules whose forward pass depends on train/eval mode; switching these is switching the model."""
+        return [m for m in self.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))]
+
     def batchnorms(self) -> list[tuple[str, nn.BatchNorm1d]]:
         return [(n, m) for n, m in self.named_layers() if isinstance(m, nn.BatchNorm1d)]
 

@@ -1,14 +1,15 @@
 """The reporter interface: how training talks to the outside world without knowing about it.
 
 The trainer calls these methods; the store provides one implementation (`core.store.StoreReporter`), the tests
-another (`MemoryReporter`). Metric values arrive as plain Python floats (NaN and Inf included), in batches, so an
-implementation never sees a tensor and never needs to batch on its own.
+another (`MemoryReporter`). Metric values arrive as plain Python floats (NaN and Inf included), in batches
+(`MetricBatch`, columns of rows), so an implementation never sees a tensor and never needs to batch on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, Sequence
+from itertools import repeat
+from typing import Any, Iterable, Iterator, NamedTuple, Protocol
 
 
 class MetricRow(NamedTuple):
@@ -17,6 +18,46 @@ class MetricRow(NamedTuple):
     epoch: int  # 0-based epoch the value belongs to
     value: float  # may be NaN or +-Inf
     wall_time: float  # seconds since the run started
+
+
+@dataclass(slots=True)
+class MetricBatch:
+    """Rows in columns: what one flush reports. Five lists instead of a tuple per value: the trainer fills them
+    from its own columns with list copies, and the store hands them to one executemany as they are. Iterating
+    gives `MetricRow`s."""
+
+    keys: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    wall_times: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[MetricRow]) -> MetricBatch:
+        columns = [list(c) for c in zip(*rows)]
+        return cls(*columns) if columns else cls()
+
+    def add_series(self, key: str, steps: list[int], epochs: list[int], values: list[float],
+                   wall_times: list[float]) -> None:
+        """One metric at many steps (the lists are of equal length)."""
+        self.keys.extend(repeat(key, len(values)))
+        self.steps.extend(steps)
+        self.epochs.extend(epochs)
+        self.values.extend(values)
+        self.wall_times.extend(wall_times)
+
+    def add(self, key: str, step: int, epoch: int, value: float, wall_time: float) -> None:
+        self.keys.append(key)
+        self.steps.append(step)
+        self.epochs.append(epoch)
+        self.values.append(value)
+        self.wall_times.append(wall_time)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[MetricRow]:
+        return map(MetricRow._make, zip(self.keys, self.steps, self.epochs, self.values, self.wall_times))
 
 
 @dataclass(frozen=True)
@@ -38,7 +79,7 @@ class RunResult:
 class Reporter(Protocol):
     def on_start(self, info: RunInfo) -> None: ...
 
-    def on_metrics(self, rows: Sequence[MetricRow], *, step: int) -> None:
+    def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
         """A batch of rows; `step` is the optimizer steps done so far (for progress)."""
 
     def should_stop(self) -> bool:
@@ -52,7 +93,7 @@ class MemoryReporter:
     """Keeps everything in lists; for tests and for callers that want the series in memory."""
 
     info: RunInfo | None = None
-    rows: list[MetricRow] = field(default_factory=list)
+    batches: list[MetricBatch] = field(default_factory=list)
     result: RunResult | None = None
     flushes: int = 0
     stop_after_flushes: int | None = None  # simulate a cancel request after this many flushes
@@ -60,8 +101,8 @@ class MemoryReporter:
     def on_start(self, info: RunInfo) -> None:
         self.info = info
 
-    def on_metrics(self, rows: Sequence[MetricRow], *, step: int) -> None:
-        self.rows.extend(rows)
+    def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
+        self.batches.append(batch)
         self.flushes += 1
 
     def should_stop(self) -> bool:
@@ -70,8 +111,12 @@ class MemoryReporter:
     def on_finish(self, result: RunResult) -> None:
         self.result = result
 
+    @property
+    def rows(self) -> list[MetricRow]:
+        return [row for batch in self.batches for row in batch]
+
     def series(self, key: str) -> list[float]:
-        return [r.value for r in self.rows if r.key == key]
+        return [v for b in self.batches for k, v in zip(b.keys, b.values) if k == key]
 
     def keys(self) -> set[str]:
-        return {r.key for r in self.rows}
+        return {k for b in self.batches for k in b.keys}

@@ -24,8 +24,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload, sessionmaker
 
 from core import PROJECT_ROOT
-from core.reporting import MetricRow, RunInfo, RunResult
+from core.reporting import MetricBatch, MetricRow, RunInfo, RunResult
 
 STATUSES: tuple[str, ...] = ("running", "finished", "diverged", "failed", "cancelled", "interrupted")
 FINAL_STATUSES: tuple[str, ...] = STATUSES[1:]
@@ -413,13 +414,16 @@ class Store:
         when it dies during start-up."""
         self._update_run(run_id, pid=pid, host=host)
 
-    def log_metrics(self, run_id: int, rows: Sequence[MetricRow], *, progress_step: int | None = None) -> None:
+    def log_metrics(self, run_id: int, rows: MetricBatch | Iterable[MetricRow], *,
+                    progress_step: int | None = None) -> None:
         """The whole batch, the heartbeat and the progress in one transaction: one executemany of the Core
         `insert(metrics)` compiled once per store. Executing the compiled SQL directly skips SQLAlchemy's
         per-row parameter processing, which alone costs twice the insert itself (none of these columns needs
-        processing); this keeps ingest close to raw sqlite3."""
-        params: list[Any] = [(run_id, r.key, r.step, r.epoch, None if r.value != r.value else r.value, r.wall_time)
-                             for r in rows]
+        processing); this keeps ingest close to raw sqlite3. NaN is stored as NULL."""
+        batch = rows if isinstance(rows, MetricBatch) else MetricBatch.from_rows(rows)
+        values = [None if v != v else v for v in batch.values]
+        params: list[Any] = list(zip(repeat(run_id), batch.keys, batch.steps, batch.epochs, values,
+                                     batch.wall_times))
         if not self._insert_metrics.positional:
             params = [dict(zip(_METRIC_COLUMNS, p)) for p in params]
         with self.engine.begin() as conn:
@@ -685,11 +689,11 @@ class StoreReporter:
         self.store.start_run(self.run_id, device=info.device, dtype=info.dtype, torch_version=info.torch_version,
                              total_steps=info.total_steps, pid=self.pid, host=self.host)
 
-    def on_metrics(self, rows: Sequence[MetricRow], *, step: int) -> None:
+    def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
         if self.deleted:
             return
         try:
-            self.store.log_metrics(self.run_id, rows, progress_step=step)
+            self.store.log_metrics(self.run_id, batch, progress_step=step)
         except RunNotFound:
             self.deleted = True
 

@@ -13,7 +13,6 @@ import gc
 import math
 import time
 import traceback
-from itertools import accumulate, chain, repeat
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,7 +25,7 @@ from core.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max,
                               segment_output_diagnostics)
 from core.losses import logits_loss, loss_fn
 from core.models import build_model
-from core.reporting import MetricRow, Reporter, RunInfo, RunResult
+from core.reporting import MetricBatch, Reporter, RunInfo, RunResult
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -86,12 +85,12 @@ class _EpochEnd:
     wall: float
     val_z: torch.Tensor  # the validation logits, in the compute dtype
     bn: torch.Tensor | None  # BatchNorm running statistics (`BatchNormSnapshot.take`)
-    offset: int  # steps buffered before this epoch's end (where its train_acc count stops)
+    offset: int  # training samples buffered before this epoch's end (where its train_acc count stops)
 
 
 @dataclass
 class _Fetched:
-    rows: list[MetricRow]  # the step rows, then the epoch rows
+    batch: MetricBatch  # the step rows, then the epoch rows
     first_bad: tuple[int, int] | None  # (step, epoch) of the first non-finite loss, logit or gradient
     columns: dict[str, list[float]]  # the step rows' values by key, in step order (for the summary)
     epochs: list[int]  # the epoch of each position in those columns
@@ -127,6 +126,7 @@ class _Buffer:
         self.logged: list[_Logged] = []
         self.ends: list[_EpochEnd] = []
         self._work: dict[str, torch.Tensor] = {}  # see `_work_like`
+        self.samples = 0  # training samples in the window
         self.hits = 0  # correct training predictions of the epoch in progress, from earlier flushes
         self.seen = 0
 
@@ -134,7 +134,8 @@ class _Buffer:
         return len(self.z)
 
     def add(self, z: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, meta: tuple[int, int, float, float],
-            logged: bool, full: _Logged | None = None) -> None:
+            size: int, logged: bool, full: _Logged | None = None) -> None:
+        self.samples += size
         if logged:
             self.logged_at.append(len(self.z))
             if full is not None:
@@ -145,7 +146,7 @@ class _Buffer:
         self.meta.append(meta)
 
     def end_epoch(self, epoch: int, step: int, wall: float, val_z: torch.Tensor, bn: torch.Tensor | None) -> None:
-        self.ends.append(_EpochEnd(epoch, step, wall, val_z, bn, len(self.z)))
+        self.ends.append(_EpochEnd(epoch, step, wall, val_z, bn, self.samples))
 
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
@@ -156,25 +157,24 @@ class _Buffer:
 
     def _fetch(self) -> _Fetched:
         zs, ys, ls, meta, logged_at, logged = self.z, self.y, self.losses, self.meta, self.logged_at, self.logged
-        ends = self.ends
+        ends, samples = self.ends, self.samples
         self.z, self.y, self.losses, self.meta, self.logged_at, self.logged, self.ends = [], [], [], [], [], [], []
+        self.samples = 0
         if not zs and not ends:
-            return _Fetched([], None, {}, [], {}, [])
+            return _Fetched(MetricBatch(), None, {}, [], {}, [])
         dev = (zs[0] if zs else ends[0].val_z).device
-        sizes = [len(t) for t in zs]
-        starts = [0, *accumulate(sizes)]  # sample offset of each step in the window, and the window's end
         if zs:
             z, y = torch.cat(zs), torch.cat(ys)
             losses = torch.stack(ls).float()
             # correct predictions counted up to each epoch end and to the window's end
             hits = torch.cat([torch.zeros(1, device=dev), ((z >= 0) == (y > 0.5)).float().cumsum(0)])
-            marks = hits[torch.tensor([starts[e.offset] for e in ends] + [starts[-1]], device=dev)]
+            marks = hits[torch.tensor([e.offset for e in ends] + [samples], device=dev)]
             finite = torch.isfinite(z).all() & torch.isfinite(losses).all()
         else:
             z = y = losses = torch.zeros(0, device=dev)
             marks = torch.zeros(len(ends) + 1, device=dev)
             finite = torch.ones((), dtype=torch.bool, device=dev)
-        keys, table = self._diagnostics(z, y, sizes, zs, ys, logged_at, logged, losses)
+        keys, table = self._diagnostics(z, y, zs, ys, logged_at, logged, losses)
         # One flag for the whole window; which step went bad is worked out only when one did (rarely).
         if "grad_norm" in keys:
             finite &= torch.isfinite(table[:, keys.index("grad_norm")]).all()
@@ -184,24 +184,23 @@ class _Buffer:
             parts.append(val_table.reshape(-1))
         flat = torch.cat(parts).cpu().tolist()
 
-        first_bad = None if flat[0] else self._first_bad(z, sizes, losses, meta, table, keys, logged_at)
+        first_bad = None if flat[0] else self._first_bad(z, zs, losses, meta, table, keys, logged_at)
         kept = logged_at if first_bad is None else [i for i in logged_at if meta[i][0] <= first_bad[0]]
         m, n_logged, pos = len(kept), len(logged_at), 2 + len(ends)
         # Column-major: every key's values in step order, then lr, which the host already knows.
         columns = {k: flat[pos + j * n_logged:pos + j * n_logged + m] for j, k in enumerate(keys)}
-        kept_meta = [meta[i] for i in kept]
+        kept_meta = meta if m == len(meta) else [meta[i] for i in kept]
         step_ids, epochs, walls, columns["lr"] = (list(col) for col in zip(*kept_meta)) if kept else ([], [], [], [])
-        # tuple.__new__ builds each row in C; MetricRow(...) would run a Python __new__ per value.
-        rows = list(chain.from_iterable(map(tuple.__new__, repeat(MetricRow), zip(repeat(k, m), step_ids, epochs, col,
-                                                                                   walls))
-                                        for k, col in columns.items()))
+        batch = MetricBatch()
+        for k, col in columns.items():
+            batch.add_series(k, step_ids, epochs, col, walls)
 
         # Epoch rows: validation, BatchNorm and train_acc of every epoch that ended before any divergence.
         pos += len(keys) * n_logged
         n_keys, counts = len(self.epoch_keys), flat[1:2 + len(ends)]
         epoch_columns: dict[str, list[float]] = {k: [] for k in ("train_acc", "val_auc", *self.epoch_keys)}
         epoch_ids = []
-        offsets = [0] + [starts[e.offset] for e in ends]  # counts[i]: correct predictions before offsets[i + 1]
+        offsets = [0] + [e.offset for e in ends]  # counts[i]: correct predictions before offsets[i + 1]
         for i, e in enumerate(ends):
             right = self.hits + counts[i] - (counts[i - 1] if i else 0.0)
             seen = self.seen + offsets[i + 1] - offsets[i]
@@ -213,10 +212,11 @@ class _Buffer:
             epoch_columns["val_auc"].append(roc_auc(val_z[i], self.y_val_host))
             for j, k in enumerate(self.epoch_keys):
                 epoch_columns[k].append(flat[pos + i * n_keys + j])
-            rows.extend(MetricRow(k, e.step, e.epoch, col[-1], e.wall) for k, col in epoch_columns.items())
+            for k, col in epoch_columns.items():
+                batch.add(k, e.step, e.epoch, col[-1], e.wall)
         self.hits += counts[-1] - (counts[-2] if ends else 0.0)  # the epoch in progress, carried to the next flush
-        self.seen += starts[-1] - offsets[-1]
-        return _Fetched(rows, first_bad, columns, epochs, epoch_columns, epoch_ids)
+        self.seen += samples - offsets[-1]
+        return _Fetched(batch, first_bad, columns, epochs, epoch_columns, epoch_ids)
 
     def _validation(self, ends: list[_EpochEnd]) -> tuple[np.ndarray, torch.Tensor]:
         """The epochs' validation logits on the host (for ROC AUC) and an (epochs, `epoch_keys`) table, computed
@@ -248,11 +248,11 @@ class _Buffer:
         return torch.stack(tensors, out=out)
 
     @staticmethod
-    def _first_bad(z: torch.Tensor, sizes: list[int], losses: torch.Tensor,
+    def _first_bad(z: torch.Tensor, zs: list[torch.Tensor], losses: torch.Tensor,
                    meta: list[tuple[int, int, float, float]], table: torch.Tensor, keys: list[str],
                    logged_at: list[int]) -> tuple[int, int] | None:
         """The (step, epoch) of the first non-finite loss, logit or gradient norm in the window."""
-        n, seg = len(sizes), _segments(sizes, z.device)
+        n, seg = len(zs), _segments([t.shape[0] for t in zs], z.device)
         bad = ~torch.isfinite(losses)
         bad |= torch.zeros(n, dtype=torch.bool, device=z.device).index_put_((seg,), ~torch.isfinite(z),
                                                                             accumulate=True)
@@ -263,21 +263,21 @@ class _Buffer:
         first = next((i for i, flag in enumerate(flags) if flag), None)
         return None if first is None else meta[first][:2]
 
-    def _diagnostics(self, z: torch.Tensor, y: torch.Tensor, sizes: list[int], zs: list[torch.Tensor],
+    def _diagnostics(self, z: torch.Tensor, y: torch.Tensor, zs: list[torch.Tensor],
                      ys: list[torch.Tensor], logged_at: list[int], logged: list[_Logged], losses: torch.Tensor
                      ) -> tuple[list[str], torch.Tensor]:
-        """A (logged steps, keys) table of every per-step metric, from the window's logits `z`, labels `y` and
-        batch sizes, the same per step (`zs`, `ys`), and the full diagnostics of its logged steps, if any."""
+        """A (logged steps, keys) table of every per-step metric, from the window's logits `z` and labels `y`,
+        the same per step (`zs`, `ys`), and the full diagnostics of its logged steps, if any."""
         n = len(logged_at)
         if n != len(losses):  # not every step logged: the logged steps' own values
             losses = losses[torch.tensor(logged_at, device=losses.device)]
             if logged:
-                z, y = torch.cat([zs[i] for i in logged_at]), torch.cat([ys[i] for i in logged_at])
-                sizes = [sizes[i] for i in logged_at]
+                zs, ys = [zs[i] for i in logged_at], [ys[i] for i in logged_at]
+                z, y = torch.cat(zs), torch.cat(ys)
         if not logged:
             return ["train_loss"], losses.reshape(-1, 1)
         cfg = self.cfg
-        seg = _segments(sizes, z.device)
+        seg = _segments([t.shape[0] for t in zs], z.device)
         cols = {"train_loss": losses}
         cols.update(segment_output_diagnostics(z, y, seg, n, loss=cfg.loss, clamp_eps=cfg.clamp_eps,
                                                pos_weight=cfg.pos_weight,
@@ -366,14 +366,19 @@ class _Summary:
         return out
 
 
-def validate(model, x: torch.Tensor) -> torch.Tensor:
+def validate(model, x: torch.Tensor, mode_layers: list[torch.nn.Module]) -> torch.Tensor:
     """The validation logits in eval mode (BatchNorm uses its running statistics), left on the device: the
-    metrics are computed from them when the trainer flushes, for many epochs at once."""
-    model.eval()
-    with torch.no_grad():
-        z = model(x)
-    model.train()
-    return z
+    metrics are computed from them when the trainer flushes, for many epochs at once. Only `mode_layers`, the
+    layers whose forward pass reads the mode, are switched: `model.eval()` walks every module twice an epoch,
+    which costs the article's model more than its validation pass."""
+    for layer in mode_layers:
+        layer.training = False
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        for layer in mode_layers:
+            layer.training = True
 
 
 @contextlib.contextmanager
@@ -429,7 +434,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
         if got.epoch_ids:
             epochs_done = got.epoch_ids[-1] + 1
         bad = got.first_bad
-        reporter.on_metrics(got.rows, step=steps if bad is None else bad[0])
+        reporter.on_metrics(got.batch, step=steps if bad is None else bad[0])
 
     try:
         cfg.validate()
@@ -486,11 +491,13 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
             return False
 
         log_every, clip = cfg.log_every, cfg.grad_clip
+        batches = [(sl, sl.stop - sl.start) for sl in slices]
+        mode_layers = model.mode_layers()
         stop = False
         after: torch.Tensor | None = None  # the parameter values after the last step, if it copied them
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(y_tr), generator=gen).to(device)
-            for sl in slices:
+            for sl, size in batches:
                 idx = order[sl]
                 xb, yb = x_tr[idx], y_tr[idx]
                 z = model(xb)
@@ -524,7 +531,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
                     opt.step()
                     after = None
                 steps += 1
-                buf.add(z, yb, loss, meta, logged, record)
+                buf.add(z, yb, loss, meta, size, logged, record)
                 if len(buf) >= flush_steps or wall - last_flush >= flush_every_s:
                     if flush():
                         stop = True
@@ -534,7 +541,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
             if stop:
                 break
             # Epoch end: validation and BatchNorm statistics, computed now and fetched with the next flush.
-            buf.end_epoch(epoch, steps, clock() - start, validate(model, x_va), bn.take())
+            buf.end_epoch(epoch, steps, clock() - start, validate(model, x_va, mode_layers), bn.take())
             if max_steps is not None and steps >= max_steps:
                 break
             if buf.pending_values() >= window and flush():

@@ -306,3 +306,23 @@ def test_train_loss_is_the_loss_each_step_backpropagated(cfg):
             expected.append(loss.item())
     # values reach the host as float32, whatever the compute dtype
     assert rep.series("train_loss") == pytest.approx(expected[::cfg.log_every], rel=1e-6)
+
+
+def test_validate_is_eval_mode_for_batchnorm_and_leaves_the_model_training():
+    from core.training import validate
+
+    cfg = ExperimentConfig(hidden=(6, 5), batchnorm=True)
+    torch.manual_seed(0)
+    model = build_model(cfg, 4)
+    x = torch.randn(64, 4)
+    model(x * 3 + 1)  # a training-mode pass moves the running statistics away from (0, 1)
+    assert [type(m) for m in model.mode_layers()] == [torch.nn.BatchNorm1d] * 2
+    z = validate(model, x, model.mode_layers())
+    assert all(m.training for m in model.modules())
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+    model.train()
+    with torch.no_grad():
+        batch_stats = model(x)
+    assert torch.equal(z, expected) and not torch.allclose(z, batch_stats)
