@@ -21,7 +21,7 @@ import torch
 
 from core.config import ExperimentConfig
 from core.data import Dataset, load_dataset
-from core.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype, roc_auc,
+from core.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype, roc_auc_rows,
                               segment_output_diagnostics)
 from core.losses import logits_loss, loss_fn
 from core.models import build_model
@@ -200,6 +200,7 @@ class _Buffer:
         n_keys, counts = len(self.epoch_keys), flat[1:2 + len(ends)]
         epoch_columns: dict[str, list[float]] = {k: [] for k in ("train_acc", "val_auc", *self.epoch_keys)}
         epoch_ids = []
+        aucs = roc_auc_rows(val_z, self.y_val_host).tolist() if ends else []
         offsets = [0] + [e.offset for e in ends]  # counts[i]: correct predictions before offsets[i + 1]
         for i, e in enumerate(ends):
             right = self.hits + counts[i] - (counts[i - 1] if i else 0.0)
@@ -209,7 +210,7 @@ class _Buffer:
                 break
             epoch_ids.append(e.epoch)
             epoch_columns["train_acc"].append(right / max(seen, 1))
-            epoch_columns["val_auc"].append(roc_auc(val_z[i], self.y_val_host))
+            epoch_columns["val_auc"].append(aucs[i])
             for j, k in enumerate(self.epoch_keys):
                 epoch_columns[k].append(flat[pos + i * n_keys + j])
             for k, col in epoch_columns.items():

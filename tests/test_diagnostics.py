@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from core.diagnostics import (batchnorm_stats, dead_relu_frac, grad_norms, grad_vanish_frac, output_diagnostics,
-                              roc_auc)
+                              roc_auc, roc_auc_rows)
 from core.losses import bce_loss, logits_loss
 
 
@@ -97,3 +97,16 @@ def test_batchnorm_stats():
     out = batchnorm_stats([("bn0", bn)])
     assert out["bn_min_running_var/bn0"].item() == pytest.approx(0.1)
     assert out["bn_max_abs_running_mean/bn0"].item() == 3.0
+
+
+def test_roc_auc_rows_is_each_rows_auc():
+    rng = np.random.default_rng(3)
+    labels = rng.random(50) > 0.4
+    scores = np.round(rng.normal(size=(5, 50)), 1)  # rounded: many ties within a row
+    scores[3, 7] = np.nan
+    scores[4, 0] = np.inf
+    got = roc_auc_rows(scores, labels)
+    assert got[:3].tolist() == pytest.approx([roc_auc_score(labels, row) for row in scores[:3]], abs=1e-12)
+    assert np.isnan(got[3:]).all()  # a non-finite score: no AUC for that row
+    assert np.isnan(roc_auc_rows(scores, np.ones(50))).all()
+    assert [roc_auc(row, labels) for row in scores[:3]] == got[:3].tolist()
