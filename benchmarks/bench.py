@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,7 @@ from core.config import ExperimentConfig, preset  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.losses import loss_fn  # noqa: E402
 from core.models import build_model  # noqa: E402
-from core.reporting import MemoryReporter, MetricRow  # noqa: E402
+from core.reporting import MemoryReporter, MetricBatch  # noqa: E402
 from core.store import Store, StoreReporter  # noqa: E402
 from core.training import batch_slices, make_optimizer, train  # noqa: E402
 
@@ -135,11 +136,15 @@ def bench_training(repeats: int, quick: bool, device: torch.device) -> list[Row]
 
 
 # ---------------------------------------------------------------------- store
-def fake_rows(n_steps: int, keys: tuple[str, ...], start: int = 0) -> list[MetricRow]:
+def fake_rows(n_steps: int, keys: tuple[str, ...], start: int = 0) -> MetricBatch:
+    """One flush of `n_steps` steps x `keys`, in the columns the trainer reports."""
     rng = np.random.default_rng(0)
-    values = rng.random((n_steps, len(keys))).tolist()
-    return [MetricRow(k, s + 1, (s + 1) // 100, values[s - start][j], 0.001 * s)
-            for s in range(start, start + n_steps) for j, k in enumerate(keys)]
+    values = rng.random((len(keys), n_steps)).tolist()
+    steps = list(range(start + 1, start + n_steps + 1))
+    batch = MetricBatch()
+    for j, k in enumerate(keys):
+        batch.add_series(k, steps, [s // 100 for s in steps], values[j], [0.001 * (s - 1) for s in steps])
+    return batch
 
 
 def bench_store(repeats: int, quick: bool, workdir: Path) -> list[Row]:
@@ -175,7 +180,8 @@ def bench_store(repeats: int, quick: bool, workdir: Path) -> list[Row]:
                                      "'2026-01-01', 0, 0, '')", (f"r{r}",)).lastrowid
                 con.executemany("INSERT INTO metrics (run_id, key, step, epoch, value, wall_time) "
                                 "VALUES (?, ?, ?, ?, ?, ?)",
-                                [(run_id, *row) for chunk in all_rows for row in chunk])
+                                [p for c in all_rows for p in zip(repeat(run_id), c.keys, c.steps, c.epochs,
+                                                                      c.values, c.wall_times)])
         con.close()
 
     t = interleaved({"ours": ours_ingest, "raw": raw_ingest}, repeats)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.reporting import MetricRow
+from core.reporting import MetricBatch
 from core.store import Store, StoreReporter
 
 BATCH = 1000  # MLflow's log_batch accepts at most 1,000 metrics per call
@@ -20,7 +20,7 @@ def available() -> bool:
     return importlib.util.find_spec("mlflow") is not None
 
 
-def bench_mlflow(repeats: int, workdir: Path, *, n_runs: int, chunks: list[list[MetricRow]], keys: tuple[str, ...]):
+def bench_mlflow(repeats: int, workdir: Path, *, n_runs: int, chunks: list[MetricBatch], keys: tuple[str, ...]):
     """Ingest: `n_runs` runs of `chunks` through our store and through `MlflowClient.log_batch`. Read: every point of
     5 runs x 2 metrics through `Store.metrics_frame` and `MlflowClient.get_metric_history`."""
     from mlflow import __version__ as version  # noqa: PLC0415
@@ -36,7 +36,7 @@ def bench_mlflow(repeats: int, workdir: Path, *, n_runs: int, chunks: list[list[
     Store(f"sqlite:///{our_template}").close()
     t0 = int(time.time() * 1000)
     batches = [[Metric(r.key, r.value, t0 + int(r.wall_time * 1000), r.step)
-                for r in rows[i:i + BATCH]] for rows in chunks for i in range(0, len(rows), BATCH)]
+                for r in list(rows)[i:i + BATCH]] for rows in chunks for i in range(0, len(rows), BATCH)]
 
     def ours() -> None:
         path = workdir / f"ours-{time.perf_counter_ns()}.db"

@@ -199,13 +199,16 @@ def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     n_neg = n - n_pos
     if rows == 0 or n_pos == 0 or n_neg == 0:
         return np.full(rows, math.nan)
-    order = np.argsort(scores, axis=1, kind="stable")
+    order = np.argsort(scores, axis=1)
     ranked = np.take_along_axis(scores, order, axis=1)
     starts = np.ones((rows, n), dtype=bool)  # where a run of equal scores starts; runs never cross rows
     starts[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
-    group = np.cumsum(starts.ravel()) - 1
-    rank = np.tile(np.arange(1, n + 1, dtype=np.float64), rows)
-    average = (np.bincount(group, weights=rank) / np.bincount(group))[group].reshape(rows, n)
+    rank = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64), (rows, n))
+    if starts.all():
+        average = rank
+    else:
+        group = np.cumsum(starts.ravel()) - 1
+        average = (np.bincount(group, weights=rank.ravel()) / np.bincount(group))[group].reshape(rows, n)
     u = (average * positive[order]).sum(axis=1) - n_pos * (n_pos + 1) / 2
     auc = u / (n_pos * n_neg)
     auc[~np.isfinite(scores).all(axis=1)] = math.nan

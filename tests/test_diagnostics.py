@@ -110,3 +110,5 @@ def test_roc_auc_rows_is_each_rows_auc():
     assert np.isnan(got[3:]).all()  # a non-finite score: no AUC for that row
     assert np.isnan(roc_auc_rows(scores, np.ones(50))).all()
     assert [roc_auc(row, labels) for row in scores[:3]] == got[:3].tolist()
+    distinct = rng.normal(size=(2, 50))  # no ties at all
+    assert roc_auc_rows(distinct, labels).tolist() == pytest.approx([roc_auc_score(labels, r) for r in distinct])

@@ -23,7 +23,7 @@ from sqlalchemy import event, text
 
 import core.store
 from core import PROJECT_ROOT
-from core.reporting import MetricRow, RunInfo, RunResult
+from core.reporting import MetricBatch, MetricRow, RunInfo, RunResult
 from core.store import (INTERRUPTED_ERROR, STATUSES, Base, Run, RunNotFound, Store, StoreReporter, StudyNotFound,
                         alembic_config, default_url, head_revision, make_engine, pid_alive)
 
@@ -467,10 +467,13 @@ def test_deleting_a_study_unlinks_its_runs(store: Store, db_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- metrics
 
 
-def test_nan_and_inf_metric_values_round_trip(store: Store, db_path: Path) -> None:
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "batch"])
+def test_nan_and_inf_metric_values_round_trip(store: Store, db_path: Path, columns: bool) -> None:
+    # the trainer hands over a MetricBatch; a list of rows is accepted too
     run_id = store.create_run(name="r", config={})
     values = [1.5, math.nan, math.inf, -math.inf, 0.0, -2.0e-300, 1.0e300]
-    store.log_metrics(run_id, rows("loss", values), progress_step=7)
+    batch = rows("loss", values)
+    store.log_metrics(run_id, MetricBatch.from_rows(batch) if columns else batch, progress_step=7)
     stored = [r[0] for r in raw(db_path).execute("SELECT value FROM metrics ORDER BY step")]
     assert stored[0] == 1.5 and stored[1] is None and stored[2] == math.inf and stored[3] == -math.inf
     trace = store.series(run_id, "loss")
