@@ -255,8 +255,7 @@ class _Buffer:
         """The (step, epoch) of the first non-finite loss, logit or gradient norm in the window."""
         n, seg = len(zs), _segments([t.shape[0] for t in zs], z.device)
         bad = ~torch.isfinite(losses)
-        bad |= torch.zeros(n, dtype=torch.bool, device=z.device).index_put_((seg,), ~torch.isfinite(z),
-                                                                            accumulate=True)
+        bad |= torch.zeros(n, device=z.device).index_add_(0, seg, (~torch.isfinite(z)).float()) > 0
         if "grad_norm" in keys:
             at = torch.tensor(logged_at, dtype=torch.long, device=z.device)
             bad[at] |= ~torch.isfinite(table[:, keys.index("grad_norm")])

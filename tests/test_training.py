@@ -276,14 +276,12 @@ def test_dead_relu_frac_per_step_equals_the_batches_own_relu_outputs():
     ExperimentConfig(hidden=(), loss="bce", output_relu=True, epochs=2, n_samples=230, batch_size=32,
                      dtype="float64", optimizer="sgd", lr=0.5),
 ])
-def test_train_loss_is_the_loss_each_step_backpropagated(cfg):
-    # The trainer works each step's loss out at flush time from the step's logits and labels. A replica of its
-    # loop (same seed, batches, optimizer, moving weights) gives the losses as PyTorch computed them; the split's
-    # last batch is smaller than the others (230 * 0.8 = 184 = 5 * 32 + 24).
+def _replica(cfg):
+    """Each step's (loss, all logits finite) from a replica of the trainer's loop: same seed, batches and
+    optimizer, moving weights, plain PyTorch."""
     from core.losses import loss_fn
     from core.training import DTYPES, make_optimizer
 
-    rep, _ = run(cfg, flush_every_steps=4)
     data = load_dataset(cfg)
     dtype = DTYPES[cfg.dtype]
     torch.manual_seed(cfg.seed)
@@ -292,20 +290,51 @@ def test_train_loss_is_the_loss_each_step_backpropagated(cfg):
     compute = loss_fn(cfg)
     x = torch.as_tensor(data.x_train, dtype=dtype)
     y = torch.as_tensor(data.y_train, dtype=dtype)
-    slices = batch_slices(len(y), cfg.batch_size, batchnorm=False)
-    assert len({s.stop - s.start for s in slices}) == 2
+    slices = batch_slices(len(y), cfg.batch_size, batchnorm=cfg.batchnorm)
     gen = torch.Generator().manual_seed(cfg.seed)
-    expected = []
+    steps = []
     for _ in range(cfg.epochs):
         order = torch.randperm(len(y), generator=gen)
         for sl in slices:
-            loss = compute(model(x[order[sl]]), y[order[sl]])
+            z = model(x[order[sl]])
+            loss = compute(z, y[order[sl]])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            expected.append(loss.item())
+            steps.append((loss.item(), bool(torch.isfinite(z).all())))
+    return steps, slices
+
+
+@pytest.mark.parametrize("cfg", [
+    ExperimentConfig(hidden=(8,), loss="bce", clamp_eps=1e-4, pos_weight=2.0, epochs=2, n_samples=230,
+                     batch_size=32),
+    ExperimentConfig(hidden=(8,), loss="bce_with_logits", epochs=2, n_samples=230, batch_size=32, log_every=3,
+                     diagnostics="loss"),
+    ExperimentConfig(hidden=(), loss="bce", output_relu=True, epochs=2, n_samples=230, batch_size=32,
+                     dtype="float64", optimizer="sgd", lr=0.5),
+])
+def test_train_loss_is_the_loss_each_step_backpropagated(cfg):
+    # The trainer keeps each step's loss tensor and fetches a window's at once; the split's last batch is smaller
+    # than the others (230 * 0.8 = 184 = 5 * 32 + 24), and windows of 4 steps cut across epochs.
+    rep, _ = run(cfg, flush_every_steps=4)
+    steps, slices = _replica(cfg)
+    assert len({s.stop - s.start for s in slices}) == 2
     # values reach the host as float32, whatever the compute dtype
-    assert rep.series("train_loss") == pytest.approx(expected[::cfg.log_every], rel=1e-6)
+    assert rep.series("train_loss") == pytest.approx([loss for loss, _ in steps][::cfg.log_every], rel=1e-6)
+
+
+@pytest.mark.parametrize("diagnostics", ["loss", "full"])
+def test_divergence_is_reported_at_the_first_step_with_non_finite_logits(diagnostics):
+    # Adam in float16 turns the weights to NaN; BCELoss on clamped probabilities keeps the loss itself finite, so
+    # only the logits show it. The run must stop at that very step, in the middle of a 7-step window.
+    cfg = ExperimentConfig(optimizer="adam", dtype="float16", loss="bce", clamp_eps=1e-3, epochs=2,
+                           diagnostics=diagnostics)
+    rep, result = run(cfg, flush_every_steps=7)
+    steps, _ = _replica(cfg)
+    first = next(i for i, (_, finite) in enumerate(steps) if not finite) + 1
+    assert first % 7 != 0  # the bad step is not a window's last
+    assert result.status == "diverged" and result.summary["diverged_step"] == first
+    assert max(r.step for r in rep.rows) == first
 
 
 def test_validate_is_eval_mode_for_batchnorm_and_leaves_the_model_training():
