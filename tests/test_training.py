@@ -268,14 +268,6 @@ def test_dead_relu_frac_per_step_equals_the_batches_own_relu_outputs():
     assert rep.series("dead_relu_frac") == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("cfg", [
-    ExperimentConfig(hidden=(8,), loss="bce", clamp_eps=1e-4, pos_weight=2.0, epochs=2, n_samples=230,
-                     batch_size=32),
-    ExperimentConfig(hidden=(8,), loss="bce_with_logits", epochs=2, n_samples=230, batch_size=32, log_every=3,
-                     diagnostics="loss"),
-    ExperimentConfig(hidden=(), loss="bce", output_relu=True, epochs=2, n_samples=230, batch_size=32,
-                     dtype="float64", optimizer="sgd", lr=0.5),
-])
 def _replica(cfg):
     """Each step's (loss, all logits finite) from a replica of the trainer's loop: same seed, batches and
     optimizer, moving weights, plain PyTorch."""
