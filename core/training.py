@@ -65,9 +65,9 @@ def batch_slices(n: int, batch_size: int, *, batchnorm: bool) -> list[slice]:
 
 @dataclass(slots=True)
 class _Logged:
-    """What a step with full diagnostics leaves for the next flush, besides its logits and labels."""
+    """What a logged step with full diagnostics leaves for the next flush, besides its logits, labels and loss
+    (the buffer keeps these in step order, beside the positions of the logged steps)."""
 
-    at: int  # the step's position in the window
     z_grad: torch.Tensor
     grads: torch.Tensor  # every gradient as one flat vector, before clipping
     before: torch.Tensor  # all parameter values before and after the optimizer step (flat copies;
@@ -523,7 +523,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
                     before = after if after is not None else layout.values.clone()
                     opt.step()
                     after = layout.values.clone()
-                    record = _Logged(len(buf), z.grad, grads, before, after,
+                    record = _Logged(z.grad, grads, before, after,
                                      list(model.relu_outputs) if model.record else [])
                 else:
                     if clip is not None:

@@ -541,6 +541,15 @@ def test_a_metric_batch_is_one_transaction(store: Store, clock: FakeClock) -> No
     assert store.get_run(run_id).heartbeat_at == clock.now and store.get_run(run_id).progress_step == 1
 
 
+def test_a_batch_with_columns_of_different_lengths_is_refused_whole(store: Store) -> None:
+    run_id = store.create_run(name="r", config={})
+    batch = MetricBatch.from_rows(rows("loss", [1.0, 2.0]))
+    batch.values.pop()
+    with pytest.raises(ValueError, match="one length.*'values': 1"):
+        store.log_metrics(run_id, batch)
+    assert store.series(run_id, "loss")["value"].tolist() == []
+
+
 def test_rows_survive_a_killed_writer(db_path: Path) -> None:
     child = textwrap.dedent("""
         import os, sys
