@@ -53,6 +53,12 @@ class MetricBatch:
         self.values.append(value)
         self.wall_times.append(wall_time)
 
+    def check(self) -> None:
+        """Raise ValueError unless every column has the same length (zip would drop the extra rows)."""
+        lengths = {f: len(getattr(self, f)) for f in self.__slots__}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"a MetricBatch's columns must be of one length; got {lengths}")
+
     def __len__(self) -> int:
         return len(self.keys)
 

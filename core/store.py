@@ -421,9 +421,7 @@ class Store:
         per-row parameter processing, which alone costs twice the insert itself (none of these columns needs
         processing); this keeps ingest close to raw sqlite3. NaN is stored as NULL."""
         batch = rows if isinstance(rows, MetricBatch) else MetricBatch.from_rows(rows)
-        lengths = {name: len(getattr(batch, name)) for name in ("keys", "steps", "epochs", "values", "wall_times")}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"a MetricBatch's columns must be of one length; got {lengths}")
+        batch.check()
         values = [None if v != v else v for v in batch.values]
         params: list[Any] = list(zip(repeat(run_id), batch.keys, batch.steps, batch.epochs, values,
                                      batch.wall_times))
