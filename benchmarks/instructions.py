@@ -82,9 +82,7 @@ def bench_instructions(workers: int = 2):
     with ThreadPoolExecutor(workers) as pool:
         counts = dict(zip(CASES, pool.map(count, CASES)))
     rows = []
-    labels = list(training_cases(quick=False))
-    for case, label in zip(CASES, labels):
-        cfg = training_cases(quick=False)[label]
+    for case, (label, cfg) in zip(CASES, training_cases(quick=False).items()):
         steps = (LONG - SHORT) * _steps_per_epoch(cfg)
         c = counts[case]
         extra = {side: [(c[r, side, LONG] - c[r, side, SHORT]) / steps for r in range(REPEATS)] for side in SIDES}
