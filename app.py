@@ -7,7 +7,7 @@ The router only: page set-up, the run store opened once per server (the database
 
 import streamlit as st
 
-from core import runner
+from core.jobs import runner
 from core.store import Store, default_url
 
 st.set_page_config(page_title="Lossboard", page_icon=":material/monitoring:", layout="wide")

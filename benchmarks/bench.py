@@ -34,13 +34,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.config import ExperimentConfig, preset  # noqa: E402
-from core.data import load_dataset  # noqa: E402
-from core.losses import loss_fn  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.reporting import MemoryReporter, MetricBatch  # noqa: E402
+from core.experiment.config import ExperimentConfig, preset  # noqa: E402
+from core.experiment.data import load_dataset  # noqa: E402
+from core.experiment.losses import loss_fn  # noqa: E402
+from core.experiment.models import build_model  # noqa: E402
+from core.training.reporting import MemoryReporter, MetricBatch  # noqa: E402
 from core.store import Store, StoreReporter  # noqa: E402
-from core.training import batch_slices, make_optimizer, train  # noqa: E402
+from core.training.trainer import batch_slices, make_optimizer, train  # noqa: E402
 
 
 @dataclass

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from core import PROJECT_ROOT
-from core.reporting import MetricRow
 from core.store import Store
+from core.training.reporting import MetricRow
 
 METRICS = ("train_loss", "val_loss")
 

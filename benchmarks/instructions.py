@@ -97,8 +97,8 @@ def bench_instructions(workers: int = 2):
 
 
 def _steps_per_epoch(cfg) -> int:
-    from core.data import load_dataset  # noqa: PLC0415
-    from core.training import batch_slices  # noqa: PLC0415
+    from core.experiment.data import load_dataset  # noqa: PLC0415
+    from core.training.trainer import batch_slices  # noqa: PLC0415
 
     return len(batch_slices(len(load_dataset(cfg).y_train), cfg.batch_size, batchnorm=cfg.batchnorm))
 
@@ -108,9 +108,9 @@ def _child(case: str) -> None:
     import torch  # noqa: PLC0415
 
     from benchmarks.bench import bare_loop, training_cases  # noqa: PLC0415
-    from core.data import load_dataset  # noqa: PLC0415
-    from core.reporting import MemoryReporter  # noqa: PLC0415
-    from core.training import train  # noqa: PLC0415
+    from core.experiment.data import load_dataset  # noqa: PLC0415
+    from core.training.reporting import MemoryReporter  # noqa: PLC0415
+    from core.training.trainer import train  # noqa: PLC0415
 
     torch.set_num_threads(1)
     base = list(training_cases(quick=False).values())[CASES.index(case)]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.reporting import MetricBatch
 from core.store import Store, StoreReporter
+from core.training.reporting import MetricBatch
 
 BATCH = 1000  # MLflow's log_batch accepts at most 1,000 metrics per call
 

@@ -1,4 +1,16 @@
-"""Lossboard's core: config, data, models, losses, diagnostics, training, the run store and the command line."""
+"""Lossboard's core, in layers; each imports only the layers below it (pyproject.toml states it as an
+import-linter contract, and the test suite checks it):
+
+    cli/           python -m core: the commands, on top of everything
+    presentation/  how it is shown: charts, the pages' tables, forms and URLs, export, the HTML report
+    jobs/          how jobs run: background training for the dashboard, study grids and their scheduler
+    analysis/      what is computed from runs: smoothing and bands, factor effects, findings
+    store/         where runs are kept: SQLAlchemy store, records, migrations
+    training/      how a run is trained and measured: the trainer, its diagnostics, the reporter interface
+    experiment/    what is trained: the config and its presets, data, models, losses
+
+`pages/` (the Streamlit pages) sit above all of it and never import torch.
+"""
 
 from pathlib import Path
 

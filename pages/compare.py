@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import charts, export, report, views
+from core.presentation import charts, export, formatting, report, run_tables, urls
 from core.store import Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -29,13 +29,13 @@ def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[st
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def load_metric_keys(_store: Store, url: str, ids: tuple[int, ...], token: tuple) -> list[str]:
-    return views.metric_options(_store.metric_keys_for(ids))
+    return run_tables.metric_options(_store.metric_keys_for(ids))
 
 
 def on_pick() -> None:
     """The run picker changed: the URL follows, so the comparison can be shared and reloaded."""
     ids = list(st.session_state["compare_runs"])
-    text = views.format_run_ids(ids)
+    text = urls.format_run_ids(ids)
     st.session_state["compare_selected"] = ids
     st.session_state["compare_url"] = text
     st.session_state["compare_problems"] = []
@@ -69,11 +69,11 @@ url_value = ",".join(st.query_params.get_all("runs"))
 if url_value != st.session_state.get("compare_url"):
     if not url_value and st.session_state.get("compare_selected"):
         # Back from another page without ?runs=: keep the last comparison, and show it in the URL again.
-        url_value = views.format_run_ids([i for i in st.session_state["compare_selected"] if i in by_id])
+        url_value = urls.format_run_ids([i for i in st.session_state["compare_selected"] if i in by_id])
         if url_value:
             st.query_params["runs"] = url_value
     else:
-        selection = views.resolve_selection(url_value, by_id)
+        selection = urls.resolve_selection(url_value, by_id)
         st.session_state["compare_selected"] = list(selection.ids)
         st.session_state["compare_problems"] = list(selection.problems)
     st.session_state["compare_url"] = url_value
@@ -82,7 +82,7 @@ for problem in st.session_state.get("compare_problems", []):
 
 st.session_state["compare_runs"] = [i for i in st.session_state.get("compare_selected", []) if i in by_id]
 st.multiselect("Runs", list(by_id), key="compare_runs", on_change=on_pick, placeholder="Pick runs to compare",
-               format_func=lambda i: f"{views.run_label(by_id[i])} · {by_id[i].status}")
+               format_func=lambda i: f"{formatting.run_label(by_id[i])} · {by_id[i].status}")
 chosen = [by_id[i] for i in st.session_state["compare_runs"]]
 if not chosen:
     st.info("Pick runs above, or tick them on the Runs page and press *Open in Compare*. The selection is kept in "
@@ -91,11 +91,11 @@ if not chosen:
 ids = tuple(r.id for r in chosen)
 
 # ---------------------------------------------------------------------- chart settings
-available = load_metric_keys(store, store.url, ids, views.cache_token(chosen))
-fields = views.varying_fields(chosen)
-keep_valid(OPT + "metrics", available, views.default_metrics(available))
+available = load_metric_keys(store, store.url, ids, run_tables.cache_token(chosen))
+fields = run_tables.varying_fields(chosen)
+keep_valid(OPT + "metrics", available, run_tables.default_metrics(available))
 if not st.session_state[OPT + "metrics"]:
-    st.session_state[OPT + "metrics"] = views.default_metrics(available)
+    st.session_state[OPT + "metrics"] = run_tables.default_metrics(available)
 keep_valid(OPT + "facet", fields, fields[0] if fields else None)
 keep_valid(OPT + "color", [NONE, *fields], NONE)
 keep_valid(OPT + "dash", [NONE, *fields], NONE)
@@ -181,14 +181,14 @@ def export_area(figure, fresh: list, settings: dict) -> None:
 def chart_and_summary() -> None:
     fresh = [r for r in store.list_runs() if r.id in ids]
     fresh.sort(key=lambda r: ids.index(r.id))
-    series = load_series(store, store.url, ids, tuple(metrics), views.cache_token(fresh))
+    series = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh))
     if not metrics:
         st.info("Pick at least one metric in the sidebar.")
     else:
         settings = dict(x=x, smoothing=smoothing, log_y=log_y, layout=layout, facet_field=facet, color_by=color_by,
                         dash_by=dash_by, group_by=group_by, band=band, robust_y=robust_y)
         try:
-            figure = charts.comparison_figure(series, views.chart_runs(fresh), metrics=metrics, **settings)
+            figure = charts.comparison_figure(series, run_tables.chart_runs(fresh), metrics=metrics, **settings)
         except ValueError as exc:
             st.error(f"This chart cannot be drawn: {exc}")
         else:
@@ -197,16 +197,16 @@ def chart_and_summary() -> None:
     if running:
         st.caption("Some of these runs are still training: the chart refreshes every few seconds.")
     st.subheader("Summary")
-    st.dataframe(views.summary_table(fresh), column_config={
+    st.dataframe(run_tables.summary_table(fresh), column_config={
         "duration_s": st.column_config.NumberColumn("duration", format="%.1f s"),
         **{key: st.column_config.NumberColumn(label, format="percent" if "acc" in key or "frac" in key else "%.4g")
-           for key, label in views.SUMMARY_METRICS.items()}})
+           for key, label in run_tables.SUMMARY_METRICS.items()}})
 
 
 chart_and_summary()
 
 st.subheader("Config differences")
 if fields:
-    st.dataframe(views.config_differences(chosen))
+    st.dataframe(run_tables.config_differences(chosen))
 else:
     st.caption("The selected runs have the same config" + (" (one run)." if len(chosen) == 1 else "."))

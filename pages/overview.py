@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from core import runner, views
-from core.config import preset
+from core.experiment.config import preset
+from core.jobs import runner
+from core.presentation import forms, run_tables
 from core.store import Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -42,7 +43,7 @@ else:
     cols[4].metric("Failed or stopped", stopped)
 
     st.subheader("Latest runs")
-    latest = views.runs_table(store.list_runs(limit=6))
+    latest = run_tables.runs_table(store.list_runs(limit=6))
     st.dataframe(
         latest[["name", "status", "created", "duration_s", "dataset", "loss", "final_val_loss", "final_val_acc"]],
         column_config={
@@ -57,10 +58,10 @@ else:
 
 st.subheader("The article's presets, one click each")
 st.caption("Each starts a real training run in the background and opens the Train page to watch it.")
-for col, name in zip(st.columns(len(views.ARTICLE_PRESETS)), views.ARTICLE_PRESETS):
+for col, name in zip(st.columns(len(forms.ARTICLE_PRESETS)), forms.ARTICLE_PRESETS):
     with col.container(border=True, height="stretch"):
         st.markdown(f"**{name}**")
-        st.caption(views.PRESET_NOTES.get(name, ""))
+        st.caption(forms.PRESET_NOTES.get(name, ""))
         if st.button("Launch", key=f"overview_launch_{name}", icon=":material/play_arrow:",
                      type="primary" if total == 0 else "secondary"):
             launch_preset(name)

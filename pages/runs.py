@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import charts, export, report, views
-from core.findings import findings
+from core.analysis.findings import findings
+from core.presentation import charts, export, formatting, report, run_tables, urls
 from core.store import STATUSES, RunNotFound, Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -27,7 +27,7 @@ def load_series(_store: Store, url: str, run_id: int, token: tuple) -> pd.DataFr
 
 def table_columns() -> dict:
     number = st.column_config.NumberColumn
-    labels = views.TABLE_LABELS
+    labels = run_tables.TABLE_LABELS
     return {
         "name": st.column_config.TextColumn(labels["name"], width="medium"),
         "progress": st.column_config.ProgressColumn(labels["progress"], min_value=0.0, max_value=1.0,
@@ -74,7 +74,7 @@ def close_delete() -> None:
 def confirm_delete(runs: list) -> None:
     st.markdown(f"This deletes **{len(runs)} run{'s' if len(runs) != 1 else ''}** with all their metrics, tags and "
                 "notes. It cannot be undone.")
-    st.markdown("\n".join(f"- {views.run_label(r)} ({r.status})" for r in runs))
+    st.markdown("\n".join(f"- {formatting.run_label(r)} ({r.status})" for r in runs))
     if any(r.status == "running" for r in runs):
         st.warning("Runs that are still training stop at their next flush.")
     yes, no = st.columns(2)
@@ -109,12 +109,12 @@ def export_run(run, figure) -> None:
 
 def show_run(run) -> None:
     """One run: headline numbers, then findings, every metric, the whole config and the raw summary."""
-    st.header(views.run_label(run))
-    st.caption(f"{views.status_label(run.status)} · created {run.created_at:%Y-%m-%d %H:%M} UTC · "
-               f"{views.format_duration(run.duration_s)} on {run.device or '–'} ({run.dtype or '–'}) · "
+    st.header(formatting.run_label(run))
+    st.caption(f"{formatting.status_label(run.status)} · created {run.created_at:%Y-%m-%d %H:%M} UTC · "
+               f"{formatting.format_duration(run.duration_s)} on {run.device or '–'} ({run.dtype or '–'}) · "
                f"torch {run.torch_version or '–'}" + (f" · tags: {', '.join(run.tags)}" if run.tags else ""))
     if run.status == "running":
-        st.progress(views.progress(run) or 0.0, text=views.progress_text(run))
+        st.progress(run_tables.progress(run) or 0.0, text=run_tables.progress_text(run))
     summary = run.summary
     headline = [("final val loss", "final_val_loss", "{:.4f}"), ("best val loss", "best_val_loss", "{:.4f}"),
                 ("val acc", "final_val_acc", "{:.1%}"), ("val AUC", "final_val_auc", "{:.3f}"),
@@ -136,16 +136,16 @@ def show_run(run) -> None:
         if run.error and run.status in ("failed", "diverged", "interrupted"):
             st.code(run.error, language=None)
     with tab_metrics:
-        series = load_series(store, store.url, run.id, views.cache_token([run]))
+        series = load_series(store, store.url, run.id, run_tables.cache_token([run]))
         if len(series):
-            keys = views.metric_options(series["key"].unique())  # the losses first, per-layer norms last
+            keys = run_tables.metric_options(series["key"].unique())  # the losses first, per-layer norms last
             figure = charts.run_figure(series, run_name=run.name, keys=keys)
             st.plotly_chart(figure, key=f"runs_metrics_{run.id}")
             export_run(run, figure)
         else:
             st.caption("This run has not logged any metric yet.")
     with tab_config:
-        st.dataframe(views.config_table(run.config), hide_index=True,
+        st.dataframe(run_tables.config_table(run.config), hide_index=True,
                      column_config={"changed": st.column_config.CheckboxColumn("≠ default", width="small"),
                                     "meaning": st.column_config.TextColumn("meaning", width="large")})
         st.caption("The same config as JSON, for `python -m core train --config FILE`:")
@@ -154,7 +154,7 @@ def show_run(run) -> None:
             st.session_state["train_load_config"] = (run.id, run.config)
             st.switch_page("pages/train.py")
     with tab_summary:
-        st.dataframe({"value": {k: views.format_value(v) for k, v in summary.items()}}, width="content")
+        st.dataframe({"value": {k: formatting.format_value(v) for k, v in summary.items()}}, width="content")
         st.caption(f"host {run.host or '–'} · pid {run.pid or '–'} · started "
                    f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC" if run.started_at else "not started")
 
@@ -170,9 +170,9 @@ if not runs:
 
 search, status_box, more = st.columns([3, 3, 1], vertical_alignment="bottom")
 text = search.text_input("Search", key="runs_search", placeholder="name, tag or #id")
-statuses = status_box.multiselect("Status", STATUSES, key="runs_status", format_func=views.status_label,
+statuses = status_box.multiselect("Status", STATUSES, key="runs_status", format_func=formatting.status_label,
                                   placeholder="any status")
-options = views.filter_options(runs)
+options = run_tables.filter_options(runs)
 config_filter = {field: st.session_state.get(f"runs_filter_{field}") or [] for field in options}
 active_filters = sum(bool(v) for v in config_filter.values())
 with more.popover("Config filters", icon=":material/filter_list:", width="stretch"):
@@ -181,15 +181,15 @@ with more.popover("Config filters", icon=":material/filter_list:", width="stretc
     for field, values in options.items():
         st.multiselect(field, values, key=f"runs_filter_{field}", placeholder="any")
 
-shown = views.filter_runs(runs, statuses=statuses, config=config_filter, text=text)
+shown = run_tables.filter_runs(runs, statuses=statuses, config=config_filter, text=text)
 st.caption(f"{len(shown)} of {len(runs)} runs" + (f" · {active_filters} config filter(s) on" if active_filters else "")
            + " · click a column header to sort · tick the boxes at the left to select runs")
 
-table = views.runs_table(shown)
+table = run_tables.runs_table(shown)
 ids = [int(i) for i in table.index]
 remembered = [i for i in st.session_state.get("runs_selected", []) if i in ids]
 columns = [c for c in table.columns if c != "progress" or any(r.status == "running" for r in shown)]
-event = st.dataframe(table, key=views.table_key("runs_table", ids), on_select="rerun", selection_mode="multi-row",
+event = st.dataframe(table, key=run_tables.table_key("runs_table", ids), on_select="rerun", selection_mode="multi-row",
                      selection_default={"selection": {"rows": [ids.index(i) for i in remembered]}},
                      column_config=table_columns(), column_order=columns, placeholder="–")
 selected = [ids[row] for row in event.selection.rows]
@@ -206,7 +206,7 @@ count = f"{len(chosen)} run{'s' if len(chosen) != 1 else ''} selected"
 with st.container(horizontal=True, vertical_alignment="center"):
     st.markdown(f"**{count}**")
     if st.button("Open in Compare", key="runs_open_compare", type="primary", icon=":material/stacked_line_chart:"):
-        st.switch_page("pages/compare.py", query_params={"runs": views.format_run_ids(selected)})
+        st.switch_page("pages/compare.py", query_params={"runs": urls.format_run_ids(selected)})
     if st.button("Delete…", key="runs_delete", icon=":material/delete:"):
         st.session_state["runs_confirm_delete"] = selected
 if st.session_state.get("runs_confirm_delete"):  # kept in state, so the dialog survives its own reruns
@@ -214,15 +214,15 @@ if st.session_state.get("runs_confirm_delete"):  # kept in state, so the dialog 
 
 if "runs_edit_error" in st.session_state:
     st.error(st.session_state.pop("runs_edit_error"))
-original = views.edit_frame(chosen)
+original = run_tables.edit_frame(chosen)
 edited = st.data_editor(
-    original, key=views.table_key("runs_edit", selected) + f"_{st.session_state.get('runs_edit_version', 0)}",
+    original, key=run_tables.table_key("runs_edit", selected) + f"_{st.session_state.get('runs_edit_version', 0)}",
     disabled=["status"], column_config={
         "name": st.column_config.TextColumn("name", required=True, width="medium"),
         "tags": st.column_config.ListColumn("tags", help="Type a tag and press Enter"),
         "notes": st.column_config.TextColumn("notes", width="large")})
 st.caption("Double-click a name, tag or note to edit it; changes are saved at once.")
-changes = views.edit_changes(original, edited)
+changes = run_tables.edit_changes(original, edited)
 if changes:
     if not save_edits(changes):  # start the editor afresh from what the store holds
         st.session_state["runs_edit_version"] = st.session_state.get("runs_edit_version", 0) + 1

@@ -4,13 +4,14 @@ The study shown lives in the URL (?study=3)."""
 import pandas as pd
 import streamlit as st
 
-from core import charts, export, runner, views
-from core.cli import describe
-from core.config import GROUPS, ConfigError, ExperimentConfig, choices, field_comment, field_kind, field_names
-from core.effects import effects, effects_sentences, factor_columns, ranking
+from core.analysis.effects import effects, effects_sentences, factor_columns, ranking
+from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choices, describe, field_comment, field_kind,
+                                    field_names)
+from core.jobs import runner
+from core.jobs.studies import (default_workers, existing_study, list_studies_with_progress, load_spec, progress,
+                               study_frame)
+from core.presentation import charts, export, formatting, forms, run_tables, study_views, urls
 from core.store import RunNotFound, Store
-from core.studies import default_workers, existing_study, list_studies_with_progress, load_spec, progress, \
-    study_frame
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
     st.session_state["app_goto"] = ("pages/studies.py", st.query_params.to_dict())
@@ -24,7 +25,7 @@ DOWNLOAD_ICONS = {"png": ":material/image:", "svg": ":material/image:", "pdf": "
                   "html": ":material/code:", "csv": ":material/table_view:"}
 LIVE_REFRESH_S = 2.0  # while a study trains
 FORM_COLUMNS = 4
-STARTS = views.study_starts()
+STARTS = forms.study_starts()
 KEEP = "session"  # the form keeps its values across a visit to another page
 
 
@@ -36,12 +37,12 @@ def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[st
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def load_metric_keys(_store: Store, url: str, ids: tuple[int, ...], token: tuple) -> list[str]:
-    return views.metric_options(_store.metric_keys_for(ids))
+    return run_tables.metric_options(_store.metric_keys_for(ids))
 
 
 # ---------------------------------------------------------------------- the form's state
 def load_base(cfg: ExperimentConfig) -> None:
-    for name, value in views.form_values(cfg).items():
+    for name, value in forms.form_values(cfg).items():
         st.session_state[BASE + name] = value
 
 
@@ -51,7 +52,7 @@ def on_start() -> None:
     load_base(start.base)
     st.session_state["studies_vary"] = list(start.vary)
     for name, values in start.vary.items():
-        st.session_state[VALUES + name] = views.vary_widget_value(name, values)
+        st.session_state[VALUES + name] = forms.vary_widget_value(name, values)
     st.session_state["studies_seeds"] = start.seeds
     st.session_state["studies_name"] = ""  # the built-in study's name while its grid is unchanged, else derived
     st.session_state["studies_from_run"] = None
@@ -75,11 +76,11 @@ def on_vary() -> None:
     """A field was added to the grid: its values start from its base value."""
     for name in st.session_state["studies_vary"]:
         if VALUES + name not in st.session_state:
-            st.session_state[VALUES + name] = views.vary_initial(name, st.session_state.get(BASE + name))
+            st.session_state[VALUES + name] = forms.vary_initial(name, st.session_state.get(BASE + name))
 
 
-def read_draft() -> views.StudyDraft:
-    return views.study_draft(
+def read_draft() -> forms.StudyDraft:
+    return forms.study_draft(
         name=st.session_state.get("studies_name", ""),
         base={name: st.session_state.get(BASE + name) for name in field_names()},
         vary={name: st.session_state.get(VALUES + name) for name in st.session_state.get("studies_vary", [])},
@@ -102,7 +103,7 @@ def on_launch() -> None:
         study_id = runner.launch_study(store, draft.spec, workers=int(st.session_state["studies_workers"]))
     except ConfigError as exc:  # what only launching can tell (a CSV that does not load): shown until it changes
         st.session_state["studies_refused"] = {"spec": draft.spec.to_dict(),
-                                               "errors": {exc.field: views.error_message(exc)}}
+                                               "errors": {exc.field: forms.error_message(exc)}}
         return
     st.session_state.pop("studies_refused", None)
     st.session_state["studies_mode"] = "view"
@@ -152,17 +153,17 @@ def base_widget(name: str, disabled: bool) -> None:
 
 def values_widget(name: str) -> None:
     """The values of one varied field: picked from its choices, or typed like `--vary` takes them."""
-    options = views.vary_choices(name)
+    options = forms.vary_choices(name)
     help_text = f"{field_comment(name)}. The first value is the baseline the effects are measured against."
     if options is not None:
         st.multiselect(name, options, key=VALUES + name, help=help_text, persist_state=KEEP,
-                       format_func=views.study_value, placeholder="pick values")
+                       format_func=forms.study_value, placeholder="pick values")
     else:
         st.text_input(name, key=VALUES + name, help=help_text + " Separate values by commas.", persist_state=KEEP,
-                      placeholder=views.vary_placeholder(name))
+                      placeholder=forms.vary_placeholder(name))
 
 
-def launch_form(draft: views.StudyDraft, errors: dict[str, str], resumes: int | None, refused: bool) -> None:
+def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | None, refused: bool) -> None:
     runs = store.list_runs()
     start, from_run, name_box = st.columns([2, 2, 3], vertical_alignment="bottom")
     start.selectbox("Start from", list(STARTS), key="studies_start", on_change=on_start, persist_state=KEEP,
@@ -172,7 +173,7 @@ def launch_form(draft: views.StudyDraft, errors: dict[str, str], resumes: int | 
     from_run.selectbox("Base config from a run", [None, *(r.id for r in runs)], key="studies_from_run",
                        on_change=on_from_run, persist_state=KEEP, placeholder="optional",
                        format_func=lambda i: "none: the starting point's" if i is None else
-                       views.run_label(next(r for r in runs if r.id == i)),
+                       formatting.run_label(next(r for r in runs if r.id == i)),
                        help="Takes every base field from that run's config.")
     name_box.text_input("Study name", key="studies_name", persist_state=KEEP, max_chars=255,
                         placeholder=draft.spec.name if draft.spec else "default: named after the grid",
@@ -186,7 +187,7 @@ def launch_form(draft: views.StudyDraft, errors: dict[str, str], resumes: int | 
         st.warning(problem)
 
     st.subheader("Vary", divider="gray")
-    vary = st.multiselect("Fields to vary", views.vary_fields(), key="studies_vary", on_change=on_vary,
+    vary = st.multiselect("Fields to vary", forms.vary_fields(), key="studies_vary", on_change=on_vary,
                           persist_state=KEEP, placeholder="pick config fields",
                           help="Every combination of their values is one variant; each variant trains once per "
                                "seed.")
@@ -205,7 +206,7 @@ def launch_form(draft: views.StudyDraft, errors: dict[str, str], resumes: int | 
                               f"{default_workers()} cores).")
     with count.container(key="studies_run_count"):
         at_once = int(st.session_state.get("studies_workers") or 1)
-        st.markdown(views.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
+        st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
                     + (f" · resumes study #{resumes}" if resumes else ""))
     button.button("Launch", key="studies_launch", type="primary", icon=":material/rocket_launch:", width="stretch",
                   on_click=on_launch)
@@ -250,12 +251,12 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
     if not factors:
         st.caption("This study varies nothing but the seed: there are no choices to compare.")
         return
-    metric = st.segmented_control("Judged on", list(views.STUDY_METRICS), key="studies_effect_metric",
-                                  format_func=views.STUDY_METRICS.get, required=True, default="final_val_loss")
+    metric = st.segmented_control("Judged on", list(study_views.STUDY_METRICS), key="studies_effect_metric",
+                                  format_func=study_views.STUDY_METRICS.get, required=True, default="final_val_loss")
     table = effects(frame, metric)
     with st.container(border=True, key="studies_effects_words"):
         for row, sentence in zip(table.to_dict("records"), effects_sentences(table)):
-            text = views.escape_markdown(sentence)
+            text = formatting.escape_markdown(sentence)
             st.markdown(f":material/check_circle: **{text}**" if row["clear"] else f":material/remove: {text}")
         if len(table) and not table["clear"].any() and (table["n_seeds"] >= 2).any():
             st.caption("No difference is clear yet: every 95% interval includes 0. More seeds narrow the "
@@ -263,7 +264,7 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
     st.caption("Each difference is the change from the first value, averaged over the other fields' values, per "
                "seed; the 95% confidence interval is over seeds (a paired t interval). Bold: the interval excludes "
                "0. Only finished runs count.")
-    st.dataframe(views.effects_view(table), hide_index=True, key="studies_effects_table", column_config={
+    st.dataframe(study_views.effects_view(table), hide_index=True, key="studies_effects_table", column_config={
         "level": st.column_config.TextColumn("level", width="medium"),
         "baseline": st.column_config.TextColumn("baseline", width="medium"),
         "level_mean": st.column_config.NumberColumn("mean at level", format="%.4g"),
@@ -275,13 +276,13 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
         "p_value": st.column_config.NumberColumn("p", format="%.3g"),
         "clear": st.column_config.CheckboxColumn("clear"),
     })
-    download_buttons([table_download("csv_effects", "Effects (CSV)", views.effects_view(table).set_index("factor"),
+    download_buttons([table_download("csv_effects", "Effects (CSV)", study_views.effects_view(table).set_index("factor"),
                                      f"{name} effects {metric}")])
 
 
 def ranking_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
     st.subheader("Ranking", divider="gray")
-    table = views.ranking_view(ranking(frame), factors)
+    table = study_views.ranking_view(ranking(frame), factors)
     st.caption("Variants by mean final val loss over their finished runs (± is the sd over seeds), best first.")
     number = st.column_config.NumberColumn
     st.dataframe(table, key="studies_ranking_table", column_config={
@@ -289,14 +290,14 @@ def ranking_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
         "n": number("n", help="finished runs counted"),
         **{f"{m}_{s}": number(label if s == "mean" else "± sd", format="%.4f",
                               help=f"{label}: {'mean' if s == 'mean' else 'standard deviation'} over seeds")
-           for m, label in views.STUDY_METRICS.items() for s in ("mean", "sd")}})
+           for m, label in study_views.STUDY_METRICS.items() for s in ("mean", "sd")}})
     download_buttons([table_download("csv_ranking", "Ranking (CSV)", table, f"{name} ranking")])
 
 
 def curves_section(name: str, runs: list, factors: list[str]) -> None:
     st.subheader("Curves by variant", divider="gray")
     ids = tuple(r.id for r in runs)
-    token = views.cache_token(runs)
+    token = run_tables.cache_token(runs)
     available = load_metric_keys(store, store.url, ids, token)
     if not available:
         st.caption("No run of this study has logged a metric yet.")
@@ -312,8 +313,8 @@ def curves_section(name: str, runs: list, factors: list[str]) -> None:
     series = load_series(store, store.url, ids, (metric,), token)
     title = f"{name}: {metric}"
     try:
-        figure = charts.comparison_figure(series, views.chart_runs(runs), metrics=[metric], log_y=log_y, band=band,
-                                          group_by=views.study_group_fields(factors), title=title)
+        figure = charts.comparison_figure(series, run_tables.chart_runs(runs), metrics=[metric], log_y=log_y, band=band,
+                                          group_by=study_views.study_group_fields(factors), title=title)
     except ValueError as exc:
         st.error(f"This chart cannot be drawn: {exc}")
         return
@@ -330,25 +331,25 @@ def study_view(study_id: int, active_before: bool) -> None:
     study = store.get_study(study_id)
     spec = load_spec(store, study_id)
     counts = progress(store, study_id)
-    active = views.study_active(counts, scheduler_alive=runner.study_running(store, study_id))
+    active = study_views.study_active(counts, scheduler_alive=runner.study_running(store, study_id))
     runs = store.list_runs(study_id=study_id)
     runs.sort(key=lambda r: r.id)
     frame = study_frame(store, study_id)
     factors = factor_columns(frame)
 
     st.header(f"#{study.id} {study.name}")
-    st.caption(f"{views.grid_text(spec)} · base: {describe(ExperimentConfig.from_dict(spec.base))} · created "
+    st.caption(f"{study_views.grid_text(spec)} · base: {describe(ExperimentConfig.from_dict(spec.base))} · created "
                f"{study.created_at:%Y-%m-%d %H:%M} UTC")
     with st.container(key="studies_progress"):
         bar, actions = st.columns([5, 1], vertical_alignment="center")
-        bar.progress(views.study_fraction(counts), text=views.study_progress_text(counts))
+        bar.progress(study_views.study_fraction(counts), text=study_views.study_progress_text(counts))
         if any(r.status == "running" and r.cancel_requested for r in runs):
             actions.caption("cancelling…")
         elif active:
             actions.button("Cancel", key="studies_cancel", icon=":material/stop:", width="stretch",
                            on_click=runner.cancel_study, args=(store, study_id),
                            help="Running runs stop within a second; no more start. Resume reruns them.")
-        elif views.study_fraction(counts) < 1:
+        elif study_views.study_fraction(counts) < 1:
             actions.button("Resume", key="studies_resume", icon=":material/play_arrow:", width="stretch",
                            type="primary", on_click=on_resume, args=(study_id,),
                            help="Trains the runs that have no result yet, in the background; finished runs are "
@@ -365,12 +366,12 @@ def study_view(study_id: int, active_before: bool) -> None:
         curves_section(study.name, runs, factors)
         st.page_link("pages/compare.py", label=f"Open these {len(runs)} runs in Compare",
                      icon=":material/stacked_line_chart:",
-                     query_params={"runs": views.format_run_ids(r.id for r in runs)})
+                     query_params={"runs": urls.format_run_ids(r.id for r in runs)})
         with st.expander(f"The {len(runs)} runs of this study"):
-            st.dataframe(views.study_runs_view(frame, factors), column_config={
+            st.dataframe(study_views.study_runs_view(frame, factors), column_config={
                 "wall_time_s": st.column_config.NumberColumn("wall time", format="%.1f s"),
                 **{m: st.column_config.NumberColumn(label, format="%.4f")
-                   for m, label in views.STUDY_METRICS.items()}})
+                   for m, label in study_views.STUDY_METRICS.items()}})
 
 
 # ---------------------------------------------------------------------- the page
@@ -396,7 +397,7 @@ if mode == "launch":
         try:
             resumes = existing_study(store, draft.spec)
         except ConfigError as exc:
-            errors["name"] = views.error_message(exc)
+            errors["name"] = forms.error_message(exc)
     refused = st.session_state.get("studies_refused")
     if refused and refused["spec"] is None and not draft.errors:  # refused for bad inputs, now fixed
         st.session_state.pop("studies_refused")
@@ -418,7 +419,7 @@ if not studies:
 
 url_value = st.query_params.get("study", "")
 if url_value != st.session_state.get("studies_url"):
-    chosen, problem = views.resolve_study(url_value, by_id)
+    chosen, problem = urls.resolve_study(url_value, by_id)
     if chosen is None and not url_value:
         chosen = st.session_state.get("studies_selected")  # back from another page without ?study=
     st.session_state["studies_selected"] = chosen
@@ -433,7 +434,7 @@ if st.query_params.get("study") != str(selected):
     show_study(selected)
 st.session_state["studies_pick"] = selected
 st.selectbox("Study", list(by_id), key="studies_pick", on_change=on_pick,
-             format_func=lambda i: views.study_label(by_id[i]))
+             format_func=lambda i: study_views.study_label(by_id[i]))
 
-active = views.study_active(by_id[selected].counts, scheduler_alive=runner.study_running(store, selected))
+active = study_views.study_active(by_id[selected].counts, scheduler_alive=runner.study_running(store, selected))
 st.fragment(study_view, run_every=LIVE_REFRESH_S if active else None)(selected, active)

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from core import charts, runner, views
-from core.cli import describe
-from core.config import GROUPS, PRESETS, ConfigError, ExperimentConfig, choices, field_comment, field_kind, \
-    field_names, preset
+from core.experiment.config import (GROUPS, PRESETS, ConfigError, ExperimentConfig, choices, describe, field_comment,
+                                    field_kind, field_names, preset)
+from core.jobs import runner
+from core.presentation import charts, formatting, forms, run_tables
 from core.store import RunNotFound, Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -22,7 +22,7 @@ FORM_COLUMNS = 3
 
 
 def load_form(cfg: ExperimentConfig) -> None:
-    for name, value in views.form_values(cfg).items():
+    for name, value in forms.form_values(cfg).items():
         st.session_state[FIELD + name] = value
 
 
@@ -65,15 +65,15 @@ def live_runs() -> list:
 def live_card(run) -> None:
     with st.container(border=True, key=f"train_live_run_{run.id}"):
         head, action = st.columns([5, 1], vertical_alignment="center")
-        head.markdown(f"**{views.run_label(run)}** &nbsp; {views.status_label(run.status)}")
+        head.markdown(f"**{formatting.run_label(run)}** &nbsp; {formatting.status_label(run.status)}")
         if run.status == "running":
             if run.cancel_requested:
                 action.caption("cancelling…")
             else:
                 action.button("Cancel", key=f"train_cancel_{run.id}", on_click=runner.cancel, args=(store, run.id))
-            st.progress(views.progress(run) or 0.0, text=views.progress_text(run))
+            st.progress(run_tables.progress(run) or 0.0, text=run_tables.progress_text(run))
         else:
-            st.caption(views.outcome_text(run))
+            st.caption(run_tables.outcome_text(run))
         series = store.metrics_frame([run.id], keys=LIVE_METRICS)
         if len(series):
             st.plotly_chart(charts.run_figure(series, run_name=run.name, keys=LIVE_METRICS, cols=2),
@@ -94,11 +94,11 @@ elif FIELD + "dataset" not in st.session_state:  # first visit
 
 upload = st.session_state.get("train_csv_upload")
 if upload is not None and st.session_state.get("train_csv_saved") != upload.file_id:
-    saved = views.save_upload(upload.getvalue(), upload.name, views.uploads_dir(store.url))
+    saved = forms.save_upload(upload.getvalue(), upload.name, forms.uploads_dir(store.url))
     st.session_state[FIELD + "csv_path"] = str(saved)
     st.session_state["train_csv_saved"] = upload.file_id
 
-cfg, errors = views.config_from_form({name: st.session_state.get(FIELD + name) for name in field_names()})
+cfg, errors = forms.config_from_form({name: st.session_state.get(FIELD + name) for name in field_names()})
 
 # ---------------------------------------------------------------------- the page
 st.title("Train")
@@ -116,8 +116,8 @@ with form_col:
                            width="stretch")
     if "train_loaded_from" in st.session_state:
         st.caption(f"Filled from run #{st.session_state['train_loaded_from']}.")
-    elif st.session_state["train_preset"] in views.PRESET_NOTES:
-        st.caption(views.PRESET_NOTES[st.session_state["train_preset"]])
+    elif st.session_state["train_preset"] in forms.PRESET_NOTES:
+        st.caption(forms.PRESET_NOTES[st.session_state["train_preset"]])
 
     if launch:
         if errors:

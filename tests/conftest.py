@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import preset
+from core.experiment.config import preset
 from core.store import Store
 
 # name -> (preset, overrides): three different configs, a second seed of one, all a couple of epochs.
@@ -26,7 +26,7 @@ def sqlite_url(path: Path) -> str:
 def train_tiny_runs(store: Store) -> list[int]:
     """Train `TINY_RUNS` in this process (a second or two in all) and return their ids, oldest first."""
     from core.store import StoreReporter  # noqa: PLC0415 - torch only for the tests that need runs
-    from core.training import train
+    from core.training.trainer import train
 
     ids = []
     for name, (preset_name, overrides) in TINY_RUNS.items():

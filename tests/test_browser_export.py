@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import PROJECT_ROOT, export
+from core import PROJECT_ROOT
+from core.presentation import export
 from core.store import Store
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

@@ -10,14 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from core.charts import (
-    EMPTY_MESSAGE,
-    align,
-    comparison_figure,
-    diff_table,
-    ema_smooth,
-    run_figure,
-)
+from core.analysis.series import align, ema_smooth
+from core.presentation.charts import EMPTY_MESSAGE, comparison_figure, diff_table, run_figure
 
 STEPS_PER_EPOCH = 10
 

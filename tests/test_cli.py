@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from core import PROJECT_ROOT
-from core.cli import main
+from core.cli.main import main
 from core.store import Store
 
 

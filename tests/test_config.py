@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from core.config import PRESETS, ConfigError, ExperimentConfig, coerce, field_comment, field_names, preset
+from core.experiment.config import PRESETS, ConfigError, ExperimentConfig, coerce, field_comment, field_names, preset
 
 
 def test_defaults_validate_and_round_trip_through_json():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.config import ConfigError, ExperimentConfig
-from core.data import load_dataset
+from core.experiment.config import ConfigError, ExperimentConfig
+from core.experiment.data import load_dataset
 
 
 @pytest.mark.parametrize("dataset, width", [("gaussian", 10), ("moons", 2), ("circles", 2), ("xor", 2),

@@ -5,9 +5,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from core.diagnostics import (batchnorm_stats, dead_relu_frac, grad_norms, grad_vanish_frac, output_diagnostics,
-                              roc_auc, roc_auc_rows)
-from core.losses import bce_loss, logits_loss
+from core.experiment.losses import bce_loss, logits_loss
+from core.training.diagnostics import (batchnorm_stats, dead_relu_frac, grad_norms, grad_vanish_frac,
+                                       output_diagnostics, roc_auc, roc_auc_rows)
 
 
 def diag_with_grad(z, y, loss="bce", **kw):

@@ -20,13 +20,14 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-from core import export, report, views
-from core.charts import run_figure
-from core.config import ConfigError, ExperimentConfig
-from core.export import ExportUnavailable
-from core.reporting import MetricRow
+from core.cli import export as export_cli
+from core.experiment.config import ConfigError, ExperimentConfig
+from core.presentation import export, images, report, run_tables
+from core.presentation.charts import run_figure
+from core.presentation.export import ExportUnavailable
 from core.store import Store, StoreReporter
-from core.training import train
+from core.training.reporting import MetricRow
+from core.training.trainer import train
 
 SCRIPT_NAME = "<script>alert(1)</script>"
 NOTE = "<img src=x onerror=alert(2)> lr too high"
@@ -247,11 +248,11 @@ def test_series_csv_reads_back_equal_to_the_stored_series(store, ids):
 
 def test_table_csv_of_summary_and_config_differences(store, ids):
     runs = report.load_runs(store, ids)
-    summary = pd.read_csv(io.StringIO(export.table_csv(views.summary_table(runs))), index_col=0)
+    summary = pd.read_csv(io.StringIO(export.table_csv(run_tables.summary_table(runs))), index_col=0)
     assert summary.index.tolist() == ids and summary["name"].tolist() == ["baseline", SCRIPT_NAME, "bn & co"]
     assert summary["steps"].tolist() == [r.summary["steps"] for r in runs]
     assert summary["diverged_step"].isna().all()  # None in the summary -> NaN in the table -> NaN read back
-    diff = pd.read_csv(io.StringIO(export.table_csv(views.config_differences(runs))), index_col=0)
+    diff = pd.read_csv(io.StringIO(export.table_csv(run_tables.config_differences(runs))), index_col=0)
     assert {"activation", "batchnorm", "seed"} <= set(diff.columns) and diff["activation"].tolist()[1] == "elu"
 
 
@@ -303,8 +304,8 @@ def test_image_export_problem_says_what_to_install(monkeypatch):
     assert "HTML and CSV export work without it" in problem
     if export.find_browser() is not None:
         assert export.image_export_problem() is None
-        real = export.importlib.util.find_spec
-        monkeypatch.setattr(export.importlib.util, "find_spec",
+        real = images.importlib.util.find_spec
+        monkeypatch.setattr(images.importlib.util, "find_spec",
                             lambda name, *a: None if name == "kaleido" else real(name, *a))
         assert "pip install 'kaleido" in export.image_export_problem()
 
@@ -379,9 +380,9 @@ def test_safe_filename_keeps_readable_names():
 # ---------------------------------------------------------------------- the command line
 def run_export(store, *argv) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser()
-    export.add_export_parser(parser.add_subparsers(dest="command"))
+    export_cli.add_export_parser(parser.add_subparsers(dest="command"))
     out, err = io.StringIO(), io.StringIO()
-    code = export.cmd_export(parser.parse_args(["export", *argv]), store, out, err)
+    code = export_cli.cmd_export(parser.parse_args(["export", *argv]), store, out, err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -456,7 +457,7 @@ def test_cli_bad_input_raises_config_error_naming_the_field(store, ids, tmp_path
 
 
 def test_cli_main_runs_export_when_wired(store, ids, tmp_path):
-    from core import cli
+    from core.cli import main as cli
     if "export" not in cli.COMMANDS:
         pytest.skip("core.cli does not wire the export subcommand yet")
     out, err = io.StringIO(), io.StringIO()

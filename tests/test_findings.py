@@ -1,5 +1,5 @@
-from core.config import ExperimentConfig
-from core.findings import findings_for
+from core.analysis.findings import findings_for
+from core.experiment.config import ExperimentConfig
 
 
 def titles(config, summary, status="finished"):

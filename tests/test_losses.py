@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from core.diagnostics import saturation_logits
-from core.losses import bce_loss, logits_loss
+from core.experiment.losses import bce_loss, logits_loss
+from core.training.diagnostics import saturation_logits
 
 
 def loss_and_grad(fn, z, y, **kw):

@@ -1,6 +1,6 @@
 import math
 
-from core.reporting import MemoryReporter, MetricBatch, MetricRow
+from core.training.reporting import MemoryReporter, MetricBatch, MetricRow
 
 
 def test_a_batch_holds_rows_in_columns_and_gives_them_back_in_order():

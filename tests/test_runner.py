@@ -10,10 +10,12 @@ import time
 
 import pytest
 
-from core import runner
-from core.config import ConfigError, ExperimentConfig
+from core.cli.study import add_study_parser
+from core.experiment.config import ConfigError, ExperimentConfig
+from core.jobs import runner
+from core.jobs.spec import StudySpec, run_key
+from core.jobs.studies import load_spec, open_study
 from core.store import Store
-from core.studies import StudySpec, add_study_parser, load_spec, open_study, run_key
 
 FAST = ExperimentConfig(epochs=1, n_samples=200, hidden=(4,), diagnostics="loss").to_dict()
 WAIT_S = 180

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core.series import align, band, downsample_indices, ema_smooth, robust_range
+from core.analysis.series import align, band, downsample_indices, ema_smooth, robust_range
 
 
 def _reference_ema(values: list[float], w: float) -> list[float]:

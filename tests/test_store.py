@@ -23,9 +23,11 @@ from sqlalchemy import event, text
 
 import core.store
 from core import PROJECT_ROOT
-from core.reporting import MetricBatch, MetricRow, RunInfo, RunResult
-from core.store import (INTERRUPTED_ERROR, STATUSES, Base, Run, RunNotFound, Store, StoreReporter, StudyNotFound,
-                        alembic_config, default_url, head_revision, make_engine, pid_alive)
+from core.store import (INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Store, StoreReporter, StudyNotFound, default_url,
+                        pid_alive)
+from core.store.database import alembic_config, head_revision, make_engine
+from core.store.schema import Base
+from core.training.reporting import MetricBatch, MetricRow, RunInfo, RunResult
 
 UTC = timezone.utc
 T0 = datetime(2025, 3, 4, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))  # 05:08:09.123456 UTC
@@ -163,13 +165,13 @@ def test_reopening_keeps_data_and_needs_no_write_lock(db_path: Path, clock: Fake
 SLOW_MIGRATION = textwrap.dedent("""
     import time
     import core.store
-    _real_upgrade = core.store.command.upgrade
+    _real_upgrade = core.store.database.command.upgrade
 
     def _slow_upgrade(config, revision, **kw):  # widen the window in which a second opener could collide
         _real_upgrade(config, revision, **kw)
         time.sleep(0.5)
 
-    core.store.command.upgrade = _slow_upgrade
+    core.store.database.command.upgrade = _slow_upgrade
 """)
 
 
@@ -193,8 +195,8 @@ def test_concurrent_first_open_from_processes(tmp_path: Path) -> None:
 
 def test_concurrent_first_open_from_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     namespace: dict[str, object] = {}
-    exec(SLOW_MIGRATION.replace("core.store.command.upgrade = _slow_upgrade", ""), namespace)
-    monkeypatch.setattr(core.store.command, "upgrade", namespace["_slow_upgrade"])
+    exec(SLOW_MIGRATION.replace("core.store.database.command.upgrade = _slow_upgrade", ""), namespace)
+    monkeypatch.setattr(core.store.database.command, "upgrade", namespace["_slow_upgrade"])
     urls = [f"sqlite:///{tmp_path}/same.db"] * 3 + [f"sqlite:///{tmp_path}/other{i}.db" for i in range(2)]
     errors: list[BaseException] = []
     stores: list[Store] = []
@@ -505,7 +507,7 @@ def test_metrics_frame_ordering_and_dtypes(store: Store) -> None:
 
 
 def test_metrics_frame_with_many_runs(store: Store) -> None:
-    ids = [store.create_run(name=f"r{i}", config={}) for i in range(core.store._CHUNK + 20)]  # more than one IN list
+    ids = [store.create_run(name=f"r{i}", config={}) for i in range(core.store.cursors.CHUNK + 20)]  # more than one IN list
     for run_id in ids[::-1]:
         store.log_metrics(run_id, [MetricRow("loss", 1, 0, float(run_id), 0.0)])
     frame = store.metrics_frame(ids)
@@ -553,7 +555,7 @@ def test_a_batch_with_columns_of_different_lengths_is_refused_whole(store: Store
 def test_rows_survive_a_killed_writer(db_path: Path) -> None:
     child = textwrap.dedent("""
         import os, sys
-        from core.reporting import MetricRow
+        from core.training.reporting import MetricRow
         from core.store import Store
         store = Store(sys.argv[1])
         run_id = store.create_run(name="doomed", config={})

@@ -18,11 +18,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from core.config import ConfigError, ExperimentConfig
-from core.effects import effects, effects_sentences, ranking
+from core.analysis.effects import effects, effects_sentences, ranking
+from core.cli.study import add_study_parser, cmd_study, spec_from_args
+from core.experiment.config import ConfigError, ExperimentConfig
+from core.jobs.scheduler import resume_study, run_study
+from core.jobs.spec import STUDIES, StudySpec, expand, run_key
+from core.jobs.studies import cancel_study, load_spec, open_study, progress, study_frame
 from core.store import Store
-from core.studies import (STUDIES, StudySpec, add_study_parser, cancel_study, cmd_study, expand, load_spec,
-                          open_study, progress, resume_study, run_key, run_study, spec_from_args, study_frame)
 
 FAST = ["--epochs", "1", "--n-samples", "200", "--diagnostics", "loss"]
 SMALL_GRID = ["--vary", "batchnorm=false,true", "--vary", "loss=bce,bce_with_logits", "--seeds", "2", *FAST]
@@ -362,7 +364,7 @@ def test_effects_sentences():
 
 # ---------------------------------------------------------------------- read helpers for the dashboard
 def test_list_studies_with_progress_and_existing_study(db):
-    from core.studies import existing_study, list_studies_with_progress
+    from core.jobs.studies import existing_study, list_studies_with_progress
 
     store = Store(db)
     assert list_studies_with_progress(store) == []

@@ -5,11 +5,11 @@ import torch
 
 from sklearn.metrics import roc_auc_score
 
-from core.config import ExperimentConfig, preset
-from core.data import load_dataset
-from core.models import build_model
-from core.reporting import MemoryReporter
-from core.training import batch_slices, resolve_device, train
+from core.experiment.config import ExperimentConfig, preset
+from core.experiment.data import load_dataset
+from core.experiment.models import build_model
+from core.training.reporting import MemoryReporter
+from core.training.trainer import batch_slices, resolve_device, train
 
 REQUIRED_STEP_KEYS = {"train_loss", "train_loss_logits", "clamp_frac", "clamp_wrong_frac", "grad_vanish_frac",
                       "logit_mean", "logit_std", "logit_abs_max", "pred_pos_rate", "grad_norm", "update_norm", "lr"}
@@ -245,8 +245,8 @@ def test_training_leaves_the_garbage_collector_as_it_found_it():
 def test_dead_relu_frac_per_step_equals_the_batches_own_relu_outputs():
     # Frozen weights (lr 1e-30) and the trainer's own batch order: every step's dead share can be recomputed
     # from the model built from the seed, batch by batch, with the one-batch function.
-    from core.diagnostics import dead_relu_frac
-    from core.training import batch_slices
+    from core.training.diagnostics import dead_relu_frac
+    from core.training.trainer import batch_slices
 
     cfg = ExperimentConfig(hidden=(6, 5), optimizer="sgd", lr=1e-30, epochs=2, n_samples=200, batch_size=16,
                            output_relu=True)
@@ -271,8 +271,8 @@ def test_dead_relu_frac_per_step_equals_the_batches_own_relu_outputs():
 def _replica(cfg):
     """Each step's (loss, all logits finite) from a replica of the trainer's loop: same seed, batches and
     optimizer, moving weights, plain PyTorch."""
-    from core.losses import loss_fn
-    from core.training import DTYPES, make_optimizer
+    from core.experiment.losses import loss_fn
+    from core.training.trainer import DTYPES, make_optimizer
 
     data = load_dataset(cfg)
     dtype = DTYPES[cfg.dtype]
@@ -330,7 +330,7 @@ def test_divergence_is_reported_at_the_first_step_with_non_finite_logits(diagnos
 
 
 def test_validate_is_eval_mode_for_batchnorm_and_leaves_the_model_training():
-    from core.training import validate
+    from core.training.trainer import validate
 
     cfg = ExperimentConfig(hidden=(6, 5), batchnorm=True)
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import charts, views
-from core.config import PRESETS, ExperimentConfig, field_names, preset
+from core.experiment.config import PRESETS, ExperimentConfig, field_names, preset
+from core.presentation import charts, formatting, forms, run_tables, study_views, urls
 from core.store import Run
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -41,30 +41,30 @@ def runs() -> list[Run]:
 @pytest.mark.parametrize("value, text", [(None, "none"), ([64, 64], "[64, 64]"), ((), "[]"), (0.01, "0.01"),
                                          (1e-05, "1e-05"), (True, "True"), (3, "3"), ("relu", "relu")])
 def test_format_value(value, text):
-    assert views.format_value(value) == text
+    assert formatting.format_value(value) == text
 
 
 @pytest.mark.parametrize("seconds, text", [(None, "–"), (math.nan, "–"), (-1, "–"), (0.84, "0.8 s"), (42.4, "42 s"),
                                            (185, "3 min 05 s"), (7440, "2 h 04 min")])
 def test_format_duration(seconds, text):
-    assert views.format_duration(seconds) == text
+    assert formatting.format_duration(seconds) == text
 
 
 def test_progress_and_texts(runs):
     running = runs[2]
-    assert views.progress(running) == pytest.approx(0.25)
-    assert views.progress_text(running) == "step 30 of 120 · 3.0 s"
-    assert views.progress(Run(id=9, name="x", status="running", created_at=T0)) is None  # no total yet
-    assert views.outcome_text(runs[0]) == "finished after 12 s · val loss 0.2500 · val acc 90.0%"
+    assert run_tables.progress(running) == pytest.approx(0.25)
+    assert run_tables.progress_text(running) == "step 30 of 120 · 3.0 s"
+    assert run_tables.progress(Run(id=9, name="x", status="running", created_at=T0)) is None  # no total yet
+    assert run_tables.outcome_text(runs[0]) == "finished after 12 s · val loss 0.2500 · val acc 90.0%"
     failed = Run(id=5, name="f", status="failed", created_at=T0, wall_time_s=1.0, error="TypeError: boom\ntrace")
-    assert views.outcome_text(failed) == "failed after 1.0 s · TypeError: boom"
+    assert run_tables.outcome_text(failed) == "failed after 1.0 s · TypeError: boom"
 
 
 # ---------------------------------------------------------------------- the runs table
 def test_runs_table_has_one_row_per_run_with_numbers_that_sort(runs):
-    table = views.runs_table(runs)
+    table = run_tables.runs_table(runs)
     assert list(table.index) == [3, 2, 1] and table.index.name == "id"
-    assert list(table.columns) == list(views.TABLE_LABELS)
+    assert list(table.columns) == list(run_tables.TABLE_LABELS)
     first = table.loc[3]
     assert first["status"] == "✓ finished"
     assert first["hidden"] == "[64, 64]" and table.loc[1, "hidden"] == "[]"
@@ -79,51 +79,51 @@ def test_runs_table_has_one_row_per_run_with_numbers_that_sort(runs):
 
 
 def test_runs_table_of_no_runs_is_empty_with_the_columns():
-    table = views.runs_table([])
-    assert table.empty and list(table.columns) == list(views.TABLE_LABELS)
+    table = run_tables.runs_table([])
+    assert table.empty and list(table.columns) == list(run_tables.TABLE_LABELS)
 
 
 def test_table_key_changes_with_the_rows():
-    assert views.table_key("t", [1, 2]) == views.table_key("t", [1, 2])
-    assert views.table_key("t", [1, 2]) != views.table_key("t", [2, 1])
-    assert views.table_key("t", [1, 2]) != views.table_key("t", [1, 2, 3])
+    assert run_tables.table_key("t", [1, 2]) == run_tables.table_key("t", [1, 2])
+    assert run_tables.table_key("t", [1, 2]) != run_tables.table_key("t", [2, 1])
+    assert run_tables.table_key("t", [1, 2]) != run_tables.table_key("t", [1, 2, 3])
 
 
 # ---------------------------------------------------------------------- filters
 def test_filter_by_status_config_and_text(runs):
     ids = lambda found: [r.id for r in found]  # noqa: E731
-    assert ids(views.filter_runs(runs)) == [3, 2, 1]
-    assert ids(views.filter_runs(runs, statuses=["running", "diverged"])) == [2, 1]
-    assert ids(views.filter_runs(runs, config={"activation": ["elu"]})) == [2]
-    assert ids(views.filter_runs(runs, config={"hidden": ["[64, 64]"], "activation": []})) == [3, 2]
-    assert ids(views.filter_runs(runs, config={"clamp_eps": ["none"]})) == [3, 2]
-    assert ids(views.filter_runs(runs, text="MLP")) == [3, 2]
-    assert ids(views.filter_runs(runs, text="baseline")) == [3]  # a tag
-    assert ids(views.filter_runs(runs, text="mlp baseline")) == [3]  # every word must match, name or tag
-    assert ids(views.filter_runs(runs, text="#1")) == [1]
-    assert ids(views.filter_runs(runs, text="nothing like it")) == []
+    assert ids(run_tables.filter_runs(runs)) == [3, 2, 1]
+    assert ids(run_tables.filter_runs(runs, statuses=["running", "diverged"])) == [2, 1]
+    assert ids(run_tables.filter_runs(runs, config={"activation": ["elu"]})) == [2]
+    assert ids(run_tables.filter_runs(runs, config={"hidden": ["[64, 64]"], "activation": []})) == [3, 2]
+    assert ids(run_tables.filter_runs(runs, config={"clamp_eps": ["none"]})) == [3, 2]
+    assert ids(run_tables.filter_runs(runs, text="MLP")) == [3, 2]
+    assert ids(run_tables.filter_runs(runs, text="baseline")) == [3]  # a tag
+    assert ids(run_tables.filter_runs(runs, text="mlp baseline")) == [3]  # every word must match, name or tag
+    assert ids(run_tables.filter_runs(runs, text="#1")) == [1]
+    assert ids(run_tables.filter_runs(runs, text="nothing like it")) == []
 
 
 def test_filter_refuses_unknown_status_and_field(runs):
     with pytest.raises(ValueError, match="unknown status 'done'"):
-        views.filter_runs(runs, statuses=["done"])
+        run_tables.filter_runs(runs, statuses=["done"])
     with pytest.raises(ValueError, match="unknown config field 'colour'"):
-        views.filter_runs(runs, config={"colour": ["red"]})
+        run_tables.filter_runs(runs, config={"colour": ["red"]})
 
 
 def test_filter_options_are_the_fields_that_differ(runs):
-    options = views.filter_options(runs)
+    options = run_tables.filter_options(runs)
     assert options["activation"] == ["elu", "relu"]
     assert sorted(options["hidden"]) == ["[64, 64]", "[]"]
     assert options["clamp_eps"] == ["1e-07", "none"]
     assert "dataset" not in options and "seed" not in options  # the same for all three
-    assert list(options) == [f for f in views._form_order() if f in options]  # form order
+    assert list(options) == [f for f in formatting.form_order() if f in options]  # form order
 
 
 def test_clean_tags_and_edit_frame(runs):
-    assert views.clean_tags([" a ", "", "b", "a"]) == ["a", "b"]
-    assert views.clean_tags(None) == []
-    frame = views.edit_frame(runs[:2])
+    assert run_tables.clean_tags([" a ", "", "b", "a"]) == ["a", "b"]
+    assert run_tables.clean_tags(None) == []
+    frame = run_tables.edit_frame(runs[:2])
     assert list(frame.columns) == ["status", "name", "tags", "notes"]
     assert list(frame.index) == [3, 2] and frame.loc[3, "tags"] == ["mlp", "baseline"]
 
@@ -132,41 +132,41 @@ def test_clean_tags_and_edit_frame(runs):
 @pytest.mark.parametrize("text, ids", [("3,7,12", [3, 7, 12]), (" 3, 7 ,,12, ", [3, 7, 12]), ("3 7", [3, 7]),
                                        ("7,3,7", [7, 3]), ("", []), (None, []), (["3,7", "12"], [3, 7, 12])])
 def test_parse_run_ids(text, ids):
-    assert views.parse_run_ids(text) == ids
+    assert urls.parse_run_ids(text) == ids
 
 
 @pytest.mark.parametrize("text, bad", [("3,abc", "'abc'"), ("0", "'0'"), ("-1", "'-1'"), ("3.5", "'3.5'"),
                                        ("1,x,y", "'x'")])
 def test_parse_run_ids_names_every_bad_piece(text, bad):
-    with pytest.raises(views.SelectionError, match=bad) as info:
-        views.parse_run_ids(text)
+    with pytest.raises(urls.SelectionError, match=bad) as info:
+        urls.parse_run_ids(text)
     assert "e.g. ?runs=3,7,12" in str(info.value)
     if text == "1,x,y":
         assert "'y'" in str(info.value)
 
 
 def test_split_run_ids_keeps_the_good_ones():
-    ids, problems = views.split_run_ids("4,oops,5")
+    ids, problems = urls.split_run_ids("4,oops,5")
     assert ids == [4, 5] and len(problems) == 1 and "'oops' is not a run id" in problems[0]
 
 
 def test_format_round_trips():
-    assert views.format_run_ids([3, 7, 12, 3]) == "3,7,12"
-    assert views.parse_run_ids(views.format_run_ids([12, 3])) == [12, 3]
-    assert views.format_run_ids([]) == ""
+    assert urls.format_run_ids([3, 7, 12, 3]) == "3,7,12"
+    assert urls.parse_run_ids(urls.format_run_ids([12, 3])) == [12, 3]
+    assert urls.format_run_ids([]) == ""
 
 
 def test_resolve_selection_reports_unknown_runs():
-    sel = views.resolve_selection("3,99,x,4,98", known_ids=[3, 4, 5])
+    sel = urls.resolve_selection("3,99,x,4,98", known_ids=[3, 4, 5])
     assert sel.ids == (3, 4)
     assert any("'x'" in p for p in sel.problems)
     assert any("#99, #98" in p for p in sel.problems)
-    assert views.resolve_selection("3", [3]).problems == ()
+    assert urls.resolve_selection("3", [3]).problems == ()
 
 
 # ---------------------------------------------------------------------- compare frames
 def test_chart_runs_is_what_comparison_figure_expects(runs):
-    frame = views.chart_runs(runs)
+    frame = run_tables.chart_runs(runs)
     assert frame.index.name == "run_id" and list(frame.index) == [3, 2, 1]
     assert list(frame.columns) == ["name", *field_names()]
     assert frame.loc[3, "name"] == "#3 mlp relu"
@@ -178,32 +178,32 @@ def test_chart_runs_is_what_comparison_figure_expects(runs):
 
 
 def test_config_differences_show_only_what_differs(runs):
-    diff = views.config_differences(runs)
+    diff = run_tables.config_differences(runs)
     assert list(diff.index) == [3, 2, 1]
     assert set(diff.columns) == {"name", "hidden", "activation", "clamp_eps"}
     assert diff.loc[1, "hidden"] == "[]" and diff.loc[2, "clamp_eps"] == "none"
-    assert views.varying_fields(runs[:1]) == []
+    assert run_tables.varying_fields(runs[:1]) == []
 
 
 def test_summary_table(runs):
-    table = views.summary_table(runs)
-    assert list(table.columns) == ["name", "status", "duration_s", *views.SUMMARY_METRICS]
+    table = run_tables.summary_table(runs)
+    assert list(table.columns) == ["name", "status", "duration_s", *run_tables.SUMMARY_METRICS]
     assert table.loc[3, "final_val_acc"] == 0.9 and math.isnan(table.loc[1, "final_val_acc"])
     assert table.loc[2, "status"] == "↯ diverged"
 
 
 def test_metric_options_and_defaults():
     keys = ["grad_norm/fc10", "val_loss", "grad_norm/fc2", "clamp_frac", "train_loss", "zeta"]
-    assert views.metric_options(keys) == ["train_loss", "val_loss", "clamp_frac", "grad_norm/fc2", "grad_norm/fc10",
+    assert run_tables.metric_options(keys) == ["train_loss", "val_loss", "clamp_frac", "grad_norm/fc2", "grad_norm/fc10",
                                           "zeta"]
-    assert views.default_metrics(["train_loss", "val_loss", "val_acc"]) == ["train_loss", "val_loss"]
-    assert views.default_metrics(["val_acc", "grad_norm"]) == ["val_acc"]
-    assert views.default_metrics([]) == []
+    assert run_tables.default_metrics(["train_loss", "val_loss", "val_acc"]) == ["train_loss", "val_loss"]
+    assert run_tables.default_metrics(["val_acc", "grad_norm"]) == ["val_acc"]
+    assert run_tables.default_metrics([]) == []
 
 
 def test_config_table_lists_every_field_with_what_changed():
     cfg = preset("article-example").to_dict()
-    table = views.config_table(cfg)
+    table = run_tables.config_table(cfg)
     assert sorted(table["field"]) == sorted(field_names())
     row = table.set_index("field").loc["output_relu"]
     assert row["group"] == "Architecture" and row["value"] == "True" and bool(row["changed"])
@@ -212,25 +212,25 @@ def test_config_table_lists_every_field_with_what_changed():
 
 
 def test_cache_token_follows_progress(runs):
-    before = views.cache_token(runs)
+    before = run_tables.cache_token(runs)
     moved = [runs[0], runs[1], Run(**{**runs[2].__dict__, "progress_step": 31})]
-    assert views.cache_token(moved) != before and views.cache_token(runs) == before
+    assert run_tables.cache_token(moved) != before and run_tables.cache_token(runs) == before
 
 
 # ---------------------------------------------------------------------- the train form
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_form_round_trips_every_preset(name):
     cfg = preset(name)
-    values = views.form_values(cfg)
+    values = forms.form_values(cfg)
     assert isinstance(values["lr"], str) and isinstance(values["epochs"], int) and isinstance(values["hidden"], str)
-    back, errors = views.config_from_form(values)
+    back, errors = forms.config_from_form(values)
     assert errors == {} and back == cfg
 
 
 def test_form_reports_every_bad_field_at_once():
-    values = views.form_values(ExperimentConfig())
+    values = forms.form_values(ExperimentConfig())
     values.update(lr="abc", epochs=0, hidden="64, x", clamp_eps="0.7")
-    cfg, errors = views.config_from_form(values)
+    cfg, errors = forms.config_from_form(values)
     assert cfg is None
     assert set(errors) == {"lr", "epochs", "hidden", "clamp_eps"}
     assert errors["lr"] == "'abc' is not a finite number"
@@ -239,116 +239,117 @@ def test_form_reports_every_bad_field_at_once():
 
 
 def test_form_reports_a_cross_field_error_on_its_field():
-    values = views.form_values(preset("article-fixed"))
+    values = forms.form_values(preset("article-fixed"))
     values["clamp_eps"] = "1e-7"
-    _, errors = views.config_from_form(values)
+    _, errors = forms.config_from_form(values)
     assert list(errors) == ["clamp_eps"] and "only applies to loss 'bce'" in errors["clamp_eps"]
 
 
 def test_form_checks_the_split_of_a_small_data_set():
-    values = views.form_values(ExperimentConfig())
+    values = forms.form_values(ExperimentConfig())
     values.update(n_samples=10, val_fraction="0.01")
-    _, errors = views.config_from_form(values)
+    _, errors = forms.config_from_form(values)
     assert list(errors) == ["val_fraction"] and "validation samples" in errors["val_fraction"]
 
 
 def test_form_checks_the_csv(tmp_path: Path):
-    values = views.form_values(ExperimentConfig(dataset="csv", csv_path="x"))
+    values = forms.form_values(ExperimentConfig(dataset="csv", csv_path="x"))
     values["csv_path"] = ""
-    assert list(views.config_from_form(values)[1]) == ["csv_path"]
+    assert list(forms.config_from_form(values)[1]) == ["csv_path"]
     values["csv_path"] = str(tmp_path / "missing.csv")
-    assert "no such file" in views.config_from_form(values)[1]["csv_path"]
+    assert "no such file" in forms.config_from_form(values)[1]["csv_path"]
     one_class = tmp_path / "one.csv"
     one_class.write_text("a,b,label\n1,2,0\n3,4,0\n")
     values["csv_path"] = str(one_class)
-    assert "exactly two classes" in views.config_from_form(values)[1]["csv_label"]
+    assert "exactly two classes" in forms.config_from_form(values)[1]["csv_label"]
     good = tmp_path / "good.csv"
     good.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
     values["csv_path"] = str(good)
-    cfg, errors = views.config_from_form(values)
+    cfg, errors = forms.config_from_form(values)
     assert errors == {} and cfg.csv_path == str(good)
-    assert views.config_from_form({**values, "csv_path": str(tmp_path / "missing.csv")}, check_data=False)[1] == {}
+    assert forms.config_from_form({**values, "csv_path": str(tmp_path / "missing.csv")}, check_data=False)[1] == {}
 
 
 def test_uploads_dir_is_next_to_the_database(tmp_path: Path):
-    assert views.uploads_dir(f"sqlite:///{tmp_path}/runs.db") == tmp_path / "uploads"
-    assert views.uploads_dir("sqlite://") == views.PROJECT_ROOT / "uploads"
-    assert views.uploads_dir("postgresql://u@h/db") == views.PROJECT_ROOT / "uploads"
+    assert forms.uploads_dir(f"sqlite:///{tmp_path}/runs.db") == tmp_path / "uploads"
+    assert forms.uploads_dir("sqlite://") == forms.PROJECT_ROOT / "uploads"
+    assert forms.uploads_dir("postgresql://u@h/db") == forms.PROJECT_ROOT / "uploads"
 
 
 def test_save_upload_names_files_by_content(tmp_path: Path):
     folder = tmp_path / "uploads"
-    first = views.save_upload(b"a,label\n1,0\n", "my data (v2).csv", folder)
-    again = views.save_upload(b"a,label\n1,0\n", "my data (v2).csv", folder)
-    other = views.save_upload(b"a,label\n2,1\n", "../../etc/passwd", folder)
+    first = forms.save_upload(b"a,label\n1,0\n", "my data (v2).csv", folder)
+    again = forms.save_upload(b"a,label\n1,0\n", "my data (v2).csv", folder)
+    other = forms.save_upload(b"a,label\n2,1\n", "../../etc/passwd", folder)
     assert first == again and first.parent == folder and first.name.endswith("-my_data_v2.csv")
     assert other.parent == folder and other.read_bytes() == b"a,label\n2,1\n"
     assert sorted(p.name for p in folder.iterdir()) == sorted([first.name, other.name])
 
 
 def test_edit_changes_finds_what_was_edited(runs):
-    before = views.edit_frame(runs)
+    before = run_tables.edit_frame(runs)
     after = before.copy()
     after.at[3, "name"] = "renamed"
     after.at[2, "tags"] = [" new ", "new", ""]
     after.at[1, "notes"] = None  # an emptied cell
-    assert views.edit_changes(before, after) == {3: {"name": "renamed"}, 2: {"tags": ["new"]}}
+    assert run_tables.edit_changes(before, after) == {3: {"name": "renamed"}, 2: {"tags": ["new"]}}
     after.at[1, "notes"] = "a note"
     after.at[3, "tags"] = ["mlp", " baseline", " "]  # the same tags once cleaned
-    assert views.edit_changes(before, after)[1] == {"notes": "a note"}
-    assert 3 in views.edit_changes(before, after) and "tags" not in views.edit_changes(before, after)[3]
-    assert views.edit_changes(before, before.copy()) == {}
+    assert run_tables.edit_changes(before, after)[1] == {"notes": "a note"}
+    assert 3 in run_tables.edit_changes(before, after) and "tags" not in run_tables.edit_changes(before, after)[3]
+    assert run_tables.edit_changes(before, before.copy()) == {}
 
 
 # ---------------------------------------------------------------------- studies
-from core.effects import effects, ranking  # noqa: E402
-from core.studies import STUDIES, StudyProgress, auto_name  # noqa: E402
+from core.analysis.effects import effects, ranking  # noqa: E402
+from core.jobs.spec import STUDIES, auto_name  # noqa: E402
+from core.jobs.studies import StudyProgress
 from core.store import Study  # noqa: E402
 
-STUDY_FORM = views.form_values(ExperimentConfig(epochs=1, n_samples=200))
+STUDY_FORM = forms.form_values(ExperimentConfig(epochs=1, n_samples=200))
 
 
 def test_study_starts_fill_the_form_from_a_built_in_study_a_preset_or_the_defaults():
-    starts = views.study_starts()
+    starts = forms.study_starts()
     canonical = starts["study:bn-act-loss"]
     assert (canonical.seeds, list(canonical.vary)) == (3, ["batchnorm", "activation", "loss"])
     assert canonical.label == "bn-act-loss (built-in study, 24 runs)"
     assert starts["preset:mlp-bn-logits"].base == preset("mlp-bn-logits") and starts["defaults"].vary == {}
-    form = dict(base=views.form_values(canonical.base),
-                vary={k: views.vary_widget_value(k, v) for k, v in canonical.vary.items()})
-    draft = views.study_draft(name="", seeds=canonical.seeds, **form)
+    form = dict(base=forms.form_values(canonical.base),
+                vary={k: forms.vary_widget_value(k, v) for k, v in canonical.vary.items()})
+    draft = forms.study_draft(name="", seeds=canonical.seeds, **form)
     assert draft.spec == STUDIES["bn-act-loss"]  # the form, filled and read back, is the built-in study, by name
-    changed = views.study_draft(name="", seeds=2, **form).spec  # another grid: named after it, not the study
+    changed = forms.study_draft(name="", seeds=2, **form).spec  # another grid: named after it, not the study
     assert changed.name == auto_name(changed.base, changed.vary, 2) != "bn-act-loss"
-    assert views.study_draft(name=" mine ", seeds=3, **form).spec.name == "mine"
+    assert forms.study_draft(name=" mine ", seeds=3, **form).spec.name == "mine"
 
 
 def test_vary_widgets_pick_choices_and_type_the_rest():
-    assert "seed" not in views.vary_fields() and views.vary_fields()[0] == "dataset"
-    assert views.vary_choices("batchnorm") == [False, True]
-    assert views.vary_choices("loss") == ["bce", "bce_with_logits"] and views.vary_choices("lr") is None
-    assert views.vary_widget_value("hidden", [(32,), (64, 64)]) == "[32], [64, 64]"
-    assert views.vary_widget_value("lr", [0.01, 0.1]) == "0.01, 0.1"
-    assert views.vary_initial("batchnorm", True) == [True, False]
-    assert views.vary_initial("activation", "elu") == ["elu"]
-    assert views.vary_initial("hidden", "64, 64") == "[64, 64]" and views.vary_initial("lr", "0.01") == "0.01"
+    assert "seed" not in forms.vary_fields() and forms.vary_fields()[0] == "dataset"
+    assert forms.vary_choices("batchnorm") == [False, True]
+    assert forms.vary_choices("loss") == ["bce", "bce_with_logits"] and forms.vary_choices("lr") is None
+    assert forms.vary_widget_value("hidden", [(32,), (64, 64)]) == "[32], [64, 64]"
+    assert forms.vary_widget_value("lr", [0.01, 0.1]) == "0.01, 0.1"
+    assert forms.vary_initial("batchnorm", True) == [True, False]
+    assert forms.vary_initial("activation", "elu") == ["elu"]
+    assert forms.vary_initial("hidden", "64, 64") == "[64, 64]" and forms.vary_initial("lr", "0.01") == "0.01"
 
 
 def test_study_draft_reads_picked_and_typed_values():
-    draft = views.study_draft(name="", base=STUDY_FORM, vary={"batchnorm": [False, True],
+    draft = forms.study_draft(name="", base=STUDY_FORM, vary={"batchnorm": [False, True],
                                                              "hidden": "[4], [8, 8]", "lr": "0.01, 0.1"}, seeds=2)
     assert draft.errors == {} and (draft.variants, draft.seeds, draft.runs) == (8, 2, 16)
     spec = draft.spec
     assert spec.vary == {"batchnorm": (False, True), "hidden": ((4,), (8, 8)), "lr": (0.01, 0.1)}
     assert spec.base == ExperimentConfig(epochs=1, n_samples=200).to_dict()
     assert spec.name == auto_name(spec.base, spec.vary, 2)  # blank name: the one the command line derives
-    assert views.run_count_text(draft) == "**16 runs**: 8 variants × 2 seeds"
-    assert views.grid_text(spec) == ("batchnorm: false, true × hidden: [4], [8, 8] × lr: 0.01, 0.1 × 2 seeds "
+    assert forms.run_count_text(draft) == "**16 runs**: 8 variants × 2 seeds"
+    assert study_views.grid_text(spec) == ("batchnorm: false, true × hidden: [4], [8, 8] × lr: 0.01, 0.1 × 2 seeds "
                                      "= 16 runs")
 
 
 def test_study_draft_reports_every_bad_input_on_its_field():
-    draft = views.study_draft(name="x", base={**STUDY_FORM, "epochs": 0},
+    draft = forms.study_draft(name="x", base={**STUDY_FORM, "epochs": 0},
                               vary={"lr": "abc, 0.1", "loss": [], "hidden": "  ", "batch_size": "8, 8"}, seeds=0)
     assert draft.spec is None
     assert set(draft.errors) == {"epochs", "lr", "loss", "hidden", "batch_size", "seeds"}
@@ -357,29 +358,29 @@ def test_study_draft_reports_every_bad_input_on_its_field():
     assert draft.errors["hidden"].startswith("give at least one value")
     assert draft.errors["seeds"] == "must be a whole number from 1 to 100, got 0"
     assert draft.variants == 2 * 0 * 0 * 2 and draft.runs is None
-    assert views.run_count_text(draft) == "0 variants × ? seeds"
+    assert forms.run_count_text(draft) == "0 variants × ? seeds"
     # values that are fine one by one but not together are the spec's to refuse, still on their field
-    twice = views.study_draft(name="x", base=STUDY_FORM, vary={"batch_size": "8, 8"}, seeds=1)
+    twice = forms.study_draft(name="x", base=STUDY_FORM, vary={"batch_size": "8, 8"}, seeds=1)
     assert twice.errors == {"batch_size": "the value 8 is given twice"} and twice.variants == 2
-    combo = views.study_draft(name="x", base=STUDY_FORM, vary={"n_samples": "5, 200"}, seeds=1)
+    combo = forms.study_draft(name="x", base=STUDY_FORM, vary={"n_samples": "5, 200"}, seeds=1)
     assert set(combo.errors) == {"n_samples"} and "(in the variant n_samples=5)" in combo.errors["n_samples"]
 
 
 def test_study_progress_texts():
     counts = {"running": 2, "finished": 3, "diverged": 0, "failed": 0, "cancelled": 1, "interrupted": 0,
               "total": 8, "pending": 2}
-    assert views.study_progress_text(counts) == "3 of 8 runs done · 2 running · 1 cancelled · 2 not started"
-    assert views.study_fraction(counts) == 3 / 8
+    assert study_views.study_progress_text(counts) == "3 of 8 runs done · 2 running · 1 cancelled · 2 not started"
+    assert study_views.study_fraction(counts) == 3 / 8
     done = {**counts, "running": 0, "finished": 7, "diverged": 1, "cancelled": 0, "pending": 0}
-    assert views.study_progress_text(done) == "All 8 runs done: 7 finished, 1 diverged."
-    assert views.study_progress_text({**done, "finished": 8, "diverged": 0}) == "All 8 runs finished."
-    assert views.study_fraction(done) == 1.0
-    assert views.study_active(counts, scheduler_alive=False)
-    assert views.study_active({**counts, "running": 0}, scheduler_alive=True)
-    assert not views.study_active({**counts, "running": 0}, scheduler_alive=False)
-    assert not views.study_active(done, scheduler_alive=True)  # only wrapping up
+    assert study_views.study_progress_text(done) == "All 8 runs done: 7 finished, 1 diverged."
+    assert study_views.study_progress_text({**done, "finished": 8, "diverged": 0}) == "All 8 runs finished."
+    assert study_views.study_fraction(done) == 1.0
+    assert study_views.study_active(counts, scheduler_alive=False)
+    assert study_views.study_active({**counts, "running": 0}, scheduler_alive=True)
+    assert not study_views.study_active({**counts, "running": 0}, scheduler_alive=False)
+    assert not study_views.study_active(done, scheduler_alive=True)  # only wrapping up
     item = StudyProgress(Study(id=3, name="grid", created_at=T0), counts)
-    assert views.study_label(item) == "#3 grid · 3/8 done · 2 running"
+    assert study_views.study_label(item) == "#3 grid · 3/8 done · 2 running"
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -388,7 +389,7 @@ def test_study_progress_texts():
     ("9", (None, "no study #9: deleted, or from another database")),
 ])
 def test_resolve_study(value, expected):
-    assert views.resolve_study(value, [1, 2]) == expected
+    assert urls.resolve_study(value, [1, 2]) == expected
 
 
 def _study_frame() -> pd.DataFrame:
@@ -405,17 +406,17 @@ def _study_frame() -> pd.DataFrame:
 
 def test_study_tables_show_the_varied_values_as_text():
     frame = _study_frame()
-    table = views.ranking_view(ranking(frame), ["batchnorm", "hidden"])
+    table = study_views.ranking_view(ranking(frame), ["batchnorm", "hidden"])
     assert table.index.name == "rank" and list(table.index) == [1, 2, 3, 4] and "variant" not in table
     assert list(table["batchnorm"]) == ["true", "true", "false", "false"]
     assert set(table["hidden"]) == {"[4]", "[8, 8]"}
-    fx = views.effects_view(effects(frame, "final_val_loss"))
+    fx = study_views.effects_view(effects(frame, "final_val_loss"))
     assert "metric" not in fx and list(fx["level"]) == ["true", "[8, 8]"] and list(fx["baseline"]) == ["false", "[4]"]
     assert fx.loc[0, "difference"] == pytest.approx(-0.1)
-    runs = views.study_runs_view(frame, ["batchnorm", "hidden"])
+    runs = study_views.study_runs_view(frame, ["batchnorm", "hidden"])
     assert runs.index.name == "id" and runs.loc[1, "status"] == "✓ finished" and runs.loc[1, "hidden"] == "[4]"
-    assert views.study_group_fields(["batchnorm"]) == ["batchnorm"] and views.study_group_fields([]) == ["dataset"]
+    assert study_views.study_group_fields(["batchnorm"]) == ["batchnorm"] and study_views.study_group_fields([]) == ["dataset"]
 
 
 def test_escape_markdown_keeps_text_literal():
-    assert views.escape_markdown("bce_with_logits *x* [a](b) -0.3 $1") == r"bce\_with\_logits \*x\* \[a\](b) -0.3 \$1"
+    assert formatting.escape_markdown("bce_with_logits *x* [a](b) -0.3 $1") == r"bce\_with\_logits \*x\* \[a\](b) -0.3 \$1"

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from core.losses import logits_loss, sample_weights
+from core.experiment.losses import logits_loss, sample_weights
 
 VANISH_RATIO = 0.01
 

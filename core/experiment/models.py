@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.config import ExperimentConfig
+from core.experiment.config import ExperimentConfig
 
 
 def make_activation(cfg: ExperimentConfig) -> nn.Module:

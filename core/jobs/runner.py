@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core import PROJECT_ROOT
-from core.config import ExperimentConfig
+from core.experiment.config import ExperimentConfig
 from core.store import Store, pid_alive
 
 if TYPE_CHECKING:
-    from core.studies import StudySpec
+    from core.jobs.spec import StudySpec
 
 
 def default_log_dir() -> Path:
@@ -33,7 +33,7 @@ def default_log_dir() -> Path:
 def launch(store: Store, cfg: ExperimentConfig, *, name: str | None = None, log_dir: Path | None = None,
            python: str = sys.executable, study_id: int | None = None) -> int:
     """Create the run, start its training process and return the run id at once."""
-    from core.cli import describe  # noqa: PLC0415 - cli imports the store; keep the import graph one-way
+    from core.experiment.config import describe  # noqa: PLC0415 - cli imports the store; keep the import graph one-way
 
     cfg.validate()
     run_id = store.create_run(name=name or describe(cfg), config=cfg.to_dict(), study_id=study_id)
@@ -79,7 +79,7 @@ def launch_study(store: Store, spec: StudySpec, *, workers: int | None = None, l
     A study that a scheduler of this server is still running is not started twice. Bad input raises a
     ConfigError naming the field before anything is stored or started: a name already taken by another grid, a
     CSV that does not load, a device that is absent."""
-    from core.studies import check_runnable, open_study  # noqa: PLC0415 - studies imports the store and effects
+    from core.jobs.studies import check_runnable, open_study  # noqa: PLC0415 - studies imports the store and effects
 
     check_runnable(spec)
     study_id = open_study(store, spec)
@@ -115,7 +115,7 @@ def cancel_study(store: Store, study_id: int) -> list[int]:
     `core.studies.cancel_study`). A scheduler this server started gets SIGTERM too, which it takes as the same
     request, so one that has not created its first run yet stops as well. Returns the ids of the runs that were
     running."""
-    from core.studies import cancel_study as cancel_runs  # noqa: PLC0415
+    from core.jobs.studies import cancel_study as cancel_runs  # noqa: PLC0415
 
     running = cancel_runs(store, study_id)
     proc = _study_processes.get((store.url, study_id))

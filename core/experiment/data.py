@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import ConfigError, ExperimentConfig
+from core.experiment.config import ConfigError, ExperimentConfig
 
 
 @dataclass(frozen=True)

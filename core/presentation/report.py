@@ -19,10 +19,10 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from core import charts, views
-from core.config import ConfigError, field_names
-from core.export import (MIME_TYPES, Download, figure_div, figure_downloads, html_page, safe_filename, series_csv,
-                         style_for_export, table_csv)
+from core.experiment.config import ConfigError, field_names
+from core.presentation import charts, formatting, run_tables, urls
+from core.presentation.export import (MIME_TYPES, Download, figure_div, figure_downloads, html_page, safe_filename,
+                                      series_csv, style_for_export, table_csv)
 from core.store import Run, RunNotFound
 
 # The Compare page's chart settings that a report and an export take, with their defaults.
@@ -44,8 +44,8 @@ def load_runs(store: Any, run_ids: str | Sequence[int]) -> list[Run]:
     """The runs, in the order given ("3,7,12" or a list of ids); ConfigError("runs") for a bad or unknown id."""
     if isinstance(run_ids, str):
         try:
-            ids = views.parse_run_ids(run_ids)
-        except views.SelectionError as exc:
+            ids = urls.parse_run_ids(run_ids)
+        except urls.SelectionError as exc:
             raise ConfigError("runs", str(exc)) from None
     else:
         ids = list(dict.fromkeys(int(i) for i in run_ids))
@@ -62,10 +62,10 @@ def load_runs(store: Any, run_ids: str | Sequence[int]) -> list[Run]:
 
 def check_metrics(store: Any, runs: Sequence[Run], metrics: Sequence[str] | None) -> list[str]:
     """`metrics` (default: train_loss and val_loss when there), each logged by at least one of `runs`."""
-    available = views.metric_options(store.metric_keys_for([run.id for run in runs]))
+    available = run_tables.metric_options(store.metric_keys_for([run.id for run in runs]))
     if not available:
         raise ConfigError("metric", f"runs {_ids(runs)} have no metrics yet")
-    chosen = list(dict.fromkeys(metrics)) if metrics else views.default_metrics(available)
+    chosen = list(dict.fromkeys(metrics)) if metrics else run_tables.default_metrics(available)
     for metric in chosen:
         if metric not in available:
             shown = ", ".join(available[:40]) + (", ..." if len(available) > 40 else "")
@@ -114,7 +114,7 @@ def build_comparison(store: Any, runs: Sequence[Run], *, metrics: Sequence[str],
                      title: str | None = None, **settings: Any) -> go.Figure:
     """The Compare page's figure for `runs`: `charts.comparison_figure` over the stored series."""
     series = store.metrics_frame([r.id for r in runs], list(metrics))
-    return charts.comparison_figure(series, views.chart_runs(runs), metrics=list(metrics), layout=layout,
+    return charts.comparison_figure(series, run_tables.chart_runs(runs), metrics=list(metrics), layout=layout,
                                     title=title, **check_settings(runs, **settings))
 
 
@@ -138,7 +138,7 @@ def report_html(store: Any, run_ids: str | Sequence[int], *, metrics: Sequence[s
     title = comparison_title(runs) if title is None else title
     generated_at = generated_at or datetime.now(timezone.utc)
     series = store.metrics_frame([r.id for r in runs], metrics)
-    frame = views.chart_runs(runs)
+    frame = run_tables.chart_runs(runs)
 
     figures: list[tuple[str, go.Figure]] = []
     if len(metrics) > 1:
@@ -153,14 +153,14 @@ def report_html(store: Any, run_ids: str | Sequence[int], *, metrics: Sequence[s
         parts.append(f'<figure class="chart" id="chart-{i}" data-metric="{esc(caption)}">'
                      f"<figcaption>{esc(caption)}</figcaption>\n{figure_div(style_for_export(fig))}</figure>")
     parts.append("</section>")
-    summary = views.summary_table(runs).rename(columns={"duration_s": "duration", **views.SUMMARY_METRICS})
-    sections = [("config-differences", "Config differences", views.config_differences(runs),
-                 "" if len(runs) < 2 or views.varying_fields(runs) else "Every run has the same config."),
+    summary = run_tables.summary_table(runs).rename(columns={"duration_s": "duration", **run_tables.SUMMARY_METRICS})
+    sections = [("config-differences", "Config differences", run_tables.config_differences(runs),
+                 "" if len(runs) < 2 or run_tables.varying_fields(runs) else "Every run has the same config."),
                 ("summary", "Summary", summary, ""),
-                ("runs", "Runs", views.edit_frame(runs), "")]
+                ("runs", "Runs", run_tables.edit_frame(runs), "")]
     for anchor, heading, table, note in sections:
         parts.append(f'<section id="{anchor}">\n<h2>{heading}</h2>' + (f"<p>{esc(note)}</p>" if note else "")
-                     + f'\n<div class="table">{table_html(table, formats={"duration": views.format_duration})}'
+                     + f'\n<div class="table">{table_html(table, formats={"duration": formatting.format_duration})}'
                        f"</div>\n</section>")
     return html_page(title, "\n".join(parts), style=_STYLE)
 
@@ -196,9 +196,9 @@ def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, 
         Download("csv", "Data (CSV)", safe_filename(title, ext="csv"), csv,
                  lambda: series_csv(store, ids, metrics).encode("utf-8")),
         Download("summary", "Summary (CSV)", safe_filename(f"{name} summary", ext="csv"), csv,
-                 lambda: table_csv(views.summary_table(runs)).encode("utf-8")),
+                 lambda: table_csv(run_tables.summary_table(runs)).encode("utf-8")),
         Download("differences", "Config differences (CSV)", safe_filename(f"{name} config differences", ext="csv"),
-                 csv, lambda: table_csv(views.config_differences(runs)).encode("utf-8")),
+                 csv, lambda: table_csv(run_tables.config_differences(runs)).encode("utf-8")),
         Download("report", "Report (HTML)", safe_filename(f"{name} report", ext="html"), MIME_TYPES["report"],
                  lambda: report_html(store, ids, metrics=metrics, title=name, **report_settings).encode("utf-8")),
     ]
@@ -206,8 +206,8 @@ def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, 
 
 def run_downloads(store: Any, run: Run, *, figure: go.Figure) -> list[Download]:
     """One run's view: its small multiples (`charts.run_figure`, as shown) as PNG, SVG and interactive HTML, and
-    every metric it logged at full resolution (CSV); files named after `views.run_label(run)`."""
-    name = views.run_label(run)
+    every metric it logged at full resolution (CSV); files named after `formatting.run_label(run)`."""
+    name = formatting.run_label(run)
     return [*figure_downloads(figure, title=None, name=name, formats=("png", "svg", "html")),
             Download("csv", "Data (CSV)", safe_filename(name, ext="csv"), MIME_TYPES["csv"],
                      lambda: series_csv(store, [run.id]).encode("utf-8"))]

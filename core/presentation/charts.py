@@ -1,5 +1,10 @@
 """The chart layer: pure functions from the run store's data frames to Plotly figures.
 
+Over 400 lines: `comparison_figure` is one function of about 220 lines whose options (layout, colour, dash,
+groups with bands, facets, smoothing, log y, robust range) interact; reading them in one place is clearer than
+following them through helpers. What it plots (curves, reduction, labels, argument checks) is in
+`core.presentation.chart_data`.
+
 Inputs (see `SERIES_COLUMNS`):
 
 - `series`: one row per logged value, columns run_id, key, step, epoch, value (NaN and +-Inf allowed), wall_time.
@@ -37,8 +42,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import math
-import numbers
-import re
 from typing import Any, Hashable, Iterable, Literal, Sequence
 
 import numpy as np
@@ -47,18 +50,9 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core import series as _series
-from core.series import (
-    BAND_KINDS,
-    BandKind,
-    align,
-    band,
-    check_int,
-    check_weight,
-    downsample_indices,
-    ema_smooth,
-    robust_range,
-)
+from core.analysis import series as _series
+from core.analysis.series import (BAND_KINDS, BandKind, align, band, check_int, check_weight, downsample_indices,
+                                  ema_smooth, robust_range)
 
 __all__ = [
     "BAND_KINDS", "EMPTY_MESSAGE", "LAYOUTS", "SERIES_COLUMNS", "X_OPTIONS", "X_TITLES",
@@ -68,24 +62,63 @@ __all__ = [
 
 XOption = Literal["step", "epoch", "time"]
 LayoutOption = Literal["overlay", "metric", "field"]
+from core.presentation.chart_data import (SERIES_COLUMNS, band_polygon, check_choice, check_field, check_flag,
+                                          check_frame, check_names, check_series, columns_text, config_label,
+                                          json_value, natural_key, plain_value, reduce_points, series_curves,
+                                          sorted_unique, unique_values, value_sort_key)
+
+
+__all__ = [
+    "BAND_KINDS", "EMPTY_MESSAGE", "LAYOUTS", "SERIES_COLUMNS", "X_OPTIONS", "X_TITLES",
+    "align", "band", "comparison_figure", "diff_table", "downsample_indices", "ema_smooth", "robust_range",
+    "run_figure",
+]
+
+
+XOption = Literal["step", "epoch", "time"]
+
+
+LayoutOption = Literal["overlay", "metric", "field"]
+
 
 X_OPTIONS: tuple[str, ...] = ("step", "epoch", "time")
+
+
 LAYOUTS: tuple[str, ...] = ("overlay", "metric", "field")
+
+
 X_TITLES: dict[str, str] = {"step": "step", "epoch": "epoch", "time": "time (s)"}
-SERIES_COLUMNS: tuple[str, ...] = ("run_id", "key", "step", "epoch", "value", "wall_time")
+
+
+
+
 EMPTY_MESSAGE = "No data for the selected runs and metrics"
 
+
 PALETTE: tuple[str, ...] = tuple(plotly.colors.qualitative.Plotly)
+
+
 DASHES: tuple[str, ...] = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
 RAW_OPACITY = 0.25
+
+
 BAND_ALPHA = 0.2
+
+
 ROBUST_Y = {"lo_pct": 5.0, "hi_pct": 95.0, "reach": 0.25}  # the 5th-95th percentile range, widened a little towards the data
+
+
 MARKER_MAX_POINTS = 60  # series this short (per-epoch metrics) get markers, so a single epoch is visible
+
+
 TEMPLATE = "plotly_white"
+
+
 _X_HOVER = {"step": "%{x}", "epoch": "%{x:.3f}", "time": "%{x:.1f}"}
 
 
-# ---------------------------------------------------------------------- public figures
 def comparison_figure(
     series: pd.DataFrame,
     runs: pd.DataFrame,
@@ -112,39 +145,39 @@ def comparison_figure(
     band (`band`: "std", "minmax" or "ci95") per group and metric, named like "batchnorm=True (n=3)".
     An empty selection returns a figure whose only content is the annotation `EMPTY_MESSAGE`.
     """
-    metric_list = _names("metrics", metrics)
-    _choice("x", x, X_OPTIONS)
+    metric_list = check_names("metrics", metrics)
+    check_choice("x", x, X_OPTIONS)
     smoothing = check_weight("smoothing", smoothing)
-    _flag("log_y", log_y)
-    _choice("layout", layout, LAYOUTS)
-    _choice("band", band, BAND_KINDS)
-    _flag("robust_y", robust_y)
+    check_flag("log_y", log_y)
+    check_choice("layout", layout, LAYOUTS)
+    check_choice("band", band, BAND_KINDS)
+    check_flag("robust_y", robust_y)
     max_points = check_int("max_points", max_points, 4)
     if title is not None and not isinstance(title, str):
         raise ValueError(f"title must be a string or None; got {title!r}")
-    _check_frame("runs", runs)
+    check_frame("runs", runs)
     for arg, field in (("facet_field", facet_field), ("color_by", color_by), ("dash_by", dash_by)):
         if field is not None:
-            _check_field(arg, field, runs)
-    group_fields = [_check_field("group_by", f, runs) for f in _names("group_by", group_by)]
+            check_field(arg, field, runs)
+    group_fields = [check_field("group_by", f, runs) for f in check_names("group_by", group_by)]
     if layout == "field" and facet_field is None:
-        raise ValueError(f"facet_field is required with layout 'field'; allowed: {_columns_text(runs)}")
+        raise ValueError(f"facet_field is required with layout 'field'; allowed: {columns_text(runs)}")
 
     runs = runs[~runs.index.duplicated()]
-    run_ids = _unique(runs.index)
-    curves = _curves(series, run_ids, metric_list, x)
+    run_ids = unique_values(runs.index)
+    curves = series_curves(series, run_ids, metric_list, x)
     if not curves:
         return _empty_figure(title)
 
     plotted_runs = [rid for rid in run_ids if any((rid, m) in curves for m in metric_list)]
     shown_metrics = [m for m in metric_list if any((rid, m) in curves for rid in plotted_runs)]
-    values = {f: {rid: _py(runs.at[rid, f]) for rid in plotted_runs}
+    values = {f: {rid: plain_value(runs.at[rid, f]) for rid in plotted_runs}
               for f in {*group_fields, color_by, dash_by, facet_field} - {None}}
 
     # Panels: (row, col) of each (facet value, metric).
     facets: list[Any] = [None]
     if layout == "field":
-        facets = _sorted_unique(values[facet_field][rid] for rid in plotted_runs)
+        facets = sorted_unique(values[facet_field][rid] for rid in plotted_runs)
     row_of = {m: (i + 1 if layout != "overlay" else 1) for i, m in enumerate(shown_metrics)}
 
     def cell(rid: Hashable, metric: str) -> tuple[int, int]:
@@ -152,8 +185,8 @@ def comparison_figure(
         return row_of[metric], col
 
     dash_metric = layout == "overlay" and len(shown_metrics) > 1 and dash_by is None
-    color_values = _sorted_unique(values[color_by].values()) if color_by else []
-    dash_values = _sorted_unique(values[dash_by].values()) if dash_by else []
+    color_values = sorted_unique(values[color_by].values()) if color_by else []
+    dash_values = sorted_unique(values[dash_by].values()) if dash_by else []
     several = layout == "overlay" and len(shown_metrics) > 1
 
     items: list[tuple[go.Scatter, int, int]] = []
@@ -175,7 +208,7 @@ def comparison_figure(
             if rid not in names:
                 continue
             color = PALETTE[(color_values.index(values[color_by][rid]) if color_by else pos) % len(PALETTE)]
-            style_label = ", ".join(_label(f, values[f][rid]) for f in (color_by, dash_by) if f)
+            style_label = ", ".join(config_label(f, values[f][rid]) for f in (color_by, dash_by) if f)
             for metric in shown_metrics:
                 if (rid, metric) not in curves:
                     continue
@@ -193,14 +226,14 @@ def comparison_figure(
                 layers = [("raw", ys)] if smoothing == 0 else [("raw", ys), ("smoothed", ema_smooth(ys, smoothing))]
                 for kind, yy in layers:
                     solid = kind == "smoothed" or smoothing == 0
-                    px, py = _reduce(xs, yy, log_y=log_y, max_points=max_points)
+                    px, py = reduce_points(xs, yy, log_y=log_y, max_points=max_points)
                     if px.size == 0:
                         continue
                     markers = solid and xs.size <= MARKER_MAX_POINTS
                     add({"x": px, "y": py, "name": name, "mode": "lines+markers" if markers else "lines",
                          "line": {"color": color, "dash": dash, "width": 2 if solid else 1},
                          "marker": {"size": 5, "color": color}, "opacity": 1.0 if solid else RAW_OPACITY,
-                         "hovertemplate": hover, "meta": {"run_id": _jsonable(rid), "metric": metric, "kind": kind},
+                         "hovertemplate": hover, "meta": {"run_id": json_value(rid), "metric": metric, "kind": kind},
                          **group}, row, col, legend_entry=solid)
     else:
         fields = list(dict.fromkeys([*group_fields, color_by, dash_by, facet_field if layout == "field" else None]))
@@ -208,12 +241,12 @@ def comparison_figure(
         groups: dict[tuple, list[Hashable]] = {}
         for rid in plotted_runs:
             groups.setdefault(tuple(values[f][rid] for f in fields), []).append(rid)
-        ordered = sorted(groups, key=lambda k: tuple(_sort_key(v) for v in k))
+        ordered = sorted(groups, key=lambda k: tuple(value_sort_key(v) for v in k))
         n_grid = max(2, max_points // 2)
         for gpos, gkey in enumerate(ordered):
             members = groups[gkey]
             first = members[0]
-            label = ", ".join(_label(f, v) for f, v in zip(fields, gkey))
+            label = ", ".join(config_label(f, v) for f, v in zip(fields, gkey))
             color = PALETTE[(color_values.index(values[color_by][first]) if color_by else gpos) % len(PALETTE)]
             for metric in shown_metrics:
                 pairs = []
@@ -241,16 +274,16 @@ def comparison_figure(
                 legendgroup = f"group:{label}:{metric}" if several else f"group:{label}"
                 dash = _dash(metric, shown_metrics, dash_metric, values[dash_by][first] if dash_by else None,
                              dash_values)
-                meta = {"run_id": None, "run_ids": [_jsonable(r) for r in members if (r, metric) in curves],
+                meta = {"run_id": None, "run_ids": [json_value(r) for r in members if (r, metric) in curves],
                         "group": label, "metric": metric}
                 row, col = cell(first, metric)
-                bx, by = _band_polygon(grid, lo, hi)
+                bx, by = band_polygon(grid, lo, hi)
                 if bx.size:
                     add({"x": bx, "y": by, "name": name, "mode": "lines", "fill": "toself",
                          "fillcolor": _rgba(color, BAND_ALPHA), "line": {"width": 0, "color": color},
                          "hoverinfo": "skip", "legendgroup": legendgroup, "meta": {**meta, "kind": "band"}},
                         row, col, legend_entry=False)
-                px, py = _reduce(grid, mean, log_y=log_y, max_points=max_points)
+                px, py = reduce_points(grid, mean, log_y=log_y, max_points=max_points)
                 if px.size == 0:
                     continue
                 markers = grid.size <= MARKER_MAX_POINTS
@@ -280,7 +313,7 @@ def comparison_figure(
     else:
         ncols = len(facets)
         fig = make_subplots(rows=rows, cols=ncols, shared_xaxes="all", shared_yaxes=True,
-                            column_titles=[_label(facet_field, v) for v in facets],
+                            column_titles=[config_label(facet_field, v) for v in facets],
                             horizontal_spacing=min(0.03, 0.5 / ncols), vertical_spacing=min(0.08, 0.3 / rows))
         fig.add_traces([t for t, _, _ in items], rows=[r for _, r, _ in items], cols=[c for _, _, c in items])
         for r, metric in enumerate(shown_metrics, start=1):
@@ -323,20 +356,20 @@ def run_figure(
     """
     if not isinstance(run_name, str):
         raise ValueError(f"run_name must be a string; got {run_name!r}")
-    key_list = None if keys is None else _names("keys", keys)
-    _choice("x", x, X_OPTIONS)
+    key_list = None if keys is None else check_names("keys", keys)
+    check_choice("x", x, X_OPTIONS)
     max_points = check_int("max_points", max_points, 4)
     cols = check_int("cols", cols, 1)
     if len(series) == 0:
         return _empty_figure(run_name)
-    _check_series(series)
-    ids = _unique(series["run_id"])
+    check_series(series)
+    ids = unique_values(series["run_id"])
     if len(ids) > 1:
         raise ValueError(f"series must hold the rows of one run for run_figure; got run_ids {ids[:10]}")
     rid = ids[0]
     if key_list is None:
-        key_list = sorted(_unique(series["key"]), key=_natural_key)
-    curves = _curves(series, ids, key_list, x)
+        key_list = sorted(unique_values(series["key"]), key=natural_key)
+    curves = series_curves(series, ids, key_list, x)
     present = [k for k in key_list if (rid, k) in curves]
     if not present:
         return _empty_figure(run_name)
@@ -350,13 +383,13 @@ def run_figure(
     color = PALETTE[0]
     for i, key in enumerate(present):
         xs, ys = curves[(rid, key)]
-        px, py = _reduce(xs, ys, log_y=False, max_points=max_points)
+        px, py = reduce_points(xs, ys, log_y=False, max_points=max_points)
         markers = xs.size <= MARKER_MAX_POINTS
         traces.append(go.Scatter(
             x=px, y=py, name=key, mode="lines+markers" if markers else "lines", showlegend=False,
             line={"color": color, "width": 1.5}, marker={"size": 5, "color": color},
             hovertemplate=f"{X_TITLES[x]} {_X_HOVER[x]}<br>{key} %{{y:.4g}}<extra></extra>",
-            meta={"run_id": _jsonable(rid), "metric": key, "kind": "raw"}))
+            meta={"run_id": json_value(rid), "metric": key, "kind": "raw"}))
         rows.append(i // ncols + 1)
         columns.append(i % ncols + 1)
     fig.add_traces(traces, rows=rows, cols=columns)
@@ -374,91 +407,13 @@ def diff_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     Missing values (None, NaN) count as one value; 1 and 1.0 are equal; list values compare as tuples.
     """
-    _check_frame("runs", runs)
+    check_frame("runs", runs)
     differing = [c for c in runs.columns
-                 if c != "name" and len({_py(v) for v in runs[c].tolist()}) > 1]
+                 if c != "name" and len({plain_value(v) for v in runs[c].tolist()}) > 1]
     front = ["name"] if "name" in runs.columns else []
     return runs.loc[:, front + differing].copy()
 
 
-# ---------------------------------------------------------------------- data extraction
-def _curves(series: pd.DataFrame, run_ids: Sequence[Hashable], metrics: Sequence[str],
-            x: str) -> dict[tuple[Hashable, str], tuple[np.ndarray, np.ndarray]]:
-    """(run_id, metric) -> (x, y) at full resolution, in step order, for the runs and metrics that have rows."""
-    if len(series) == 0 or not run_ids or not metrics:
-        return {}
-    _check_series(series)
-    sel = series[series["run_id"].isin(list(run_ids))]
-    scale = _steps_per_epoch(sel) if x == "epoch" else {}
-    sel = sel[sel["key"].isin(list(metrics))]
-    out: dict[tuple[Hashable, str], tuple[np.ndarray, np.ndarray]] = {}
-    for (rid, key), g in sel.groupby(["run_id", "key"], sort=False):
-        steps = g["step"].to_numpy()
-        if steps.size > 1 and np.any(np.diff(steps) < 0):
-            g = g.iloc[np.argsort(steps, kind="stable")]
-            steps = g["step"].to_numpy()
-        rid = _py(rid)
-        if x == "step":
-            xs = steps
-        elif x == "time":
-            xs = g["wall_time"].to_numpy(dtype=float)
-        else:
-            k = scale.get(rid)
-            xs = steps / k if k else g["epoch"].to_numpy(dtype=float)
-        ys = pd.to_numeric(g["value"], errors="coerce").to_numpy(dtype=float)
-        if ys.size:
-            out[(rid, key)] = (xs, ys)
-    return out
-
-
-def _steps_per_epoch(frame: pd.DataFrame) -> dict[Hashable, float]:
-    """Per run, optimizer steps per epoch: largest step of the last complete epoch / (that epoch + 1).
-
-    The last observed epoch may be cut short (a diverged or cancelled run), so the epoch before it is used when
-    there is one. Runs where this is not positive are left out (their x falls back to the epoch column).
-    """
-    if len(frame) == 0:
-        return {}
-    ends = frame.groupby(["run_id", "epoch"])["step"].max()
-    out: dict[Hashable, float] = {}
-    for rid, e in ends.groupby(level=0):
-        epochs = e.index.get_level_values(1).to_numpy()
-        steps = e.to_numpy(dtype=float)
-        i = len(epochs) - 2 if len(epochs) > 1 else 0
-        k = steps[i] / (float(epochs[i]) + 1.0) if epochs[i] >= 0 else 0.0
-        if math.isfinite(k) and k > 0:
-            out[_py(rid)] = k
-    return out
-
-
-def _reduce(xs: np.ndarray, ys: np.ndarray, *, log_y: bool, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Drop non-positive y for log axes (NaN stays, as a gap), then downsample."""
-    if log_y:
-        keep = ~(ys <= 0)
-        xs, ys = xs[keep], ys[keep]
-    idx = downsample_indices(xs, ys, max_points=max_points)
-    return xs[idx], ys[idx]
-
-
-def _band_polygon(grid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A closed polygon (upper edge forwards, lower edge back) per stretch where lo and hi are finite, separated
-    by NaN so `fill="toself"` closes each stretch on its own."""
-    ok = np.isfinite(lo) & np.isfinite(hi)
-    if not ok.any():
-        return np.empty(0), np.empty(0)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.astype(np.int8), [0]])))
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    for a, b in zip(edges[::2], edges[1::2]):
-        if xs:
-            xs.append(np.array([np.nan]))
-            ys.append(np.array([np.nan]))
-        xs.append(np.concatenate([grid[a:b], grid[a:b][::-1]]))
-        ys.append(np.concatenate([hi[a:b], lo[a:b][::-1]]))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-# ---------------------------------------------------------------------- figure helpers
 def _empty_figure(title: str | None) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=EMPTY_MESSAGE, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
@@ -487,111 +442,6 @@ def _run_names(runs: pd.DataFrame, run_ids: Iterable[Hashable]) -> dict[Hashable
     for rid in run_ids:
         value = None
         if "name" in runs.columns:
-            value = _py(runs.at[rid, "name"])
+            value = plain_value(runs.at[rid, "name"])
         names[rid] = str(value) if value not in (None, "") else f"run {rid}"
     return names
-
-
-# ---------------------------------------------------------------------- values and labels
-def _py(value: Any) -> Any:
-    """A config value as a plain, hashable Python value; missing (None, NaN, NA) is None."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return tuple(_py(v) for v in value)
-    if isinstance(value, dict):
-        return repr(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    value = _py(value)
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "None"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, tuple):
-        return str(list(value))
-    return str(value)
-
-
-def _label(field: str, value: Any) -> str:
-    return f"{field}={_fmt(value)}"
-
-
-def _natural_key(text: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(text)))
-
-
-def _sort_key(value: Any) -> tuple:
-    if value is None:
-        return (3, 0.0, ())
-    if isinstance(value, (bool, numbers.Real)):
-        return (0, float(value), ())
-    if isinstance(value, str):
-        return (1, 0.0, _natural_key(value))
-    return (2, 0.0, _natural_key(str(value)))
-
-
-def _sorted_unique(values: Iterable[Any]) -> list[Any]:
-    return sorted(dict.fromkeys(values), key=_sort_key)
-
-
-def _unique(values: Iterable[Any]) -> list[Any]:
-    return list(dict.fromkeys(_py(v) for v in values))
-
-
-# ---------------------------------------------------------------------- argument checks
-def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-
-
-def _flag(name: str, value: Any) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False; got {value!r}")
-
-
-def _names(name: str, values: str | Sequence[str]) -> list[str]:
-    """A list of names; a single string counts as one name."""
-    if isinstance(values, str):
-        values = [values]
-    if values is None or not isinstance(values, Iterable):
-        raise ValueError(f"{name} must be a list of names; got {values!r}")
-    out = list(dict.fromkeys(values))
-    bad = [v for v in out if not isinstance(v, str)]
-    if bad:
-        raise ValueError(f"{name} must be a list of names (strings); got {bad[0]!r}")
-    return out
-
-
-def _check_frame(name: str, frame: Any) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame; got {type(frame).__name__}")
-
-
-def _columns_text(runs: pd.DataFrame) -> str:
-    cols = [repr(c) for c in runs.columns]
-    return ", ".join(cols[:30]) + (", ..." if len(cols) > 30 else "") if cols else "(runs has no columns)"
-
-
-def _check_field(arg: str, field: Any, runs: pd.DataFrame) -> str:
-    if not isinstance(field, str) or field not in runs.columns:
-        raise ValueError(f"{arg} must be a column of runs, one of {_columns_text(runs)}; got {field!r}")
-    return field
-
-
-def _check_series(series: Any) -> None:
-    _check_frame("series", series)
-    missing = [c for c in SERIES_COLUMNS if c not in series.columns]
-    if missing:
-        raise ValueError(f"series must have the columns {', '.join(SERIES_COLUMNS)}; missing {', '.join(missing)}")

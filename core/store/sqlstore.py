@@ -1,9 +1,8 @@
-"""The run store: every run, its metrics and its tags, kept in SQLite (or any database SQLAlchemy reaches).
+"""`Store`: the one way into the run store, over any database SQLAlchemy reaches (SQLite by default).
 
-`Store` is the only way in. Each public method is one short transaction of its own, and only plain frozen
-records (`Run`, `Study`) or numpy/pandas data leave it, never ORM rows. The schema is owned by the Alembic
-migrations in `core/migrations`, applied when a `Store` opens, so a database written by any version opens in
-every later one. `StoreReporter` is the trainer's `Reporter` that writes into a store.
+Each public method is one short transaction of its own, and only plain frozen records (`Run`, `Study`, from
+`core.store.records`) or numpy/pandas data leave it, never ORM rows. Opening a `Store` applies the migrations
+(`core.store.database.upgrade`), so a database written by any version opens in every later one.
 
 Storage conventions:
 - timestamps: timezone-aware datetimes go in, stored as naive UTC, and come back as aware UTC datetimes;
@@ -14,293 +13,42 @@ Storage conventions:
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import gc
 import json
 import os
-import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import (CheckConstraint, DateTime, Dialect, Double, Engine, ForeignKey, Index, Integer, MetaData,
-                        String, Text, TypeDecorator, bindparam, create_engine, delete, event, false, func, insert,
-                        make_url, select, text, update)
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload, sessionmaker
+from sqlalchemy import Integer, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload, sessionmaker
 
-from core import PROJECT_ROOT
-from core.reporting import MetricBatch, MetricRow, RunInfo, RunResult
-
-STATUSES: tuple[str, ...] = ("running", "finished", "diverged", "failed", "cancelled", "interrupted")
-FINAL_STATUSES: tuple[str, ...] = STATUSES[1:]
-INTERRUPTED_ERROR = "the training process stopped without finishing (killed or crashed)"
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-_CHUNK = 500  # ids per IN (...) list
+from core.store.cursors import chunks, fetch, gc_paused, placeholder
+from core.store.database import default_url, make_engine, upgrade
+from core.store.records import FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound
+from core.store.schema import MetricModel, RunModel, StudyModel, TagModel, UTCDateTime
+from core.training.reporting import MetricBatch, MetricRow
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class RunNotFound(KeyError):
-    def __init__(self, run_id: int) -> None:
-        super().__init__(f"no run with id {run_id}")
-        self.run_id = run_id
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class StudyNotFound(KeyError):
-    def __init__(self, study_id: int) -> None:
-        super().__init__(f"no study with id {study_id}")
-        self.study_id = study_id
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-# --------------------------------------------------------------------------------------------- connection
-
-
-def default_url(env: Mapping[str, str] = os.environ, root: Path = PROJECT_ROOT) -> str:
-    """`LOSSBOARD_DB` (a SQLAlchemy URL, or a bare file path) if set, else `experiments.db` in the project."""
-    value = env.get("LOSSBOARD_DB", "").strip()
-    if not value:
-        return f"sqlite:///{root}/experiments.db"
-    if "://" in value:
-        return value
-    return f"sqlite:///{Path(value).expanduser().absolute()}"
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite files get their folder created and WAL, foreign keys and a busy timeout."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url)
-    database = parsed.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        for pragma in ("busy_timeout=30000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    return engine
-
-
-def alembic_config(url: str | None = None) -> Config:
-    """Alembic's config, built in code (there is no alembic.ini). Pass a connection in `attributes["connection"]`."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-    if url:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
-
-
-_MIGRATING = threading.Lock()
-
-
-@functools.cache
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-def _current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
-
-
-def upgrade(engine: Engine, attempts: int = 3) -> None:
-    """`alembic upgrade head`; a read-only no-op when already there. Safe when processes open a new DB at once:
-    on SQLite the migration runs under `BEGIN IMMEDIATE` (the others wait, then find it done); elsewhere a
-    failure ("table already exists") is retried and ends well when another process got there first. Within a
-    process, migrations run one at a time: Alembic's `context` is process-global, not thread-safe."""
-    head = head_revision()
-    for attempt in range(1, attempts + 1):
-        try:
-            if _current_revision(engine) == head:
-                return
-            with _MIGRATING, engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # DDL runs inside this one write transaction
-                config = alembic_config()
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-            return
-        except DBAPIError:
-            if attempt == attempts:
-                raise
-            time.sleep(0.2 * attempt)
-
-
-# --------------------------------------------------------------------------------------------- schema
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out; stored as naive UTC so every backend sorts them alike."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware datetimes")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
-
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), float: Double()}  # Double: 64-bit on every backend
-
-
-class StudyModel(Base):
-    __tablename__ = "studies"
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    spec_json: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime]
-
-
-class TagModel(Base):
-    __tablename__ = "tags"
-
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    tag: Mapped[str] = mapped_column(String(255), primary_key=True)
-
-
-class RunModel(Base):
-    __tablename__ = "runs"
-    __table_args__ = (
-        CheckConstraint("status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES)), name="status"),
-        {"sqlite_autoincrement": True},  # ids of deleted runs are never handed out again
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16))
-    config_json: Mapped[str] = mapped_column(Text)
-    summary_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
-    created_at: Mapped[datetime]
-    started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
-    error: Mapped[str | None] = mapped_column(Text)
-    device: Mapped[str | None] = mapped_column(String(64))
-    dtype: Mapped[str | None] = mapped_column(String(32))
-    torch_version: Mapped[str | None] = mapped_column(String(64))
-    wall_time_s: Mapped[float | None]
-    pid: Mapped[int | None]
-    host: Mapped[str | None] = mapped_column(String(255))
-    heartbeat_at: Mapped[datetime | None]
-    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
-    progress_step: Mapped[int] = mapped_column(default=0, server_default=text("0"))
-    total_steps: Mapped[int | None]
-    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
-    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
-
-    # lazy="raise": tags are always loaded with selectinload, so listing runs can never become N+1 queries
-    tags: Mapped[list[TagModel]] = relationship(order_by=TagModel.tag, viewonly=True, lazy="raise")
-
-
-class MetricModel(Base):
-    __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(255))
-    step: Mapped[int]
-    epoch: Mapped[int]
-    value: Mapped[float | None]  # NULL means NaN
-    wall_time: Mapped[float]
-
-
 _RUNS = RunModel.__table__
+
+
 _METRICS = MetricModel.__table__
+
+
 _METRIC_COLUMNS = ("run_id", "key", "step", "epoch", "value", "wall_time")
+
+
 _HEARTBEAT = (  # built once: log_metrics runs it with every batch
     update(_RUNS).where(_RUNS.c.id == bindparam("b_run_id"))
     .values(heartbeat_at=bindparam("b_now", type_=UTCDateTime()),
             progress_step=func.coalesce(bindparam("b_step", type_=Integer()), _RUNS.c.progress_step)))
-
-
-# --------------------------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, kw_only=True)
-class Run:
-    id: int
-    name: str
-    status: str
-    config: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    error: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    torch_version: str | None = None
-    wall_time_s: float | None = None
-    pid: int | None = None
-    host: str | None = None
-    heartbeat_at: datetime | None = None
-    cancel_requested: bool = False
-    progress_step: int = 0
-    total_steps: int | None = None
-    notes: str = ""
-    study_id: int | None = None
-    tags: tuple[str, ...] = ()
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.wall_time_s is not None:
-            return self.wall_time_s
-        end = self.finished_at or self.heartbeat_at
-        if self.started_at is None or end is None:
-            return None
-        return (end - self.started_at).total_seconds()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Study:
-    id: int
-    name: str
-    spec: dict[str, Any] = field(default_factory=dict)
-    created_at: datetime
 
 
 def _json_default(obj: Any) -> Any:
@@ -343,14 +91,6 @@ def _clean(text: str, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{what} must not be empty")
     return text.strip()
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start:start + _CHUNK]
-
-
-# --------------------------------------------------------------------------------------------- the store
 
 
 class Store:
@@ -561,7 +301,7 @@ class Store:
         ids = sorted({int(i) for i in run_ids})
         keys: set[str] = set()
         with self._sessions() as session:
-            for part in _chunks(ids):
+            for part in chunks(ids):
                 keys.update(session.scalars(select(MetricModel.key).where(MetricModel.run_id.in_(part)).distinct()))
         return sorted(keys)
 
@@ -574,10 +314,10 @@ class Store:
         ids = sorted({int(i) for i in run_ids})
         traces: list[tuple[int, str, int]] = []  # (run_id, key, number of rows)
         rows: list[tuple[Any, ...]] = []
-        with self.engine.connect() as conn, _gc_paused():
-            mark, key = _placeholder(conn), conn.dialect.identifier_preparer.quote("key")
+        with self.engine.connect() as conn, gc_paused():
+            mark, key = placeholder(conn), conn.dialect.identifier_preparer.quote("key")
             if keys is None:
-                pairs = [pair for part in _chunks(ids) for pair in _fetch(
+                pairs = [pair for part in chunks(ids) for pair in fetch(
                     conn, f"SELECT DISTINCT run_id, {key} FROM metrics"
                           f" WHERE run_id IN ({', '.join([mark] * len(part))}) ORDER BY run_id, {key}", tuple(part))]
             else:
@@ -585,7 +325,7 @@ class Store:
             sql = (f"SELECT step, epoch, value, wall_time FROM metrics WHERE run_id = {mark} AND {key} = {mark}"
                    f" ORDER BY step, id")
             for run_id, k in pairs:
-                got = _fetch(conn, sql, (run_id, k))
+                got = fetch(conn, sql, (run_id, k))
                 if got:
                     traces.append((run_id, k, len(got)))
                     rows.extend(got)
@@ -605,10 +345,10 @@ class Store:
         """One trace as arrays step, epoch, value (NaN where NULL), wall_time, sorted by step; empty arrays for a
         key the run never logged."""
         with self.engine.connect() as conn:
-            mark, quoted = _placeholder(conn), conn.dialect.identifier_preparer.quote("key")
-            if not _fetch(conn, f"SELECT 1 FROM runs WHERE id = {mark}", (run_id,)):
+            mark, quoted = placeholder(conn), conn.dialect.identifier_preparer.quote("key")
+            if not fetch(conn, f"SELECT 1 FROM runs WHERE id = {mark}", (run_id,)):
                 raise RunNotFound(run_id)
-            rows = _fetch(conn, f"SELECT step, epoch, value, wall_time FROM metrics WHERE run_id = {mark}"
+            rows = fetch(conn, f"SELECT step, epoch, value, wall_time FROM metrics WHERE run_id = {mark}"
                                 f" AND {quoted} = {mark} ORDER BY step, id", (run_id, key))
         step, epoch, value, wall_time = zip(*rows) if rows else ((),) * 4
         return {"step": np.array(step, dtype=np.int64), "epoch": np.array(epoch, dtype=np.int64),
@@ -643,113 +383,3 @@ class Store:
         with self._sessions() as session:
             stmt = select(StudyModel).order_by(StudyModel.created_at.desc(), StudyModel.id.desc())
             return [_study_record(row) for row in session.scalars(stmt)]
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Millions of fresh row tuples would trigger the cyclic GC over and over (half the time of a big read)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _placeholder(conn: Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"  # qmark: sqlite3; format/pyformat: the others
-
-
-def _fetch(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """Plain tuples straight from the DBAPI cursor: no per-row SQLAlchemy objects on the hot read paths."""
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
-# --------------------------------------------------------------------------------------------- the reporter
-
-
-class StoreReporter:
-    """The trainer's Reporter, writing into a store. Every call is one commit, so a killed trainer keeps every
-    batch it handed over. A run deleted while it trains stops it: `should_stop` turns True and later writes
-    are dropped instead of failing the trainer."""
-
-    def __init__(self, store: Store, run_id: int, *, pid: int | None = None, host: str | None = None) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.pid = pid
-        self.host = host
-        self.deleted = False
-
-    def on_start(self, info: RunInfo) -> None:
-        self.store.start_run(self.run_id, device=info.device, dtype=info.dtype, torch_version=info.torch_version,
-                             total_steps=info.total_steps, pid=self.pid, host=self.host)
-
-    def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
-        if self.deleted:
-            return
-        try:
-            self.store.log_metrics(self.run_id, batch, progress_step=step)
-        except RunNotFound:
-            self.deleted = True
-
-    def should_stop(self) -> bool:
-        if self.deleted:
-            return True
-        try:
-            return self.store.is_cancel_requested(self.run_id)
-        except RunNotFound:
-            self.deleted = True
-            return True
-
-    def on_finish(self, result: RunResult) -> None:
-        if self.deleted:
-            return
-        try:
-            self.store.finish_run(self.run_id, status=result.status, summary=result.summary, error=result.error,
-                                  wall_time_s=result.wall_time_s)
-        except RunNotFound:
-            self.deleted = True
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie. Never signals it (signal 0 only probes)."""
-    if pid <= 0:
-        return False
-    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process on Windows
-        return _windows_pid_alive(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:  # Linux: it exited just now; no /proc at all (macOS): trust os.kill
-        return not Path("/proc/self").exists()
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def _windows_pid_alive(pid: int) -> bool:
-    import ctypes
-
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists
-    try:
-        code = ctypes.c_ulong()
-        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)

@@ -327,3 +327,13 @@ def preset(name: str) -> ExperimentConfig:
     if name not in PRESETS:
         raise ConfigError("preset", f"{name!r} is not a preset; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def describe(cfg: ExperimentConfig) -> str:
+    """A short default run name: what differs from plain defaults that matters most for the loss."""
+    hidden = "x".join(map(str, cfg.hidden)) or "linear"
+    parts = [cfg.dataset, hidden, "bn" if cfg.batchnorm else None, cfg.activation if cfg.hidden else None,
+             "out-relu" if cfg.output_relu else None,
+             cfg.loss + (f"(eps={cfg.clamp_eps:g})" if cfg.clamp_eps else ""), f"{cfg.optimizer}-{cfg.lr:g}",
+             f"s{cfg.seed}"]
+    return " ".join(p for p in parts if p)

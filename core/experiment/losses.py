@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.config import ExperimentConfig
+from core.experiment.config import ExperimentConfig
 
 
 def probabilities(z: torch.Tensor, clamp_eps: float | None = None) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Alembic environment of the run store. There is no alembic.ini: build the config with
-`core.store.alembic_config()` and either pass an open connection in `config.attributes["connection"]`
+`core.store.database.alembic_config()` and either pass an open connection in `config.attributes["connection"]`
 (what `Store` does) or set `sqlalchemy.url` (what a one-off `command.revision(..., autogenerate=True)` needs).
 
 `render_as_batch=True` lets later revisions alter SQLite tables (copy-and-move), so write them with
@@ -11,7 +11,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from core.store import Base, make_engine
+from core.store.database import make_engine
+from core.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

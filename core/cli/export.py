@@ -1,0 +1,120 @@
+"""`python -m core export`: figures, CSV and the HTML report of chosen runs, as files.
+
+The same figure function draws the Compare page and the export (core.presentation), so a file is what the page shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.experiment.config import ConfigError
+from core.presentation.export import (DEFAULT_WIDTH, EXTENSIONS, FORMATS, check_scale, check_size, export_figure,
+                                      safe_filename, series_csv)
+
+
+def add_export_parser(subparsers: Any) -> None:
+    """Adds `export` to the CLI's subparsers (the settings are the Compare page's)."""
+    p = subparsers.add_parser(
+        "export", help="write a comparison chart (png, svg, pdf, html), its data (csv) or a report (html)",
+        description="The chart the Compare page draws for these settings, as a file. --format csv writes the "
+                    "stored values at full resolution; report writes one HTML file with every chart and the "
+                    "config-difference and summary tables.")
+    p.add_argument("--runs", required=True, metavar="IDS", help="run ids separated by commas: 3,7,12")
+    p.add_argument("--metric", dest="metrics", action="append", default=None, metavar="KEY",
+                   help="metric key (repeat for several; default train_loss and val_loss)")
+    p.add_argument("--format", default=None, metavar="FMT",
+                   help=f"{'|'.join(FORMATS)} (default: from the suffix of --out)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="file to write, or an existing folder (the file is then named after the title)")
+    p.add_argument("--smoothing", type=float, default=0.0, metavar="W", help="TensorBoard smoothing weight, [0, 1)")
+    p.add_argument("--log-y", action="store_true", help="logarithmic y axis")
+    p.add_argument("--x", default="step", metavar="AXIS", help="step|epoch|time")
+    p.add_argument("--group-by", action="append", default=[], metavar="FIELD",
+                   help="config field: one mean line and band per group (repeat for several)")
+    p.add_argument("--color-by", default=None, metavar="FIELD", help="config field that sets the colour")
+    p.add_argument("--dash-by", default=None, metavar="FIELD", help="config field that sets the line dash")
+    p.add_argument("--band", default="std", metavar="KIND", help="band around a group's mean: std|minmax|ci95")
+    p.add_argument("--layout", default="overlay", metavar="LAYOUT",
+                   help="overlay (one chart) or metric (one chart per metric)")
+    p.add_argument("--width", type=int, default=None, metavar="PX",
+                   help=f"images: default {DEFAULT_WIDTH}; html: the window's width")
+    p.add_argument("--height", type=int, default=None, metavar="PX", help="default: the chart's own")
+    p.add_argument("--scale", type=float, default=None, metavar="S",
+                   help="image pixels per px (default 2 for png, 1 for svg and pdf)")
+    p.add_argument("--title", default=None, help="title (default: the metrics and the runs compared)")
+
+
+def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -> int:
+    """Writes the export and one line saying where. Bad input raises ConfigError naming the option (nothing is
+    written); when images cannot be made here it prints one line and returns 1."""
+    suffix = Path(args.out).suffix.lower().lstrip(".")
+    fmt = args.format or ("html" if suffix == "htm" else suffix if suffix in EXTENSIONS.values() else None)
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)}; got {args.format or args.out!r}")
+    if args.layout not in ("overlay", "metric"):
+        raise ConfigError("layout", f"must be one of overlay, metric; got {args.layout!r}")
+    for name in ("width", "height"):
+        if getattr(args, name) is not None:
+            _config_check(name, check_size, name, getattr(args, name))
+    if args.scale is not None:
+        _config_check("scale", check_scale, args.scale)
+
+    from core.presentation import report  # noqa: PLC0415 - the charts (scipy) load only for this command
+
+    runs = report.load_runs(store, args.runs)
+    metrics = report.check_metrics(store, runs, args.metrics)
+    settings = report.check_settings(runs, x=args.x, smoothing=args.smoothing, log_y=args.log_y,
+                                     group_by=args.group_by, color_by=args.color_by, dash_by=args.dash_by,
+                                     band=args.band)
+    title = args.title if args.title is not None else report.comparison_title(runs, metrics)
+    path = _target(Path(args.out), title, EXTENSIONS[fmt])
+    ids = [r.id for r in runs]
+
+    if fmt == "csv":
+        data = series_csv(store, ids, metrics).encode("utf-8")
+    elif fmt == "report":
+        data = report.report_html(store, ids, metrics=metrics, title=title, **settings).encode("utf-8")
+    else:
+        fig = report.build_comparison(store, runs, metrics=metrics, layout=args.layout, **settings)
+        try:
+            data = export_figure(fig, fmt, title=title, width=args.width, height=args.height, scale=args.scale)
+        except RuntimeError as exc:  # ExportUnavailable, or a render that timed out
+            err.write(f"error: {exc}\n")
+            return 1
+    _write(path, data)
+    out.write(f"wrote {path} ({fmt}, {len(data):,} bytes)\n")
+    return 0
+
+
+def _config_check(field: str, check: Any, *args: Any) -> Any:
+    try:
+        return check(*args)
+    except ValueError as exc:
+        raise ConfigError(field, str(exc)) from None
+
+
+def _target(out: Path, title: str, ext: str) -> Path:
+    """The file to write: `out`, or a safe name from `title` inside `out` when it is a folder."""
+    if out.is_dir():
+        out = out / safe_filename(title, ext=ext)
+    parent = out.parent
+    if not parent.is_dir():
+        raise ConfigError("out", f"folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError("out", f"cannot write to folder {str(parent)!r}")
+    return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomically: a failed export never leaves half a file, a reader never sees one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError("out", f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+

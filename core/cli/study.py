@@ -1,0 +1,180 @@
+"""`python -m core study`: build or resume a study from the command line, train what it still needs, print its
+ranking and effects.
+
+`--study NAME` resumes a stored study or starts a built-in one (`STUDIES`); without it, the base config comes from
+`--preset`/`--config`/flags exactly as for `train` and the grid from `--vary`, and the study is named after its
+grid, so the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import signal
+from typing import Any, Mapping, TextIO
+
+from core.analysis.effects import variant_label
+from core.cli.output import dump_json
+from core.experiment.config import PRESETS, ConfigError, coerce, field_names
+from core.experiment.flags import add_config_flags, config_from_args
+from core.jobs.scheduler import Finished, _check_shareable, resume_study
+from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, STUDIES, StudySpec, auto_name, named_study, parse_vary
+from core.jobs.studies import check_runnable, default_workers, open_study, plan_study, summarize
+from core.store import Store
+
+
+def add_study_parser(subparsers: Any) -> Any:
+    """`python -m core study ...`: the parser of the study command, added to the CLI's subparsers."""
+    s = subparsers.add_parser(
+        "study", help="train a grid of variants over seeds in parallel (running a stored study again resumes it)",
+        description="Train every combination of the --vary values, each with seeds 0..N-1, in parallel worker "
+                    "processes; each run is stored as it trains. Running a study of a stored name again keeps its "
+                    "finished, diverged and failed runs and reruns the interrupted and cancelled ones.")
+    s.add_argument("--study", default=None, metavar="NAME",
+                   help=f"a stored study to resume, or a built-in one to start: {', '.join(STUDIES)}; with --name, "
+                        "the grid to start a new study from")
+    s.add_argument("--name", default=None,
+                   help="the new study's name (default: the --study name, or one derived from the grid, so the "
+                        "same command resumes the same study)")
+    s.add_argument("--preset", default=None, help=f"base config from a preset: {', '.join(PRESETS)}")
+    s.add_argument("--config", default=None, help="base config from a JSON file (the `config` of `show --json`)")
+    s.add_argument("--vary", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="a config field and its values (as `show --json` names them); repeat for more fields. "
+                        "Widths: --vary hidden=[64],[64,64]")
+    s.add_argument("--seeds", default=None, metavar="N", help=f"seeds per variant, 0..N-1 (default {DEFAULT_SEEDS})")
+    s.add_argument("--workers", default=None, metavar="K", help="worker processes (default: one per CPU core)")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object: id, name, runs, status counts, ranking, effects")
+    add_config_flags(s)
+    return s
+
+
+def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
+    """Build or find the study, run what it still needs, print its ranking and effects. Bad input raises a
+    ConfigError naming the field, before any run (or study) is created. Exit code 0 when every run of the grid
+    has a result, 1 when some are left (cancelled or interrupted: run the same command again to resume)."""
+    workers = _positive_int("workers", args.workers, 256) if args.workers is not None else None
+    _check_shareable(store.url)
+    spec, study_id = spec_from_args(args, store)
+    if study_id is None:
+        check_runnable(spec)
+        study_id = open_study(store, spec)
+    plan = plan_study(store, study_id)
+    n = min(workers or default_workers(), len(plan.todo))
+    err.write(f"study {study_id} {spec.name!r}: {spec.size} runs; {len(plan.kept)} done, "
+              f"{len(plan.busy)} running elsewhere, {len(plan.todo)} to run" + (f" on {n} workers" if n else "") + "\n")
+    err.flush()
+
+    def line(event: Finished) -> None:
+        run = event.run
+        loss = run.summary.get("final_val_loss")
+        err.write(f"[{event.done}/{event.total}] run {run.id} {variant_label(event.slot.variant)} "
+                  f"seed={event.slot.seed}: {run.status}"
+                  + (f", final val_loss {loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else "")
+                  + (f" - {run.error.splitlines()[0]}" if run.error and run.status != "finished" else "")
+                  + (f" ({run.duration_s:.1f} s)" if run.duration_s is not None else "") + "\n")
+        err.flush()
+
+    previous = _on_sigterm_raise()
+    try:
+        outcome = resume_study(store, study_id, workers=workers, on_finished=line)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    summary = summarize(store, study_id)
+    if args.json:
+        dump_json(summary, out)
+    else:
+        out.write(format_summary(summary))
+    if outcome.remaining:
+        err.write(f"{outcome.remaining} runs have no result yet; run the same command again to resume "
+                  f"(python -m core study --study {shlex.quote(spec.name)})\n")
+    return 1 if outcome.remaining else 0
+
+
+def spec_from_args(args: Any, store: Store) -> tuple[StudySpec, int | None]:
+    """The spec the command line asks for, and the stored study's id when it names one (else None)."""
+    grid = _grid_options(args)
+    if args.study is not None:
+        stored = store.get_study_by_name(args.study)
+        renamed = args.name is not None and args.name.strip() != args.study.strip()
+        if stored is not None and not renamed:
+            if grid:
+                raise ConfigError("study", f"a study named {stored.name!r} is stored; run it without grid options "
+                                           f"({', '.join(grid)}) to resume it, or add --name to start a new study "
+                                           "from its grid")
+            return StudySpec.from_dict(stored.spec), stored.id
+        template = StudySpec.from_dict(stored.spec) if stored is not None else named_study(args.study)
+        for option in ("preset", "config"):
+            if getattr(args, option):
+                raise ConfigError(option, f"the study {template.name!r} has its own base config; change its fields "
+                                          "with flags, or leave out --study to vary a preset")
+        base = dict(template.base)
+        for name in field_names():
+            value = getattr(args, f"cfg_{name}", None)
+            if value is not None:
+                base[name] = coerce(name, value)
+        vary = dict(template.vary) | parse_vary(args.vary)
+        seeds = _seeds(args.seeds if args.seeds is not None else template.seeds)
+        spec = StudySpec(name=args.name or template.name, base=base, vary=vary, seeds=seeds)
+    else:
+        base = config_from_args(args).to_dict()
+        vary = parse_vary(args.vary)
+        seeds = _seeds(args.seeds if args.seeds is not None else DEFAULT_SEEDS)
+        spec = StudySpec(name=args.name or auto_name(base, vary, seeds), base=base, vary=vary, seeds=seeds)
+    found = store.get_study_by_name(spec.name)
+    return spec, (open_study(store, spec) if found is not None else None)
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The ranking and the effects in words, as the command line prints them."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()) or "no runs"
+    lines = [f"study {summary['id']} {summary['name']!r}: {summary['runs']} of {summary['expected_runs']} runs "
+             f"({counts})", "", f"{'rank':>4}  {'n':>2}  {'final val loss':>17}  {'best val loss':>17}  "
+                                f"{'final val AUC':>15}  variant"]
+    for row in summary["ranking"]:
+        def cell(metric: str, width: int) -> str:
+            mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
+            if not math.isfinite(mean):
+                return f"{'-':>{width}}"
+            return f"{f'{mean:.4f}' + (f' ± {sd:.4f}' if math.isfinite(sd) else ''):>{width}}"
+
+        extra = "".join(f", {row[k]} {k}" for k in ("diverged", "failed") if row[k])
+        lines.append(f"{row['rank']:>4}  {row['n']:>2}  {cell('final_val_loss', 17)}  {cell('best_val_loss', 17)}  "
+                     f"{cell('final_val_auc', 15)}  {row['variant']}{extra}")
+    if summary["sentences"]:
+        lines += ["", "effects (mean over seeds, 95% CI):"] + [f"  - {s}" for s in summary["sentences"]]
+    return "\n".join(lines) + "\n"
+
+
+def _grid_options(args: Any) -> list[str]:
+    given = [f"--{o}" for o in ("preset", "config") if getattr(args, o, None)]
+    given += ["--vary"] if args.vary else []
+    given += ["--seeds"] if args.seeds is not None else []
+    given += [f"--{n.replace('_', '-')}" for n in field_names() if getattr(args, f"cfg_{n}", None) is not None]
+    return given
+
+
+def _seeds(value: Any) -> int:
+    return _positive_int("seeds", value, MAX_SEEDS)
+
+
+def _positive_int(name: str, value: Any, most: int) -> int:
+    try:
+        number = coerce("seed", value)
+    except ConfigError:
+        number = None
+    if number is None or not 1 <= number <= most:
+        raise ConfigError(name, f"must be a whole number from 1 to {most}, got {value!r}")
+    return number
+
+
+def _on_sigterm_raise() -> Any:
+    """SIGTERM cancels the study like Ctrl-C (main thread only); returns the handler to restore."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None

@@ -1,0 +1,292 @@
+"""The runs as tables: the Runs page's table, its filters and edits, a run's config and the Compare page's
+summary and config-difference tables, and the metric pickers.
+
+Pure functions from store records (`core.store.Run`) to pandas frames; no Streamlit and no torch, so every page's
+logic is tested without a browser."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from core.experiment.config import GROUPS, ExperimentConfig, field_comment, field_names
+from core.presentation.formatting import (as_float, form_order, format_duration, format_value, natural_key, run_label,
+                                          status_label)
+from core.store import STATUSES, Run
+
+
+# The config fields every run table shows, in this order (the rest are in the run's detail view).
+KEY_FIELDS: tuple[str, ...] = ("dataset", "hidden", "batchnorm", "activation", "loss", "clamp_eps", "optimizer",
+                               "lr", "seed")
+
+
+# Summary metrics of the run table: summary key -> column label.
+TABLE_METRICS: dict[str, str] = {
+    "final_val_loss": "final val loss",
+    "best_val_loss": "best val loss",
+    "final_val_acc": "val acc",
+    "final_val_auc": "AUC",
+    "peak_clamp_frac": "peak clamp_frac",
+}
+
+
+# The summary table of the Compare page: a few more than the run table.
+SUMMARY_METRICS: dict[str, str] = {
+    "steps": "steps",
+    "final_train_loss": "final train loss",
+    "final_train_loss_logits": "final exact train loss",
+    **TABLE_METRICS,
+    "best_val_epoch": "best epoch",
+    "best_val_acc": "best val acc",
+    "peak_clamp_wrong_frac": "peak clamp_wrong_frac",
+    "peak_grad_vanish_frac": "peak grad_vanish_frac",
+    "diverged_step": "diverged at step",
+}
+
+
+# Metrics offered first in pickers, in this order; any other key follows in natural order.
+PREFERRED_METRICS: tuple[str, ...] = ("train_loss", "val_loss", "train_loss_logits", "val_loss_logits", "val_acc",
+                                      "val_auc", "train_acc", "clamp_frac", "clamp_wrong_frac", "grad_vanish_frac",
+                                      "grad_norm", "update_norm", "logit_abs_max", "pred_pos_rate")
+
+
+DEFAULT_METRICS: tuple[str, ...] = ("train_loss", "val_loss")
+
+
+def progress(run: Run) -> float | None:
+    """Share of the run's optimizer steps done, 0..1; None before the trainer reported its total."""
+    if not run.total_steps:
+        return 1.0 if run.status == "finished" else None
+    return min(max(run.progress_step / run.total_steps, 0.0), 1.0)
+
+
+def progress_text(run: Run) -> str:
+    """'step 120 of 400 · 12 s' for the live panel."""
+    if run.total_steps:
+        text = f"step {run.progress_step} of {run.total_steps}"
+    else:
+        text = "starting…"
+    duration = run.duration_s
+    return text + (f" · {format_duration(duration)}" if duration is not None else "")
+
+
+def outcome_text(run: Run) -> str:
+    """One line on how a run ended: 'finished in 3.1 s · val loss 0.7287 · val acc 40.6%', or its error."""
+    parts = [f"{run.status} after {format_duration(run.duration_s)}"]
+    loss, acc = run.summary.get("final_val_loss"), run.summary.get("final_val_acc")
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        parts.append(f"val loss {loss:.4f}")
+    if isinstance(acc, (int, float)) and not isinstance(acc, bool) and math.isfinite(acc):
+        parts.append(f"val acc {acc:.1%}")
+    if run.error and run.status != "finished":
+        parts.append(run.error.strip().splitlines()[0])
+    return " · ".join(parts)
+
+
+# Column labels of `runs_table`, for the page's column config.
+# Results come before the config, so the numbers people sort by are visible without scrolling.
+TABLE_LABELS: dict[str, str] = {
+    "name": "name", "status": "status", "progress": "progress", "tags": "tags", "created": "created",
+    "duration_s": "duration", **TABLE_METRICS, "dataset": "data", "hidden": "hidden", "batchnorm": "BN",
+    "activation": "activation", "loss": "loss", "clamp_eps": "clamp eps", "optimizer": "optimizer", "lr": "lr",
+    "seed": "seed", "device": "device", "notes": "notes",
+}
+
+
+def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run, indexed by run id (newest first, as given): status, dates, duration, device, the key
+    config fields and the summary metrics. Numbers stay numbers (NaN when missing) so the table sorts right."""
+    rows = []
+    for run in runs:
+        cfg = run.config
+        row: dict[str, Any] = {
+            "name": run.name,
+            "status": status_label(run.status),
+            "progress": progress(run),
+            "tags": list(run.tags),
+            "created": run.created_at,
+            "duration_s": run.duration_s,
+            **{key: as_float(run.summary.get(key)) for key in TABLE_METRICS},
+            "device": run.device or "",
+            "dataset": cfg.get("dataset", ""),
+            "hidden": format_value(cfg.get("hidden", [])),
+            "batchnorm": bool(cfg.get("batchnorm", False)),
+            "activation": cfg.get("activation", ""),
+            "loss": cfg.get("loss", ""),
+            "clamp_eps": as_float(cfg.get("clamp_eps")),
+            "optimizer": cfg.get("optimizer", ""),
+            "lr": as_float(cfg.get("lr")),
+            "seed": cfg.get("seed"),
+        }
+        row["notes"] = run.notes
+        rows.append(row)
+    frame = pd.DataFrame(rows, index=pd.Index([r.id for r in runs], name="id"), columns=list(TABLE_LABELS))
+    frame["duration_s"] = pd.to_numeric(frame["duration_s"], errors="coerce")
+    frame["progress"] = pd.to_numeric(frame["progress"], errors="coerce")
+    if len(frame):
+        frame["created"] = pd.to_datetime(frame["created"], utc=True)
+    return frame
+
+
+def table_key(prefix: str, ids: Iterable[int]) -> str:
+    """A widget key that changes whenever the rows (ids, in order) change.
+
+    Streamlit reports a table's row selection as row positions; keying the table by its rows means a stale
+    selection can never point at another run after a run is added, deleted or filtered out."""
+    digest = hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()[:10]
+    return f"{prefix}_{digest}"
+
+
+def filter_options(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """Config fields whose value differs between `runs`, in form order, each with its sorted values (as
+    `format_value` strings). Fields that are the same for every run need no filter."""
+    out: dict[str, list[str]] = {}
+    for name in form_order():
+        values = {format_value(run.config.get(name)) for run in runs}
+        if len(values) > 1:
+            out[name] = sorted(values, key=natural_key)
+    return out
+
+
+def filter_runs(runs: Sequence[Run], *, statuses: Iterable[str] = (), config: Mapping[str, Iterable[str]] | None = None,
+                text: str = "") -> list[Run]:
+    """The runs that match every filter; an empty filter matches everything.
+
+    statuses: any of these. config: field -> allowed `format_value` strings. text: every word must occur in the
+    name, a tag or the id ('#12' or '12'), case-insensitively."""
+    wanted_status = set(statuses)
+    unknown = wanted_status - set(STATUSES)
+    if unknown:
+        raise ValueError(f"unknown status {sorted(unknown)[0]!r}; allowed: {', '.join(STATUSES)}")
+    wanted_config = {name: set(values) for name, values in (config or {}).items() if values}
+    bad = sorted(set(wanted_config) - set(field_names()))
+    if bad:
+        raise ValueError(f"unknown config field {bad[0]!r}; allowed: {', '.join(field_names())}")
+    words = text.lower().split()
+    out = []
+    for run in runs:
+        if wanted_status and run.status not in wanted_status:
+            continue
+        if any(format_value(run.config.get(name)) not in allowed for name, allowed in wanted_config.items()):
+            continue
+        haystack = " ".join([run.name, *run.tags, f"#{run.id}"]).lower()
+        if any(word not in haystack for word in words):
+            continue
+        out.append(run)
+    return out
+
+
+def clean_tags(tags: Iterable[Any] | None) -> list[str]:
+    """Tags from an edited cell: stripped, without blanks and duplicates, in order."""
+    out: list[str] = []
+    for tag in tags or ():
+        text = str(tag).strip()
+        if text and text not in out:
+            out.append(text)
+    return out
+
+
+def edit_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """The editable part of the selected runs: name, tags and notes (id and status for orientation)."""
+    return pd.DataFrame({"status": [status_label(r.status) for r in runs], "name": [r.name for r in runs],
+                         "tags": [list(r.tags) for r in runs], "notes": [r.notes for r in runs]},
+                        index=pd.Index([r.id for r in runs], name="id"))
+
+
+def edit_changes(before: pd.DataFrame, after: pd.DataFrame) -> dict[int, dict[str, Any]]:
+    """What the user changed in an `edit_frame`: run id -> {column: new value} for name, tags and notes.
+    Tags are compared cleaned (`clean_tags`), a missing note is ''."""
+    changes: dict[int, dict[str, Any]] = {}
+    for run_id in before.index:
+        if run_id not in after.index:
+            continue
+        old, new = before.loc[run_id], after.loc[run_id]
+        change: dict[str, Any] = {}
+        name = "" if _missing(new["name"]) else str(new["name"])
+        if name != old["name"]:
+            change["name"] = name
+        tags = clean_tags(None if _missing(new["tags"]) else list(new["tags"]))
+        if tags != clean_tags(old["tags"]):
+            change["tags"] = tags
+        notes = "" if _missing(new["notes"]) else str(new["notes"])
+        if notes != old["notes"]:
+            change["notes"] = notes
+        if change:
+            changes[int(run_id)] = change
+    return changes
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: what an emptied cell comes back as."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def chart_runs(runs: Sequence[Run]) -> pd.DataFrame:
+    """The `runs` frame of `core.charts.comparison_figure`: indexed by run_id, `name` (unique: '#id name') and
+    one column per config field (missing fields get the default)."""
+    defaults = ExperimentConfig().to_dict()
+    rows = [{"name": run_label(run), **{f: run.config.get(f, defaults[f]) for f in field_names()}} for run in runs]
+    return pd.DataFrame(rows, index=pd.Index([r.id for r in runs], name="run_id"),
+                        columns=["name", *field_names()])
+
+
+def varying_fields(runs: Sequence[Run]) -> list[str]:
+    """Config fields whose value differs between `runs`, in form order (choices for colour, dash, group)."""
+    return [name for name in form_order() if len({format_value(r.config.get(name)) for r in runs}) > 1]
+
+
+def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
+    """Only the config fields that differ between `runs`, one row per run, values as short strings."""
+    fields = varying_fields(runs)
+    return pd.DataFrame({"name": [r.name for r in runs],
+                         **{f: [format_value(r.config.get(f)) for r in runs] for f in fields}},
+                        index=pd.Index([r.id for r in runs], name="id"))
+
+
+def summary_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """The selected runs side by side: status, duration and the summary metrics (NaN where a run has none)."""
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"name": run.name, "status": status_label(run.status), "duration_s": run.duration_s}
+        row.update({key: as_float(run.summary.get(key)) for key in SUMMARY_METRICS})
+        rows.append(row)
+    frame = pd.DataFrame(rows, index=pd.Index([r.id for r in runs], name="id"),
+                         columns=["name", "status", "duration_s", *SUMMARY_METRICS])
+    frame["duration_s"] = pd.to_numeric(frame["duration_s"], errors="coerce")
+    return frame
+
+
+def metric_options(keys: Iterable[str]) -> list[str]:
+    """Metric keys in picker order: the loss and the diagnostics first, the rest (per-layer norms...) after."""
+    keys = list(dict.fromkeys(keys))
+    first = [k for k in PREFERRED_METRICS if k in keys]
+    rest = sorted((k for k in keys if k not in first), key=natural_key)
+    return first + rest
+
+
+def default_metrics(available: Sequence[str]) -> list[str]:
+    """train_loss and val_loss when there; else the first available metric."""
+    chosen = [m for m in DEFAULT_METRICS if m in available]
+    return chosen or list(available[:1])
+
+
+def config_table(config: Mapping[str, Any]) -> pd.DataFrame:
+    """A run's whole config, grouped like the form: group, field, value, default, changed, what it means."""
+    defaults = ExperimentConfig().to_dict()
+    rows = []
+    for group, names in GROUPS.items():
+        for name in names:
+            value = config.get(name, defaults[name])
+            rows.append({"group": group, "field": name, "value": format_value(value),
+                         "default": format_value(defaults[name]),
+                         "changed": format_value(value) != format_value(defaults[name]),
+                         "meaning": field_comment(name)})
+    return pd.DataFrame(rows)
+
+
+def cache_token(runs: Sequence[Run]) -> tuple[tuple[int, str, int], ...]:
+    """Changes whenever any of the runs logs more or changes status: the key of cached metric frames."""
+    return tuple((r.id, r.status, r.progress_step) for r in runs)

@@ -1,0 +1,84 @@
+"""What the pages' URLs hold, read and written: `/compare?runs=3,7,12`, `/runs?run=7`, `/studies?study=3`.
+
+Parsing is lenient where a person types (commas or spaces, duplicates dropped) and every bad piece becomes one
+sentence saying what is wrong, so a page shows what it could open and why the rest is missing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+
+
+class SelectionError(ValueError):
+    """A `?runs=` value that is not a comma-separated list of run ids."""
+
+
+_ID_HINT = "use run ids separated by commas, e.g. ?runs=3,7,12"
+
+
+def split_run_ids(value: str | Sequence[str] | None) -> tuple[list[int], list[str]]:
+    """Lenient parse of `?runs=3,7,12`: the ids in order (duplicates dropped) and one message per bad piece.
+
+    Commas and spaces separate ids; a repeated parameter (a list) counts as one list; blanks are ignored."""
+    if value is None:
+        return [], []
+    text = ",".join(value) if isinstance(value, (list, tuple)) else str(value)
+    ids: list[int] = []
+    problems: list[str] = []
+    for token in re.split(r"[,\s]+", text.strip()):
+        if not token:
+            continue
+        if token.isdigit() and int(token) > 0:
+            if int(token) not in ids:
+                ids.append(int(token))
+        else:
+            problems.append(f"{token!r} is not a run id: {_ID_HINT}")
+    return ids, problems
+
+
+def parse_run_ids(value: str | Sequence[str] | None) -> list[int]:
+    """Strict parse of `?runs=3,7,12`; raises `SelectionError` naming every bad piece."""
+    ids, problems = split_run_ids(value)
+    if problems:
+        raise SelectionError("; ".join(problems))
+    return ids
+
+
+def format_run_ids(ids: Iterable[int]) -> str:
+    """The inverse of `parse_run_ids`: '3,7,12'."""
+    return ",".join(str(int(i)) for i in dict.fromkeys(ids))
+
+
+@dataclass(frozen=True)
+class Selection:
+    ids: tuple[int, ...]  # ids that exist, in the order asked for
+    problems: tuple[str, ...]  # one sentence per bad or unknown id
+
+
+def resolve_selection(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> Selection:
+    """`?runs=` checked against the store: bad pieces and ids of runs that do not exist become problems."""
+    ids, problems = split_run_ids(value)
+    known = set(known_ids)
+    missing = [i for i in ids if i not in known]
+    if missing:
+        listed = ", ".join(f"#{i}" for i in missing)
+        problems.append(f"no run {listed}: deleted, or from another database" if len(missing) == 1 else
+                        f"no runs {listed}: deleted, or from another database")
+    return Selection(tuple(i for i in ids if i in known), tuple(problems))
+
+
+def resolve_study(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> tuple[int | None, str | None]:
+    """`?study=3` checked against the store: (the id, None), or (None, what is wrong with it); (None, None)
+    when the URL names no study."""
+    text = ",".join(value) if isinstance(value, (list, tuple)) else (value or "")
+    text = text.strip()
+    if not text:
+        return None, None
+    if not (text.isdigit() and int(text) > 0):
+        return None, f"{text!r} is not a study id: use a number, e.g. ?study=3"
+    if int(text) not in set(known_ids):
+        return None, f"no study #{int(text)}: deleted, or from another database"
+    return int(text), None

@@ -1,0 +1,100 @@
+"""Opening a database: its URL, an engine with SQLite's pragmas, and the Alembic migrations applied on open.
+
+The schema is owned by the migrations in `core/store/migrations`; `upgrade` brings any database written by an
+earlier version to the head revision, safely when several processes open a new database at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
+
+from core import PROJECT_ROOT
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def default_url(env: Mapping[str, str] = os.environ, root: Path = PROJECT_ROOT) -> str:
+    """`LOSSBOARD_DB` (a SQLAlchemy URL, or a bare file path) if set, else `experiments.db` in the project."""
+    value = env.get("LOSSBOARD_DB", "").strip()
+    if not value:
+        return f"sqlite:///{root}/experiments.db"
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().absolute()}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite files get their folder created and WAL, foreign keys and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url)
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in ("busy_timeout=30000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    return engine
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic's config, built in code (there is no alembic.ini). Pass a connection in `attributes["connection"]`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+_MIGRATING = threading.Lock()
+
+
+@functools.cache
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, attempts: int = 3) -> None:
+    """`alembic upgrade head`; a read-only no-op when already there. Safe when processes open a new DB at once:
+    on SQLite the migration runs under `BEGIN IMMEDIATE` (the others wait, then find it done); elsewhere a
+    failure ("table already exists") is retried and ends well when another process got there first. Within a
+    process, migrations run one at a time: Alembic's `context` is process-global, not thread-safe."""
+    head = head_revision()
+    for attempt in range(1, attempts + 1):
+        try:
+            if _current_revision(engine) == head:
+                return
+            with _MIGRATING, engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # DDL runs inside this one write transaction
+                config = alembic_config()
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+            return
+        except DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
