@@ -7,10 +7,12 @@ The router only: page set-up, the run store opened once per server (the database
 
 import streamlit as st
 
+from core import PROJECT_ROOT
 from core.jobs import runner
 from core.store import Store, default_url
 
-st.set_page_config(page_title="Lossboard", page_icon=":material/monitoring:", layout="wide")
+# The icon ships with the app: a ":material/...:" page icon makes the browser fetch it from Google's font servers.
+st.set_page_config(page_title="Lossboard", page_icon=str(PROJECT_ROOT / "assets" / "lossboard-icon.png"), layout="wide")
 
 
 @st.cache_resource(show_spinner=False)

@@ -164,9 +164,24 @@ st.title("Runs")
 runs = store.list_runs()
 if not runs:
     st.info("**No runs yet.** Train one on the Train page, launch an article preset from the Overview, or run "
-            "`python -m core train --preset article-example` in a terminal: every run lands here.", icon=":material/inventory_2:")
+            "`python -m core train --preset article-example` in a terminal: every run lands here.",
+            icon=":material/inventory_2:")
     st.page_link("pages/train.py", label="Configure and train a run", icon=":material/play_circle:")
     st.stop()
+by_id = {r.id: r for r in runs}
+
+# A link to one run, /runs?run=7, opens its view: the run is selected, and the filters that would hide it are cleared.
+url_run = st.query_params.get("run")
+if url_run != st.session_state.get("runs_url"):
+    st.session_state["runs_url"] = url_run
+    run_id, problem = urls.resolve_run(url_run, by_id)
+    st.session_state["runs_url_problem"] = problem
+    if run_id is not None:
+        st.session_state["runs_selected"] = [run_id]
+        for key in [k for k in st.session_state if str(k).startswith(("runs_search", "runs_status", "runs_filter_"))]:
+            del st.session_state[key]
+if st.session_state.get("runs_url_problem"):
+    st.warning(f"In the link's `?run=`: {st.session_state['runs_url_problem']}.", icon=":material/link_off:")
 
 search, status_box, more = st.columns([3, 3, 1], vertical_alignment="bottom")
 text = search.text_input("Search", key="runs_search", placeholder="name, tag or #id")
@@ -194,13 +209,21 @@ event = st.dataframe(table, key=run_tables.table_key("runs_table", ids), on_sele
                      column_config=table_columns(), column_order=columns, placeholder="–")
 selected = [ids[row] for row in event.selection.rows]
 st.session_state["runs_selected"] = selected
+# The URL follows the selection: one run is a link to its view (/runs?run=7); none or several, no run in the URL.
+one = str(selected[0]) if len(selected) == 1 else None
+if one != st.query_params.get("run") and not (one is None and st.session_state.get("runs_url_problem")):
+    if one is None:
+        del st.query_params["run"]
+    else:
+        st.query_params["run"] = one
+    st.session_state["runs_url"] = one
+    st.session_state["runs_url_problem"] = None
 
 if not selected:
     st.info("Tick one run to read its config, metrics and findings; tick several to compare, tag or delete them.",
             icon=":material/check_box:")
     st.stop()
 
-by_id = {r.id: r for r in runs}
 chosen = [by_id[i] for i in selected]
 count = f"{len(chosen)} run{'s' if len(chosen) != 1 else ''} selected"
 with st.container(horizontal=True, vertical_alignment="center"):

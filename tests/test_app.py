@@ -197,6 +197,35 @@ def test_opening_one_run_shows_config_metrics_and_findings(populated_url, popula
     assert len(config) == 32 and config.set_index("field").loc["output_relu", "value"] == "True"
 
 
+def test_a_link_to_one_run_opens_its_view(populated_url, populated_store):
+    """/runs?run=ID opens that run's view, name, config, metrics and findings, even past filters that hide it."""
+    run = next(r for r in populated_store.list_runs() if r.name == "article-example")
+    at = open_page("pages/runs.py", query={"run": str(run.id)}, state={"runs_search": "no such run"})
+    assert [h.value for h in at.header] == [f"#{run.id} article-example"]
+    assert "Every prediction is ≥ 0.5: a ReLU before the sigmoid" in text_of(at.error)
+    (figure,) = figures(at)
+    assert {t["meta"]["metric"] for t in figure["data"]} == set(populated_store.metric_keys(run.id))
+    config = next(d.value for d in at.dataframe if "field" in d.value.columns)
+    assert config.set_index("field").loc["output_relu", "value"] == "True"
+    assert widget(at, "text_input", "runs_search").value == ""  # the filter that hid it was cleared
+    assert at.query_params["run"] == str(run.id)
+
+
+def test_choosing_a_run_puts_it_in_the_url(populated_url, populated_store):
+    run = next(r for r in populated_store.list_runs() if r.name == "article-example")
+    at = open_page("pages/runs.py", state={"runs_selected": [run.id]})
+    assert at.query_params["run"] == str(run.id)  # ticking rows is in the browser test (AppTest cannot click them)
+
+
+@pytest.mark.parametrize("value, message", [("99", "no run #99: deleted, or from another database"),
+                                            ("abc", "'abc' is not a run id: use a number, e.g. ?run=3")])
+def test_a_bad_run_link_says_what_is_wrong(populated_url, value, message):
+    at = open_page("pages/runs.py", query={"run": value})
+    assert message in text_of(at.warning)
+    assert not at.header  # no run view
+    assert at.query_params["run"] == value  # the link stays as given, beside the message
+
+
 def test_runs_are_renamed_tagged_and_noted_in_place(populated_url, populated_store):
     at = open_page("pages/runs.py", state={"runs_selected": [2]})
     editor = at.data_editor[0]

@@ -6,11 +6,13 @@ Screenshots of every page go to test-artifacts/screenshots/ (the path is printed
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -113,12 +115,22 @@ def select_row(page, row: int) -> None:
 
 def test_launch_watch_select_and_compare(page, server, shots, capsys):
     base, db_url = server
+    requests: list[str] = []  # every request of the journey, the favicon's included: none may leave 127.0.0.1
+    page.context.on("request", lambda request: requests.append(request.url))
 
     # An empty database: the Overview says what to do first
     page.goto(base)
     expect(page.get_by_role("heading", name="Lossboard")).to_be_visible()
     expect(page.get_by_text("No runs yet")).to_be_visible()
     screenshot(page, "1-overview-empty")
+
+    # The favicon ships with the app: its link points at this server, and the image is there
+    icon = page.locator("link[rel~='icon']").first
+    expect(icon).to_have_attribute("href", re.compile(r"^(/|http://127\.0\.0\.1:\d+/|data:image/)"))
+    href = icon.get_attribute("href")
+    if not href.startswith("data:"):
+        with urllib.request.urlopen(urllib.parse.urljoin(base + "/", href), timeout=10) as response:
+            assert response.status == 200 and response.headers["Content-Type"].startswith("image/")
 
     # A run from the command line, into the database the dashboard has open
     subprocess.run([sys.executable, "-m", "core", "--db", db_url, "train", "--preset", "article-fixed", "--epochs", "3",
@@ -145,7 +157,7 @@ def test_launch_watch_select_and_compare(page, server, shots, capsys):
         assert (new_run.name, new_run.config["epochs"], new_run.config["dataset"]) == ("browser run", 2, "random")
     card = page.locator(f".st-key-train_live_run_{new_run.id}")
     expect(card.get_by_text("✓ finished")).to_be_visible(timeout=120_000)
-    expect(card.locator(".js-plotly-plot")).to_be_visible()
+    expect(card.locator(".js-plotly-plot").first).to_be_visible()  # a live rerun may hold the old one a moment
     screenshot(page, "2-train")
 
     page.goto(base)
@@ -159,6 +171,7 @@ def test_launch_watch_select_and_compare(page, server, shots, capsys):
     select_row(page, 1)
     expect(page.get_by_text("1 run selected")).to_be_visible()
     expect(page.get_by_role("heading", name=f"#{new_run.id} browser run")).to_be_visible()
+    expect(page).to_have_url(re.compile(rf"/runs\?run={new_run.id}$"))  # choosing a run puts its link in the URL
     expect(page.get_by_text("Every prediction is ≥ 0.5: a ReLU before the sigmoid.")).to_be_visible()
     screenshot(page, "4-runs-one-run")
     page.get_by_role("tab", name="Metrics").click()
@@ -166,6 +179,7 @@ def test_launch_watch_select_and_compare(page, server, shots, capsys):
     screenshot(page, "5-runs-one-run-metrics")
     select_row(page, 2)
     expect(page.get_by_text("2 runs selected")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/runs$"))  # several runs: no single run's link
     screenshot(page, "6-runs-two-selected")
 
     # Compare: both runs in the URL and in the chart
@@ -184,6 +198,20 @@ def test_launch_watch_select_and_compare(page, server, shots, capsys):
     page.get_by_text("One panel per metric").click()
     expect(chart.locator(".legend .traces")).to_have_count(2)
     screenshot(page, "8-compare-small-multiples")
+
+    # A link to one run opens its view, in a fresh session: name, findings, metrics and config
+    other = page
+    other.goto(f"{base}/runs?run={cli_run.id}")
+    expect(other.get_by_role("heading", name=f"#{cli_run.id} article-fixed")).to_be_visible()
+    expect(other.get_by_text("1 run selected")).to_be_visible()
+    expect(other.get_by_role("tab", name="Findings")).to_be_visible()
+    other.get_by_role("tab", name="Config").click()
+    expect(other.get_by_text('"loss": "bce_with_logits"')).to_be_visible()
+    screenshot(other, "8b-runs-link-to-one-run")
+
+    outside = [url for url in requests if urllib.parse.urlsplit(url).scheme in ("http", "https", "ws", "wss")
+               and urllib.parse.urlsplit(url).hostname not in ("127.0.0.1", "localhost")]
+    assert requests and not outside, outside
 
     with capsys.disabled():
         print(f"\nscreenshots: {SCREENSHOTS}")

@@ -140,3 +140,82 @@ def test_pre_created_run_that_cannot_start_is_marked_failed(db):
     assert code == 2 and "device:" in err
     run = store.get_run(run_id)
     assert run.status == "failed" and run.error.startswith("device:")
+
+
+# ---------------------------------------------------------------------- --db before or after the subcommand
+def run_main(*argv, env=None):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err, env={} if env is None else env)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_db_works_after_the_subcommand_too(tmp_path, monkeypatch):
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    Store(f"sqlite:///{first}").create_run(name="in-first", config={})
+    Store(f"sqlite:///{second}").create_run(name="in-second", config={})
+    code, out, err = run_main("runs", "--db", f"sqlite:///{first}", "--json")
+    assert code == 0, err
+    assert [r["name"] for r in json.loads(out)] == ["in-first"]
+    monkeypatch.chdir(tmp_path)  # a bare file path means that SQLite file, relative to where the command runs
+    code, out, err = run_main("runs", "--json", "--db", "second.db")
+    assert code == 0, err
+    assert [r["name"] for r in json.loads(out)] == ["in-second"]
+    code, out, _ = run_main("show", "1", "--db", str(first), "--json")
+    assert code == 0 and json.loads(out)["name"] == "in-first"
+
+
+def test_db_after_the_subcommand_wins_over_one_before_it(tmp_path):
+    first, second = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'second.db'}"
+    Store(first).create_run(name="in-first", config={})
+    Store(second).create_run(name="in-second", config={})
+    code, out, _ = run_main("--db", first, "runs", "--db", second, "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["in-second"]
+    code, out, _ = run_main("--db", first, "runs", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["in-first"]
+    code, out, _ = run_main("runs", "--json", env={"LOSSBOARD_DB": second})  # no --db: the environment's
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["in-second"]
+
+
+@pytest.mark.parametrize("command", ["train", "runs", "show", "metrics", "delete", "tag", "note", "export", "study"])
+def test_every_subcommand_lists_db_in_its_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0
+    assert "--db URL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, message", [
+    ("notadriver://x", "db: cannot open 'notadriver://x': no SQLAlchemy driver for 'notadriver'"),
+    ("sqlite://:bad:url:", None),
+])
+def test_a_bad_db_url_is_one_line_and_exit_code_2(value, message, tmp_path):
+    code, out, err = run_main("runs", "--db", value)
+    if message is None:  # SQLAlchemy reads some odd strings as URLs; whatever it does, no traceback
+        assert code in (0, 2) and "Traceback" not in err
+        return
+    assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------------- the progress bar
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _train_with_progress(db, stream) -> int:
+    return main(["--db", db, "train", "--preset", "article-fixed", "--epochs", "3"], out=io.StringIO(), err=stream,
+                env={})
+
+
+def test_progress_bar_on_a_terminal(db):
+    stream = _Terminal()
+    assert _train_with_progress(db, stream) == 0
+    text = stream.getvalue()
+    assert text.startswith("training on cpu (float32), 75 steps\n")
+    assert "\r" in text and "100%" in text and "step 75/75" in text  # tqdm's bar, redrawn in place, finished
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(db):
+    stream = io.StringIO()
+    assert _train_with_progress(db, stream) == 0
+    assert stream.getvalue() == "training on cpu (float32), 75 steps\n"  # one line, then quiet

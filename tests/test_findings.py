@@ -31,3 +31,16 @@ def test_diverged_names_the_step_and_good_run_says_so():
 
 def test_nan_summary_values_are_not_findings():
     assert titles(ExperimentConfig().to_dict(), {"peak_clamp_wrong_frac": float("nan"), "final_val_acc": float("nan")}) == []
+
+
+def test_wrong_side_saturation_under_logits_says_what_is_true_for_that_loss():
+    """bce_with_logits charges a saturated wrong output |z| with gradient ±1: the title must not claim 100 and zero."""
+    cfg = ExperimentConfig(loss="bce_with_logits").to_dict()
+    found = findings_for(cfg, {"peak_clamp_wrong_frac": 0.16, "steps": 10}, status="finished")
+    wrong = [f for f in found if "wrong side" in f.title]
+    assert len(wrong) == 1
+    assert wrong[0].severity == "warning"
+    assert wrong[0].title == ("16% of outputs saturated on the wrong side: their probability is exactly 0 or 1, but "
+                              "the exact loss still charges them |z| and corrects them with a full gradient.")
+    assert "100" not in wrong[0].title and "zero" not in wrong[0].title
+    assert "still train" in wrong[0].detail

@@ -71,15 +71,21 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
                            "0.35. Remove output_relu and feed raw logits to bce_with_logits."))
 
     wrong = _num(summary, "peak_clamp_wrong_frac")
-    if wrong:
+    if wrong and loss == "bce":
         out.append(Finding("problem", f"{_pct(wrong)} of outputs were clamped on the wrong side: their loss is 100 "
                                       "and their gradient is zero.",
                            f"sigmoid rounds to exactly 1 above z ≈ {SATURATES_AT.get(dtype, 16.6)} in {dtype} "
                            "(and to 0 below about -88.7 in float32). BCELoss then clamps log(0) at -100: a confident "
                            "wrong prediction costs 100 and gets no gradient, so it can never be corrected. "
-                           "bce_with_logits stays exact and keeps the gradient sigmoid(z) - y."
-                           if loss == "bce" else
-                           "The exact loss still trains these samples, but the probabilities are saturated."))
+                           "bce_with_logits stays exact and keeps the gradient sigmoid(z) - y."))
+    elif wrong:  # bce_with_logits: the same saturation, but the exact loss is |z| and the gradient a full ±1
+        out.append(Finding("warning", f"{_pct(wrong)} of outputs saturated on the wrong side: their probability is "
+                                      "exactly 0 or 1, but the exact loss still charges them |z| and corrects them "
+                                      "with a full gradient.",
+                           f"sigmoid rounds to exactly 1 above z ≈ {SATURATES_AT.get(dtype, 16.6)} in {dtype}, so "
+                           "these predictions are confidently wrong. bce_with_logits computes the loss from the logit, "
+                           "so they still train (under sigmoid + BCELoss they would cost 100 with zero gradient). "
+                           "Logits this large usually mean a learning rate too high or unscaled inputs."))
     else:
         clamped = _num(summary, "peak_clamp_frac")
         if clamped:

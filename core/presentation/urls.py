@@ -70,15 +70,26 @@ def resolve_selection(value: str | Sequence[str] | None, known_ids: Iterable[int
     return Selection(tuple(i for i in ids if i in known), tuple(problems))
 
 
-def resolve_study(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> tuple[int | None, str | None]:
-    """`?study=3` checked against the store: (the id, None), or (None, what is wrong with it); (None, None)
-    when the URL names no study."""
+def resolve_one(value: str | Sequence[str] | None, known_ids: Iterable[int], *, what: str,
+                param: str) -> tuple[int | None, str | None]:
+    """`?<param>=3` checked against the store: (the id, None), or (None, what is wrong with it); (None, None) when
+    the URL names none. `what` is the thing the id names ("run", "study"), for the message."""
     text = ",".join(value) if isinstance(value, (list, tuple)) else (value or "")
-    text = text.strip()
+    text = text.strip().removeprefix("#")
     if not text:
         return None, None
     if not (text.isdigit() and int(text) > 0):
-        return None, f"{text!r} is not a study id: use a number, e.g. ?study=3"
+        return None, f"{text!r} is not a {what} id: use a number, e.g. ?{param}=3"
     if int(text) not in set(known_ids):
-        return None, f"no study #{int(text)}: deleted, or from another database"
+        return None, f"no {what} #{int(text)}: deleted, or from another database"
     return int(text), None
+
+
+def resolve_run(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> tuple[int | None, str | None]:
+    """`/runs?run=7`, the link to one run's view, checked against the store (see `resolve_one`)."""
+    return resolve_one(value, known_ids, what="run", param="run")
+
+
+def resolve_study(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> tuple[int | None, str | None]:
+    """`/studies?study=3` checked against the store (see `resolve_one`)."""
+    return resolve_one(value, known_ids, what="study", param="study")

@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from core import PROJECT_ROOT
 
@@ -30,16 +30,34 @@ def default_url(env: Mapping[str, str] = os.environ, root: Path = PROJECT_ROOT) 
     value = env.get("LOSSBOARD_DB", "").strip()
     if not value:
         return f"sqlite:///{root}/experiments.db"
-    if "://" in value:
-        return value
-    return f"sqlite:///{Path(value).expanduser().absolute()}"
+    return database_url(value)
+
+
+def database_url(value: str) -> str:
+    """A SQLAlchemy URL as given, or a bare file path as the URL of that SQLite file (`runs.db` means
+    `sqlite:////absolute/path/runs.db`). A URL SQLAlchemy cannot parse is a ValueError naming `db`."""
+    value = value.strip()
+    if not value:
+        raise ValueError("db: give a SQLAlchemy URL (sqlite:///runs.db) or a file path (runs.db)")
+    if "://" not in value:
+        return f"sqlite:///{Path(value).expanduser().absolute()}"
+    try:
+        make_url(value)
+    except ArgumentError:
+        raise ValueError(f"db: {value!r} is not a database URL; use e.g. sqlite:///runs.db, "
+                         "postgresql+psycopg://user@host/db, or a file path") from None
+    return value
 
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite files get their folder created and WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url)
+        try:
+            return create_engine(url)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise ValueError(f"db: cannot open {parsed.render_as_string(hide_password=True)!r}: no SQLAlchemy "
+                             f"driver for {parsed.drivername!r} is installed ({exc})") from None
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

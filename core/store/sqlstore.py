@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from core.store.cursors import chunks, fetch, gc_paused, placeholder
-from core.store.database import default_url, make_engine, upgrade
+from core.store.database import database_url, default_url, make_engine, upgrade
 from core.store.records import FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound
 from core.store.schema import MetricModel, RunModel, StudyModel, TagModel, UTCDateTime
 from core.training.reporting import MetricBatch, MetricRow
@@ -96,7 +96,7 @@ def _clean(text: str, what: str) -> str:
 class Store:
     def __init__(self, url: str | None = None, *, env: Mapping[str, str] = os.environ,
                  clock: Callable[[], datetime] = utc_now) -> None:
-        self.url = url or default_url(env)
+        self.url = database_url(url) if url else default_url(env)
         self.engine = make_engine(self.url)
         self._clock = clock
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
