@@ -17,7 +17,7 @@ from core.analysis.effects import variant_label
 from core.cli.output import dump_json
 from core.experiment.config import PRESETS, ConfigError, coerce, field_names
 from core.experiment.flags import add_config_flags, config_from_args
-from core.jobs.scheduler import Finished, _check_shareable, resume_study
+from core.jobs.scheduler import Finished, check_shareable, resume_study
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, STUDIES, StudySpec, auto_name, named_study, parse_vary
 from core.jobs.studies import check_runnable, default_workers, open_study, plan_study, summarize
 from core.store import Store
@@ -54,7 +54,7 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     ConfigError naming the field, before any run (or study) is created. Exit code 0 when every run of the grid
     has a result, 1 when some are left (cancelled or interrupted: run the same command again to resume)."""
     workers = _positive_int("workers", args.workers, 256) if args.workers is not None else None
-    _check_shareable(store.url)
+    check_shareable(store.url)
     spec, study_id = spec_from_args(args, store)
     if study_id is None:
         check_runnable(spec)

@@ -65,7 +65,7 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
     """Train every slot of the study that has no result yet, `workers` at a time (default one per core), and
     return when all have ended or the study was cancelled. Ctrl-C (KeyboardInterrupt) cancels the running runs
     and waits for them to stop; a second one stops them at once."""
-    _check_shareable(store.url)
+    check_shareable(store.url)
     host = host or socket.gethostname()
     spec = load_spec(store, study_id)
     plan = plan_study(store, study_id, host=host)
@@ -176,7 +176,7 @@ def _request_cancel(store: Store, run_id: int) -> None:
         pass
 
 
-def _check_shareable(url: str) -> None:
+def check_shareable(url: str) -> None:
     from sqlalchemy import make_url  # noqa: PLC0415
 
     parsed = make_url(url)

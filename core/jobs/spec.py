@@ -161,7 +161,7 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _spec_difference(a: StudySpec, b: StudySpec) -> str:
+def spec_difference(a: StudySpec, b: StudySpec) -> str:
     if a.seeds != b.seeds:
         return f"seeds {a.seeds} vs {b.seeds}"
     if dict(a.vary) != dict(b.vary):

@@ -22,7 +22,7 @@ from core.analysis.effects import SUMMARY_METRICS, effects, effects_sentences, r
 from core.experiment.config import ConfigError, ExperimentConfig
 from core.experiment.data import read_csv
 from core.jobs.devices import check_device
-from core.jobs.spec import Slot, StudySpec, _spec_difference, expand, run_key, slot_key
+from core.jobs.spec import Slot, StudySpec, expand, run_key, slot_key, spec_difference
 from core.store import STATUSES, Run, RunNotFound, Store, Study, pid_alive
 
 
@@ -41,7 +41,7 @@ def open_study(store: Store, spec: StudySpec) -> int:
             stored = StudySpec.from_dict(found.spec)
             if stored != spec:
                 raise ConfigError("name", f"a study named {spec.name!r} already exists with another grid "
-                                          f"({_spec_difference(stored, spec)}); give this one another name")
+                                          f"({spec_difference(stored, spec)}); give this one another name")
             return found.id
         try:
             return store.create_study(spec.name, spec.to_dict())
@@ -198,7 +198,7 @@ def existing_study(store: Store, spec: StudySpec) -> int | None:
     stored = StudySpec.from_dict(found.spec)
     if stored != spec:
         raise ConfigError("name", f"a study named {spec.name!r} already exists with another grid "
-                                  f"({_spec_difference(stored, spec)}); give this one another name")
+                                  f"({spec_difference(stored, spec)}); give this one another name")
     return found.id
 
 
