@@ -1,9 +1,15 @@
-"""Compare: runs side by side. The selection lives in the URL (?runs=3,7,12), the chart settings in the sidebar."""
+"""Compare: runs side by side. The selection lives in the URL (?runs=3,7,12), the chart settings in the sidebar.
+
+A large selection (a study's 24 runs) stays usable: above `COMPACT_RUNS` runs the picker folds into a popover
+behind one summary line, a study's runs are added in one pick, the legend drops the prefix the run names share,
+and runs of one study are grouped by its varied fields (one mean line per variant) until the user says otherwise.
+"""
 
 import pandas as pd
 import streamlit as st
 
-from core.presentation import charts, export, formatting, report, run_tables, urls
+from core.jobs.studies import load_spec
+from core.presentation import charts, export, formatting, legend, report, run_tables, urls
 from core.store import Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -15,6 +21,7 @@ LAYOUT_LABELS = {"overlay": "One chart", "metric": "One panel per metric", "fiel
 X_LABELS = {"step": "step", "epoch": "epoch", "time": "time"}
 BAND_LABELS = {"std": "± std", "minmax": "min–max", "ci95": "95% CI"}
 LIVE_REFRESH_S = 2.0
+COMPACT_RUNS = 8  # more runs than this: one summary line, and the picker (a wall of chips by then) in a popover
 NONE = ""  # "no field" in the colour and dash pickers (None would read as "nothing chosen yet")
 DOWNLOAD_ICONS = {"png": ":material/image:", "svg": ":material/image:", "pdf": ":material/picture_as_pdf:",
                   "html": ":material/code:", "csv": ":material/table_view:", "summary": ":material/table_view:",
@@ -45,6 +52,30 @@ def on_pick() -> None:
         del st.query_params["runs"]
 
 
+def on_add_study() -> None:
+    """A study was picked in "Add a study's runs": its runs join the selection (and the URL); the picker resets."""
+    study_id = st.session_state.get("compare_add_study")
+    st.session_state["compare_add_study"] = None
+    if study_id is None:
+        return
+    all_runs = st.session_state["app_store"].list_runs()
+    st.session_state["compare_runs"] = run_tables.with_study_runs(st.session_state.get("compare_runs", []), all_runs,
+                                                                  study_id)
+    on_pick()
+
+
+def study_fields(chosen: list) -> list[str]:
+    """The varied fields of the study every chosen run belongs to; none for a mixed selection (or a study whose
+    stored spec cannot be read: grouping is only a default)."""
+    study_id = run_tables.common_study(chosen)
+    if study_id is None:
+        return []
+    try:
+        return list(load_spec(store, study_id).vary)
+    except (KeyError, ValueError):
+        return []
+
+
 def keep_valid(key: str, allowed: list, default) -> None:
     """A remembered setting that no longer fits the selection falls back to `default`."""
     value = st.session_state.get(key, default)
@@ -60,7 +91,8 @@ st.title("Compare")
 runs = store.list_runs()
 if not runs:
     st.info("**Nothing to compare yet.** Train two or more runs (the Overview launches the article's presets in one "
-            "click), then pick them here or tick them on the Runs page and press *Open in Compare*.", icon=":material/stacked_line_chart:")
+            "click), then pick them here or tick them on the Runs page and press *Open in Compare*.",
+            icon=":material/stacked_line_chart:")
     st.page_link("pages/overview.py", label="Go to the Overview", icon=":material/home:")
     st.stop()
 by_id = {r.id: r for r in runs}
@@ -81,9 +113,35 @@ for problem in st.session_state.get("compare_problems", []):
     st.warning(f"In the link's `?runs=`: {problem}.", icon=":material/link_off:")
 
 st.session_state["compare_runs"] = [i for i in st.session_state.get("compare_selected", []) if i in by_id]
-st.multiselect("Runs", list(by_id), key="compare_runs", on_change=on_pick, placeholder="Pick runs to compare",
-               format_func=lambda i: f"{formatting.run_label(by_id[i])} · {by_id[i].status}")
+study_names = {s.id: s.name for s in store.list_studies()} if any(r.study_id for r in runs) else {}
+study_choices = run_tables.study_options(runs, study_names)
+
+
+def run_picker() -> None:
+    st.multiselect("Runs", list(by_id), key="compare_runs", on_change=on_pick, placeholder="Pick runs to compare",
+                   format_func=lambda i: f"{formatting.run_label(by_id[i])} · {by_id[i].status}")
+
+
+def study_picker() -> None:
+    if study_choices:
+        st.selectbox("Add a study's runs", list(study_choices), index=None, key="compare_add_study",
+                     on_change=on_add_study, format_func=study_choices.get, placeholder="Add a study's runs",
+                     label_visibility="collapsed", width=280,
+                     help="Adds every run of the study to the selection, oldest first.")
+
+
 chosen = [by_id[i] for i in st.session_state["compare_runs"]]
+if len(chosen) > COMPACT_RUNS:
+    with st.container(horizontal=True, vertical_alignment="center", key="compare_selection"):
+        st.markdown(f"**{formatting.escape_markdown(run_tables.selection_summary(chosen, study_names))}**",
+                    width="content")
+        with st.popover("Edit selection", icon=":material/edit:", key="compare_selection_popover"):
+            run_picker()
+        study_picker()
+else:
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        run_picker()
+        study_picker()
 if not chosen:
     st.info("Pick runs above, or tick them on the Runs page and press *Open in Compare*. The selection is kept in "
             "the address bar, so a comparison can be bookmarked or shared.", icon=":material/arrow_upward:")
@@ -99,9 +157,16 @@ if not st.session_state[OPT + "metrics"]:
 keep_valid(OPT + "facet", fields, fields[0] if fields else None)
 keep_valid(OPT + "color", [NONE, *fields], NONE)
 keep_valid(OPT + "dash", [NONE, *fields], NONE)
-keep_valid(OPT + "group", fields, [])
+# Runs of one study start grouped by its varied fields (24 runs: 8 mean lines over seeds). The default is applied
+# when it changes (another selection), so a grouping the user chose stays while the selection keeps the same default.
+group_default = run_tables.default_group_by(chosen, study_fields(chosen))
+if st.session_state.get("compare_group_default") != group_default:
+    if "compare_group_default" in st.session_state or OPT + "group" not in st.session_state:
+        st.session_state[OPT + "group"] = group_default
+    st.session_state["compare_group_default"] = group_default
+keep_valid(OPT + "group", fields, group_default)
 for key, default in (("layout", "overlay"), ("x", "step"), ("smoothing", 0.0), ("log_y", False),
-                     ("robust_y", False), ("band", "std")):
+                     ("robust_y", False), ("band", "std"), ("legend", True)):
     st.session_state.setdefault(OPT + key, default)
 if not fields and st.session_state[OPT + "layout"] == "field":
     st.session_state[OPT + "layout"] = "overlay"
@@ -133,6 +198,8 @@ with st.sidebar:
                                    "aligned on a common x grid (seeds of one config, say).")
     band = st.segmented_control("Band", list(BAND_LABELS), key=OPT + "band", format_func=BAND_LABELS.get,
                                 disabled=not group_by) or "std"
+    show_legend = st.toggle("Legend", key=OPT + "legend",
+                            help="Hide it to give the plot the room; a long legend sits below the plot.")
 
 running = any(r.status == "running" for r in chosen)
 
@@ -186,9 +253,11 @@ def chart_and_summary() -> None:
         st.info("Pick at least one metric in the sidebar.")
     else:
         settings = dict(x=x, smoothing=smoothing, log_y=log_y, layout=layout, facet_field=facet, color_by=color_by,
-                        dash_by=dash_by, group_by=group_by, band=band, robust_y=robust_y)
+                        dash_by=dash_by, group_by=group_by, band=band, robust_y=robust_y, show_legend=show_legend)
+        frame, prefix = run_tables.legend_runs(fresh)
         try:
-            figure = charts.comparison_figure(series, run_tables.chart_runs(fresh), metrics=metrics, **settings)
+            figure = charts.comparison_figure(series, frame, metrics=metrics, title=legend.prefix_title(prefix) or None,
+                                              **settings)
         except ValueError as exc:
             st.error(f"This chart cannot be drawn: {exc}")
         else:

@@ -474,3 +474,15 @@ def test_a_browser_that_does_not_start_raises_export_unavailable_instead_of_hang
     """Last, as it stops the shared browser. (Behind kaleido.start_sync_server, callers would wait forever.)"""
     with pytest.raises(ExportUnavailable, match="starting the browser /bin/false .* apt-get install chromium"):
         export.figure_image(fig, "png", env={"BROWSER_PATH": "/bin/false"})
+
+
+def test_a_scrolling_legend_is_unrolled_for_a_file():
+    """On the page a long legend below the plot scrolls (legend.maxheight); an image cannot scroll, so the export
+    drops the cap and grows the figure by it."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Scatter(x=[1, 2], y=[1, 2], name=f"run {i}") for i in range(40)])
+    fig.update_layout(height=700, legend={"orientation": "h", "yref": "container", "maxheight": 320})
+    out = export.style_for_export(fig)
+    assert out.layout.legend.maxheight is None and out.layout.height == 1020
+    assert fig.layout.legend.maxheight == 320  # the page's figure is left as it was

@@ -26,6 +26,11 @@ Decisions worth knowing:
 - Legend: without color_by/dash_by each run is its own legend group (raw and smoothed toggle together, and in
   small multiples the run is listed once and toggles in every subplot). With color_by and/or dash_by the legend
   is grouped by those values ("activation=elu, batchnorm=True" as group title; a click toggles the group).
+- Legend placement (`core.presentation.legend.plan_legend`): up to 8 entries of up to 48 characters stay on
+  the right, as Plotly puts them; more go in rows below the plot (horizontal, anchored to the figure's bottom),
+  so the plot keeps its width, and the figure grows by the legend's estimated height (at most 320 px, it scrolls
+  beyond). show_legend=False hides it (and adds nothing). With more than 8 runs or legend entries the figure is
+  at least 600 px tall before the legend, so the plot is not a small box.
 - In overlay with several metrics and no dash_by, the line dash tells the metrics apart.
 - group_by aggregates over the fields in group_by plus color_by, dash_by and (layout "field") facet_field, so a
   group never mixes colours, dashes or facets. Groups are aligned with `align(..., n_grid=max_points // 2)`: the
@@ -66,6 +71,7 @@ from core.presentation.chart_data import (SERIES_COLUMNS, band_polygon, check_ch
                                           check_frame, check_names, check_series, columns_text, config_label,
                                           json_value, natural_key, plain_value, reduce_points, series_curves,
                                           sorted_unique, unique_values, value_sort_key)
+from core.presentation.legend import MANY_MIN_HEIGHT, SIDE_MAX_ENTRIES, LegendEntry, plan_legend
 
 
 __all__ = [
@@ -136,6 +142,7 @@ def comparison_figure(
     robust_y: bool = False,
     max_points: int = 2000,
     title: str | None = None,
+    show_legend: bool = True,
 ) -> go.Figure:
     """Loss curves of the runs in `runs` for `metrics`, overlaid or as small multiples, per run or per group.
 
@@ -144,6 +151,7 @@ def comparison_figure(
     `facet_field` (required), one row per metric. `group_by` replaces the runs by one mean line and one filled
     band (`band`: "std", "minmax" or "ci95") per group and metric, named like "batchnorm=True (n=3)".
     An empty selection returns a figure whose only content is the annotation `EMPTY_MESSAGE`.
+    `show_legend` False hides the legend; a long legend goes below the plot (see "Legend placement" above).
     """
     metric_list = check_names("metrics", metrics)
     check_choice("x", x, X_OPTIONS)
@@ -152,6 +160,7 @@ def comparison_figure(
     check_choice("layout", layout, LAYOUTS)
     check_choice("band", band, BAND_KINDS)
     check_flag("robust_y", robust_y)
+    check_flag("show_legend", show_legend)
     max_points = check_int("max_points", max_points, 4)
     if title is not None and not isinstance(title, str):
         raise ValueError(f"title must be a string or None; got {title!r}")
@@ -334,8 +343,9 @@ def comparison_figure(
                 fig.update_yaxes(range=axis_range, autorange=False)
             else:
                 fig.update_yaxes(range=axis_range, autorange=False, row=r)
-    fig.update_layout(title={"text": title} if title else None, showlegend=True, template=TEMPLATE,
+    fig.update_layout(title={"text": title} if title else None, showlegend=show_legend, template=TEMPLATE,
                       hovermode="closest", margin={"t": 60 if title or layout == "field" else 30})
+    _place_legend(fig, [t for t, _, _ in items], show=show_legend, many_runs=len(plotted_runs) > SIDE_MAX_ENTRIES)
     return fig
 
 
@@ -412,6 +422,20 @@ def diff_table(runs: pd.DataFrame) -> pd.DataFrame:
                  if c != "name" and len({plain_value(v) for v in runs[c].tolist()}) > 1]
     front = ["name"] if "name" in runs.columns else []
     return runs.loc[:, front + differing].copy()
+
+
+def _place_legend(fig: go.Figure, traces: Sequence[go.Scatter], *, show: bool, many_runs: bool) -> None:
+    """A long legend below the plot and the figure taller by its rows; with many runs or entries, the figure at
+    least `MANY_MIN_HEIGHT` px before the legend. A short legend and a few runs keep the layout's own height."""
+    entries = [LegendEntry(t.legendgroup, t.legendgrouptitle.text or None, t.name)
+               for t in traces if t.showlegend]
+    plan = plan_legend(entries, show=show)
+    height = fig.layout.height
+    if many_runs or len(entries) > SIDE_MAX_ENTRIES:
+        height = max(height, MANY_MIN_HEIGHT)
+    if plan.below:
+        fig.update_layout(legend=plan.layout)
+    fig.update_layout(height=height + plan.height_px)
 
 
 def _empty_figure(title: str | None) -> go.Figure:

@@ -85,6 +85,9 @@ def style_for_export(fig: go.Figure, *, title: str | None = None, width: int | N
         title={"text": text, "font": {"size": 20}, "x": 0.02, "xanchor": "left"} if text else None,
         legend={"font": {"size": 14}, "bgcolor": "rgba(255,255,255,0.85)"}, showlegend=True,
     )
+    if out.layout.legend.maxheight is not None:  # a file cannot scroll its legend: give it the room it needs
+        room = out.layout.legend.maxheight
+        out.update_layout(legend_maxheight=None, height=(out.layout.height or DEFAULT_HEIGHT) + room)
     if text:
         out.update_layout(margin={"t": max(70, out.layout.margin.t or 0)})
     if width is not None:
