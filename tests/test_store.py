@@ -27,6 +27,7 @@ from core.store import (INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Store, St
                         pid_alive)
 from core.store.database import alembic_config, head_revision, make_engine
 from core.store.schema import Base
+from core.store.codec import decode_floats
 from core.training.reporting import MetricBatch, MetricRow, RunInfo, RunResult
 
 UTC = timezone.utc
@@ -127,14 +128,15 @@ def test_make_engine_in_memory_and_store_on_it() -> None:
 def test_migrations_from_an_empty_database_create_every_table_at_head(store: Store, db_path: Path) -> None:
     con = raw(db_path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"alembic_version", "runs", "metrics", "tags", "studies"} <= tables
+    assert {"alembic_version", "runs", "metric_chunks", "metric_keys", "tags", "studies"} <= tables
+    assert "metrics" not in tables  # the row table of revision 0001, converted to chunks by 0002
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == head_revision() == "0001"
+    assert head == head_revision() == "0002"
     assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
-    index = [r[2] for r in con.execute("PRAGMA index_info('ix_metrics_run_key_step')")]
-    assert index == ["run_id", "key", "step"]
-    fks = {(r[2], r[3], r[6]) for r in con.execute("PRAGMA foreign_key_list('metrics')")}
-    assert fks == {("runs", "run_id", "CASCADE")}
+    index = [r[2] for r in con.execute("PRAGMA index_info('ix_metric_chunks_run_key_step')")]
+    assert index == ["run_id", "key_id", "step_first"]
+    fks = {(r[2], r[3], r[6]) for r in con.execute("PRAGMA foreign_key_list('metric_chunks')")}
+    assert fks == {("runs", "run_id", "CASCADE"), ("metric_keys", "key_id", "NO ACTION")}
     assert {(r[2], r[6]) for r in con.execute("PRAGMA foreign_key_list('runs')")} == {("studies", "SET NULL")}
     # the ORM models and the migrated schema agree
     with store.engine.connect() as conn:
@@ -190,7 +192,7 @@ def test_concurrent_first_open_from_processes(tmp_path: Path) -> None:
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in results]
     assert sorted(int(out) for out, _ in results) == [1, 2, 3, 4]
-    assert raw(tmp_path / "procs.db").execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    assert raw(tmp_path / "procs.db").execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
 
 
 def test_concurrent_first_open_from_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,7 +220,7 @@ def test_concurrent_first_open_from_threads(tmp_path: Path, monkeypatch: pytest.
         s.close()
     for name, runs in (("same", 3), ("other0", 1), ("other1", 1)):
         con = raw(tmp_path / f"{name}.db")
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (runs,)
 
 
@@ -448,8 +450,8 @@ def test_delete_cascades_to_metrics_and_tags(store: Store, db_path: Path) -> Non
     def count(table: str, run_id: int) -> int:
         return con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (run_id,)).fetchone()[0]
 
-    assert (count("metrics", gone), count("tags", gone)) == (0, 0)
-    assert (count("metrics", kept), count("tags", kept)) == (3, 2)
+    assert (count("metric_chunks", gone), count("tags", gone)) == (0, 0)
+    assert (count("metric_chunks", kept), count("tags", kept)) == (1, 2)  # one chunk: one flush of one metric
     assert con.execute("SELECT count(*) FROM runs WHERE id = ?", (gone,)).fetchone() == (0,)
     with pytest.raises(RunNotFound):
         store.get_run(gone)
@@ -473,12 +475,15 @@ def test_deleting_a_study_unlinks_its_runs(store: Store, db_path: Path) -> None:
 def test_nan_and_inf_metric_values_round_trip(store: Store, db_path: Path, columns: bool) -> None:
     # the trainer hands over a MetricBatch; a list of rows is accepted too
     run_id = store.create_run(name="r", config={})
-    values = [1.5, math.nan, math.inf, -math.inf, 0.0, -2.0e-300, 1.0e300]
+    payload_nan = np.array([0x7FF8_0000_0000_0BAD], dtype=np.uint64).view(np.float64)[0]
+    values = [1.5, math.nan, math.inf, -math.inf, 0.0, -0.0, -2.0e-300, 1.0e300, 5e-324, payload_nan]
     batch = rows("loss", values)
     store.log_metrics(run_id, MetricBatch.from_rows(batch) if columns else batch, progress_step=7)
-    stored = [r[0] for r in raw(db_path).execute("SELECT value FROM metrics ORDER BY step")]
-    assert stored[0] == 1.5 and stored[1] is None and stored[2] == math.inf and stored[3] == -math.inf
+    n, blob = raw(db_path).execute("SELECT n, value_data FROM metric_chunks").fetchone()
+    stored = decode_floats(blob, n)  # the bits on disk are the bits logged: -0.0, the subnormal, the NaN payload
+    assert stored.view(np.uint64).tolist() == np.array(values, dtype=np.float64).view(np.uint64).tolist()
     trace = store.series(run_id, "loss")
+    assert trace["value"].view(np.uint64).tolist() == np.array(values).view(np.uint64).tolist()
     np.testing.assert_array_equal(trace["value"], np.array(values))  # NaN compares equal here
     assert math.isnan(trace["value"][1]) and trace["value"][2] == math.inf and trace["value"][3] == -math.inf
     frame = store.metrics_frame([run_id])
@@ -534,7 +539,7 @@ def test_a_metric_batch_is_one_transaction(store: Store, clock: FakeClock) -> No
     beat = store.get_run(run_id).heartbeat_at
     clock.advance(5)
     bad = rows("loss", [2.0, 3.0], start=1) + [MetricRow(None, 3, 0, 4.0, 1.0)]  # type: ignore[arg-type]
-    with pytest.raises(sqlalchemy.exc.IntegrityError):
+    with pytest.raises(ValueError, match="a metric key must be a non-empty string"):
         store.log_metrics(run_id, bad, progress_step=3)
     assert store.series(run_id, "loss")["value"].tolist() == [1.0]
     run = store.get_run(run_id)

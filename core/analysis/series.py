@@ -20,7 +20,6 @@ from typing import Literal, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import signal, stats
 
 BandKind = Literal["std", "minmax", "ci95"]
 BAND_KINDS: tuple[str, ...] = ("std", "minmax", "ci95")
@@ -71,6 +70,8 @@ def ema_smooth(values: ArrayLike, weight: float) -> np.ndarray:
     if fv.size == 0:
         return out
     # last_k = w * last_{k-1} + (1 - w) * v_k with last_0 = 0, over the finite values only.
+    from scipy import signal  # noqa: PLC0415 - the store imports this module; scipy loads only to smooth
+
     ema = signal.lfilter([1.0 - w], [1.0, -w], fv)
     debias = 1.0 - np.power(w, np.arange(1, fv.size + 1, dtype=float))
     out[finite] = ema / debias
@@ -111,6 +112,37 @@ def downsample_indices(x: ArrayLike, y: ArrayLike, *, max_points: int = 2000) ->
     mins = starts + np.argmin(lo_src, axis=1)
     maxs = starts + np.argmax(hi_src, axis=1)
     keep = [starts, ends, mins, maxs, np.array([0, n - 1], dtype=np.intp)]
+    bad = ~finite
+    if bad.any():
+        near = bad.copy()
+        near[1:] |= bad[:-1]
+        near[:-1] |= bad[1:]
+        keep.append(np.flatnonzero(near))
+    return np.unique(np.concatenate(keep)).astype(np.intp, copy=False)
+
+
+def bucket_indices(x: np.ndarray, y: np.ndarray, *, lo: float, hi: float, buckets: int) -> np.ndarray:
+    """Sorted unique indices of what an exact drawing of `y` over `x` needs at `buckets` pixels across [lo, hi]:
+    the first, last, minimum and maximum point of every bucket (equal x-widths, by x, not by index), and every
+    non-finite point with its two neighbours. `x` must be sorted. The M4 rule: lines through these points cover
+    the same pixels as lines through all of them."""
+    buckets = check_int("buckets", buckets, 1)
+    xs, ys = np.asarray(x, dtype=float), _as_1d("y", y)
+    n = ys.size
+    if n <= 4 * buckets:
+        return np.arange(n, dtype=np.intp)
+    width = (hi - lo) / buckets if hi > lo else 1.0
+    bucket = np.clip(((xs - lo) // width).astype(np.int64), 0, buckets - 1)
+    starts = np.flatnonzero(np.concatenate([[True], bucket[1:] != bucket[:-1]]))
+    ends = np.concatenate([starts[1:], [n]]) - 1
+    finite = np.isfinite(ys)
+    counts = ends - starts + 1
+    picks = []
+    for src in (np.where(finite, ys, np.inf), np.where(finite, -ys, np.inf)):  # each bucket's first min, first max
+        best = np.minimum.reduceat(src, starts)
+        hits = np.flatnonzero(src == np.repeat(best, counts))
+        picks.append(hits[np.unique(bucket[hits], return_index=True)[1]])
+    keep = [starts, ends, *picks]
     bad = ~finite
     if bad.any():
         near = bad.copy()
@@ -192,6 +224,8 @@ def band(matrix: ArrayLike, kind: BandKind = "std") -> tuple[np.ndarray, np.ndar
         if kind == "std":
             half = std
         else:
+            from scipy import stats  # noqa: PLC0415
+
             t = stats.t.ppf(0.975, np.maximum(n - 1, 1))
             half = np.where(n > 1, t * std / np.sqrt(np.maximum(n, 1)), 0.0)
         return mean, mean - half, mean + half

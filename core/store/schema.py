@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import CheckConstraint, DateTime, Dialect, Double, ForeignKey, Index, MetaData, String, Text, \
-    TypeDecorator, false, text
+from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Dialect, Double, ForeignKey, Index, LargeBinary, MetaData,
+                        String, Text, TypeDecorator, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.store.records import STATUSES
@@ -94,14 +94,37 @@ class RunModel(Base):
     tags: Mapped[list[TagModel]] = relationship(order_by=TagModel.tag, viewonly=True, lazy="raise")
 
 
-class MetricModel(Base):
-    __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+class MetricKeyModel(Base):
+    """Every metric name, stored once; chunks refer to it by id."""
+
+    __tablename__ = "metric_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class ChunkModel(Base):
+    """One flush of one metric of one run (core.store.chunks): its points as encoded arrays, their summary, and
+    what a reader needs to pick chunks without decoding them (step range, count, finite min and max)."""
+
+    __tablename__ = "metric_chunks"
+    __table_args__ = (Index("ix_metric_chunks_run_key_step", "run_id", "key_id", "step_first"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(255))
-    step: Mapped[int]
-    epoch: Mapped[int]
-    value: Mapped[float | None]  # NULL means NaN
-    wall_time: Mapped[float]
+    key_id: Mapped[int] = mapped_column(ForeignKey("metric_keys.id"))
+    n: Mapped[int]
+    step_first: Mapped[int] = mapped_column(BigInteger)
+    step_last: Mapped[int] = mapped_column(BigInteger)
+    v_min: Mapped[float | None]  # finite values only; NULL when the chunk has none
+    v_max: Mapped[float | None]
+    n_nonfinite: Mapped[int]
+    step_data: Mapped[bytes] = mapped_column(LargeBinary)
+    epoch_data: Mapped[bytes] = mapped_column(LargeBinary)
+    value_data: Mapped[bytes] = mapped_column(LargeBinary)
+    time_data: Mapped[bytes] = mapped_column(LargeBinary)
+    s_n: Mapped[int]  # points in the summary; 0: no summary (the chunk is too short for one to pay)
+    s_step_data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    s_epoch_data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    s_value_data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    s_time_data: Mapped[bytes | None] = mapped_column(LargeBinary)

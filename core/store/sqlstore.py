@@ -16,19 +16,21 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime, timezone
-from itertools import repeat
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Integer, bindparam, delete, func, insert, select, update
+from sqlalchemy import Integer, bindparam, delete, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
-from core.store.cursors import chunks, fetch, gc_paused, placeholder
+from core.store.chunks import Points
+from core.store.cursors import fetch, gc_paused, placeholder
 from core.store.database import database_url, default_url, make_engine, upgrade
 from core.store.records import FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound
-from core.store.schema import MetricModel, RunModel, StudyModel, TagModel, UTCDateTime
+from core.store.metrics import KeyIds, Trace, metric_names, read_traces, traces_frame, write_batch
+from core.store.schema import RunModel, StudyModel, TagModel, UTCDateTime
 from core.training.reporting import MetricBatch, MetricRow
 
 
@@ -37,12 +39,6 @@ def utc_now() -> datetime:
 
 
 _RUNS = RunModel.__table__
-
-
-_METRICS = MetricModel.__table__
-
-
-_METRIC_COLUMNS = ("run_id", "key", "step", "epoch", "value", "wall_time")
 
 
 _HEARTBEAT = (  # built once: log_metrics runs it with every batch
@@ -100,9 +96,7 @@ class Store:
         self.engine = make_engine(self.url)
         self._clock = clock
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._insert_metrics = insert(_METRICS).compile(dialect=self.engine.dialect, column_keys=list(_METRIC_COLUMNS))
-        if self._insert_metrics.positional and tuple(self._insert_metrics.positiontup or ()) != _METRIC_COLUMNS:
-            raise RuntimeError(f"unexpected parameter order {self._insert_metrics.positiontup}")
+        self._keys = KeyIds()
         upgrade(self.engine)
 
     def __repr__(self) -> str:
@@ -156,23 +150,15 @@ class Store:
 
     def log_metrics(self, run_id: int, rows: MetricBatch | Iterable[MetricRow], *,
                     progress_step: int | None = None) -> None:
-        """The whole batch, the heartbeat and the progress in one transaction: one executemany of the Core
-        `insert(metrics)` compiled once per store. Executing the compiled SQL directly skips SQLAlchemy's
-        per-row parameter processing, which alone costs twice the insert itself (none of these columns needs
-        processing); this keeps ingest close to raw sqlite3. NaN is stored as NULL."""
+        """The whole batch (one chunk per metric, `core.store.metrics.write_batch`), the heartbeat and the
+        progress in one transaction: a reader sees all of a flush or none of it."""
         batch = rows if isinstance(rows, MetricBatch) else MetricBatch.from_rows(rows)
         batch.check()
-        values = [None if v != v else v for v in batch.values]
-        params: list[Any] = list(zip(repeat(run_id), batch.keys, batch.steps, batch.epochs, values,
-                                     batch.wall_times))
-        if not self._insert_metrics.positional:
-            params = [dict(zip(_METRIC_COLUMNS, p)) for p in params]
         with self.engine.begin() as conn:
             beat = {"b_run_id": run_id, "b_now": self._now(), "b_step": progress_step}
             if conn.execute(_HEARTBEAT, beat).rowcount == 0:
                 raise RunNotFound(run_id)
-            if params:
-                conn.exec_driver_sql(self._insert_metrics.string, params)
+            write_batch(conn, run_id, batch, self._keys)
 
     def finish_run(self, run_id: int, *, status: str, summary: Mapping[str, Any], error: str | None = None,
                    wall_time_s: float | None = None) -> None:
@@ -290,69 +276,41 @@ class Store:
     # --- reading metrics
 
     def metric_keys(self, run_id: int) -> list[str]:
-        with self._sessions() as session:
-            if session.get(RunModel, run_id) is None:
-                raise RunNotFound(run_id)
-            return list(session.scalars(select(MetricModel.key).where(MetricModel.run_id == run_id)
-                                        .distinct().order_by(MetricModel.key)))
+        with self.engine.connect() as conn:
+            self._check_run(conn, run_id)
+            return metric_names(conn, [run_id])
 
     def metric_keys_for(self, run_ids: Sequence[int]) -> list[str]:
         """Every metric key any of these runs has, sorted; one query per 500 runs. Unknown ids add nothing."""
-        ids = sorted({int(i) for i in run_ids})
-        keys: set[str] = set()
-        with self._sessions() as session:
-            for part in chunks(ids):
-                keys.update(session.scalars(select(MetricModel.key).where(MetricModel.run_id.in_(part)).distinct()))
-        return sorted(keys)
+        with self.engine.connect() as conn:
+            return metric_names(conn, [int(i) for i in run_ids])
 
-    def metrics_frame(self, run_ids: Sequence[int], keys: Sequence[str] | None = None) -> pd.DataFrame:
-        """Columns run_id, key, step, epoch, value (NaN where NULL), wall_time; sorted by run_id, key, step.
-        Unknown run ids and keys simply contribute no rows.
-
-        Fast path: one indexed query per (run, key) reading only the numeric columns through the DBAPI cursor
-        (no key string per row, no SQLAlchemy row objects); run_id and key are repeated per trace with numpy."""
-        ids = sorted({int(i) for i in run_ids})
-        traces: list[tuple[int, str, int]] = []  # (run_id, key, number of rows)
-        rows: list[tuple[Any, ...]] = []
+    def traces(self, run_ids: Sequence[int], keys: Sequence[str] | None = None, *,
+               x_range: tuple[float, float] | None = None, max_points: int | None = None) -> list[Trace]:
+        """The series of these runs and metrics as numpy arrays (`core.store.metrics.read_traces`): whole, or
+        within `x_range` (steps, inclusive), or sized to a chart with `max_points`. Unknown ids and keys add
+        nothing."""
         with self.engine.connect() as conn, gc_paused():
-            mark, key = placeholder(conn), conn.dialect.identifier_preparer.quote("key")
-            if keys is None:
-                pairs = [pair for part in chunks(ids) for pair in fetch(
-                    conn, f"SELECT DISTINCT run_id, {key} FROM metrics"
-                          f" WHERE run_id IN ({', '.join([mark] * len(part))}) ORDER BY run_id, {key}", tuple(part))]
-            else:
-                pairs = [(run_id, k) for run_id in ids for k in sorted(set(keys))]
-            sql = (f"SELECT step, epoch, value, wall_time FROM metrics WHERE run_id = {mark} AND {key} = {mark}"
-                   f" ORDER BY step, id")
-            for run_id, k in pairs:
-                got = fetch(conn, sql, (run_id, k))
-                if got:
-                    traces.append((run_id, k, len(got)))
-                    rows.extend(got)
-            step, epoch, value, wall_time = zip(*rows) if rows else ((),) * 4
-            del rows
-        lengths = np.array([n for _, _, n in traces], dtype=np.int64)
-        return pd.DataFrame({
-            "run_id": np.repeat(np.array([r for r, _, _ in traces], dtype=np.int64), lengths),
-            "key": pd.array(np.repeat(np.array([k for _, k, _ in traces], dtype=object), lengths), dtype="str"),
-            "step": np.array(step, dtype=np.int64),
-            "epoch": np.array(epoch, dtype=np.int64),
-            "value": np.array(value, dtype=np.float64),  # None (NULL) becomes NaN
-            "wall_time": np.array(wall_time, dtype=np.float64),
-        })
+            return read_traces(conn, run_ids, keys, x_range=x_range, max_points=max_points)
+
+    def metrics_frame(self, run_ids: Sequence[int], keys: Sequence[str] | None = None, *,
+                      x_range: tuple[float, float] | None = None, max_points: int | None = None) -> pd.DataFrame:
+        """Columns run_id, key, step, epoch, value (NaN, +-Inf and -0.0 as logged), wall_time; sorted by run_id,
+        key, step. Every stored value unless `x_range` or `max_points` (see `traces`) say otherwise."""
+        return traces_frame(self.traces(run_ids, keys, x_range=x_range, max_points=max_points))
 
     def series(self, run_id: int, key: str) -> dict[str, np.ndarray]:
-        """One trace as arrays step, epoch, value (NaN where NULL), wall_time, sorted by step; empty arrays for a
-        key the run never logged."""
+        """One trace as arrays step, epoch, value, wall_time, sorted by step; empty arrays for a key the run never
+        logged."""
         with self.engine.connect() as conn:
-            mark, quoted = placeholder(conn), conn.dialect.identifier_preparer.quote("key")
-            if not fetch(conn, f"SELECT 1 FROM runs WHERE id = {mark}", (run_id,)):
-                raise RunNotFound(run_id)
-            rows = fetch(conn, f"SELECT step, epoch, value, wall_time FROM metrics WHERE run_id = {mark}"
-                                f" AND {quoted} = {mark} ORDER BY step, id", (run_id, key))
-        step, epoch, value, wall_time = zip(*rows) if rows else ((),) * 4
-        return {"step": np.array(step, dtype=np.int64), "epoch": np.array(epoch, dtype=np.int64),
-                "value": np.array(value, dtype=np.float64), "wall_time": np.array(wall_time, dtype=np.float64)}
+            self._check_run(conn, run_id)
+            found = read_traces(conn, [run_id], [key])
+        points = found[0].points if found else Points.empty()
+        return {"step": points.step, "epoch": points.epoch, "value": points.value, "wall_time": points.wall_time}
+
+    def _check_run(self, conn: Connection, run_id: int) -> None:
+        if not fetch(conn, f"SELECT 1 FROM runs WHERE id = {placeholder(conn)}", (run_id,)):
+            raise RunNotFound(run_id)
 
     # --- studies
 

@@ -1,0 +1,212 @@
+"""Metric series in the store: a flush written as one chunk per metric, series read whole or sized to a chart.
+
+Writing: `write_batch` turns the trainer's `MetricBatch` (rows of many metrics) into one `metric_chunks` row per
+metric, inserted together, so a reader sees all of a flush or none of it.
+
+Reading: `read_traces` picks the chunks of the asked runs, metrics and step range from their step bounds without
+decoding them, then decodes only what the picture needs. With no point budget, or when the range holds no more
+points than the budget, every point comes back (full resolution). Otherwise chunks that lie wholly inside the
+range are read from their summaries (about an eighth of the points, every extreme and non-finite point kept), the
+chunks at the range's edges from their data, and the result is reduced to the budget by x buckets
+(`core.analysis.series.bucket_indices`): each bucket's first, last, minimum and maximum point and every non-finite
+point. Summaries are used only where a bucket spans two summary groups or more, and then the buckets are whole
+groups (`drawing_buckets`), so the reduction is exact for those buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from core.analysis.series import bucket_indices
+from core.store.chunks import DATA_COLUMNS, GROUP, SUMMARY_COLUMNS, Points, chunk_row, decode, split_batch
+from core.store.cursors import chunks, fetch, placeholder
+from core.store.schema import ChunkModel, MetricKeyModel
+from core.training.reporting import MetricBatch
+
+CHUNKS = ChunkModel.__table__
+KEYS = MetricKeyModel.__table__
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One metric of one run as read: its points, `total` the points of the chunks it was read from at full
+    resolution (exact without a range; with one, the chunks at its edges count whole), and whether `points` is a
+    reduction of them."""
+
+    run_id: int
+    key: str
+    points: Points
+    total: int
+    reduced: bool
+
+
+class KeyIds:
+    """Metric name -> id, cached for the life of a store (ids never change; names are never deleted)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def get(self, conn: Connection, names: Iterable[str], *, create: bool) -> dict[str, int]:
+        wanted = [n for n in dict.fromkeys(names) if n not in self.ids]
+        if wanted:
+            self._load(conn, wanted)
+        missing = [n for n in wanted if n not in self.ids]
+        if missing and create:
+            for name in missing:
+                try:
+                    with conn.begin_nested():  # another writer may add the same name at the same moment
+                        conn.execute(insert(KEYS).values(name=name))
+                except IntegrityError:
+                    pass
+            self._load(conn, missing)
+        return {n: self.ids[n] for n in names if n in self.ids}
+
+    def _load(self, conn: Connection, names: list[str]) -> None:
+        for part in chunks(names):
+            self.ids.update(conn.execute(select(KEYS.c.name, KEYS.c.id).where(KEYS.c.name.in_(part))).all())
+
+
+def write_batch(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds) -> int:
+    """Insert one chunk per metric of `batch` (checked: columns of one length); returns the values written."""
+    batch.check()
+    bad = [k for k in set(batch.keys) if not isinstance(k, str) or not k.strip() or len(k) > 255]
+    if bad:
+        raise ValueError(f"a metric key must be a non-empty string of at most 255 characters; got {bad[0]!r}")
+    parts = split_batch(batch.keys, batch.steps, batch.epochs, batch.values, batch.wall_times)
+    if not parts:
+        return 0
+    ids = keys.get(conn, parts, create=True)
+    time_cache: dict[bytes, bytes] = {}
+    rows = [{"run_id": run_id, "key_id": ids[name], **chunk_row(points, time_cache=time_cache)}
+            for name, points in parts.items()]
+    conn.execute(insert(CHUNKS), rows)
+    return len(batch)
+
+
+def metric_names(conn: Connection, run_ids: Sequence[int]) -> list[str]:
+    """Every metric name any of the runs has, sorted."""
+    mark = placeholder(conn)
+    out: set[str] = set()
+    for part in chunks(sorted(set(run_ids))):
+        out.update(r[0] for r in fetch(conn, "SELECT DISTINCT k.name FROM metric_keys k WHERE k.id IN (SELECT "
+                                             f"c.key_id FROM metric_chunks c WHERE c.run_id IN "
+                                             f"({', '.join([mark] * len(part))}))", tuple(part)))
+    return sorted(out)
+
+
+def read_traces(conn: Connection, run_ids: Sequence[int], keys: Sequence[str] | None = None, *,
+                x_range: tuple[float, float] | None = None, max_points: int | None = None) -> list[Trace]:
+    """The series of `run_ids` x `keys` (None: every metric they have), ordered by run id then metric name;
+    pairs without points are left out. `x_range` (first step, last step), inclusive, limits them to that range;
+    `max_points` sizes them to a chart (about four points per pixel column: pass 4 x its width)."""
+    ids = sorted({int(i) for i in run_ids})
+    if not ids or (keys is not None and not keys):
+        return []
+    mark = placeholder(conn)
+    meta: list[tuple[Any, ...]] = []  # (chunk id, run_id, name, n, step_first, step_last, s_n)
+    key_filter, key_params = "", ()
+    if keys is not None:
+        names = sorted(set(keys))
+        key_filter, key_params = f" AND k.name IN ({', '.join([mark] * len(names))})", tuple(names)
+    range_filter, range_params = "", ()
+    if x_range is not None:
+        range_filter, range_params = f" AND c.step_last >= {mark} AND c.step_first <= {mark}", \
+            (int(np.floor(x_range[0])), int(np.ceil(x_range[1])))
+    for part in chunks(ids):
+        meta += fetch(conn, "SELECT c.id, c.run_id, k.name, c.n, c.step_first, c.step_last, c.s_n "
+                            "FROM metric_chunks c JOIN metric_keys k ON k.id = c.key_id "
+                            f"WHERE c.run_id IN ({', '.join([mark] * len(part))}){key_filter}{range_filter} "
+                            "ORDER BY c.run_id, k.name, c.step_first, c.id",
+                      (*part, *key_params, *range_params))
+    by_trace: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+    for row in meta:
+        by_trace.setdefault((row[1], row[2]), []).append(row)
+    lo, hi = (x_range if x_range is not None else (-np.inf, np.inf))
+    plan: dict[tuple[int, str], list[tuple[int, int, bool]]] = {}  # trace -> [(chunk id, n, from summary)]
+    for trace, rows in by_trace.items():
+        # summaries serve only buckets of two whole groups or more; else the data, reduced exactly as it is
+        sized = max_points is not None and _in_range(rows, lo, hi) > max_points
+        grouped = sized and _bucket_steps(rows, lo, hi, max_points) >= 2 * GROUP
+        plan[trace] = [(r[0], r[6] if use else r[3], use) for r in rows
+                       for use in [grouped and r[6] > 0 and r[4] >= lo and r[5] <= hi]]
+    data = _fetch_data(conn, [c for p in plan.values() for c, _, s in p if not s], DATA_COLUMNS)
+    summaries = _fetch_data(conn, [c for p in plan.values() for c, _, s in p if s], SUMMARY_COLUMNS)
+    out = []
+    for (run_id, key), parts in plan.items():
+        points = Points.concat([decode((summaries if s else data)[c], n, summary=False) for c, n, s in parts])
+        if x_range is not None:
+            inside = (points.step >= lo) & (points.step <= hi)
+            if not inside.all():
+                points = points.take(inside)
+        reduced = any(s for _, _, s in parts)
+        if max_points is not None and len(points) > max_points:
+            first, last = (lo, hi) if x_range is not None else (int(points.step[0]), int(points.step[-1]))
+            edge, end, buckets = drawing_buckets(first, last, max_points, whole_groups=reduced)
+            points = points.take(bucket_indices(points.step, points.value, lo=edge, hi=end, buckets=buckets))
+            reduced = True
+        if len(points):
+            out.append(Trace(run_id, key, points, sum(r[3] for r in by_trace[(run_id, key)]), reduced))
+    return out
+
+
+def drawing_buckets(lo: float, hi: float, max_points: int, *, whole_groups: bool) -> tuple[float, float, int]:
+    """The x buckets a reduced read draws [lo, hi] with: (first edge, last edge, count). About `max_points // 4`
+    equal buckets; read from summaries (`whole_groups`), each bucket is a whole number of summary groups with edges
+    on group edges, so every bucket's first, last, minimum and maximum point is among the summaries' points."""
+    buckets = max(1, max_points // 4)
+    if not whole_groups:
+        return lo, hi, buckets
+    width = max(1, math.ceil((hi - lo + 1) / buckets / GROUP)) * GROUP
+    edge = math.floor(lo / GROUP) * GROUP
+    count = max(1, math.ceil((hi + 1 - edge) / width))
+    return edge, edge + count * width, count
+
+
+def _bucket_steps(rows: list[tuple[Any, ...]], lo: float, hi: float, max_points: int) -> float:
+    first, last = max(lo, min(r[4] for r in rows)), min(hi, max(r[5] for r in rows))
+    return (last - first + 1) / max(1, max_points // 4)
+
+
+def _in_range(rows: list[tuple[Any, ...]], lo: float, hi: float) -> float:
+    """Points of these chunks within [lo, hi]: exact for chunks wholly inside, estimated for the ones at the edges
+    from the share of their step span that lies inside (metrics are logged at regular steps)."""
+    total = 0.0
+    for _, _, _, n, first, last, _ in rows:
+        if first >= lo and last <= hi:
+            total += n
+        else:
+            span = max(last - first, 1)
+            total += n * max(0.0, min(hi, last) - max(lo, first) + 1) / (span + 1)
+    return total
+
+
+def _fetch_data(conn: Connection, chunk_ids: list[int], columns: tuple[str, ...]) -> dict[int, tuple]:
+    """chunk id -> its four encoded columns, `columns` (data or summary), in one query per 500 chunks."""
+    out: dict[int, tuple] = {}
+    mark = placeholder(conn)
+    for part in chunks(sorted(chunk_ids)):
+        for row in fetch(conn, f"SELECT id, {', '.join(columns)} FROM metric_chunks "
+                               f"WHERE id IN ({', '.join([mark] * len(part))})", tuple(part)):
+            out[row[0]] = row[1:]
+    return out
+
+
+def traces_frame(traces: Sequence[Trace]) -> pd.DataFrame:
+    """Traces as one long frame: run_id, key, step, epoch, value, wall_time (the shape charts and CSV take)."""
+    lengths = np.array([len(t.points) for t in traces], dtype=np.int64)
+    def column(name: str, dtype: type) -> np.ndarray:
+        return np.concatenate([getattr(t.points, name) for t in traces]) if traces else np.empty(0, dtype)
+    return pd.DataFrame({
+        "run_id": np.repeat(np.array([t.run_id for t in traces], dtype=np.int64), lengths),
+        "key": pd.array(np.repeat(np.array([t.key for t in traces], dtype=object), lengths), dtype="str"),
+        "step": column("step", np.int64), "epoch": column("epoch", np.int64),
+        "value": column("value", np.float64), "wall_time": column("wall_time", np.float64),
+    })
