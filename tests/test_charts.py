@@ -444,3 +444,28 @@ def test_diff_table_keeps_only_differing_columns() -> None:
     assert list(table.columns) == ["name", "hidden", "lr", "seed"]
     assert list(table.index) == [1, 2, 3]
     assert list(diff_table(runs.iloc[:1]).columns) == ["name"]
+
+
+# ---------------------------------------------------------------------- NaN and Inf as markers
+def test_nan_and_inf_are_drawn_as_markers_and_a_divergence_marks_its_last_finite_point():
+    series = pd.DataFrame({"run_id": [1] * 6, "key": ["train_loss"] * 6, "step": [1, 2, 3, 4, 5, 6],
+                           "epoch": [0] * 6, "value": [0.9, np.nan, 0.7, 0.5, np.inf, np.nan],
+                           "wall_time": [0.1 * i for i in range(6)]})
+    runs = pd.DataFrame({"name": ["#1 diverged"]}, index=pd.Index([1], name="run_id"))
+    fig = comparison_figure(series, runs, metrics=["train_loss"])
+    (marks,) = [t for t in fig.data if t.meta["kind"] == "nonfinite"]
+    assert list(marks.x) == [2, 5, 6] and list(marks.text) == ["NaN", "+Inf", "NaN"]
+    assert list(marks.y) == [0.9, 0.9, 0.5]  # NaN at the value before it, +Inf at the top finite value
+    assert list(marks.marker.symbol) == ["x", "triangle-up", "x"] and marks.showlegend is False
+    (star,) = [t for t in fig.data if t.meta["kind"] == "last_finite"]
+    assert (list(star.x), list(star.y)) == ([4], [0.5])  # where the divergence began
+    assert marks.legendgroup == star.legendgroup == next(t for t in fig.data if t.meta["kind"] == "raw").legendgroup
+    single = run_figure(series, run_name="diverged")
+    assert [t.meta["kind"] for t in single.data] == ["raw", "nonfinite", "last_finite"]
+
+
+def test_a_finite_curve_gets_no_markers():
+    series = pd.DataFrame({"run_id": [1] * 3, "key": ["loss"] * 3, "step": [1, 2, 3], "epoch": [0] * 3,
+                           "value": [3.0, 2.0, 1.0], "wall_time": [0.0, 1.0, 2.0]})
+    runs = pd.DataFrame({"name": ["#1 fine"]}, index=pd.Index([1], name="run_id"))
+    assert {t.meta["kind"] for t in comparison_figure(series, runs, metrics=["loss"]).data} == {"raw"}

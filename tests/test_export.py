@@ -26,7 +26,7 @@ from core.presentation import export, images, report, run_tables
 from core.presentation.charts import run_figure
 from core.presentation.export import ExportUnavailable
 from core.store import Store, StoreReporter
-from core.training.reporting import MetricRow
+from core.training.reporting import MetricBatch, MetricRow
 from core.training.trainer import train
 
 SCRIPT_NAME = "<script>alert(1)</script>"
@@ -316,11 +316,12 @@ def test_comparison_downloads_are_the_page_chart_its_data_tables_and_report(stor
     downloads = report.comparison_downloads(store, runs, figure=fig, metrics=METRICS, settings=settings,
                                             width=800, height=400, png_scale=2)
     by_key = {d.key: d for d in downloads}
-    assert list(by_key) == ["png", "svg", "pdf", "html", "csv", "summary", "differences", "report"]
+    assert list(by_key) == ["png", "svg", "pdf", "html", "csv", "parquet", "summary", "differences", "report"]
     stem = "train_loss_val_loss_baseline_vs_script_alert(1)_script_vs_bn_co"
     assert {k: d.file_name for k, d in by_key.items()} == {
         "png": f"{stem}.png", "svg": f"{stem}.svg", "pdf": f"{stem}.pdf", "html": f"{stem}.html",
-        "csv": f"{stem}.csv", "summary": "baseline_vs_script_alert(1)_script_vs_bn_co_summary.csv",
+        "csv": f"{stem}.csv", "parquet": f"{stem}.parquet",
+        "summary": "baseline_vs_script_alert(1)_script_vs_bn_co_summary.csv",
         "differences": "baseline_vs_script_alert(1)_script_vs_bn_co_config_differences.csv",
         "report": "baseline_vs_script_alert(1)_script_vs_bn_co_report.html"}
     assert [d.key for d in downloads if d.needs_browser] == ["png", "svg", "pdf"]
@@ -329,6 +330,8 @@ def test_comparison_downloads_are_the_page_chart_its_data_tables_and_report(stor
     assert renders == [("png", 800, 400, 2, "train_loss, val_loss: baseline vs &lt;script&gt;alert(1)&lt;/script&gt; "
                                             "vs bn &amp; co")]
     assert by_key["csv"].make().decode() == export.series_csv(store, ids, METRICS)
+    parquet = pd.read_parquet(io.BytesIO(by_key["parquet"].make()))
+    assert len(parquet) == len(store.metrics_frame(ids, METRICS)) and set(parquet["key"]) == set(METRICS)
     summary = pd.read_csv(io.StringIO(by_key["summary"].make().decode()), index_col=0)
     assert summary.index.tolist() == ids and summary["name"].tolist() == ["baseline", SCRIPT_NAME, "bn & co"]
     diff = pd.read_csv(io.StringIO(by_key["differences"].make().decode()), index_col=0)
@@ -348,7 +351,8 @@ def test_run_downloads_are_its_small_multiples_and_every_metric(store, ids, rend
     downloads = report.run_downloads(store, run, figure=figure)
     assert [(d.key, d.file_name) for d in downloads] == [
         ("png", "2_script_alert(1)_script.png"), ("svg", "2_script_alert(1)_script.svg"),
-        ("html", "2_script_alert(1)_script.html"), ("csv", "2_script_alert(1)_script.csv")]
+        ("html", "2_script_alert(1)_script.html"), ("csv", "2_script_alert(1)_script.csv"),
+        ("parquet", "2_script_alert(1)_script.parquet")]
     downloads[0].make()
     assert renders == [("png", export.DEFAULT_WIDTH, None, None, "&lt;script&gt;alert(1)&lt;/script&gt;")]
     back = pd.read_csv(io.StringIO(downloads[3].make().decode()))
@@ -396,6 +400,9 @@ def check_file(path: Path, fmt: str) -> None:
         assert data.startswith(b"%PDF-")
     elif fmt == "csv":
         assert len(pd.read_csv(path)) > 0
+    elif fmt == "parquet":
+        table = pd.read_parquet(path)
+        assert list(table.columns) == list(export.SERIES_CSV_COLUMNS) and len(table) > 0
     else:
         page = data.decode()
         assert page.startswith("<!DOCTYPE html>") and export.external_references(page) == []
@@ -486,3 +493,22 @@ def test_a_scrolling_legend_is_unrolled_for_a_file():
     out = export.style_for_export(fig)
     assert out.layout.legend.maxheight is None and out.layout.height == 1020
     assert fig.layout.legend.maxheight == 320  # the page's figure is left as it was
+
+
+def test_csv_and_parquet_hold_every_stored_value_exactly(tmp_path):
+    """Both data exports equal the stored values bit for bit: NaN, +-Inf, -0.0, a subnormal and huge steps."""
+    with Store(f"sqlite:///{tmp_path / 'exact.db'}") as store:
+        run_id = store.create_run(name="exact", config={})
+        values = [0.1, math.nan, math.inf, -math.inf, -0.0, 5e-324, 1 / 3, 123456.789]
+        batch = MetricBatch()
+        batch.add_series("loss", [1, 2, 3, 2**40, 2**40 + 1, 2**40 + 2, 2**40 + 3, 2**40 + 4], [0] * 8, values,
+                         [0.5 * i for i in range(8)])
+        store.log_metrics(run_id, batch)
+        stored = store.metrics_frame([run_id])
+        table = pd.read_parquet(io.BytesIO(export.series_parquet(store, [run_id])))
+        from_csv = pd.read_csv(io.StringIO(export.series_csv(store, [run_id])))
+    assert table["value"].to_numpy().view(np.uint64).tolist() == stored["value"].to_numpy().view(np.uint64).tolist()
+    assert table["step"].tolist() == stored["step"].tolist() and table["run_name"].unique().tolist() == ["exact"]
+    csv_values = from_csv["value"].to_numpy()
+    np.testing.assert_array_equal(csv_values, np.array(values))  # NaN equal to NaN here; repr keeps every digit
+    assert from_csv["step"].tolist() == stored["step"].tolist()

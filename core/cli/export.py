@@ -12,15 +12,15 @@ from typing import Any, TextIO
 
 from core.experiment.config import ConfigError
 from core.presentation.export import (DEFAULT_WIDTH, EXTENSIONS, FORMATS, check_scale, check_size, export_figure,
-                                      safe_filename, series_csv)
+                                      safe_filename, series_csv, series_parquet)
 
 
 def add_export_parser(subparsers: Any) -> None:
     """Adds `export` to the CLI's subparsers (the settings are the Compare page's)."""
     p = subparsers.add_parser(
-        "export", help="write a comparison chart (png, svg, pdf, html), its data (csv) or a report (html)",
-        description="The chart the Compare page draws for these settings, as a file. --format csv writes the "
-                    "stored values at full resolution; report writes one HTML file with every chart and the "
+        "export", help="write a comparison chart (png, svg, pdf, html), its data (csv, parquet) or a report (html)",
+        description="The chart the Compare page draws for these settings, as a file. --format csv and parquet "
+                    "write the stored values at full resolution; report writes one HTML file with every chart and the "
                     "config-difference and summary tables.")
     p.add_argument("--runs", required=True, metavar="IDS", help="run ids separated by commas: 3,7,12")
     p.add_argument("--metric", dest="metrics", action="append", default=None, metavar="KEY",
@@ -75,6 +75,8 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
 
     if fmt == "csv":
         data = series_csv(store, ids, metrics).encode("utf-8")
+    elif fmt == "parquet":
+        data = series_parquet(store, ids, metrics)
     elif fmt == "report":
         data = report.report_html(store, ids, metrics=metrics, title=title, **settings).encode("utf-8")
     else:

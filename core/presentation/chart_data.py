@@ -195,3 +195,36 @@ def check_series(series: Any) -> None:
     missing = [c for c in SERIES_COLUMNS if c not in series.columns]
     if missing:
         raise ValueError(f"series must have the columns {', '.join(SERIES_COLUMNS)}; missing {', '.join(missing)}")
+
+
+NONFINITE_SYMBOLS = {"NaN": "x", "+Inf": "triangle-up", "-Inf": "triangle-down"}
+
+
+def nonfinite_marks(xs: np.ndarray, ys: np.ndarray, *, log_y: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+    """Where a curve is NaN or +-Inf, as markers a line cannot show: (x, y to draw at, label per point, and the
+    index of the last finite point when non-finite values follow it, i.e. where a divergence began, else None).
+
+    +Inf is drawn at the curve's largest finite value, -Inf at its smallest, NaN at the finite value before it (or
+    after it, at the start); a curve with no finite value draws them at 0 (1 on a log axis)."""
+    ys = np.asarray(ys, dtype=float)
+    bad = ~np.isfinite(ys)
+    if not bad.any():
+        return np.empty(0), np.empty(0), [], None
+    good = np.flatnonzero(~bad if not log_y else (~bad & (ys > 0)))
+    if good.size:
+        top, bottom = ys[good].max(), ys[good].min()
+        before = np.maximum.accumulate(np.where(~bad, np.arange(ys.size), -1))
+        fill = np.where(before >= 0, ys[np.maximum(before, 0)], ys[good[0]])
+        if log_y:
+            fill = np.where(fill > 0, fill, bottom)
+    else:
+        top = bottom = 1.0 if log_y else 0.0
+        fill = np.full(ys.size, top)
+    idx = np.flatnonzero(bad)
+    vals = ys[idx]
+    at = np.where(vals == np.inf, top, np.where(vals == -np.inf, bottom, fill[idx]))
+    labels = ["+Inf" if v == np.inf else "-Inf" if v == -np.inf else "NaN" for v in vals.tolist()]
+    finite = np.flatnonzero(~bad)
+    last = int(finite[-1]) if finite.size and bad[finite[-1] + 1:].any() else None
+    return np.asarray(xs)[idx], at, labels, last

@@ -67,10 +67,10 @@ __all__ = [
 
 XOption = Literal["step", "epoch", "time"]
 LayoutOption = Literal["overlay", "metric", "field"]
-from core.presentation.chart_data import (SERIES_COLUMNS, band_polygon, check_choice, check_field, check_flag,
-                                          check_frame, check_names, check_series, columns_text, config_label,
-                                          json_value, natural_key, plain_value, reduce_points, series_curves,
-                                          sorted_unique, unique_values, value_sort_key)
+from core.presentation.chart_data import (NONFINITE_SYMBOLS, SERIES_COLUMNS, band_polygon, check_choice, check_field,
+                                          check_flag, check_frame, check_names, check_series, columns_text,
+                                          config_label, json_value, natural_key, nonfinite_marks, plain_value,
+                                          reduce_points, series_curves, sorted_unique, unique_values, value_sort_key)
 from core.presentation.legend import MANY_MIN_HEIGHT, SIDE_MAX_ENTRIES, LegendEntry, plan_legend
 
 
@@ -244,6 +244,9 @@ def comparison_figure(
                          "marker": {"size": 5, "color": color}, "opacity": 1.0 if solid else RAW_OPACITY,
                          "hovertemplate": hover, "meta": {"run_id": json_value(rid), "metric": metric, "kind": kind},
                          **group}, row, col, legend_entry=solid)
+                for mark in _nonfinite_traces(xs, ys, color=color, metric=metric, rid=rid, x=x, log_y=log_y,
+                                              group=group):
+                    items.append((mark, row, col))
     else:
         fields = list(dict.fromkeys([*group_fields, color_by, dash_by, facet_field if layout == "field" else None]))
         fields = [f for f in fields if f is not None]
@@ -402,6 +405,10 @@ def run_figure(
             meta={"run_id": json_value(rid), "metric": key, "kind": "raw"}))
         rows.append(i // ncols + 1)
         columns.append(i % ncols + 1)
+        for mark in _nonfinite_traces(xs, ys, color=color, metric=key, rid=rid, x=x, log_y=False):
+            traces.append(mark)
+            rows.append(i // ncols + 1)
+            columns.append(i % ncols + 1)
     fig.add_traces(traces, rows=rows, cols=columns)
     fig.update_xaxes(matches="x")
     for c in range(1, ncols + 1):  # x title under the lowest subplot of each column
@@ -436,6 +443,30 @@ def _place_legend(fig: go.Figure, traces: Sequence[go.Scatter], *, show: bool, m
     if plan.below:
         fig.update_layout(legend=plan.layout)
     fig.update_layout(height=height + plan.height_px)
+
+
+def _nonfinite_traces(xs: np.ndarray, ys: np.ndarray, *, color: str, metric: str, rid: Hashable, x: str,
+                      log_y: bool, group: dict[str, Any] | None = None) -> list[go.Scatter]:
+    """Markers for a curve's NaN and +-Inf points, and a star at its last finite point when a divergence follows
+    (TensorBoard shows them; a line through NaN only leaves a gap). Out of the legend, in the curve's group."""
+    mx, my, labels, last = nonfinite_marks(xs, ys, log_y=log_y)
+    out = []
+    common = {"showlegend": False, **(group or {}), "legendgrouptitle": None}
+    if mx.size:
+        out.append(go.Scatter(
+            x=mx, y=my, mode="markers", name=f"{metric} non-finite", text=labels,
+            marker={"symbol": [NONFINITE_SYMBOLS[t] for t in labels], "size": 10, "color": color,
+                    "line": {"width": 1.5, "color": "#b91c1c"}},
+            hovertemplate=f"%{{text}} at {X_TITLES[x]} %{{x}}<br>{metric}<extra></extra>",
+            meta={"run_id": json_value(rid), "metric": metric, "kind": "nonfinite"}, **common))
+    if last is not None:
+        out.append(go.Scatter(
+            x=[xs[last]], y=[ys[last]], mode="markers", name=f"{metric} last finite", text=["last finite value"],
+            marker={"symbol": "star", "size": 13, "color": color, "line": {"width": 1, "color": "#111827"}},
+            hovertemplate=f"last finite value before NaN/Inf<br>{X_TITLES[x]} %{{x}}<br>{metric} %{{y:.4g}}"
+                          "<extra></extra>",
+            meta={"run_id": json_value(rid), "metric": metric, "kind": "last_finite"}, **common))
+    return out
 
 
 def _empty_figure(title: str | None) -> go.Figure:

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from core.experiment.config import ConfigError, field_names
 from core.presentation import charts, formatting, run_tables, urls
 from core.presentation.export import (MIME_TYPES, Download, figure_div, figure_downloads, html_page, safe_filename,
-                                      series_csv, style_for_export, table_csv)
+                                      series_csv, series_parquet, style_for_export, table_csv)
 from core.store import Run, RunNotFound
 
 # The Compare page's chart settings that a report and an export take, with their defaults.
@@ -183,7 +183,7 @@ def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, 
     """What Compare offers, each file made only when its button is clicked: `figure` (the chart as the page
     shows it, drawn with `settings`, the keywords it gave `charts.comparison_figure`) as PNG, SVG, PDF and
     interactive HTML, titled `comparison_title(runs, metrics)`; the stored values of `metrics` at full
-    resolution (CSV); the summary and config-difference tables (CSV); and the report of these runs with the same
+    resolution (CSV and Parquet); the summary and config-difference tables (CSV); and the report of these runs with the same
     chart settings. Figure and data are named after the title, the tables and the report after the runs.
     Bad settings or sizes raise here (ValueError, ConfigError), before any button exists."""
     runs = list(runs)
@@ -195,6 +195,8 @@ def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, 
         *figure_downloads(figure, title=title, width=width, height=height, png_scale=png_scale),
         Download("csv", "Data (CSV)", safe_filename(title, ext="csv"), csv,
                  lambda: series_csv(store, ids, metrics).encode("utf-8")),
+        Download("parquet", "Data (Parquet)", safe_filename(title, ext="parquet"), MIME_TYPES["parquet"],
+                 lambda: series_parquet(store, ids, metrics)),
         Download("summary", "Summary (CSV)", safe_filename(f"{name} summary", ext="csv"), csv,
                  lambda: table_csv(run_tables.summary_table(runs)).encode("utf-8")),
         Download("differences", "Config differences (CSV)", safe_filename(f"{name} config differences", ext="csv"),
@@ -210,7 +212,9 @@ def run_downloads(store: Any, run: Run, *, figure: go.Figure) -> list[Download]:
     name = formatting.run_label(run)
     return [*figure_downloads(figure, title=None, name=name, formats=("png", "svg", "html")),
             Download("csv", "Data (CSV)", safe_filename(name, ext="csv"), MIME_TYPES["csv"],
-                     lambda: series_csv(store, [run.id]).encode("utf-8"))]
+                     lambda: series_csv(store, [run.id]).encode("utf-8")),
+            Download("parquet", "Data (Parquet)", safe_filename(name, ext="parquet"), MIME_TYPES["parquet"],
+                     lambda: series_parquet(store, [run.id]))]
 
 
 def table_html(df: pd.DataFrame, *, formats: dict[str, Callable[[Any], str]] | None = None) -> str:
