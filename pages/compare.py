@@ -9,8 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from core.jobs.studies import load_spec
-from core.presentation import charts, export, formatting, legend, report, run_tables, urls
+from core.presentation import charts, export, formatting, legend, report, run_tables, urls, zoom
 from core.store import Store
+from core.store.metrics import traces_frame
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
     st.session_state["app_goto"] = ("pages/compare.py", st.query_params.to_dict())
@@ -29,9 +30,12 @@ DOWNLOAD_ICONS = {"png": ":material/image:", "svg": ":material/image:", "pdf": "
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[str, ...], token: tuple) -> pd.DataFrame:
-    """The chosen metrics of the chosen runs; `token` changes when any of them logs more."""
-    return _store.metrics_frame(list(ids), keys=list(metrics))
+def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[str, ...], token: tuple,
+                steps: tuple[int, int] | None = None, points: int | None = None) -> tuple[pd.DataFrame, bool]:
+    """The chosen metrics of the chosen runs within `steps` (None: all), read sized to `points` per curve (None:
+    every point), and whether any curve was reduced; `token` changes when any of them logs more."""
+    traces = _store.traces(list(ids), list(metrics), x_range=steps, max_points=points)
+    return traces_frame(traces), any(t.reduced for t in traces)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -43,6 +47,7 @@ def on_pick() -> None:
     """The run picker changed: the URL follows, so the comparison can be shared and reloaded."""
     ids = list(st.session_state["compare_runs"])
     text = urls.format_run_ids(ids)
+    st.session_state[OPT + "zoom"] = None  # other runs: the whole of them
     st.session_state["compare_selected"] = ids
     st.session_state["compare_url"] = text
     st.session_state["compare_problems"] = []
@@ -244,11 +249,38 @@ def export_area(figure, fresh: list, settings: dict) -> None:
         download_buttons([d for d in downloads if not d.needs_browser])
 
 
+def zoom_controls() -> tuple[int, int] | None:
+    """The step range the chart shows: from a box dragged on it (a new chart key each time, so the box does not
+    stick), or typed; None for the whole run."""
+    version = st.session_state.setdefault("compare_zoom_version", 0)
+    picked = zoom.selected_steps((st.session_state.get(f"compare_chart_{version}") or {}).get("selection"))
+    if picked is not None and x == "step":
+        st.session_state[OPT + "zoom"] = picked
+        st.session_state["compare_zoom_version"] = version + 1
+    return st.session_state.get(OPT + "zoom")
+
+
+def whole_run() -> None:
+    st.session_state[OPT + "zoom"] = None
+    st.session_state["compare_zoom_version"] = st.session_state.get("compare_zoom_version", 0) + 1
+
+
+def typed_zoom() -> None:
+    try:
+        st.session_state[OPT + "zoom"] = zoom.check_range(st.session_state["compare_zoom_first"],
+                                                          st.session_state["compare_zoom_last"])
+        st.session_state.pop("compare_zoom_error", None)
+    except ValueError as exc:
+        st.session_state["compare_zoom_error"] = str(exc)
+
+
 @st.fragment(run_every=LIVE_REFRESH_S if running else None)
 def chart_and_summary() -> None:
     fresh = [r for r in store.list_runs() if r.id in ids]
     fresh.sort(key=lambda r: ids.index(r.id))
-    series = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh))
+    steps = zoom_controls() if x == "step" else None
+    series, reduced = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh), steps,
+                                  zoom.read_points(smoothing))
     if not metrics:
         st.info("Pick at least one metric in the sidebar.")
     else:
@@ -261,7 +293,27 @@ def chart_and_summary() -> None:
         except ValueError as exc:
             st.error(f"This chart cannot be drawn: {exc}")
         else:
-            st.plotly_chart(figure, key="compare_chart", config={"displaylogo": False})
+            if x == "step":  # dragging picks a range of steps to read again at full resolution
+                figure.update_layout(dragmode="select", selectdirection="h")
+                if steps is not None:
+                    figure.update_xaxes(range=[steps[0], steps[1]])
+            version = st.session_state.get("compare_zoom_version", 0)
+            st.plotly_chart(figure, key=f"compare_chart_{version}", config={"displaylogo": False},
+                            on_select="rerun" if x == "step" else "ignore", selection_mode="box")
+            with st.container(horizontal=True, vertical_alignment="center"):
+                st.caption(zoom.zoom_caption(steps, reduced=reduced) if x == "step" else
+                           "Zooming into a range of steps works on the step axis.")
+                if steps is not None:
+                    st.button("Whole run", key="compare_whole_run", icon=":material/zoom_out_map:",
+                              on_click=whole_run)
+                with st.popover("Steps…", icon=":material/zoom_in:", disabled=x != "step"):
+                    st.number_input("From step", min_value=0, step=100, key="compare_zoom_first",
+                                    value=steps[0] if steps else 0)
+                    st.number_input("To step", min_value=1, step=100, key="compare_zoom_last",
+                                    value=steps[1] if steps else 1000)
+                    st.button("Zoom", key="compare_zoom_apply", on_click=typed_zoom)
+                    if st.session_state.get("compare_zoom_error"):
+                        st.error(st.session_state["compare_zoom_error"])
             export_area(figure, fresh, settings)
     if running:
         st.caption("Some of these runs are still training: the chart refreshes every few seconds.")

@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis.findings import findings
-from core.presentation import charts, export, formatting, report, run_tables, urls
+from core.presentation import charts, export, formatting, report, run_tables, urls, zoom
 from core.store import STATUSES, RunNotFound, Store
+from core.store.metrics import traces_frame
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
     st.session_state["app_goto"] = ("pages/runs.py", st.query_params.to_dict())
@@ -20,9 +21,29 @@ SEVERITY_ICON = {"problem": ":material/error:", "warning": ":material/warning:",
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def load_series(_store: Store, url: str, run_id: int, token: tuple) -> pd.DataFrame:
-    """Every metric of one run; `token` changes when the run logs more, so a running run stays fresh."""
-    return _store.metrics_frame([run_id])
+def load_series(_store: Store, url: str, run_id: int, token: tuple,
+                steps: tuple[int, int] | None = None) -> tuple[pd.DataFrame, bool]:
+    """Every metric of one run within `steps` (None: all), read sized to the chart, and whether any was reduced;
+    `token` changes when the run logs more, so a running run stays fresh."""
+    traces = _store.traces([run_id], None, x_range=steps, max_points=zoom.READ_POINTS)
+    return traces_frame(traces), any(t.reduced for t in traces)
+
+
+def run_zoom(run_id: int) -> tuple[int, int] | None:
+    """The steps the run's charts show: a box dragged across them (each box makes a fresh chart key, so it does
+    not stick), or None for the whole run (the "Whole run" button)."""
+    version = st.session_state.setdefault(f"runs_zoom_version_{run_id}", 0)
+    chart = st.session_state.get(f"runs_metrics_{run_id}_{version}") or {}
+    picked = zoom.selected_steps(chart.get("selection"))
+    if picked is not None:
+        st.session_state[f"runs_zoom_{run_id}"] = picked
+        st.session_state[f"runs_zoom_version_{run_id}"] = version + 1
+    return st.session_state.get(f"runs_zoom_{run_id}")
+
+
+def whole_run(run_id: int) -> None:
+    st.session_state[f"runs_zoom_{run_id}"] = None
+    st.session_state[f"runs_zoom_version_{run_id}"] = st.session_state.get(f"runs_zoom_version_{run_id}", 0) + 1
 
 
 def table_columns() -> dict:
@@ -136,11 +157,21 @@ def show_run(run) -> None:
         if run.error and run.status in ("failed", "diverged", "interrupted"):
             st.code(run.error, language=None)
     with tab_metrics:
-        series = load_series(store, store.url, run.id, run_tables.cache_token([run]))
+        steps = run_zoom(run.id)
+        series, reduced = load_series(store, store.url, run.id, run_tables.cache_token([run]), steps)
         if len(series):
             keys = run_tables.metric_options(series["key"].unique())  # the losses first, per-layer norms last
             figure = charts.run_figure(series, run_name=run.name, keys=keys)
-            st.plotly_chart(figure, key=f"runs_metrics_{run.id}")
+            figure.update_layout(dragmode="select", selectdirection="h")
+            if steps is not None:
+                figure.update_xaxes(range=[steps[0], steps[1]])
+            version = st.session_state.get(f"runs_zoom_version_{run.id}", 0)
+            st.plotly_chart(figure, key=f"runs_metrics_{run.id}_{version}", on_select="rerun", selection_mode="box")
+            with st.container(horizontal=True, vertical_alignment="center"):
+                st.caption(zoom.zoom_caption(steps, reduced=reduced))
+                if steps is not None:
+                    st.button("Whole run", key=f"runs_whole_run_{run.id}", icon=":material/zoom_out_map:",
+                              on_click=whole_run, args=(run.id,))
             export_run(run, figure)
         else:
             st.caption("This run has not logged any metric yet.")

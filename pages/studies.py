@@ -10,7 +10,7 @@ from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choic
 from core.jobs import runner
 from core.jobs.studies import (default_workers, existing_study, list_studies_with_progress, load_spec, progress,
                                study_frame)
-from core.presentation import charts, export, formatting, forms, run_tables, study_views, urls
+from core.presentation import charts, export, formatting, forms, run_tables, study_views, urls, zoom
 from core.store import RunNotFound, Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -31,8 +31,8 @@ KEEP = "session"  # the form keeps its values across a visit to another page
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[str, ...], token: tuple) -> pd.DataFrame:
-    """The chosen metrics of the study's runs; `token` changes when any of them logs more."""
-    return _store.metrics_frame(list(ids), keys=list(metrics))
+    """The chosen metrics of the study's runs, read sized to the chart; `token` changes when any of them logs more."""
+    return _store.metrics_frame(list(ids), keys=list(metrics), max_points=zoom.READ_POINTS)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -5,7 +5,7 @@ import streamlit as st
 from core.experiment.config import (GROUPS, PRESETS, ConfigError, ExperimentConfig, choices, describe, field_comment,
                                     field_kind, field_names, preset)
 from core.jobs import runner
-from core.presentation import charts, formatting, forms, run_tables
+from core.presentation import charts, formatting, forms, run_tables, zoom
 from core.store import RunNotFound, Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -74,7 +74,7 @@ def live_card(run) -> None:
             st.progress(run_tables.progress(run) or 0.0, text=run_tables.progress_text(run))
         else:
             st.caption(run_tables.outcome_text(run))
-        series = store.metrics_frame([run.id], keys=LIVE_METRICS)
+        series = store.metrics_frame([run.id], keys=LIVE_METRICS, max_points=zoom.READ_POINTS // 2)
         if len(series):
             st.plotly_chart(charts.run_figure(series, run_name=run.name, keys=LIVE_METRICS, cols=2),
                             key=f"train_live_chart_{run.id}", config={"displayModeBar": False})

@@ -303,15 +303,16 @@ def test_picking_runs_puts_them_in_the_url(populated_url):
 
 
 # ---------------------------------------------------------------------- export
-COMPARE_EXPORTS = ["png", "svg", "pdf", "html", "csv", "summary", "differences", "report"]
+COMPARE_EXPORTS = ["png", "svg", "pdf", "html", "csv", "parquet", "summary", "differences", "report"]
 
 
 def test_compare_offers_every_export_and_the_csv_is_the_stored_series(populated_url, populated_store, deferred):
     at = open_page("pages/compare.py", query={"runs": "1,2"})
     assert [b.key for b in at.download_button] == [f"compare_export_{k}" for k in COMPARE_EXPORTS]
     assert [b.label for b in at.download_button] == ["PNG", "SVG", "PDF", "HTML (interactive)", "Data (CSV)",
-                                                     "Summary (CSV)", "Config differences (CSV)", "Report (HTML)"]
-    assert [(n.key, n.value) for n in at.number_input] == [
+                                                     "Data (Parquet)", "Summary (CSV)", "Config differences (CSV)",
+                                                     "Report (HTML)"]
+    assert [(n.key, n.value) for n in at.number_input if n.key.startswith("compare_opt_export")] == [
         ("compare_opt_export_width", 1000), ("compare_opt_export_height", None), ("compare_opt_export_scale", 2.0)]
     name, mime, data = click_download(at, deferred, "compare_export_csv")
     assert data.decode("utf-8") == export.series_csv(populated_store, [1, 2], ["train_loss", "val_loss"])
@@ -358,7 +359,7 @@ def test_compare_without_chromium_says_what_to_install_and_keeps_html_and_csv(po
 
 def test_one_run_offers_its_chart_and_every_metric(populated_url, populated_store, deferred):
     at = open_page("pages/runs.py", state={"runs_selected": [2]})
-    assert [b.key for b in at.download_button] == [f"runs_export_2_{k}" for k in ("png", "svg", "html", "csv")]
+    assert [b.key for b in at.download_button] == [f"runs_export_2_{k}" for k in ("png", "svg", "html", "csv", "parquet")]
     name, mime, data = click_download(at, deferred, "runs_export_2_csv")
     assert (name, mime) == ("2_article-fixed.csv", "text/csv")
     assert data.decode() == export.series_csv(populated_store, [2])
