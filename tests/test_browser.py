@@ -215,3 +215,52 @@ def test_launch_watch_select_and_compare(page, server, shots, capsys):
 
     with capsys.disabled():
         print(f"\nscreenshots: {SCREENSHOTS}")
+
+
+def test_dragging_across_the_chart_reads_that_range_at_full_resolution(page, server, shots):
+    """A 30,000-step run: the overview holds each curve's shape (reduced), a box dragged across the chart is read
+    again from the store with every point, and 'Whole run' returns."""
+    base, db_url = server
+    from core.training.reporting import MetricBatch
+
+    with Store(db_url) as store:
+        run_id = store.create_run(name="long run", config={})
+        for first in range(0, 30_000, 1000):
+            steps = list(range(first + 1, first + 1001))
+            batch = MetricBatch()
+            batch.add_series("train_loss", steps, [s // 500 for s in steps],
+                             [1.0 / (1 + s / 1000) + (0.05 if s % 7 == 0 else 0.0) for s in steps],
+                             [s * 1e-3 for s in steps])
+            store.log_metrics(run_id, batch)
+        store.finish_run(run_id, status="finished", summary={})
+    page.goto(f"{base}/compare?runs={run_id}")
+    chart = page.locator("[data-testid='stPlotlyChart'] .js-plotly-plot").first
+    expect(chart).to_be_visible()
+    wait_idle(page)
+    count = ("([lo, hi]) => { const d = document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
+             "._fullData.find(t => t.meta && t.meta.kind === 'raw'); const xs = Array.from(d.x);"
+             " return [xs.length, xs.filter(x => x >= lo && x <= hi).length, Math.min(...xs), Math.max(...xs)]; }")
+    total, _, first, last = page.evaluate(count, [0, 0])
+    assert total <= 2100 and (first, last) == (1, 30_000)  # the whole run, reduced to its shape
+    screenshot(page, "10-compare-long-run")
+
+    plot = chart.locator(".nsewdrag").first  # Plotly's drag layer over the plot area
+    box = plot.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.40, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.41, y, steps=8)
+    page.mouse.move(box["x"] + box["width"] * 0.42, y, steps=4)
+    page.mouse.up()
+    expect(page.get_by_text(re.compile(r"^Steps [\d,]+ to [\d,]+, every point"))).to_be_visible()
+    wait_idle(page)
+    zoomed, inside, lo, hi = page.evaluate(count, [0, 10**9])
+    assert 11_000 < lo < hi < 13_500 and zoomed == hi - lo + 1  # every step of the range
+    overview_inside = round(total * (hi - lo) / 30_000) + 8
+    assert zoomed > overview_inside  # more points there than the overview had
+    screenshot(page, "11-compare-zoomed")
+
+    page.get_by_role("button", name="Whole run").click()
+    expect(page.get_by_text(re.compile(r"^The whole run"))).to_be_visible()
+    wait_idle(page)
+    assert page.evaluate(count, [0, 0])[0] == total
