@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,16 +29,16 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.experiment.config import ExperimentConfig, preset  # noqa: E402
 from core.experiment.data import load_dataset  # noqa: E402
 from core.experiment.losses import loss_fn  # noqa: E402
 from core.experiment.models import build_model  # noqa: E402
-from core.training.reporting import MemoryReporter, MetricBatch  # noqa: E402
-from core.store import Store, StoreReporter  # noqa: E402
+from core.training.reporting import MemoryReporter  # noqa: E402
 from core.training.trainer import batch_slices, make_optimizer, train  # noqa: E402
+
+KEYS = ("train_loss", "clamp_frac", "grad_norm", "logit_std")
 
 
 @dataclass
@@ -135,101 +133,6 @@ def bench_training(repeats: int, quick: bool, device: torch.device) -> list[Row]
     return rows
 
 
-# ---------------------------------------------------------------------- store
-def fake_rows(n_steps: int, keys: tuple[str, ...], start: int = 0) -> MetricBatch:
-    """One flush of `n_steps` steps x `keys`, in the columns the trainer reports."""
-    rng = np.random.default_rng(0)
-    values = rng.random((len(keys), n_steps)).tolist()
-    steps = list(range(start + 1, start + n_steps + 1))
-    batch = MetricBatch()
-    for j, k in enumerate(keys):
-        batch.add_series(k, steps, [s // 100 for s in steps], values[j], [0.001 * (s - 1) for s in steps])
-    return batch
-
-
-def bench_store(repeats: int, quick: bool, workdir: Path) -> list[Row]:
-    n_runs, n_steps, keys = (5, 2000, ("a", "b", "c", "d")) if quick else (20, 5000, ("train_loss", "clamp_frac",
-                                                                                       "grad_norm", "logit_std"))
-    batch = 500  # the trainer flushes about once a second; 500 steps is a generous batch on a fast loop
-    all_rows = [fake_rows(batch, keys, start) for start in range(0, n_steps, batch)]
-    n_values = n_runs * n_steps * len(keys)
-
-    def ours_ingest() -> None:
-        path = workdir / f"ours-{time.perf_counter_ns()}.db"
-        store = Store(f"sqlite:///{path}")
-        for r in range(n_runs):
-            run_id = store.create_run(name=f"r{r}", config={})
-            rep = StoreReporter(store, run_id)
-            for i, chunk in enumerate(all_rows):
-                rep.on_metrics(chunk, step=(i + 1) * batch)
-        store.close()
-
-    schema_db = workdir / "schema.db"
-    Store(f"sqlite:///{schema_db}").close()  # the same schema, made by the store's migrations
-
-    def raw_ingest() -> None:
-        path = workdir / f"raw-{time.perf_counter_ns()}.db"
-        path.write_bytes(schema_db.read_bytes())
-        con = sqlite3.connect(path)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        with con:
-            for r in range(n_runs):
-                run_id = con.execute("INSERT INTO runs (name, status, config_json, summary_json, created_at, "
-                                     "cancel_requested, progress_step, notes) VALUES (?, 'running', '{}', '{}', "
-                                     "'2026-01-01', 0, 0, '')", (f"r{r}",)).lastrowid
-                con.executemany("INSERT INTO metrics (run_id, key, step, epoch, value, wall_time) "
-                                "VALUES (?, ?, ?, ?, ?, ?)",
-                                [p for c in all_rows for p in zip(repeat(run_id), c.keys, c.steps, c.epochs,
-                                                                      c.values, c.wall_times)])
-        con.close()
-
-    t = interleaved({"ours": ours_ingest, "raw": raw_ingest}, repeats)
-    rate = paired(t["raw"], t["ours"])  # a ratio of rates: raw time / our time
-    rows = [Row("store ingest", f"{n_runs} runs x {n_steps} steps x {len(keys)} metrics ({n_values:,} values), "
-                f"rate in values/s", n_values / statistics.median(t["ours"]), n_values / statistics.median(t["raw"]),
-                "values/s", ">= 0.5x raw", rate[0] >= 0.5, rate)]
-
-    # read: a store filled once, read many times
-    read_db = workdir / "read.db"
-    store = Store(f"sqlite:///{read_db}")
-    ids = []
-    for r in range(max(20, n_runs)):
-        run_id = store.create_run(name=f"r{r}", config={})
-        for chunk in all_rows:
-            store.log_metrics(run_id, chunk)
-        ids.append(run_id)
-    for label, run_ids, wanted in (("5 runs x 2 metrics", ids[:5], list(keys[:2])),
-                                   ("20 runs x 1 metric", ids[:20], [keys[0]])):
-        def ours_read() -> None:
-            frame = store.metrics_frame(run_ids, wanted)
-            for (_, _), g in frame.groupby(["run_id", "key"], sort=False):
-                g["step"].to_numpy(), g["value"].to_numpy()
-
-        def raw_read() -> None:
-            con = sqlite3.connect(read_db)
-            for rid in run_ids:
-                for key in wanted:
-                    got = con.execute("SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step",
-                                      (rid, key)).fetchall()
-                    np.array(got, dtype=np.float64)
-            con.close()
-
-        t = interleaved({"ours": ours_read, "raw": raw_read}, repeats)
-        ratio = paired(t["ours"], t["raw"])
-        rows.append(Row("store read", f"{label} ({len(run_ids) * len(wanted) * n_steps:,} points) into arrays",
-                        statistics.median(t["ours"]), statistics.median(t["raw"]), "s", "<= 2x raw", ratio[0] <= 2.0,
-                        ratio))
-    store.close()
-
-    from benchmarks import mlflow_compare  # noqa: PLC0415
-
-    if mlflow_compare.available():
-        # MLflow logs about 5,000 values/s here: one run keeps its repeats to seconds
-        rows += mlflow_compare.bench_mlflow(max(3, repeats // 2), workdir, n_runs=1, chunks=all_rows, keys=keys)
-    return rows
-
-
 # ---------------------------------------------------------------------- report
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -266,8 +169,8 @@ def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats
     lines += ["| section | case | ours | baseline | ratio | quartiles | fastest | budget | met |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB", "instr": lambda v: f"{v:,.0f}"
-               }.get(r.unit, lambda v: f"{v:.4f} s")
+        fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB", "instr": lambda v: f"{v:,.0f}",
+               "B": lambda v: f"{v:.2f} B"}.get(r.unit, lambda v: f"{v:.4f} s")
         met = "-" if quick or r.ok is None else ("yes" if r.ok else "no")
         spread = f"{r.paired[1]:.2f}-{r.paired[2]:.2f}" if r.paired else "-"
         fastest = f"{r.fastest:.3f}" if r.fastest is not None else "-"
@@ -286,6 +189,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     parser.add_argument("--only", choices=("training", "store", "dashboard", "instructions"), action="append")
+    parser.add_argument("--migration", type=int, default=None, metavar="MB",
+                        help="also convert a schema-0001 database of about MB megabytes and report the converting "
+                             "process's peak memory (1000: a few minutes)")
     parser.add_argument("--instructions", action="store_true",
                         help="also count the training instructions with valgrind (about 13 more minutes)")
     args = parser.parse_args()
@@ -300,7 +206,18 @@ def main() -> None:
         if "training" in only:
             rows += bench_training(training_repeats, args.quick, torch.device(args.device))
         if "store" in only:
-            rows += bench_store(repeats, args.quick, Path(tmp))
+            from benchmarks import mlflow_compare, store  # noqa: PLC0415
+
+            rows += store.bench_store(repeats, args.quick, Path(tmp))
+            rows += store.bench_size(Path(tmp), quick=args.quick)
+            if mlflow_compare.available():  # MLflow logs about 5,000 values/s here: one run keeps it to seconds
+                rows += mlflow_compare.bench_mlflow(max(3, repeats // 2), Path(tmp), n_runs=1,
+                                                    chunks=[store.fake_flush(500, KEYS, s) for s in range(0, 5000, 500)],
+                                                    keys=KEYS)
+        if args.migration:
+            from benchmarks import store  # noqa: PLC0415
+
+            rows += store.bench_migration(Path(tmp), megabytes=args.migration)
         if "dashboard" in only:
             from benchmarks.dashboard import bench_dashboard  # noqa: PLC0415
 

@@ -31,10 +31,12 @@ DOWNLOAD_ICONS = {"png": ":material/image:", "svg": ":material/image:", "pdf": "
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def load_series(_store: Store, url: str, ids: tuple[int, ...], metrics: tuple[str, ...], token: tuple,
-                steps: tuple[int, int] | None = None, points: int | None = None) -> tuple[pd.DataFrame, bool]:
+                steps: tuple[int, int] | None = None, points: int | None = None,
+                fields: tuple[str, ...] = ("epoch", "wall_time")) -> tuple[pd.DataFrame, bool]:
     """The chosen metrics of the chosen runs within `steps` (None: all), read sized to `points` per curve (None:
-    every point), and whether any curve was reduced; `token` changes when any of them logs more."""
-    traces = _store.traces(list(ids), list(metrics), x_range=steps, max_points=points)
+    every point) with the optional `fields` the x axis needs, and whether any curve was reduced; `token` changes
+    when any of them logs more."""
+    traces = _store.traces(list(ids), list(metrics), x_range=steps, max_points=points, fields=fields)
     return traces_frame(traces), any(t.reduced for t in traces)
 
 
@@ -280,7 +282,7 @@ def chart_and_summary() -> None:
     fresh.sort(key=lambda r: ids.index(r.id))
     steps = zoom_controls() if x == "step" else None
     series, reduced = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh), steps,
-                                  zoom.read_points(smoothing))
+                                  zoom.read_points(smoothing), zoom.X_FIELDS[x])
     if not metrics:
         st.info("Pick at least one metric in the sidebar.")
     else:

@@ -141,7 +141,9 @@ def bucket_indices(x: np.ndarray, y: np.ndarray, *, lo: float, hi: float, bucket
     for src in (np.where(finite, ys, np.inf), np.where(finite, -ys, np.inf)):  # each bucket's first min, first max
         best = np.minimum.reduceat(src, starts)
         hits = np.flatnonzero(src == np.repeat(best, counts))
-        picks.append(hits[np.unique(bucket[hits], return_index=True)[1]])
+        first = np.ones(hits.size, dtype=bool)  # hits are in x order: a bucket's first hit follows another bucket's
+        first[1:] = bucket[hits[1:]] != bucket[hits[:-1]]
+        picks.append(hits[first])
     keep = [starts, ends, *picks]
     bad = ~finite
     if bad.any():

@@ -198,7 +198,7 @@ def comparison_figure(
     dash_values = sorted_unique(values[dash_by].values()) if dash_by else []
     several = layout == "overlay" and len(shown_metrics) > 1
 
-    items: list[tuple[go.Scatter, int, int]] = []
+    items: list[tuple[dict[str, Any], int, int]] = []  # trace dicts: built into the figure unvalidated, at once
     pool: dict[int, list[np.ndarray]] = {}
     seen_legend: set[tuple[str, str]] = set()
 
@@ -207,7 +207,7 @@ def comparison_figure(
         show = legend_entry and key not in seen_legend
         if legend_entry:
             seen_legend.add(key)
-        items.append((go.Scatter(showlegend=show, **trace_kwargs), row, col))
+        items.append(({"type": "scatter", "showlegend": show, **trace_kwargs}, row, col))
         pool.setdefault(row, []).append(np.asarray(trace_kwargs["y"], dtype=float))
 
     x_hover = _X_HOVER[x]
@@ -312,12 +312,12 @@ def comparison_figure(
     x_title = X_TITLES[x]
     rows = len(shown_metrics) if layout != "overlay" else 1
     if layout == "overlay":
-        fig = go.Figure(data=[t for t, _, _ in items])
+        fig = _figure([t for t, _, _ in items])
         fig.update_layout(xaxis_title=x_title, yaxis_title=shown_metrics[0] if len(shown_metrics) == 1 else "value",
                           height=480)
     elif layout == "metric":
-        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows))
-        fig.add_traces([t for t, _, _ in items], rows=[r for _, r, _ in items], cols=[c for _, _, c in items])
+        fig = _add_traces(make_subplots(rows=rows, cols=1, shared_xaxes=True,
+                                        vertical_spacing=min(0.08, 0.3 / rows)), items)
         for r, metric in enumerate(shown_metrics, start=1):
             fig.update_yaxes(title_text=metric, row=r, col=1)
         fig.update_xaxes(title_text=x_title, row=rows, col=1)
@@ -327,7 +327,7 @@ def comparison_figure(
         fig = make_subplots(rows=rows, cols=ncols, shared_xaxes="all", shared_yaxes=True,
                             column_titles=[config_label(facet_field, v) for v in facets],
                             horizontal_spacing=min(0.03, 0.5 / ncols), vertical_spacing=min(0.08, 0.3 / rows))
-        fig.add_traces([t for t, _, _ in items], rows=[r for _, r, _ in items], cols=[c for _, _, c in items])
+        fig = _add_traces(fig, items)
         for r, metric in enumerate(shown_metrics, start=1):
             fig.update_yaxes(title_text=metric, row=r, col=1)
         for c in range(1, ncols + 1):
@@ -348,7 +348,7 @@ def comparison_figure(
                 fig.update_yaxes(range=axis_range, autorange=False, row=r)
     fig.update_layout(title={"text": title} if title else None, showlegend=show_legend, template=TEMPLATE,
                       hovermode="closest", margin={"t": 60 if title or layout == "field" else 30})
-    _place_legend(fig, [t for t, _, _ in items], show=show_legend, many_runs=len(plotted_runs) > SIDE_MAX_ENTRIES)
+    _place_legend(fig, fig.data, show=show_legend, many_runs=len(plotted_runs) > SIDE_MAX_ENTRIES)
     return fig
 
 
@@ -398,8 +398,8 @@ def run_figure(
         xs, ys = curves[(rid, key)]
         px, py = reduce_points(xs, ys, log_y=False, max_points=max_points)
         markers = xs.size <= MARKER_MAX_POINTS
-        traces.append(go.Scatter(
-            x=px, y=py, name=key, mode="lines+markers" if markers else "lines", showlegend=False,
+        traces.append(dict(
+            type="scatter", x=px, y=py, name=key, mode="lines+markers" if markers else "lines", showlegend=False,
             line={"color": color, "width": 1.5}, marker={"size": 5, "color": color},
             hovertemplate=f"{X_TITLES[x]} {_X_HOVER[x]}<br>{key} %{{y:.4g}}<extra></extra>",
             meta={"run_id": json_value(rid), "metric": key, "kind": "raw"}))
@@ -409,7 +409,7 @@ def run_figure(
             traces.append(mark)
             rows.append(i // ncols + 1)
             columns.append(i % ncols + 1)
-    fig.add_traces(traces, rows=rows, cols=columns)
+    fig = _add_traces(fig, list(zip(traces, rows, columns)))
     fig.update_xaxes(matches="x")
     for c in range(1, ncols + 1):  # x title under the lowest subplot of each column
         last_row = max(r for r, cc in zip(rows, columns) if cc == c)
@@ -446,27 +446,50 @@ def _place_legend(fig: go.Figure, traces: Sequence[go.Scatter], *, show: bool, m
 
 
 def _nonfinite_traces(xs: np.ndarray, ys: np.ndarray, *, color: str, metric: str, rid: Hashable, x: str,
-                      log_y: bool, group: dict[str, Any] | None = None) -> list[go.Scatter]:
+                      log_y: bool, group: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Markers for a curve's NaN and +-Inf points, and a star at its last finite point when a divergence follows
     (TensorBoard shows them; a line through NaN only leaves a gap). Out of the legend, in the curve's group."""
     mx, my, labels, last = nonfinite_marks(xs, ys, log_y=log_y)
     out = []
-    common = {"showlegend": False, **(group or {}), "legendgrouptitle": None}
+    common = {"type": "scatter", "showlegend": False, **{k: v for k, v in (group or {}).items() if k == "legendgroup"}}
     if mx.size:
-        out.append(go.Scatter(
+        out.append(dict(
             x=mx, y=my, mode="markers", name=f"{metric} non-finite", text=labels,
             marker={"symbol": [NONFINITE_SYMBOLS[t] for t in labels], "size": 10, "color": color,
                     "line": {"width": 1.5, "color": "#b91c1c"}},
             hovertemplate=f"%{{text}} at {X_TITLES[x]} %{{x}}<br>{metric}<extra></extra>",
             meta={"run_id": json_value(rid), "metric": metric, "kind": "nonfinite"}, **common))
     if last is not None:
-        out.append(go.Scatter(
+        out.append(dict(
             x=[xs[last]], y=[ys[last]], mode="markers", name=f"{metric} last finite", text=["last finite value"],
             marker={"symbol": "star", "size": 13, "color": color, "line": {"width": 1, "color": "#111827"}},
             hovertemplate=f"last finite value before NaN/Inf<br>{X_TITLES[x]} %{{x}}<br>{metric} %{{y:.4g}}"
                           "<extra></extra>",
             meta={"run_id": json_value(rid), "metric": metric, "kind": "last_finite"}, **common))
     return out
+
+
+def _figure(traces: list[dict[str, Any]], layout: go.Figure | None = None) -> go.Figure:
+    """A figure of trace dicts this module built, on `layout`'s subplots (a `make_subplots` figure) or one plot.
+    Plotly would validate every property of every trace (about 0.3 ms a trace, most of a 100-curve chart's time);
+    these dicts are made here from checked inputs, so they go in as they are, and the layout, copied in afterwards,
+    is a validated one: whatever is set on the figure later is checked and coerced as usual."""
+    fig = go.Figure(data=traces, _validate=False)
+    fig._validate = True
+    fig.layout = layout.layout if layout is not None else go.Layout()
+    if layout is not None:  # the subplot grid, so that update_xaxes(row=..., col=...) keeps working
+        fig.__dict__["_grid_ref"] = layout._grid_ref
+        fig.__dict__["_grid_str"] = layout._grid_str
+    return fig
+
+
+def _add_traces(fig: go.Figure, items: list[tuple[dict[str, Any], int, int]]) -> go.Figure:
+    """`_figure` of these (trace dict, row, col) on the subplots of `fig` (from `make_subplots`)."""
+    traces = []
+    for trace, row, col in items:
+        axes = fig._grid_ref[row - 1][col - 1][0].trace_kwargs  # {"xaxis": "x2", "yaxis": "y2"}, as add_trace does
+        traces.append({**trace, **axes})
+    return _figure(traces, fig)
 
 
 def _empty_figure(title: str | None) -> go.Figure:

@@ -13,6 +13,7 @@ import math
 from typing import Any, Mapping
 
 READ_POINTS = 2000  # points per curve a chart reads: about 500 pixel columns, each its first, last, min and max
+X_FIELDS = {"step": (), "epoch": ("epoch",), "time": ("wall_time",)}  # what each x axis reads besides step, value
 
 
 def selected_steps(selection: Mapping[str, Any] | None) -> tuple[int, int] | None:

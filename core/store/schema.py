@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Dialect, Double, ForeignKey, Index, LargeBinary, MetaData,
-                        String, Text, TypeDecorator, false, text)
+from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Dialect, Double, ForeignKey, Index, LargeBinary,
+                        MetaData, String, Text, TypeDecorator, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.store.records import STATUSES

@@ -286,12 +286,13 @@ class Store:
             return metric_names(conn, [int(i) for i in run_ids])
 
     def traces(self, run_ids: Sequence[int], keys: Sequence[str] | None = None, *,
-               x_range: tuple[float, float] | None = None, max_points: int | None = None) -> list[Trace]:
+               x_range: tuple[float, float] | None = None, max_points: int | None = None,
+               fields: Sequence[str] = ("epoch", "wall_time")) -> list[Trace]:
         """The series of these runs and metrics as numpy arrays (`core.store.metrics.read_traces`): whole, or
         within `x_range` (steps, inclusive), or sized to a chart with `max_points`. Unknown ids and keys add
         nothing."""
         with self.engine.connect() as conn, gc_paused():
-            return read_traces(conn, run_ids, keys, x_range=x_range, max_points=max_points)
+            return read_traces(conn, run_ids, keys, x_range=x_range, max_points=max_points, fields=fields)
 
     def metrics_frame(self, run_ids: Sequence[int], keys: Sequence[str] | None = None, *,
                       x_range: tuple[float, float] | None = None, max_points: int | None = None) -> pd.DataFrame:
