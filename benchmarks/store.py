@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store import Store, StoreReporter
-from core.training.reporting import MetricBatch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: python benchmarks/store.py MB
+
+from core.store import Store, StoreReporter  # noqa: E402
+from core.training.reporting import MetricBatch  # noqa: E402
 
 # The per-step metrics a run with full diagnostics logs (a 1-hidden-layer MLP): what one trainer flush holds.
 FULL_DIAGNOSTICS = ("train_loss", "train_loss_logits", "clamp_frac", "clamp_wrong_frac", "grad_vanish_frac",
@@ -234,7 +236,6 @@ def bench_migration(workdir: Path, *, megabytes: int) -> list:
 
 
 if __name__ == "__main__":  # python benchmarks/store.py MB: only the migration figure
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

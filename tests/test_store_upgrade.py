@@ -74,3 +74,13 @@ def test_the_command_line_reads_an_old_database(old_db: Path):
     out, err = io.StringIO(), io.StringIO()
     assert main(["show", "1", "--db", str(old_db)], out=out, err=err, env={}) == 0, err.getvalue()
     assert "article-example" in out.getvalue() and "baseline" in out.getvalue()
+
+
+def test_the_upgrade_gives_the_freed_space_back(old_db: Path):
+    """0002 turns rows into chunks; the file is vacuumed afterwards, so it shrinks instead of keeping free pages."""
+    before = old_db.stat().st_size
+    Store(f"sqlite:///{old_db}").close()
+    with sqlite3.connect(old_db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    assert free == 0 and old_db.stat().st_size < before

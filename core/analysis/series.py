@@ -112,13 +112,7 @@ def downsample_indices(x: ArrayLike, y: ArrayLike, *, max_points: int = 2000) ->
     mins = starts + np.argmin(lo_src, axis=1)
     maxs = starts + np.argmax(hi_src, axis=1)
     keep = [starts, ends, mins, maxs, np.array([0, n - 1], dtype=np.intp)]
-    bad = ~finite
-    if bad.any():
-        near = bad.copy()
-        near[1:] |= bad[:-1]
-        near[:-1] |= bad[1:]
-        keep.append(np.flatnonzero(near))
-    return np.unique(np.concatenate(keep)).astype(np.intp, copy=False)
+    return _with_nonfinite(keep, finite)
 
 
 def bucket_indices(x: np.ndarray, y: np.ndarray, *, lo: float, hi: float, buckets: int) -> np.ndarray:
@@ -145,12 +139,18 @@ def bucket_indices(x: np.ndarray, y: np.ndarray, *, lo: float, hi: float, bucket
         first[1:] = bucket[hits[1:]] != bucket[hits[:-1]]
         picks.append(hits[first])
     keep = [starts, ends, *picks]
+    return _with_nonfinite(keep, finite)
+
+
+def _with_nonfinite(keep: list[np.ndarray], finite: np.ndarray) -> np.ndarray:
+    """The sorted unique union of `keep` and every non-finite point with its two neighbours, so a NaN gap or a
+    divergence is never reduced away."""
     bad = ~finite
     if bad.any():
         near = bad.copy()
         near[1:] |= bad[:-1]
         near[:-1] |= bad[1:]
-        keep.append(np.flatnonzero(near))
+        keep = [*keep, np.flatnonzero(near)]
     return np.unique(np.concatenate(keep)).astype(np.intp, copy=False)
 
 

@@ -58,15 +58,6 @@ from plotly.subplots import make_subplots
 from core.analysis import series as _series
 from core.analysis.series import (BAND_KINDS, BandKind, align, band, check_int, check_weight, downsample_indices,
                                   ema_smooth, robust_range)
-
-__all__ = [
-    "BAND_KINDS", "EMPTY_MESSAGE", "LAYOUTS", "SERIES_COLUMNS", "X_OPTIONS", "X_TITLES",
-    "align", "band", "comparison_figure", "diff_table", "downsample_indices", "ema_smooth", "robust_range",
-    "run_figure",
-]
-
-XOption = Literal["step", "epoch", "time"]
-LayoutOption = Literal["overlay", "metric", "field"]
 from core.presentation.chart_data import (NONFINITE_SYMBOLS, SERIES_COLUMNS, band_polygon, check_choice, check_field,
                                           check_flag, check_frame, check_names, check_series, columns_text,
                                           config_label, json_value, natural_key, nonfinite_marks, plain_value,
@@ -79,11 +70,7 @@ __all__ = [
     "align", "band", "comparison_figure", "diff_table", "downsample_indices", "ema_smooth", "robust_range",
     "run_figure",
 ]
-
-
 XOption = Literal["step", "epoch", "time"]
-
-
 LayoutOption = Literal["overlay", "metric", "field"]
 
 
