@@ -152,8 +152,10 @@ def show_run(run) -> None:
         if not found:
             st.caption("Nothing to report for this run.")
         for f in found:
-            SEVERITY_BOX[f.severity](f"**{f.title}**" + (f"\n\n{f.detail}" if f.detail else ""),
-                                     icon=SEVERITY_ICON[f.severity])
+            fix = ", ".join(f"`{k}={formatting.format_value(v)}`" for k, v in (f.fix or {}).items())
+            SEVERITY_BOX[f.severity](f"**{f.title}**" + (f"\n\n{f.detail}" if f.detail else "")
+                                     + (f"\n\n**Cause:** {f.cause}" if f.cause else "")
+                                     + (f" · **fix:** {fix}" if fix else ""), icon=SEVERITY_ICON[f.severity])
         if run.error and run.status in ("failed", "diverged", "interrupted"):
             st.code(run.error, language=None)
     with tab_metrics:

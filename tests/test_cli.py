@@ -219,3 +219,18 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(db):
     stream = io.StringIO()
     assert _train_with_progress(db, stream) == 0
     assert stream.getvalue() == "training on cpu (float32), 75 steps\n"  # one line, then quiet
+
+
+def test_show_prints_the_findings_and_show_json_lists_them(db):
+    code, out, err = cli("train", "--dataset", "breast_cancer", "--standardize", "false", "--hidden", "16",
+                         "--optimizer", "adam", "--lr", "0.05", "--epochs", "2", "--json", db=db)
+    assert code == 0, err
+    run_id = json.loads(out)["id"]
+    code, out, _ = cli("show", str(run_id), "--json", db=db)
+    record = json.loads(out)
+    first = record["findings"][0]
+    assert set(first) >= {"severity", "title", "detail", "cause", "fix"}
+    assert (first["cause"], first["fix"]) == ("unscaled inputs", {"standardize": True})
+    assert record["summary"]["input_std_max"] > 100  # breast_cancer's raw features, as the first layer saw them
+    code, out, _ = cli("show", str(run_id), db=db)
+    assert "findings:" in out and "The inputs are not scaled" in out and 'fix: {"standardize": true}' in out

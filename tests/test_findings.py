@@ -1,3 +1,5 @@
+import pytest
+
 from core.analysis.findings import findings_for
 from core.experiment.config import ExperimentConfig
 
@@ -44,3 +46,51 @@ def test_wrong_side_saturation_under_logits_says_what_is_true_for_that_loss():
                               "the exact loss still charges them |z| and corrects them with a full gradient.")
     assert "100" not in wrong[0].title and "zero" not in wrong[0].title
     assert "still train" in wrong[0].detail
+
+
+# ---------------------------------------------------------------------- causes, with the fix as a config change
+RAW = ExperimentConfig(dataset="breast_cancer", standardize=False, hidden=(64, 64)).to_dict()
+
+
+@pytest.mark.parametrize("std, expected", [(9.99, False), (10.0, True), (596.0, True)])
+def test_unscaled_inputs_are_named_from_a_feature_std_of_ten(std, expected):
+    found = findings_for(RAW, {"input_std_max": std, "input_abs_max": 40 * std, "peak_clamp_frac": 0.5},
+                         status="finished")
+    named = [f for f in found if f.cause == "unscaled inputs"]
+    assert bool(named) == expected
+    if expected:
+        assert named[0] is found[0]  # the cause comes before the symptoms it explains
+        assert named[0].severity == "problem" and named[0].fix == {"standardize": True}
+        assert f"reach {std:.3g}" in named[0].title
+
+
+def test_standardized_or_batchnormed_inputs_are_not_a_problem():
+    scaled = dict(RAW, standardize=True)
+    assert not [f for f in findings_for(scaled, {"input_std_max": 596.0}, status="finished") if f.cause]
+    bn = dict(RAW, batchnorm=True)
+    (note,) = [f for f in findings_for(bn, {"input_std_max": 596.0, "input_abs_max": 4000.0}, status="finished")
+               if f.cause == "unscaled inputs"]
+    assert note.severity == "info"  # BatchNorm rescales the hidden layers: worth knowing, not what broke the run
+    warned = findings_for(RAW, {"input_std_max": 596.0, "input_abs_max": 4000.0}, status="finished")
+    assert warned[0].severity == "warning"  # unscaled, but no saturation was seen
+
+
+def test_every_finding_with_a_cause_offers_a_fix_that_is_a_valid_config_change():
+    summary = {"peak_clamp_wrong_frac": 0.3, "peak_dead_relu_frac": 0.5, "peak_eps_clamp_frac": 0.2,
+               "input_std_max": 50.0, "input_abs_max": 300.0, "diverged_step": 3, "steps": 10}
+    cfg = dict(RAW, clamp_eps=0.1, lr=0.05, output_relu=True)
+    found = findings_for(cfg, summary, status="diverged")
+    fixes = {f.cause: f.fix for f in found if f.cause}
+    assert fixes == {"unscaled inputs": {"standardize": True}, "divergence": {"lr": 0.005},
+                     "a ReLU before the sigmoid": {"output_relu": False},
+                     "sigmoid saturation under BCELoss's clamp": {"loss": "bce_with_logits", "clamp_eps": None},
+                     "clamp_eps too large": {"clamp_eps": None}, "dead ReLUs": {"activation": "elu"}}
+    for fix in fixes.values():
+        ExperimentConfig.from_dict({**cfg, **fix})  # each one applies to the run's config
+
+
+def test_a_finding_as_json_has_severity_title_detail_cause_and_fix():
+    (first, *_) = findings_for(RAW, {"input_std_max": 596.0, "input_abs_max": 4000.0, "peak_clamp_frac": 1.0},
+                               status="finished")
+    assert set(first.to_dict()) == {"severity", "title", "detail", "cause", "fix"}
+    assert first.to_dict()["fix"] == {"standardize": True}

@@ -20,6 +20,18 @@ class Finding:
     severity: str  # one of SEVERITIES
     title: str  # one sentence, with the number
     detail: str  # why it happens and what to try
+    cause: str = ""  # the root cause in a few words ("unscaled inputs"); "" for a symptom with no cause named
+    fix: dict[str, Any] | None = None  # the config change that removes the cause, e.g. {"standardize": True}
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `show --json` prints: severity, title, detail, cause, fix."""
+        return {"severity": self.severity, "title": self.title, "detail": self.detail, "cause": self.cause,
+                "fix": dict(self.fix) if self.fix else None}
+
+
+# A feature standard deviation at least this large, as the first layer sees it, is unscaled input: with default
+# initialisation the first pre-activations then start tens or hundreds of units from zero.
+UNSCALED_STD = 10.0
 
 
 def _num(summary: Mapping[str, Any], key: str) -> float | None:
@@ -45,12 +57,29 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
     dtype = config.get("dtype", "float32")
     steps = summary.get("steps") or 0
 
+    scale, largest = _num(summary, "input_std_max"), _num(summary, "input_abs_max")
+    if scale is not None and scale >= UNSCALED_STD and not config.get("standardize", True):
+        saturated = bool(_num(summary, "peak_clamp_frac")) or (_num(summary, "logit_abs_max") or 0) > 16
+        if config.get("batchnorm") and not saturated:
+            severity = "info"
+        else:
+            severity = "problem" if saturated or status == "diverged" else "warning"
+        out.append(Finding(
+            severity, f"The inputs are not scaled: feature standard deviations reach {scale:.3g} (largest |x| "
+                      f"{largest:.3g}), so the first layer starts far outside the sigmoid's useful range.",
+            "Unscaled features make the first pre-activations, and so the logits, huge from the first step: sigmoid "
+            "saturates, BCELoss clamps and the gradient vanishes"
+            + (", which BatchNorm partly undoes in the hidden layers" if config.get("batchnorm") else "")
+            + ". standardize=true scales each feature to zero mean and unit variance (fitted on the training split).",
+            cause="unscaled inputs", fix={"standardize": True}))
+
     if status == "diverged":
         step = summary.get("diverged_step")
         out.append(Finding("problem", f"Training diverged at step {step}: a loss, logit or gradient became NaN or "
                                       "infinite.",
                            "Lower the learning rate, clip gradients (grad_clip), or train in float32; in float16 "
-                           "Adam's eps rounds to zero and an update can divide by zero."))
+                           "Adam's eps rounds to zero and an update can divide by zero.",
+                           cause="divergence", fix=_lower_lr(config)))
     elif status == "failed":
         first = (error or "unknown error").splitlines()[0]
         out.append(Finding("problem", f"The run failed: {first}", "The full error is shown below the findings."))
@@ -68,7 +97,8 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
                            "ReLU makes every pre-sigmoid value ≥ 0, so sigmoid gives ≥ 0.5 and no sample can be "
                            "predicted negative. For a negative the best reachable loss is ln 2 ≈ 0.69, where the "
                            "ReLU's gradient is exactly zero; on balanced data the mean loss cannot fall below about "
-                           "0.35. Remove output_relu and feed raw logits to bce_with_logits."))
+                           "0.35. Remove output_relu and feed raw logits to bce_with_logits.",
+                           cause="a ReLU before the sigmoid", fix={"output_relu": False}))
 
     wrong = _num(summary, "peak_clamp_wrong_frac")
     if wrong and loss == "bce":
@@ -77,7 +107,9 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
                            f"sigmoid rounds to exactly 1 above z ≈ {SATURATES_AT.get(dtype, 16.6)} in {dtype} "
                            "(and to 0 below about -88.7 in float32). BCELoss then clamps log(0) at -100: a confident "
                            "wrong prediction costs 100 and gets no gradient, so it can never be corrected. "
-                           "bce_with_logits stays exact and keeps the gradient sigmoid(z) - y."))
+                           "bce_with_logits stays exact and keeps the gradient sigmoid(z) - y.",
+                           cause="sigmoid saturation under BCELoss's clamp",
+                           fix={"loss": "bce_with_logits", **({"clamp_eps": None} if config.get("clamp_eps") else {})}))
     elif wrong:  # bce_with_logits: the same saturation, but the exact loss is |z| and the gradient a full ±1
         out.append(Finding("warning", f"{_pct(wrong)} of outputs saturated on the wrong side: their probability is "
                                       "exactly 0 or 1, but the exact loss still charges them |z| and corrects them "
@@ -107,7 +139,7 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
         out.append(Finding("warning", f"Up to {_pct(eps)} of probabilities fell outside [eps, 1 - eps] and were "
                                       "clamped: no gradient flows through them.",
                            f"clamp_eps = {config.get('clamp_eps')} bounds the loss but also stops learning on "
-                           "those samples."))
+                           "those samples.", cause="clamp_eps too large", fix={"clamp_eps": None}))
 
     zero = summary.get("zero_update_steps")
     if isinstance(zero, int) and steps and zero == steps:
@@ -124,7 +156,7 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
     if dead and dead >= 0.25 and config.get("hidden"):
         out.append(Finding("warning", f"Up to {_pct(dead)} of ReLU units were dead (zero for a whole batch).",
                            "Dead units pass no gradient. Try ELU or leaky_relu, BatchNorm, or a smaller learning "
-                           "rate."))
+                           "rate.", cause="dead ReLUs", fix={"activation": "elu"}))
 
     gap_final = _num(summary, "final_train_loss")
     exact_final = _num(summary, "final_train_loss_logits")
@@ -160,3 +192,8 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
             out.append(Finding("good", f"The model learned: validation accuracy {acc:.1%}"
                                        + (f", AUC {auc:.3f}." if auc is not None else "."), ""))
     return out
+
+
+def _lower_lr(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    lr = config.get("lr")
+    return {"lr": float(f"{lr / 10:.3g}")} if isinstance(lr, (int, float)) and lr > 0 else None

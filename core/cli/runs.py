@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, TextIO
 
+from core.analysis.findings import findings
 from core.cli.output import dump_json
 from core.experiment.config import ConfigError
 
@@ -34,7 +36,8 @@ def cmd_runs(args, store, out: TextIO, err: TextIO) -> int:
 
 def cmd_show(args, store, out: TextIO, err: TextIO) -> int:
     run = store.get_run(args.id)
-    record = run_record(run) | {"metric_keys": store.metric_keys(run.id)}
+    found = findings(run)
+    record = run_record(run) | {"metric_keys": store.metric_keys(run.id), "findings": [f.to_dict() for f in found]}
     if args.json:
         dump_json(record, out)
         return 0
@@ -44,6 +47,11 @@ def cmd_show(args, store, out: TextIO, err: TextIO) -> int:
     out.write("        config:\n" + "".join(f"{'':>16}{k} = {v!r}\n" for k, v in run.config.items()))
     out.write("       summary:\n" + "".join(f"{'':>16}{k} = {v!r}\n" for k, v in run.summary.items()))
     out.write(f"   metric keys: {', '.join(record['metric_keys'])}\n")
+    out.write("      findings:" + ("" if found else " none") + "\n")
+    for f in found:
+        out.write(f"{'':>16}[{f.severity}] {f.title}\n")
+        if f.cause:
+            out.write(f"{'':>18}cause: {f.cause}" + (f"; fix: {json.dumps(f.fix)}" if f.fix else "") + "\n")
     return 0
 
 

@@ -14,6 +14,7 @@ import time
 import traceback
 from typing import Callable
 
+import numpy as np
 import torch
 
 from core.experiment.config import ExperimentConfig
@@ -41,6 +42,15 @@ def resolve_device(name: str, *, cuda_available: Callable[[], bool] = torch.cuda
     if name == "mps" and not mps_available():
         raise RuntimeError("device 'mps' was asked for, but this machine has no Apple MPS device; use cpu or auto")
     return torch.device(name)
+
+
+def input_scale(x: np.ndarray) -> dict[str, float]:
+    """The scale of the training inputs as the first layer sees them (after `standardize`, if on): the largest
+    feature standard deviation and the largest absolute value. Unscaled inputs (breast_cancer's raw features
+    reach ~4,000) push the first logits far past the sigmoid's useful range."""
+    if x.size == 0:
+        return {}
+    return {"input_std_max": float(np.nanmax(x.std(axis=0))), "input_abs_max": float(np.nanmax(np.abs(x)))}
 
 
 def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
@@ -120,6 +130,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
     diverged: tuple[int, int] | None = None
     buf: Window | None = None
     status, error = "finished", None
+    inputs: dict[str, float] = {}
 
     def report(got: Fetched) -> None:
         nonlocal epochs_done
@@ -147,6 +158,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
         compute_loss = loss_fn(cfg)
         model.record = full and model.hidden_relu
 
+        inputs = input_scale(data.x_train)  # what the first layer sees: one host pass per run
         x_tr = torch.as_tensor(data.x_train, dtype=dtype, device=device)
         y_tr = torch.as_tensor(data.y_train, dtype=dtype, device=device)
         x_va = torch.as_tensor(data.x_val, dtype=dtype, device=device)
@@ -253,7 +265,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
         error = f"{error}\n{tb}" if len(tb) < 4000 else error
         report_pending(buf, report)
     result = RunResult(status=status, error=error, wall_time_s=clock() - start,
-                       summary=summary.as_dict(steps=diverged[0] if diverged else steps, epochs=epochs_done,
-                                               diverged_step=diverged[0] if diverged else None))
+                       summary={**summary.as_dict(steps=diverged[0] if diverged else steps, epochs=epochs_done,
+                                                  diverged_step=diverged[0] if diverged else None), **inputs})
     reporter.on_finish(result)
     return result
