@@ -1,0 +1,152 @@
+"""Proving a fix: a run's config and the config its top finding proposes, each trained over the same seeds, and
+whether the fix helped, by how much, with a 95% confidence interval.
+
+The runs are ordinary stored runs, tagged `fix:<run id>`, trained one after another in this process. They are
+judged on the exact loss (`final_val_loss_logits`: BCEWithLogitsLoss on the same logits), so a clamped-BCE
+baseline and a logits fix are compared on one yardstick. Seed by seed the two are paired. A broken run's loss is
+often hundreds of times a healthy one's and varies by orders of magnitude between seeds, so the verdict is judged
+on the ratio fixed / baseline, as the t interval over seeds of its logarithm: "helped" when the whole interval is
+below 1, "hurt" when above, else no clear difference. The plain difference and its t interval are reported too
+(and decide when a loss is not positive).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from core.analysis.findings import findings
+from core.experiment.config import ConfigError, ExperimentConfig
+from core.store import Store, StoreReporter
+
+METRIC = "final_val_loss_logits"  # the exact loss: one yardstick for clamped BCE and logits alike
+MAX_SEEDS = 20
+
+
+@dataclass(frozen=True)
+class Verdict:
+    run_id: int
+    cause: str
+    fix: dict[str, Any]
+    seeds: int
+    baseline: list[float]  # METRIC per seed, the run's own config
+    fixed: list[float]  # METRIC per seed, with the fix
+    run_ids: dict[str, list[int]]  # "baseline" / "fixed" -> the stored runs, by seed
+    difference: float  # mean over seeds of fixed - baseline
+    ci_low: float
+    ci_high: float
+    ratio: float  # geometric mean over seeds of fixed / baseline (NaN unless every loss is positive)
+    ratio_low: float
+    ratio_high: float
+    verdict: str  # "helped", "hurt" or "no clear difference"
+
+    @property
+    def sentence(self) -> str:
+        change = ", ".join(f"{k}={_text(v)}" for k, v in self.fix.items())
+        means = f"from {_fmt(_mean(self.baseline))} to {_fmt(_mean(self.fixed))} on average"
+        if math.isfinite(self.ratio) and self.ratio <= 1:
+            size = f"{_fmt(1 / self.ratio)} times lower"
+            ci = f"(95% CI {_fmt(1 / self.ratio_high)} to {_fmt(1 / self.ratio_low)} times, {self.seeds} seeds)"
+        elif math.isfinite(self.ratio):
+            size = f"{_fmt(self.ratio)} times higher"
+            ci = f"(95% CI {_fmt(self.ratio_low)} to {_fmt(self.ratio_high)} times, {self.seeds} seeds)"
+        else:
+            ci = f"(95% CI {_fmt(self.ci_low)} to {_fmt(self.ci_high)}, {self.seeds} seeds)"
+            size = f"a difference of {_fmt(self.difference)}"
+        if self.verdict == "helped":
+            return f"The fix helped: {change} lowered the exact validation loss {means}, {size} {ci}."
+        if self.verdict == "hurt":
+            return f"The fix hurt: {change} raised the exact validation loss {means}, {size} {ci}."
+        return f"{change} made no clear difference to the exact validation loss ({means}, {size} {ci})."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "cause": self.cause, "fix": self.fix, "metric": METRIC, "seeds": self.seeds,
+                "baseline": self.baseline, "fixed": self.fixed, "run_ids": self.run_ids,
+                "difference": self.difference, "ci_low": self.ci_low, "ci_high": self.ci_high, "ratio": self.ratio,
+                "ratio_low": self.ratio_low, "ratio_high": self.ratio_high, "verdict": self.verdict,
+                "sentence": self.sentence}
+
+
+def proposed_fix(store: Store, run_id: int) -> tuple[str, dict[str, Any]]:
+    """The cause and fix of the run's first finding that proposes one (causes come first); ConfigError if none."""
+    for finding in findings(store.get_run(run_id)):
+        if finding.fix:
+            return finding.cause, dict(finding.fix)
+    raise ConfigError("run", f"no finding of run {run_id} proposes a fix; `python -m core show {run_id}` lists them")
+
+
+def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] | None = None,
+              on_run: Callable[[str, int, float], None] | None = None) -> Verdict:
+    """Train the run's config and the fixed config over seeds 0..seeds-1 and judge the difference (see above).
+    `fix` defaults to the run's top proposed fix. Bad input (an unknown run, a fix that makes an invalid config)
+    raises before anything is trained."""
+    from core.experiment.data import load_dataset  # noqa: PLC0415 - torch loads only when runs train
+    from core.training.trainer import train  # noqa: PLC0415
+
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 2 <= seeds <= MAX_SEEDS:
+        raise ConfigError("seeds", f"must be a whole number from 2 to {MAX_SEEDS} (a CI needs two), got {seeds!r}")
+    run = store.get_run(run_id)
+    cause, change = ("given", dict(fix)) if fix else proposed_fix(store, run_id)
+    base = ExperimentConfig.from_dict(run.config)
+    fixed = base.replace(**change)  # validated: a fix that breaks the config is a ConfigError here
+    values: dict[str, list[float]] = {"baseline": [], "fixed": []}
+    ids: dict[str, list[int]] = {"baseline": [], "fixed": []}
+    for seed in range(seeds):
+        for side, cfg in (("baseline", base), ("fixed", fixed)):
+            cfg = cfg.replace(seed=seed)
+            label = "as run" if side == "baseline" else ", ".join(f"{k}={_text(v)}" for k, v in change.items())
+            new_id = store.create_run(name=f"fix #{run_id}: {label} seed={seed}"[:255], config=cfg.to_dict())
+            store.add_tag(new_id, f"fix:{run_id}")
+            result = train(cfg, StoreReporter(store, new_id, pid=os.getpid(), host=socket.gethostname()),
+                           data=load_dataset(cfg))
+            value = result.summary.get(METRIC)
+            value = float(value) if isinstance(value, (int, float)) else math.nan
+            values[side].append(value)
+            ids[side].append(new_id)
+            if on_run is not None:
+                on_run(side, seed, value)
+    pairs = list(zip(values["baseline"], values["fixed"]))
+    mean, low, high = _t_interval([f - b for b, f in pairs])
+    positive = all(b > 0 and f > 0 for b, f in pairs if math.isfinite(b) and math.isfinite(f))
+    log_mean, log_low, log_high = _t_interval([math.log(f / b) for b, f in pairs
+                                               if math.isfinite(b) and math.isfinite(f)]) if positive \
+        else (math.nan,) * 3
+    ratio, ratio_low, ratio_high = (math.exp(v) if math.isfinite(v) else math.nan for v in (log_mean, log_low,
+                                                                                           log_high))
+    judged_low, judged_high, zero = (log_low, log_high, 0.0) if math.isfinite(log_low) else (low, high, 0.0)
+    verdict = "helped" if judged_high < zero else "hurt" if judged_low > zero else "no clear difference"
+    return Verdict(run_id, cause, change, seeds, values["baseline"], values["fixed"], ids, mean, low, high, ratio,
+                   ratio_low, ratio_high, verdict)
+
+
+def _t_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t interval of the finite differences; NaN where fewer than two are finite. A seed whose
+    baseline never produced a loss (NaN) counts as no evidence either way."""
+    finite = [d for d in diffs if math.isfinite(d)]
+    if len(finite) < 2:
+        return (finite[0] if finite else math.nan), math.nan, math.nan
+    from scipy import stats  # noqa: PLC0415
+
+    n = len(finite)
+    mean = sum(finite) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in finite) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else "true" if value is True else "false" if value is False else str(value)
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return "NaN"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
