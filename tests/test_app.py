@@ -529,3 +529,12 @@ def test_a_study_without_chromium_keeps_its_html_and_csv_exports(study_url, monk
     assert "apt-get install chromium" in text_of(at.warning)
     assert [b.key for b in at.download_button] == ["studies_export_csv_effects", "studies_export_csv_ranking",
                                                    "studies_export_html"]
+
+
+def test_compare_lists_the_runs_findings_causes_first(populated_url, populated_store):
+    example = next(r for r in populated_store.list_runs() if r.name == "article-example")
+    at = open_page("pages/compare.py", query={"runs": f"{example.id},2"})
+    table = next(d.value for d in at.dataframe if "finding" in d.value.columns)
+    mine = table[table["run"] == f"#{example.id} article-example"]
+    assert mine.iloc[0]["cause"] == "a ReLU before the sigmoid" and mine.iloc[0]["fix"] == "output_relu=False"
+    assert set(table["severity"]) <= {"problem", "warning"}

@@ -512,3 +512,21 @@ def test_csv_and_parquet_hold_every_stored_value_exactly(tmp_path):
     csv_values = from_csv["value"].to_numpy()
     np.testing.assert_array_equal(csv_values, np.array(values))  # NaN equal to NaN here; repr keeps every digit
     assert from_csv["step"].tolist() == stored["step"].tolist()
+
+
+def test_the_report_lists_each_runs_findings_with_cause_and_fix(tmp_path):
+    with Store(f"sqlite:///{tmp_path / 'f.db'}") as store:
+        bad = store.create_run(name="<b>unscaled</b>", config=ExperimentConfig(
+            dataset="breast_cancer", standardize=False).to_dict())
+        store.finish_run(bad, status="finished", summary={"input_std_max": 596.0, "input_abs_max": 4000.0,
+                                                          "peak_clamp_frac": 1.0})
+        fine = store.create_run(name="fine", config={})
+        store.finish_run(fine, status="finished", summary={})
+        for run_id in (bad, fine):
+            store.log_metrics(run_id, [MetricRow("train_loss", 1, 0, 0.5, 0.1)])
+        page = report.report_html(store, [bad, fine], metrics=["train_loss"])
+    section = page.split('<section id="findings">')[1].split("</section>")[0]
+    assert "[problem] The inputs are not scaled" in section and "unscaled inputs" in section
+    assert "{&quot;standardize&quot;: true}" in section  # the fix, escaped like every text
+    assert "&lt;b&gt;unscaled&lt;/b&gt;" in section and "<b>unscaled" not in section
+    assert "Nothing to report." in section

@@ -11,6 +11,7 @@ value raises `ConfigError` naming it, so the command line reports it as one line
 from __future__ import annotations
 
 import html
+import json
 import math
 import numbers
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.analysis.findings import findings
 from core.experiment.config import ConfigError, field_names
 from core.presentation import charts, formatting, run_tables, urls
 from core.presentation.export import (MIME_TYPES, Download, figure_div, figure_downloads, html_page, safe_filename,
@@ -162,7 +164,24 @@ def report_html(store: Any, run_ids: str | Sequence[int], *, metrics: Sequence[s
         parts.append(f'<section id="{anchor}">\n<h2>{heading}</h2>' + (f"<p>{esc(note)}</p>" if note else "")
                      + f'\n<div class="table">{table_html(table, formats={"duration": formatting.format_duration})}'
                        f"</div>\n</section>")
+    parts.append(findings_html(runs))
     return html_page(title, "\n".join(parts), style=_STYLE)
+
+
+def findings_html(runs: Sequence[Run]) -> str:
+    """The report's findings section: per run, each finding with its severity, cause and fix, causes first."""
+    esc = html.escape
+    items = []
+    for run in runs:
+        found = findings(run)
+        rows = "".join(
+            f'<li class="finding {esc(f.severity)}"><strong>[{esc(f.severity)}] {esc(f.title)}</strong>'
+            + (f"<br>{esc(f.detail)}" if f.detail else "")
+            + (f"<br><em>cause:</em> {esc(f.cause)}" if f.cause else "")
+            + (f" · <em>fix:</em> <code>{esc(json.dumps(f.fix))}</code>" if f.fix else "") + "</li>"
+            for f in found) or "<li>Nothing to report.</li>"
+        items.append(f"<h3>{esc(formatting.run_label(run))}</h3>\n<ul>{rows}</ul>")
+    return '<section id="findings">\n<h2>Findings</h2>\n' + "\n".join(items) + "\n</section>"
 
 
 def _describe(runs: Sequence[Run], metrics: Sequence[str], settings: dict[str, Any], when: datetime) -> str:

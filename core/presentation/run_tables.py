@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from core.analysis.findings import findings
 from core.experiment.config import GROUPS, ExperimentConfig, field_comment, field_names
 from core.presentation.formatting import (as_float, form_order, format_duration, format_value, natural_key, run_label,
                                           status_label)
@@ -364,3 +365,15 @@ def selection_summary(runs: Sequence[Run], studies: Mapping[int, str]) -> str:
     if running:
         parts.append(f"{running} running")
     return " · ".join(parts)
+
+
+def findings_table(runs: Sequence[Run], *, severities: Sequence[str] = ("problem", "warning")) -> pd.DataFrame:
+    """Compare's findings: one row per finding of these `severities`, run by run (causes first, as `findings`
+    orders them): run label, severity, finding, cause, fix (as `field=value`, comma-separated)."""
+    rows = []
+    for run in runs:
+        for f in findings(run):
+            if f.severity in severities:
+                rows.append({"run": run_label(run), "severity": f.severity, "finding": f.title, "cause": f.cause,
+                             "fix": ", ".join(f"{k}={format_value(v)}" for k, v in (f.fix or {}).items())})
+    return pd.DataFrame(rows, columns=["run", "severity", "finding", "cause", "fix"])
