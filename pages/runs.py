@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis.findings import findings
+from core.jobs import runner
 from core.presentation import charts, export, formatting, report, run_tables, urls, zoom
 from core.store import STATUSES, RunNotFound, Store
 from core.store.metrics import traces_frame
@@ -128,6 +129,39 @@ def export_run(run, figure) -> None:
                    "light theme; the CSV holds every stored value of every metric.")
 
 
+def start_fix(run_id: int) -> None:
+    try:
+        runner.launch_fix(store, run_id, seeds=3)
+    except (ValueError, RunNotFound) as exc:
+        st.session_state["runs_fix_error"] = str(exc)
+
+
+def prove_fix(run, finding) -> None:
+    """One click trains the run's config and the fix over 3 seeds in the background and says whether it helped."""
+    change = ", ".join(f"`{k}={formatting.format_value(v)}`" for k, v in finding.fix.items())
+    state = runner.fix_state(store, run.id)
+    if state is None:
+        st.button(f"Prove the fix: {', '.join(f'{k}={formatting.format_value(v)}' for k, v in finding.fix.items())}"
+                  " over 3 seeds", key=f"runs_fix_{run.id}", icon=":material/science:", on_click=start_fix,
+                  args=(run.id,), help="Trains this run's config and the fixed one with seeds 0, 1, 2 (runs tagged "
+                                       f"fix:{run.id}) and compares their exact validation loss with a 95% CI.")
+        if st.session_state.get("runs_fix_error"):
+            st.error(st.session_state.pop("runs_fix_error"))
+        return
+
+    @st.fragment(run_every=2.0 if state.status == "running" else None)
+    def verdict() -> None:
+        now = runner.fix_state(store, run.id)
+        if now is None or now.status == "running":
+            st.info(f"Proving the fix {change}: training 6 runs (tagged fix:{run.id})…", icon=":material/science:")
+        elif now.status == "done":
+            box = st.success if now.verdict["verdict"] == "helped" else st.warning
+            box(now.verdict["sentence"], icon=":material/science:")
+        else:
+            st.error(f"Proving the fix failed: {now.error}")
+    verdict()
+
+
 def show_run(run) -> None:
     """One run: headline numbers, then findings, every metric, the whole config and the raw summary."""
     st.header(formatting.run_label(run))
@@ -158,6 +192,9 @@ def show_run(run) -> None:
                                      + (f" · **fix:** {fix}" if fix else ""), icon=SEVERITY_ICON[f.severity])
         if run.error and run.status in ("failed", "diverged", "interrupted"):
             st.code(run.error, language=None)
+        fixable = next((f for f in found if f.fix), None)
+        if fixable is not None:
+            prove_fix(run, fixable)
     with tab_metrics:
         steps = run_zoom(run.id)
         series, reduced = load_series(store, store.url, run.id, run_tables.cache_token([run]), steps)

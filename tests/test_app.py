@@ -538,3 +538,20 @@ def test_compare_lists_the_runs_findings_causes_first(populated_url, populated_s
     mine = table[table["run"] == f"#{example.id} article-example"]
     assert mine.iloc[0]["cause"] == "a ReLU before the sigmoid" and mine.iloc[0]["fix"] == "output_relu=False"
     assert set(table["severity"]) <= {"problem", "warning"}
+
+
+def test_the_run_view_proves_a_fix_in_the_background(populated_url, populated_store, tmp_path, monkeypatch):
+    """The article example's fix (no output ReLU) is trained over 3 seeds by a real background process; the
+    run's view then says, in words and with a CI, that it helped."""
+    from core.jobs import runner
+
+    monkeypatch.setattr(runner, "default_log_dir", lambda: tmp_path)
+    run = next(r for r in populated_store.list_runs() if r.name == "article-example")
+    at = open_page("pages/runs.py", query={"run": str(run.id)})
+    widget(at, "button", f"runs_fix_{run.id}").click().run()
+    assert "Proving the fix `output_relu=False`" in text_of(at.info)
+    assert runner.wait_fix(populated_store, run.id, timeout=300) == 0
+    at.run()
+    (verdict,) = [s.value for s in at.success if "The fix helped" in s.value] or [text_of(at.warning)]
+    assert "output_relu=false" in verdict and "95% CI" in verdict and "3 seeds" in verdict
+    assert len([r for r in populated_store.list_runs() if f"fix:{run.id}" in r.tags]) == 6

@@ -21,7 +21,8 @@ def add_fix_parser(subparsers: Any) -> None:
 
 
 def cmd_fix(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -> int:
-    from core.jobs.counterfactual import proposed_fix, prove_fix  # noqa: PLC0415
+    from core.jobs.counterfactual import prove_fix  # noqa: PLC0415 - torch loads only for this command
+    from core.jobs.fixes import proposed_fix  # noqa: PLC0415
 
     try:
         seeds = int(args.seeds)

@@ -18,8 +18,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from core.analysis.findings import findings
 from core.experiment.config import ConfigError, ExperimentConfig
+from core.jobs.fixes import proposed_fix
 from core.store import Store, StoreReporter
 
 METRIC = "final_val_loss_logits"  # the exact loss: one yardstick for clamped BCE and logits alike
@@ -68,14 +68,6 @@ class Verdict:
                 "difference": self.difference, "ci_low": self.ci_low, "ci_high": self.ci_high, "ratio": self.ratio,
                 "ratio_low": self.ratio_low, "ratio_high": self.ratio_high, "verdict": self.verdict,
                 "sentence": self.sentence}
-
-
-def proposed_fix(store: Store, run_id: int) -> tuple[str, dict[str, Any]]:
-    """The cause and fix of the run's first finding that proposes one (causes come first); ConfigError if none."""
-    for finding in findings(store.get_run(run_id)):
-        if finding.fix:
-            return finding.cause, dict(finding.fix)
-    raise ConfigError("run", f"no finding of run {run_id} proposes a fix; `python -m core show {run_id}` lists them")
 
 
 def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] | None = None,

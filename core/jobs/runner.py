@@ -15,8 +15,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core import PROJECT_ROOT
 from core.experiment.config import ExperimentConfig
@@ -150,3 +151,61 @@ def _start_study(store: Store, study_id: int, name: str, *, workers: int | None,
         proc = subprocess.Popen(study_command(store, name, workers=workers, python=python), cwd=PROJECT_ROOT,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     _study_processes[(store.url, study_id)] = proc
+
+
+# ---------------------------------------------------------------------- proving a fix
+# `python -m core fix RUN_ID --json` processes this server started, by (database URL, run id), and where each
+# writes its verdict.
+_fix_processes: dict[tuple[str, int], tuple[subprocess.Popen, Path]] = {}
+
+
+@dataclass(frozen=True)
+class FixState:
+    """Where proving a run's fix stands: "running", "done" (with the verdict, as `fix --json` prints it) or
+    "failed" (with the log's last line); None from `fix_state` when none was started here."""
+
+    status: str
+    verdict: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def launch_fix(store: Store, run_id: int, *, seeds: int = 3, log_dir: Path | None = None,
+               python: str = sys.executable) -> None:
+    """Start `python -m core fix RUN_ID --seeds N --json` in a process and session of its own (the dashboard never
+    trains in its own process); its runs are stored as they train, tagged fix:RUN_ID. One at a time per run."""
+    from core.jobs.fixes import proposed_fix  # noqa: PLC0415 - a run without a fix is refused here
+
+    proposed_fix(store, run_id)
+    state = fix_state(store, run_id)
+    if state is not None and state.status == "running":
+        return
+    log_dir = log_dir or default_log_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    result = log_dir / f"fix-{run_id}.json"
+    with open(result, "wb") as out, open(log_dir / f"fix-{run_id}.log", "ab") as log:
+        proc = subprocess.Popen([python, "-m", "core", "--db", store.url, "fix", str(run_id), "--seeds", str(seeds),
+                                 "--json"], cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
+                                start_new_session=True)
+    _fix_processes[(store.url, run_id)] = (proc, result)
+
+
+def fix_state(store: Store, run_id: int) -> FixState | None:
+    """How the fix this server started for the run is doing; None when it started none."""
+    found = _fix_processes.get((store.url, run_id))
+    if found is None:
+        return None
+    proc, result = found
+    if proc.poll() is None:
+        return FixState("running")
+    try:
+        return FixState("done", verdict=json.loads(result.read_text()))
+    except (OSError, ValueError):
+        log = result.with_suffix(".log")
+        lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+        return FixState("failed", error=lines[-1] if lines else f"exit code {proc.returncode}")
+
+
+def wait_fix(store: Store, run_id: int, timeout: float | None = None) -> int | None:
+    """Wait for the fix process of the run; its exit code (None if none was started here). For tests."""
+    found = _fix_processes.get((store.url, run_id))
+    return None if found is None else found[0].wait(timeout)
