@@ -319,6 +319,11 @@ def chart_and_summary() -> None:
             export_area(figure, fresh, settings)
     if running:
         st.caption("Some of these runs are still training: the chart refreshes every few seconds.")
+    st.subheader("Summary")
+    st.dataframe(run_tables.summary_table(fresh), column_config={
+        "duration_s": st.column_config.NumberColumn("duration", format="%.1f s"),
+        **{key: st.column_config.NumberColumn(label, format="percent" if "acc" in key or "frac" in key else "%.4g")
+           for key, label in run_tables.SUMMARY_METRICS.items()}})
     found = run_tables.findings_table(fresh)
     with st.expander(f"Findings: {len(found)} (problems and warnings)" if len(found) else
                      "Findings: no problem or warning", icon=":material/troubleshoot:",
@@ -329,11 +334,6 @@ def chart_and_summary() -> None:
             st.caption("Causes come first; `python -m core fix RUN_ID` proves a fix over seeds.")
         else:
             st.caption("None of these runs shows a problem or a warning.")
-    st.subheader("Summary")
-    st.dataframe(run_tables.summary_table(fresh), column_config={
-        "duration_s": st.column_config.NumberColumn("duration", format="%.1f s"),
-        **{key: st.column_config.NumberColumn(label, format="percent" if "acc" in key or "frac" in key else "%.4g")
-           for key, label in run_tables.SUMMARY_METRICS.items()}})
 
 
 chart_and_summary()

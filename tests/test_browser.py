@@ -264,3 +264,22 @@ def test_dragging_across_the_chart_reads_that_range_at_full_resolution(page, ser
     expect(page.get_by_text(re.compile(r"^The whole run"))).to_be_visible()
     wait_idle(page)
     assert page.evaluate(count, [0, 0])[0] == total
+
+
+def test_proving_a_fix_from_the_run_view(page, server, shots):
+    """article-relu-sigmoid: its top finding is the ReLU before the sigmoid; one click trains the run's config and
+    the fix (no output ReLU) over three seeds in the background, and the view says the fix helped, with a CI."""
+    base, db_url = server
+    done = subprocess.run([sys.executable, "-m", "core", "--db", db_url, "train", "--preset", "article-relu-sigmoid",
+                           "--epochs", "5", "--json"], cwd=PROJECT_ROOT, check=True, capture_output=True, text=True)
+    run_id = __import__("json").loads(done.stdout)["id"]
+    page.goto(f"{base}/runs?run={run_id}")
+    expect(page.get_by_role("heading", name=f"#{run_id} article-relu-sigmoid")).to_be_visible()
+    expect(page.get_by_text("Cause: a ReLU before the sigmoid")).to_be_visible()
+    page.get_by_role("button", name=re.compile(r"^Prove the fix: output_relu=False")).first.click()
+    verdict = page.get_by_text(re.compile(r"^The fix helped: output_relu=false lowered the exact validation loss"))
+    expect(verdict).to_be_visible(timeout=240_000)
+    expect(page.get_by_text(re.compile(r"95% CI .* 3 seeds"))).to_be_visible()
+    screenshot(page, "12-runs-fix-proved")
+    with Store(db_url) as store:
+        assert len([r for r in store.list_runs() if f"fix:{run_id}" in r.tags]) == 6
