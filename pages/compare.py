@@ -251,26 +251,13 @@ def export_area(figure, fresh: list, settings: dict) -> None:
         download_buttons([d for d in downloads if not d.needs_browser])
 
 
-def zoom_controls() -> tuple[int, int] | None:
-    """The step range the chart shows: from a box dragged on it (a new chart key each time, so the box does not
-    stick), or typed; None for the whole run."""
-    version = st.session_state.setdefault("compare_zoom_version", 0)
-    picked = zoom.selected_steps((st.session_state.get(f"compare_chart_{version}") or {}).get("selection"))
-    if picked is not None and x == "step":
-        st.session_state[OPT + "zoom"] = picked
-        st.session_state["compare_zoom_version"] = version + 1
-    return st.session_state.get(OPT + "zoom")
-
-
-def whole_run() -> None:
-    st.session_state[OPT + "zoom"] = None
-    st.session_state["compare_zoom_version"] = st.session_state.get("compare_zoom_version", 0) + 1
+ZOOM = zoom.ZoomKeys(steps=OPT + "zoom", version="compare_zoom_version", chart="compare_chart")
 
 
 def typed_zoom() -> None:
     try:
-        st.session_state[OPT + "zoom"] = zoom.check_range(st.session_state["compare_zoom_first"],
-                                                          st.session_state["compare_zoom_last"])
+        ZOOM.set(st.session_state, zoom.check_range(st.session_state["compare_zoom_first"],
+                                                    st.session_state["compare_zoom_last"]))
         st.session_state.pop("compare_zoom_error", None)
     except ValueError as exc:
         st.session_state["compare_zoom_error"] = str(exc)
@@ -280,7 +267,7 @@ def typed_zoom() -> None:
 def chart_and_summary() -> None:
     fresh = [r for r in store.list_runs() if r.id in ids]
     fresh.sort(key=lambda r: ids.index(r.id))
-    steps = zoom_controls() if x == "step" else None
+    steps = ZOOM.current(st.session_state) if x == "step" else None
     series, reduced = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh), steps,
                                   zoom.read_points(smoothing), zoom.X_FIELDS[x])
     if not metrics:
@@ -296,18 +283,15 @@ def chart_and_summary() -> None:
             st.error(f"This chart cannot be drawn: {exc}")
         else:
             if x == "step":  # dragging picks a range of steps to read again at full resolution
-                figure.update_layout(dragmode="select", selectdirection="h")
-                if steps is not None:
-                    figure.update_xaxes(range=[steps[0], steps[1]])
-            version = st.session_state.get("compare_zoom_version", 0)
-            st.plotly_chart(figure, key=f"compare_chart_{version}", config={"displaylogo": False},
+                zoom.zoomable(figure, steps)
+            st.plotly_chart(figure, key=ZOOM.chart_key(st.session_state), config={"displaylogo": False},
                             on_select="rerun" if x == "step" else "ignore", selection_mode="box")
             with st.container(horizontal=True, vertical_alignment="center"):
                 st.caption(zoom.zoom_caption(steps, reduced=reduced) if x == "step" else
                            "Zooming into a range of steps works on the step axis.")
                 if steps is not None:
                     st.button("Whole run", key="compare_whole_run", icon=":material/zoom_out_map:",
-                              on_click=whole_run)
+                              on_click=ZOOM.set, args=(st.session_state, None))
                 with st.popover("Steps…", icon=":material/zoom_in:", disabled=x != "step"):
                     st.number_input("From step", min_value=0, step=100, key="compare_zoom_first",
                                     value=steps[0] if steps else 0)

@@ -30,21 +30,10 @@ def load_series(_store: Store, url: str, run_id: int, token: tuple,
     return traces_frame(traces), any(t.reduced for t in traces)
 
 
-def run_zoom(run_id: int) -> tuple[int, int] | None:
-    """The steps the run's charts show: a box dragged across them (each box makes a fresh chart key, so it does
-    not stick), or None for the whole run (the "Whole run" button)."""
-    version = st.session_state.setdefault(f"runs_zoom_version_{run_id}", 0)
-    chart = st.session_state.get(f"runs_metrics_{run_id}_{version}") or {}
-    picked = zoom.selected_steps(chart.get("selection"))
-    if picked is not None:
-        st.session_state[f"runs_zoom_{run_id}"] = picked
-        st.session_state[f"runs_zoom_version_{run_id}"] = version + 1
-    return st.session_state.get(f"runs_zoom_{run_id}")
-
-
-def whole_run(run_id: int) -> None:
-    st.session_state[f"runs_zoom_{run_id}"] = None
-    st.session_state[f"runs_zoom_version_{run_id}"] = st.session_state.get(f"runs_zoom_version_{run_id}", 0) + 1
+def run_zoom(run_id: int) -> zoom.ZoomKeys:
+    """Where the run's charts keep their zoom (a box dragged across them, or the whole run)."""
+    return zoom.ZoomKeys(steps=f"runs_zoom_{run_id}", version=f"runs_zoom_version_{run_id}",
+                         chart=f"runs_metrics_{run_id}")
 
 
 def table_columns() -> dict:
@@ -196,21 +185,19 @@ def show_run(run) -> None:
         if fixable is not None:
             prove_fix(run, fixable)
     with tab_metrics:
-        steps = run_zoom(run.id)
+        keys_of_zoom = run_zoom(run.id)
+        steps = keys_of_zoom.current(st.session_state)
         series, reduced = load_series(store, store.url, run.id, run_tables.cache_token([run]), steps)
         if len(series):
             keys = run_tables.metric_options(series["key"].unique())  # the losses first, per-layer norms last
-            figure = charts.run_figure(series, run_name=run.name, keys=keys)
-            figure.update_layout(dragmode="select", selectdirection="h")
-            if steps is not None:
-                figure.update_xaxes(range=[steps[0], steps[1]])
-            version = st.session_state.get(f"runs_zoom_version_{run.id}", 0)
-            st.plotly_chart(figure, key=f"runs_metrics_{run.id}_{version}", on_select="rerun", selection_mode="box")
+            figure = zoom.zoomable(charts.run_figure(series, run_name=run.name, keys=keys), steps)
+            st.plotly_chart(figure, key=keys_of_zoom.chart_key(st.session_state), on_select="rerun",
+                            selection_mode="box")
             with st.container(horizontal=True, vertical_alignment="center"):
                 st.caption(zoom.zoom_caption(steps, reduced=reduced))
                 if steps is not None:
                     st.button("Whole run", key=f"runs_whole_run_{run.id}", icon=":material/zoom_out_map:",
-                              on_click=whole_run, args=(run.id,))
+                              on_click=keys_of_zoom.set, args=(st.session_state, None))
             export_run(run, figure)
         else:
             st.caption("This run has not logged any metric yet.")

@@ -116,3 +116,14 @@ def test_a_runs_view_reads_sized_to_the_chart_and_zooms_by_a_box(long_run):
     assert numbers(raw_trace(at)["x"]) == list(range(29_000, 29_401))
     at.button(key="runs_whole_run_1").click().run()
     assert numbers(raw_trace(at)["x"]) == xs
+
+
+def test_zoom_keys_apply_a_box_once_and_reset_on_a_fresh_chart():
+    keys = zoom.ZoomKeys(steps="z", version="v", chart="c")
+    state: dict = {}
+    assert keys.current(state) is None and keys.chart_key(state) == "c_0"
+    state["c_0"] = {"selection": {"box": [{"x": [10.5, 20.2]}]}}
+    assert keys.current(state) == (10, 21) and keys.chart_key(state) == "c_1"
+    assert keys.current(state) == (10, 21) and state["v"] == 1  # the new chart has no box: nothing applied again
+    keys.set(state, None)
+    assert keys.current(state) is None and keys.chart_key(state) == "c_2"

@@ -151,20 +151,34 @@ def _effect(cells, seeds, index: int, factor: str, level: Any, baseline: Any, co
         diffs.append(ys[:, 0].mean() - ys[:, 1].mean())
     d = np.array(diffs)
     n = d.size
-    mean = float(d.mean()) if n else math.nan
-    lo = hi = p = math.nan
+    mean, lo, hi = t_interval(d)
+    p = math.nan
     if n >= 2:
         from scipy import stats  # noqa: PLC0415 - keeps `python -m core` start-up free of scipy
 
         sd = float(d.std(ddof=1))
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        lo, hi = mean - half, mean + half
         p = (0.0 if mean != 0 else 1.0) if sd == 0 else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
     return {"factor": factor, "level": level, "baseline": baseline, "metric": metric,
             "level_mean": float(np.mean(level_means)) if n else math.nan,
             "baseline_mean": float(np.mean(base_means)) if n else math.nan,
             "difference": mean, "ci_low": lo, "ci_high": hi, "n_seeds": n, "pairs": pairs, "p_value": p,
             "clear": bool(n >= 2 and (lo > 0 or hi < 0))}
+
+
+def t_interval(values: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% t interval of per-seed values: (mean, low, high); low and high are NaN with fewer than two
+    values, the mean too with none."""
+    d = np.asarray(values, dtype=float)
+    n = d.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(d.mean())
+    if n < 2:
+        return mean, math.nan, math.nan
+    from scipy import stats  # noqa: PLC0415 - keeps `python -m core` start-up free of scipy
+
+    half = float(stats.t.ppf(0.975, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def effects_sentences(effects_df: pd.DataFrame) -> list[str]:

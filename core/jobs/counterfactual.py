@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from core.experiment.config import ConfigError, ExperimentConfig
+from core.analysis.effects import t_interval
 from core.jobs.fixes import proposed_fix
 from core.store import Store, StoreReporter
 
@@ -115,18 +116,9 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
 
 
 def _t_interval(diffs: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t interval of the finite differences; NaN where fewer than two are finite. A seed whose
-    baseline never produced a loss (NaN) counts as no evidence either way."""
-    finite = [d for d in diffs if math.isfinite(d)]
-    if len(finite) < 2:
-        return (finite[0] if finite else math.nan), math.nan, math.nan
-    from scipy import stats  # noqa: PLC0415
-
-    n = len(finite)
-    mean = sum(finite) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in finite) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    """`t_interval` of the finite differences: a seed whose baseline never produced a loss (NaN) counts as no
+    evidence either way."""
+    return t_interval([d for d in diffs if math.isfinite(d)])
 
 
 def _mean(values: list[float]) -> float:

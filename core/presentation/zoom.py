@@ -10,7 +10,8 @@ selection means, and how a zoom reads and labels.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, MutableMapping
 
 READ_POINTS = 2000  # points per curve a chart reads: about 500 pixel columns, each its first, last, min and max
 X_FIELDS = {"step": (), "epoch": ("epoch",), "time": ("wall_time",)}  # what each x axis reads besides step, value
@@ -54,3 +55,38 @@ def zoom_caption(zoom: tuple[int, int] | None, *, reduced: bool) -> str:
                 + "Drag across the chart to zoom into steps; they are read again at full resolution.")
     return (f"Steps {zoom[0]:,} to {zoom[1]:,}" + (", still reduced: zoom further for every point." if reduced else
                                                    ", every point."))
+
+
+@dataclass(frozen=True)
+class ZoomKeys:
+    """Where one chart's zoom lives in a page's session state: the step range (`steps`, None for the whole run),
+    and a version that is part of the chart's key (`chart`_`version`), so that each applied zoom draws a fresh
+    chart and the box that made it does not stick."""
+
+    steps: str
+    version: str
+    chart: str
+
+    def chart_key(self, state: Mapping[str, Any]) -> str:
+        return f"{self.chart}_{state.get(self.version, 0)}"
+
+    def current(self, state: MutableMapping[str, Any]) -> tuple[int, int] | None:
+        """The steps to show: a box just dragged on the chart is applied first."""
+        state.setdefault(self.version, 0)
+        picked = selected_steps((state.get(self.chart_key(state)) or {}).get("selection"))
+        if picked is not None:
+            self.set(state, picked)
+        return state.get(self.steps)
+
+    def set(self, state: MutableMapping[str, Any], steps: tuple[int, int] | None) -> None:
+        """Show `steps` (None: the whole run) on a fresh chart."""
+        state[self.steps] = steps
+        state[self.version] = state.get(self.version, 0) + 1
+
+
+def zoomable(figure: Any, steps: tuple[int, int] | None) -> Any:
+    """A step-axis figure where dragging selects a range of steps (horizontally), showing `steps` when zoomed."""
+    figure.update_layout(dragmode="select", selectdirection="h")
+    if steps is not None:
+        figure.update_xaxes(range=[steps[0], steps[1]])
+    return figure

@@ -154,7 +154,7 @@ def read_traces(conn: Connection, run_ids: Sequence[int], keys: Sequence[str] | 
     lo, hi = (x_range if x_range is not None else (-np.inf, np.inf))
     plan: dict[tuple[int, str], list[tuple[int, int, bool]]] = {}  # trace -> [(chunk id, n, from summary)]
     for trace, rows in by_trace.items():
-        # summaries serve only buckets of two whole groups or more; else the data, reduced exactly as it is
+        # summaries serve only buckets of a whole group or more; else the data, reduced exactly as it is
         sized = max_points is not None and _in_range(rows, lo, hi) > max_points
         grouped = sized and _bucket_steps(rows, lo, hi, max_points) >= GROUP
         plan[trace] = [(r[0], r[6] if use else r[3], use) for r in rows
