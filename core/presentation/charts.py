@@ -46,6 +46,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Hashable, Iterable, Literal, Sequence
 
@@ -53,6 +54,7 @@ import numpy as np
 import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
+import plotly.io
 from plotly.subplots import make_subplots
 
 from core.analysis import series as _series
@@ -100,13 +102,25 @@ RAW_OPACITY = 0.25
 BAND_ALPHA = 0.2
 
 
-ROBUST_Y = {"lo_pct": 5.0, "hi_pct": 95.0, "reach": 0.25}  # the 5th-95th percentile range, widened a little towards the data
+# the 5th-95th percentile range, widened a little towards the data
+ROBUST_Y = {"lo_pct": 5.0, "hi_pct": 95.0, "reach": 0.25}
 
 
 MARKER_MAX_POINTS = 60  # series this short (per-epoch metrics) get markers, so a single epoch is visible
 
 
 TEMPLATE = "plotly_white"
+_TEMPLATE_JSON: dict[str, Any] = {}  # TEMPLATE as plain JSON, made once per process
+
+
+def _use_template(fig: go.Figure) -> go.Figure:
+    """`fig` on TEMPLATE. Plotly validates a template each time one is set (10-25 ms: it is most of a small
+    chart's time); this one was validated once, so a copy of its JSON goes into the layout as it is. Reading
+    `fig.layout.template` later builds the usual object from it, and setting one replaces it as usual."""
+    if not _TEMPLATE_JSON:
+        _TEMPLATE_JSON.update(plotly.io.templates[TEMPLATE].to_plotly_json())
+    fig.layout._props["template"] = copy.deepcopy(_TEMPLATE_JSON)
+    return fig
 
 
 _X_HOVER = {"step": "%{x}", "epoch": "%{x:.3f}", "time": "%{x:.1f}"}
@@ -333,10 +347,10 @@ def comparison_figure(
                 fig.update_yaxes(range=axis_range, autorange=False)
             else:
                 fig.update_yaxes(range=axis_range, autorange=False, row=r)
-    fig.update_layout(title={"text": title} if title else None, showlegend=show_legend, template=TEMPLATE,
+    fig.update_layout(title={"text": title} if title else None, showlegend=show_legend,
                       hovermode="closest", margin={"t": 60 if title or layout == "field" else 30})
-    _place_legend(fig, fig.data, show=show_legend, many_runs=len(plotted_runs) > SIDE_MAX_ENTRIES)
-    return fig
+    _place_legend(fig, [t for t, _, _ in items], show=show_legend, many_runs=len(plotted_runs) > SIDE_MAX_ENTRIES)
+    return _use_template(fig)
 
 
 def run_figure(
@@ -401,7 +415,8 @@ def run_figure(
     for c in range(1, ncols + 1):  # x title under the lowest subplot of each column
         last_row = max(r for r, cc in zip(rows, columns) if cc == c)
         fig.update_xaxes(title_text=X_TITLES[x], row=last_row, col=c)
-    fig.update_layout(title={"text": run_name}, template=TEMPLATE, showlegend=False,
+    _use_template(fig)
+    fig.update_layout(title={"text": run_name}, showlegend=False,
                       height=max(320, 230 * nrows + 90), margin={"t": 80})
     return fig
 
@@ -418,11 +433,12 @@ def diff_table(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.loc[:, front + differing].copy()
 
 
-def _place_legend(fig: go.Figure, traces: Sequence[go.Scatter], *, show: bool, many_runs: bool) -> None:
+def _place_legend(fig: go.Figure, traces: Sequence[dict[str, Any]], *, show: bool, many_runs: bool) -> None:
     """A long legend below the plot and the figure taller by its rows; with many runs or entries, the figure at
-    least `MANY_MIN_HEIGHT` px before the legend. A short legend and a few runs keep the layout's own height."""
-    entries = [LegendEntry(t.legendgroup, t.legendgrouptitle.text or None, t.name)
-               for t in traces if t.showlegend]
+    least `MANY_MIN_HEIGHT` px before the legend. A short legend and a few runs keep the layout's own height.
+    `traces` are the figure's trace dicts (reading them back from the figure's objects costs 10 ms a chart)."""
+    entries = [LegendEntry(t.get("legendgroup"), (t.get("legendgrouptitle") or {}).get("text") or None, t.get("name"))
+               for t in traces if t.get("showlegend", True)]
     plan = plan_legend(entries, show=show)
     height = fig.layout.height
     if many_runs or len(entries) > SIDE_MAX_ENTRIES:
@@ -485,7 +501,8 @@ def _empty_figure(title: str | None) -> go.Figure:
                        font={"size": 15})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(title={"text": title} if title else None, template=TEMPLATE, height=320)
+    _use_template(fig)
+    fig.update_layout(title={"text": title} if title else None, height=320)
     return fig
 
 

@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from core.analysis.series import bucket_indices
+from core.analysis.series import bucket_indices_many
 from core.store.chunks import DATA_COLUMNS, FIELDS, GROUP, SUMMARY_COLUMNS, Points, chunk_row, decode, split_batch
 from core.store.cursors import chunks, fetch, placeholder
 from core.store.schema import ChunkModel, MetricKeyModel
@@ -110,6 +110,44 @@ def _insert_sql(conn: Connection) -> Any:
     return _COMPILED[name]
 
 
+COMPACT_POINTS = 1 << 16  # a compacted chunk's most points: one chunk per metric for runs up to 65,536 steps
+
+
+def compact_run(conn: Connection, run_id: int) -> int:
+    """Merge each metric's chunks of a run that has stopped writing into chunks of up to `COMPACT_POINTS` points
+    (returns how many chunks went). A run of 20,000 steps flushed every 500 is 40 chunks a metric, and reading
+    a chart's 100 curves would decode 4,000; compacted it decodes 100. Values, steps, epochs and wall times are
+    decoded and encoded again bit for bit; the new chunks go in and the old ones out in the caller's transaction,
+    so a reader sees the run whole before or after, never both or neither (`read_traces` reads in one
+    transaction, and reads again if a chunk it planned has gone)."""
+    mark = placeholder(conn)
+    meta = fetch(conn, f"SELECT id, key_id, n FROM metric_chunks WHERE run_id = {mark} ORDER BY key_id, step_first, "
+                       "id", (int(run_id),))
+    by_key: dict[int, list[tuple[int, int]]] = {}
+    for chunk_id, key_id, n in meta:
+        by_key.setdefault(key_id, []).append((chunk_id, n))
+    removed = 0
+    time_cache: dict[tuple[str, bytes], bytes] = {}
+    sql = _insert_sql(conn)
+    for key_id, parts in by_key.items():
+        total = sum(n for _, n in parts)
+        if len(parts) <= math.ceil(total / COMPACT_POINTS):
+            continue  # as few chunks as compaction would leave
+        data = _fetch_data(conn, [c for c, _ in parts], DATA_COLUMNS)
+        points = Points.concat([decode(data[c], n) for c, n in parts])
+        rows = [{"run_id": int(run_id), "key_id": key_id,
+                 **chunk_row(points.take(slice(i, i + COMPACT_POINTS)), time_cache=time_cache)}
+                for i in range(0, len(points), COMPACT_POINTS)]
+        conn.exec_driver_sql(sql.string, [tuple(row[c] for c in sql.positiontup) for row in rows]
+                             if sql.positional else [{c: row[c] for c in CHUNK_COLUMNS} for row in rows])
+        ids = [c for c, _ in parts]
+        for part in chunks(ids):
+            conn.exec_driver_sql(f"DELETE FROM metric_chunks WHERE id IN ({', '.join([mark] * len(part))})",
+                                 tuple(part))
+        removed += len(parts) - len(rows)
+    return removed
+
+
 def metric_names(conn: Connection, run_ids: Sequence[int]) -> list[str]:
     """Every metric name any of the runs has, sorted."""
     mark = placeholder(conn)
@@ -132,6 +170,16 @@ def read_traces(conn: Connection, run_ids: Sequence[int], keys: Sequence[str] | 
     ids = sorted({int(i) for i in run_ids})
     if not ids or (keys is not None and not keys):
         return []
+    for _ in range(10):  # a run compacted between picking its chunks and reading them: pick again
+        out = _read_once(conn, ids, keys, x_range=x_range, max_points=max_points, fields=fields)
+        if out is not None:
+            return out
+    raise RuntimeError("the runs' metric chunks kept changing while they were read; try again")
+
+
+def _read_once(conn: Connection, ids: list[int], keys: Sequence[str] | None, *, x_range: tuple[float, float] | None,
+               max_points: int | None, fields: Sequence[str]) -> list[Trace] | None:
+    """`read_traces`, or None when a chunk it picked had gone by the time its data was read (`compact_run`)."""
     mark = placeholder(conn)
     meta: list[tuple[Any, ...]] = []  # (chunk id, run_id, name, n, step_first, step_last, s_n)
     key_filter, key_params = "", ()
@@ -161,7 +209,10 @@ def read_traces(conn: Connection, run_ids: Sequence[int], keys: Sequence[str] | 
                        for use in [grouped and r[6] > 0 and r[4] >= lo and r[5] <= hi]]
     data = _fetch_data(conn, [c for p in plan.values() for c, _, s in p if not s], DATA_COLUMNS)
     summaries = _fetch_data(conn, [c for p in plan.values() for c, _, s in p if s], SUMMARY_COLUMNS)
-    out = []
+    if len(data) + len(summaries) < sum(len(p) for p in plan.values()):
+        return None
+    read: list[tuple[int, str, Points, bool]] = []
+    reduce_at: list[tuple[int, float, float, int]] = []  # (index in read, first edge, last edge, buckets)
     for (run_id, key), parts in plan.items():
         points = Points.concat([decode((summaries if s else data)[c], n, fields=fields) for c, n, s in parts])
         if x_range is not None:
@@ -171,12 +222,18 @@ def read_traces(conn: Connection, run_ids: Sequence[int], keys: Sequence[str] | 
         reduced = any(s for _, _, s in parts)
         if max_points is not None and len(points) > max_points:
             first, last = (lo, hi) if x_range is not None else (int(points.step[0]), int(points.step[-1]))
-            edge, end, buckets = drawing_buckets(first, last, max_points, whole_groups=reduced)
-            points = points.take(bucket_indices(points.step, points.value, lo=edge, hi=end, buckets=buckets))
+            reduce_at.append((len(read), *drawing_buckets(first, last, max_points, whole_groups=reduced)))
             reduced = True
-        if len(points):
-            out.append(Trace(run_id, key, points, sum(r[3] for r in by_trace[(run_id, key)]), reduced))
-    return out
+        read.append((run_id, key, points, reduced))
+    if reduce_at:  # every curve's buckets in one pass
+        picks = bucket_indices_many([read[i][2].step for i, *_ in reduce_at], [read[i][2].value for i, *_ in reduce_at],
+                                    lo=[r[1] for r in reduce_at], hi=[r[2] for r in reduce_at],
+                                    buckets=[r[3] for r in reduce_at])
+        for (i, *_), keep in zip(reduce_at, picks):
+            run_id, key, points, reduced = read[i]
+            read[i] = (run_id, key, points.take(keep), reduced)
+    return [Trace(run_id, key, points, sum(r[3] for r in by_trace[(run_id, key)]), reduced)
+            for run_id, key, points, reduced in read if len(points)]
 
 
 def drawing_buckets(lo: float, hi: float, max_points: int, *, whole_groups: bool) -> tuple[float, float, int]:

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Integer, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from core.store.chunks import Points
 from core.store.cursors import fetch, gc_paused, placeholder
 from core.store.database import database_url, default_url, make_engine, upgrade
 from core.store.records import FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound
-from core.store.metrics import KeyIds, Trace, metric_names, read_traces, traces_frame, write_batch
+from core.store.metrics import KeyIds, Trace, compact_run, metric_names, read_traces, traces_frame, write_batch
 from core.store.schema import RunModel, StudyModel, TagModel, UTCDateTime
 from core.training.reporting import MetricBatch, MetricRow
 
@@ -163,6 +163,16 @@ class Store:
                    wall_time_s: float | None = None) -> None:
         self._update_run(run_id, status=_check_status(status, FINAL_STATUSES), summary_json=_dumps(summary),
                          error=error, wall_time_s=wall_time_s, finished_at=self._now())
+        try:
+            self.compact(run_id)
+        except SQLAlchemyError:  # only slower reads: the run's chunks stay as they were, every value in them
+            pass
+
+    def compact(self, run_id: int) -> int:
+        """Merge a run's metric chunks (one per flush) into a few large ones, in one transaction
+        (`core.store.metrics.compact_run`); returns how many chunks went. `finish_run` does it."""
+        with self.engine.begin() as conn:
+            return compact_run(conn, run_id)
 
     def heartbeat(self, run_id: int) -> None:
         self._update_run(run_id, heartbeat_at=self._now())
