@@ -23,7 +23,7 @@ DIAGNOSTICS = ("full", "loss")
 # Fields grouped as the dashboard form and `--help` show them.
 GROUPS: dict[str, tuple[str, ...]] = {
     "Data": ("dataset", "n_samples", "n_features", "noise", "pos_fraction", "val_fraction", "standardize",
-             "data_seed", "csv_path", "csv_label"),
+             "feature_scale", "data_seed", "csv_path", "csv_label"),
     "Architecture": ("hidden", "batchnorm", "bn_eps", "bn_momentum", "activation", "elu_alpha", "output_relu"),
     "Loss": ("loss", "clamp_eps", "pos_weight"),
     "Optimisation": ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "grad_clip"),
@@ -49,6 +49,7 @@ class ExperimentConfig:
     pos_fraction: float = 0.5  # share of positive samples (class imbalance), for generated data
     val_fraction: float = 0.2  # share held out for validation
     standardize: bool = True  # scale features to zero mean, unit variance (fitted on the training split)
+    feature_scale: float = 1.0  # generated data: multiply every feature by this (raw units, as unscaled data has)
     data_seed: int = 0  # seed of data generation and of the split
     csv_path: str = ""  # dataset "csv": path of a file with a header row, numeric columns only
     csv_label: str = "label"  # dataset "csv": the label column, with exactly two distinct values
@@ -113,6 +114,10 @@ class ExperimentConfig:
         _open_range("pos_fraction", self.pos_fraction, 0.0, 1.0)
         _open_range("val_fraction", self.val_fraction, 0.0, 1.0)
         _bool("standardize", self.standardize)
+        _open_range("feature_scale", self.feature_scale, 0.0, 1e6)
+        if self.feature_scale != 1.0 and self.dataset in ("breast_cancer", "csv"):
+            raise ConfigError("feature_scale", f"only applies to generated data, not to dataset {self.dataset!r}; "
+                                               "leave it at 1")
         _int_range("data_seed", self.data_seed, 0, 2**32 - 1)
         if self.dataset == "csv" and not str(self.csv_path).strip():
             raise ConfigError("csv_path", "dataset 'csv' needs the path of a CSV file")
@@ -143,7 +148,8 @@ class ExperimentConfig:
         _float_range("weight_decay", self.weight_decay, 0.0, 10.0)
         _int_range("batch_size", self.batch_size, 1, 10_000_000)
         if self.batchnorm and self.hidden and self.batch_size < 2:
-            raise ConfigError("batch_size", "must be at least 2 with batchnorm (BatchNorm1d cannot train on one sample)")
+            raise ConfigError("batch_size",
+                              "must be at least 2 with batchnorm (BatchNorm1d cannot train on one sample)")
         _int_range("epochs", self.epochs, 1, 100_000)
         if self.grad_clip is not None:
             _open_range("grad_clip", self.grad_clip, 0.0, 1e9)

@@ -36,6 +36,7 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
         x, y, names, labels = _breast_cancer()
     else:
         x, y = _generate(cfg, rng)
+        x = x * cfg.feature_scale  # raw units: what the first layer sees without `standardize`
         names, labels = tuple(f"x{i}" for i in range(x.shape[1])), ("0", "1")
     x_tr, y_tr, x_va, y_va = _split(x, y, cfg.val_fraction, rng)
     if cfg.standardize:
@@ -116,7 +117,8 @@ def read_csv(path: str | Path, label: str) -> tuple[np.ndarray, np.ndarray, tupl
     if frame.empty:
         raise ConfigError("csv_path", f"{p.name} has a header but no data rows")
     if label not in frame.columns:
-        raise ConfigError("csv_label", f"column {label!r} is not in {p.name}; columns: {', '.join(map(str, frame.columns))}")
+        raise ConfigError("csv_label",
+                          f"column {label!r} is not in {p.name}; columns: {', '.join(map(str, frame.columns))}")
     features = [c for c in frame.columns if c != label]
     if not features:
         raise ConfigError("csv_path", f"{p.name} has no feature columns besides the label {label!r}")
@@ -134,7 +136,8 @@ def read_csv(path: str | Path, label: str) -> tuple[np.ndarray, np.ndarray, tupl
             raise ConfigError("csv_path", f"column {col!r} is not numeric (row {int(bad.idxmax()) + 2}: "
                                           f"{frame[col][bad.idxmax()]!r})")
         if numeric.isna().any():
-            raise ConfigError("csv_path", f"column {col!r} has missing values (NaN) in row {int(numeric.isna().idxmax()) + 2}")
+            raise ConfigError("csv_path",
+                              f"column {col!r} has missing values (NaN) in row {int(numeric.isna().idxmax()) + 2}")
         if not np.isfinite(numeric.to_numpy(dtype=float)).all():
             raise ConfigError("csv_path", f"column {col!r} has infinite values")
         frame[col] = numeric

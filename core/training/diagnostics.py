@@ -13,6 +13,13 @@ contract with the store and the dashboard:
   |sigmoid(z) - y|, the gradient the exact loss would give.
 - `logit_mean`, `logit_std`, `logit_abs_max`, `pred_pos_rate` (share with sigmoid(z) >= 0.5, i.e. z >= 0).
 - `train_loss_logits`: BCEWithLogitsLoss on the same z, the exact loss; the gap to `train_loss` is the clamping.
+- `margin_min`: the smallest margin (2y - 1) z of the batch: below minus the dtype's saturation logit, a sample is
+  clamped on the wrong side.
+- `update_ratio/<layer>`: the relative size of the optimizer's step, |delta W| / |W| (weights and bias together).
+- `stuck_update_frac`: share of parameters with a non-zero gradient that the optimizer step left unchanged (the
+  update rounded away in the compute dtype).
+- `val_ece`: expected calibration error on validation (10 equal-width probability bins), with `reliability` giving
+  the curve itself.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ def segment_output_diagnostics(z: torch.Tensor, y: torch.Tensor, seg: torch.Tens
         "logit_abs_max": torch.full((n_seg,), -math.inf, dtype=zx.dtype, device=z.device).scatter_reduce_(
             0, seg, zx.abs(), "amax"),
         "pred_pos_rate": mean(z >= 0),
+        "margin_min": torch.full((n_seg,), math.inf, dtype=zx.dtype, device=z.device).scatter_reduce_(
+            0, seg, (2 * yx - 1) * zx, "amin"),
     }
     if loss == "bce" and clamp_eps is not None:
         out["eps_clamp_frac"] = mean((p < clamp_eps) | (p > 1 - clamp_eps))
@@ -88,7 +97,8 @@ def segment_output_diagnostics(z: torch.Tensor, y: torch.Tensor, seg: torch.Tens
     return {k: v.float() for k, v in out.items()}
 
 
-def grad_vanish_frac(z: torch.Tensor, y: torch.Tensor, z_grad: torch.Tensor, *, pos_weight: float = 1.0) -> torch.Tensor:
+def grad_vanish_frac(z: torch.Tensor, y: torch.Tensor, z_grad: torch.Tensor, *,
+                     pos_weight: float = 1.0) -> torch.Tensor:
     """Share of samples whose loss gradient w.r.t. z is under 1% of the exact |sigmoid(z) - y|."""
     return output_diagnostics(z, y, loss="bce_with_logits", pos_weight=pos_weight, z_grad=z_grad)["grad_vanish_frac"]
 
@@ -168,12 +178,26 @@ class GradLayout:
 
     def norms(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """`grad_norm` and `grad_norm/<layer>` from flat gradient vectors (..., n) -> (...,) each."""
-        sq = flat.double().square() if flat.dtype == torch.float64 else flat.float().square()
-        out: dict[str, torch.Tensor] = {}
-        for name, spans in self.ranges.items():
-            out[f"grad_norm/{name}"] = sum(sq[..., a:b].sum(dim=-1) for a, b in spans)
+        out = {f"grad_norm/{name}": v for name, v in self.layer_squares(flat).items()}
         total = torch.stack(list(out.values())).sum(dim=0).sqrt()
         return {"grad_norm": total.float(), **{k: v.sqrt().float() for k, v in out.items()}}
+
+    def layer_squares(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per layer, the sum of squares of its elements of flat vectors (..., n) -> (...,), in float32 or 64."""
+        sq = flat.double().square() if flat.dtype == torch.float64 else flat.float().square()
+        return {name: sum(sq[..., a:b].sum(dim=-1) for a, b in spans) for name, spans in self.ranges.items()}
+
+    def updates(self, delta: torch.Tensor, after: torch.Tensor, grads: torch.Tensor) -> dict[str, torch.Tensor]:
+        """From (steps, n) stacks of parameter changes, values after each step and gradients: `update_norm`,
+        `update_ratio/<layer>` (|delta| / |values|, per layer) and `stuck_update_frac`."""
+        moved = self.layer_squares(delta)
+        size = self.layer_squares(after)
+        out = {"update_norm": torch.stack(list(moved.values())).sum(dim=0).sqrt().float()}
+        for name in moved:
+            out[f"update_ratio/{name}"] = (moved[name].sqrt() / size[name].sqrt().clamp(min=1e-30)).float()
+        live = grads != 0
+        out["stuck_update_frac"] = ((delta == 0) & live).sum(dim=1).float() / live.sum(dim=1).clamp(min=1).float()
+        return out
 
 
 def grad_norms(named_layers: list[tuple[str, torch.nn.Module]]) -> dict[str, torch.Tensor]:
@@ -213,6 +237,64 @@ def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     auc = u / (n_pos * n_neg)
     auc[~np.isfinite(scores).all(axis=1)] = math.nan
     return auc
+
+
+CALIBRATION_BINS = 10
+
+
+def _probabilities(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -60.0, 60.0)))
+
+
+def ece_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """Expected calibration error of every row of logits `z` (rows, n) against `labels` (n,): over equal-width
+    probability bins, the share of samples in the bin times |mean predicted probability - share of positives|.
+    NaN for a row with a non-finite logit."""
+    z = np.asarray(z, dtype=np.float64)
+    rows, n = z.shape
+    if rows == 0 or n == 0:
+        return np.full(rows, math.nan)
+    finite = np.isfinite(z).all(axis=1)
+    p = _probabilities(np.where(np.isfinite(z), z, 0.0))
+    which = np.minimum((p * bins).astype(np.int64), bins - 1) + bins * np.arange(rows)[:, None]
+    total_p = np.bincount(which.ravel(), weights=p.ravel(), minlength=rows * bins).reshape(rows, bins)
+    total_y = np.bincount(which.ravel(), weights=np.broadcast_to(labels, z.shape).ravel(),
+                          minlength=rows * bins).reshape(rows, bins)
+    ece = np.abs(total_p - total_y).sum(axis=1) / n  # sum over bins of n_b/n * |mean p - mean y|
+    ece[~finite] = math.nan
+    return ece
+
+
+def reliability(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> dict[str, list[float]]:
+    """The reliability curve of one set of logits: per non-empty bin, the mean predicted probability, the share
+    of positives and the number of samples."""
+    z = np.asarray(z, dtype=np.float64)
+    if not np.isfinite(z).all() or z.size == 0:
+        return {"predicted": [], "observed": [], "count": []}
+    p = _probabilities(z)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    mean_p = np.bincount(which, weights=p, minlength=bins)
+    mean_y = np.bincount(which, weights=np.asarray(labels, dtype=np.float64), minlength=bins)
+    kept = count > 0
+    return {"predicted": (mean_p[kept] / count[kept]).tolist(), "observed": (mean_y[kept] / count[kept]).tolist(),
+            "count": count[kept].astype(int).tolist()}
+
+
+def first_nonfinite_layer(model, x: torch.Tensor) -> str | None:
+    """The first layer, in forward order, whose output on `x` is NaN or infinite ("fc1", "bn0", "act2", "out"),
+    or None when the whole forward pass is finite. For a model built by `core.experiment.models`."""
+    with torch.no_grad():
+        if not torch.isfinite(x).all():
+            return "input"
+        for i, block in enumerate(model.hidden):
+            for name, module in block.named_children():
+                x = module(x)
+                if not torch.isfinite(x).all():
+                    return f"{name}{i}"
+        if not torch.isfinite(model.out(x)).all():
+            return "out"
+    return None
 
 
 class BatchNormSnapshot:

@@ -21,7 +21,7 @@ from core.experiment.config import ExperimentConfig
 from core.experiment.data import Dataset, load_dataset
 from core.experiment.losses import loss_fn
 from core.experiment.models import build_model
-from core.training.diagnostics import BatchNormSnapshot, GradLayout
+from core.training.diagnostics import BatchNormSnapshot, GradLayout, first_nonfinite_layer
 from core.training.reporting import Reporter, RunInfo, RunResult
 from core.training.window import Fetched, LoggedStep, Summary, Window, report_pending
 
@@ -51,6 +51,28 @@ def input_scale(x: np.ndarray) -> dict[str, float]:
     if x.size == 0:
         return {}
     return {"input_std_max": float(np.nanmax(x.std(axis=0))), "input_abs_max": float(np.nanmax(np.abs(x)))}
+
+
+def where_nonfinite(model, layout: GradLayout, x: torch.Tensor, bad_step: LoggedStep | None) -> dict[str, str]:
+    """Where a divergence started, looked at once when a run diverges (never on the hot path): the first layer, in
+    forward order, whose output on the training inputs is non-finite with the parameters of just before the bad
+    step (`nonfinite_in` "forward"); else the first layer whose gradient at that step was non-finite
+    ("gradient"); else the first whose parameters after it were ("update"). Without the bad step's values (it was
+    not logged), the parameters as they are now."""
+    if bad_step is not None and layout.values is not None:
+        layout.values.copy_(bad_step.before)
+    layer = first_nonfinite_layer(model, x)
+    if layer is not None:
+        return {"nonfinite_layer": layer, "nonfinite_in": "forward"}
+    if bad_step is None:
+        return {}
+    for name, spans in layout.ranges.items():
+        if not all(torch.isfinite(bad_step.grads[a:b]).all() for a, b in spans):
+            return {"nonfinite_layer": name, "nonfinite_in": "gradient"}
+    for name, spans in layout.ranges.items():
+        if not all(torch.isfinite(bad_step.after[a:b]).all() for a, b in spans):
+            return {"nonfinite_layer": name, "nonfinite_in": "update"}
+    return {}
 
 
 def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
@@ -136,6 +158,8 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
         nonlocal epochs_done
         summary.add_columns(got.columns, got.epochs)
         summary.add_columns(got.epoch_columns, got.epoch_ids)
+        if got.reliability is not None:
+            summary.reliability = got.reliability
         if got.epoch_ids:
             epochs_done = got.epoch_ids[-1] + 1
         bad = got.first_bad
@@ -159,6 +183,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
         model.record = full and model.hidden_relu
 
         inputs = input_scale(data.x_train)  # what the first layer sees: one host pass per run
+        inputs["val_pos_frac"] = float(np.mean(data.y_val)) if len(data.y_val) else float("nan")
         x_tr = torch.as_tensor(data.x_train, dtype=dtype, device=device)
         y_tr = torch.as_tensor(data.y_train, dtype=dtype, device=device)
         x_va = torch.as_tensor(data.x_val, dtype=dtype, device=device)
@@ -189,6 +214,7 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
             if got.first_bad is not None:
                 diverged = got.first_bad
                 status = "diverged"
+                summary.extra.update(where_nonfinite(model, layout, x_tr, got.bad_step))
                 error = f"non-finite loss, logit or gradient at step {diverged[0]} (epoch {diverged[1]})"
                 return True
             if not last and reporter.should_stop():

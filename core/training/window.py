@@ -16,9 +16,12 @@ import torch
 
 from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
-from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype, roc_auc_rows,
-                                       segment_output_diagnostics)
+from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, ece_rows, exact_dtype,
+                                       reliability, roc_auc_rows, segment_output_diagnostics)
 from core.training.reporting import MetricBatch
+from core.training.summary import Summary
+
+__all__ = ["EpochEnd", "Fetched", "LoggedStep", "Summary", "Window", "report_pending"]
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class Fetched:
     epochs: list[int]  # the epoch of each position in those columns
     epoch_columns: dict[str, list[float]]  # the same for the epoch rows
     epoch_ids: list[int]
+    reliability: dict[str, list[float]] | None = None  # the last kept epoch's reliability curve on validation
+    bad_step: LoggedStep | None = None  # the full diagnostics of the first non-finite step, if it was logged
 
 
 class Window:
@@ -72,7 +77,8 @@ class Window:
         self.y_val = y_val
         self.y_val_host = y_val.float().cpu().numpy()  # for ROC AUC
         self.bn = bn
-        self.epoch_keys = ["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", *bn.keys]
+        self.epoch_keys = ["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", "val_logit_min",
+                           "val_logit_max", *bn.keys]
         # every buffered step's logits, labels and loss (as computed: backward has released their graph, and a
         # detached copy would cost a tensor per step) and (step, epoch, wall time, lr); the positions of the
         # logged steps and their full diagnostics
@@ -142,7 +148,10 @@ class Window:
             parts.append(val_table.reshape(-1))
         flat = torch.cat(parts).cpu().tolist()
 
-        first_bad = None if flat[0] else self._first_bad(z, zs, losses, meta, table, keys, logged_at)
+        bad_at = None if flat[0] else self._first_bad(z, zs, losses, table, keys, logged_at)
+        first_bad = None if bad_at is None else meta[bad_at][:2]
+        bad_step = logged[logged_at.index(bad_at)] if bad_at in logged_at and len(logged) == len(logged_at) \
+            else None
         kept = logged_at if first_bad is None else [i for i in logged_at if meta[i][0] <= first_bad[0]]
         m, n_logged, pos = len(kept), len(logged_at), 2 + len(ends)
         # Column-major: every key's values in step order, then lr, which the host already knows.
@@ -156,9 +165,11 @@ class Window:
         # Epoch rows: validation, BatchNorm and train_acc of every epoch that ended before any divergence.
         pos += len(keys) * n_logged
         n_keys, counts = len(self.epoch_keys), flat[1:2 + len(ends)]
-        epoch_columns: dict[str, list[float]] = {k: [] for k in ("train_acc", "val_auc", *self.epoch_keys)}
+        epoch_columns: dict[str, list[float]] = {k: [] for k in ("train_acc", "val_auc", "val_ece",
+                                                                   *self.epoch_keys)}
         epoch_ids = []
         aucs = roc_auc_rows(val_z, self.y_val_host).tolist() if ends else []
+        eces = ece_rows(val_z, self.y_val_host).tolist() if ends else []
         offsets = [0] + [e.offset for e in ends]  # counts[i]: correct predictions before offsets[i + 1]
         for i, e in enumerate(ends):
             right = self.hits + counts[i] - (counts[i - 1] if i else 0.0)
@@ -169,13 +180,15 @@ class Window:
             epoch_ids.append(e.epoch)
             epoch_columns["train_acc"].append(right / max(seen, 1))
             epoch_columns["val_auc"].append(aucs[i])
+            epoch_columns["val_ece"].append(eces[i])
             for j, k in enumerate(self.epoch_keys):
                 epoch_columns[k].append(flat[pos + i * n_keys + j])
             for k, col in epoch_columns.items():
                 batch.add(k, e.step, e.epoch, col[-1], e.wall)
         self.hits += counts[-1] - (counts[-2] if ends else 0.0)  # the epoch in progress, carried to the next flush
         self.seen += samples - offsets[-1]
-        return Fetched(batch, first_bad, columns, epochs, epoch_columns, epoch_ids)
+        curve = reliability(val_z[len(epoch_ids) - 1], self.y_val_host) if epoch_ids else None
+        return Fetched(batch, first_bad, columns, epochs, epoch_columns, epoch_ids, curve, bad_step)
 
     def _validation(self, ends: list[EpochEnd]) -> tuple[np.ndarray, torch.Tensor]:
         """The epochs' validation logits on the host (for ROC AUC) and an (epochs, `epoch_keys`) table, computed
@@ -188,7 +201,7 @@ class Window:
         exact = logits_loss(zx, y.to(zx.dtype), pos_weight=cfg.pos_weight, reduction="none")
         pred = z >= 0
         cols = [loss.float().mean(dim=1), exact.mean(dim=1).float(), (pred == (y > 0.5)).float().mean(dim=1),
-                pred.float().mean(dim=1)]
+                pred.float().mean(dim=1), zx.amin(dim=1).float(), zx.amax(dim=1).float()]
         if ends[0].bn is not None:
             cols += self.bn.stats(torch.stack([e.bn for e in ends]))
         return zx.cpu().numpy(), torch.stack(cols, dim=1)
@@ -207,10 +220,9 @@ class Window:
         return torch.stack(tensors, out=out)
 
     @staticmethod
-    def _first_bad(z: torch.Tensor, zs: list[torch.Tensor], losses: torch.Tensor,
-                   meta: list[tuple[int, int, float, float]], table: torch.Tensor, keys: list[str],
-                   logged_at: list[int]) -> tuple[int, int] | None:
-        """The (step, epoch) of the first non-finite loss, logit or gradient norm in the window."""
+    def _first_bad(z: torch.Tensor, zs: list[torch.Tensor], losses: torch.Tensor, table: torch.Tensor,
+                   keys: list[str], logged_at: list[int]) -> int | None:
+        """The position in the window of the first step with a non-finite loss, logit or gradient norm."""
         n, seg = len(zs), _segments([t.shape[0] for t in zs], z.device)
         bad = ~torch.isfinite(losses)
         bad |= torch.zeros(n, device=z.device).index_add_(0, seg, (~torch.isfinite(z)).float()) > 0
@@ -218,8 +230,7 @@ class Window:
             at = torch.tensor(logged_at, dtype=torch.long, device=z.device)
             bad[at] |= ~torch.isfinite(table[:, keys.index("grad_norm")])
         flags = bad.cpu().tolist()
-        first = next((i for i, flag in enumerate(flags) if flag), None)
-        return None if first is None else meta[first][:2]
+        return next((i for i, flag in enumerate(flags) if flag), None)
 
     def _diagnostics(self, z: torch.Tensor, y: torch.Tensor, zs: list[torch.Tensor],
                      ys: list[torch.Tensor], logged_at: list[int], logged: list[LoggedStep], losses: torch.Tensor
@@ -240,15 +251,18 @@ class Window:
         cols.update(segment_output_diagnostics(z, y, seg, n, loss=cfg.loss, clamp_eps=cfg.clamp_eps,
                                                pos_weight=cfg.pos_weight,
                                                z_grad=torch.cat([s.z_grad for s in logged])))
-        cols.update(self.layout.norms(self._stack("grads", [s.grads for s in logged])))
+        grads = self._stack("grads", [s.grads for s in logged])
+        cols.update(self.layout.norms(grads))
         after = [s.after for s in logged]
         if all(s.before is prev.after for prev, s in zip(logged, logged[1:])):
             # every step logged: one stack of the values before the window and after each step
             values = self._stack("values", [logged[0].before, *after])
+            after_stack = values[1:]
             delta = torch.sub(values[1:], values[:-1], out=self._work_like("delta", values[1:]))
         else:
-            delta = self._stack("after", after) - self._stack("before", [s.before for s in logged])
-        cols["update_norm"] = torch.linalg.vector_norm(delta, dim=1, dtype=torch.float64).float()
+            after_stack = self._stack("after", after)
+            delta = after_stack - self._stack("before", [s.before for s in logged])
+        cols.update(self.layout.updates(delta, after_stack, grads))
         # each unit's largest output in each step's batch, per hidden ReLU layer: (steps, width)
         relu_layers = []
         for j in range(len(logged[0].relu_out)):
@@ -267,61 +281,6 @@ class Window:
 def _segments(sizes: list[int], device: torch.device) -> torch.Tensor:
     """seg[i] = the index of the step that sample i of the concatenated batches belongs to."""
     return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
-
-
-class Summary:
-    """Final, best and peak values, updated from each fetched batch of rows."""
-
-    PEAKS = ("clamp_frac", "clamp_wrong_frac", "eps_clamp_frac", "grad_vanish_frac", "logit_abs_max", "dead_relu_frac")
-
-    def __init__(self) -> None:
-        self.final: dict[str, float] = {}
-        self.peak: dict[str, float] = {}
-        self.lowest: dict[str, float] = {}
-        self.best_val_loss = math.inf
-        self.best_val_epoch: int | None = None
-        self.best_val_acc = -math.inf
-        self.zero_update_steps = 0
-
-    def add_columns(self, columns: dict[str, list[float]], epochs: list[int]) -> None:
-        """Values by key, position i of every column measured in epoch `epochs[i]`."""
-        for key, col in columns.items():
-            if not col:
-                continue
-            self.final[key] = col[-1]
-            if key in self.PEAKS or key == "pred_pos_rate":
-                finite = [v for v in col if v == v]
-                if finite:
-                    self.peak[key] = max(self.peak.get(key, -math.inf), max(finite))
-                    if key == "pred_pos_rate":
-                        self.lowest[key] = min(self.lowest.get(key, math.inf), min(finite))
-        for i, v in enumerate(columns.get("val_loss", ())):
-            if v < self.best_val_loss:
-                self.best_val_loss, self.best_val_epoch = v, epochs[i]
-        for v in columns.get("val_acc", ()):
-            self.best_val_acc = max(self.best_val_acc, v)
-        if "update_norm" in columns:
-            self.zero_update_steps += sum(1 for g, u in zip(columns["grad_norm"], columns["update_norm"])
-                                          if u == 0.0 and g > 0.0)
-
-    def as_dict(self, *, steps: int, epochs: int, diverged_step: int | None) -> dict[str, float | int | None]:
-        out: dict[str, float | int | None] = {"steps": steps, "epochs_completed": epochs}
-        for key in ("train_loss", "train_loss_logits", "val_loss", "val_loss_logits", "val_acc", "val_auc",
-                    "train_acc", "val_pred_pos_rate", "pred_pos_rate", "grad_norm", "update_norm", "logit_abs_max"):
-            if key in self.final:
-                out[f"final_{key}"] = self.final[key]
-        for key, v in self.peak.items():
-            out[f"peak_{key}"] = v
-        for key, v in self.lowest.items():
-            out[f"min_{key}"] = v
-        if self.best_val_epoch is not None:
-            out["best_val_loss"], out["best_val_epoch"] = self.best_val_loss, self.best_val_epoch
-        if self.best_val_acc > -math.inf:
-            out["best_val_acc"] = self.best_val_acc
-        if "update_norm" in self.final:
-            out["zero_update_steps"] = self.zero_update_steps
-        out["diverged_step"] = diverged_step
-        return out
 
 
 def report_pending(buf: Window | None, report: Callable[[Fetched], None]) -> None:

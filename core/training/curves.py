@@ -1,0 +1,64 @@
+"""The shape of a run's loss curves in a few numbers, computed once when the run ends: how far the training loss
+fell, how much it went back and forth, whether it was still falling at the end, and how many steps spiked.
+
+They go into the run summary, so that findings about plateaus, oscillation and spikes read numbers, not series.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SPIKE_WINDOW = 20  # a step spikes against the median of this many logged steps before it
+SPIKE_RATIO = 4.0  # ... when its loss is this many times that median
+SPIKE_ABOVE = 0.5  # ... and at least this much above it (a loss of 0.01 next to 0.002 is no spike)
+
+
+def oscillation(values: list[float]) -> float:
+    """How much a curve goes back and forth, relative to its level: (total variation - net change) / 2, over the
+    median value. 0 for a monotone curve; 1 when it travels, up and then back, once its typical value."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if x.size < 3:
+        return math.nan
+    level = float(np.median(np.abs(x)))
+    if level == 0:
+        return 0.0
+    wasted = (np.abs(np.diff(x)).sum() - abs(x[-1] - x[0])) / 2
+    return float(wasted / level)
+
+
+def spikes(losses: np.ndarray) -> int:
+    """Logged steps whose loss is SPIKE_RATIO times the median of the SPIKE_WINDOW steps before, and at least
+    SPIKE_ABOVE above it. A non-finite loss is a spike too."""
+    x = np.asarray(losses, dtype=np.float64)
+    if x.size <= SPIKE_WINDOW:
+        return 0
+    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], SPIKE_WINDOW)
+    reference = np.nanmedian(windows, axis=1)
+    later = x[SPIKE_WINDOW:]
+    with np.errstate(invalid="ignore"):
+        hit = (later > SPIKE_RATIO * reference) & (later > reference + SPIKE_ABOVE)
+    return int(hit.sum() + (~np.isfinite(later)).sum())
+
+
+def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses: np.ndarray) -> dict[str, float]:
+    """Summary keys from the exact training loss averaged per epoch, the exact validation loss per epoch and the
+    exact training loss of every logged step:
+
+    - `train_loss_drop`: 1 - (the lower of the last two epochs' means) / the first epoch's mean: ~0 on a plateau.
+    - `train_loss_osc`, `val_loss_osc`: `oscillation` of the two curves.
+    - `val_loss_tail_drop`: the validation loss's mean relative fall per epoch over the last two epochs (> 0 when
+      it was still falling as training stopped).
+    - `loss_spikes`: `spikes` of the step losses.
+    """
+    out: dict[str, float] = {"loss_spikes": spikes(step_losses)}
+    train = [v for v in train_epochs if math.isfinite(v)]
+    if len(train) >= 2 and train[0] > 0:
+        out["train_loss_drop"] = 1 - min(train[-2:]) / train[0]
+    out["train_loss_osc"] = oscillation(train)
+    out["val_loss_osc"] = oscillation(val_epochs)
+    val = [v for v in val_epochs if math.isfinite(v)]
+    if len(val) >= 3 and val[-3] > 0:
+        out["val_loss_tail_drop"] = (1 - val[-1] / val[-3]) / 2
+    return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
