@@ -29,25 +29,27 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from core.analysis.judges import CURVE_COLUMNS, judge_for_column
+
 # Per-run result columns, read from the run's stored summary (NaN where a run has none).
 SUMMARY_METRICS: tuple[str, ...] = ("final_val_loss", "best_val_loss", "final_val_auc", "final_val_acc",
                                     "best_val_acc", "final_val_loss_logits", "final_train_loss", "epochs_completed",
-                                    "diverged_step")
+                                    "best_val_epoch", "diverged_step")
 # Columns of a study frame that are not varied fields; every other column is a factor.
 RESULT_COLUMNS: tuple[str, ...] = ("run_id", "name", "status", "variant", "seed", *SUMMARY_METRICS,
-                                   "wall_time_s", "error")
+                                   *CURVE_COLUMNS, "wall_time_s", "error")
 RANKED_METRICS: tuple[str, ...] = ("final_val_loss", "best_val_loss", "final_val_auc")
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"final_val_auc", "final_val_acc", "best_val_acc"})
 
 EFFECT_COLUMNS: tuple[str, ...] = ("factor", "level", "baseline", "metric", "level_mean", "baseline_mean",
-                                   "difference", "ci_low", "ci_high", "n_seeds", "pairs", "p_value", "clear")
+                                   "difference", "ci_low", "ci_high", "n_seeds", "pairs", "sd", "p_value", "clear")
 
 # Words for the sentences: how a metric and a yes/no field read in prose.
 _METRIC_WORDS = {"final_val_loss": "final val loss", "best_val_loss": "best val loss",
                  "final_val_auc": "final val AUC", "final_val_acc": "final val accuracy",
                  "best_val_acc": "best val accuracy", "final_val_loss_logits": "final exact val loss",
                  "final_train_loss": "final train loss"}
-_FLAG_WORDS = {"batchnorm": "BatchNorm", "output_relu": "an output ReLU", "standardize": "standardizing the inputs"}
+FLAG_WORDS = {"batchnorm": "BatchNorm", "output_relu": "an output ReLU", "standardize": "standardizing the inputs"}
 
 
 def factor_columns(frame: pd.DataFrame) -> list[str]:
@@ -76,30 +78,44 @@ def format_value(value: Any, *, cli: bool = True) -> str:
 
 # ---------------------------------------------------------------------- ranking
 def ranking(frame: pd.DataFrame, *, factors: Sequence[str] | None = None,
-            statuses: Sequence[str] = ("finished",)) -> pd.DataFrame:
+            statuses: Sequence[str] = ("finished",), metric: str | None = None) -> pd.DataFrame:
     """Variants ranked by mean final val loss (then mean best val loss), best first; variants without results last.
 
     One row per variant: rank, variant, the factor values, runs (all of its runs), n (runs counted as results),
     diverged, failed, and for each of `RANKED_METRICS` its mean and sample sd (ddof=1) over the counted runs.
+    With `metric` (the judged column, e.g. final_val_loss_logits) the variants are ranked by its mean instead
+    (highest first where `HIGHER_IS_BETTER`), and it gets its mean, sd and 95% t interval over the counted runs
+    (`{metric}_mean`, `_sd`, `_ci_low`, `_ci_high`).
     """
-    factors = _factors(frame, factors)
-    _require(frame, ["status"])
+    factors = check_factors(frame, factors)
+    _require(frame, ["status"] + ([metric] if metric else []))
     counted = frame["status"].isin(list(statuses))
+    metrics = list(dict.fromkeys([*RANKED_METRICS, *([metric] if metric else [])]))
     rows = []
     for key, group in _groups(frame, factors):
         row: dict[str, Any] = {"variant": _label(group, factors, key), **dict(zip(factors, key))}
         ok = group[counted.loc[group.index]]
         row |= {"runs": len(group), "n": len(ok), "diverged": int((group["status"] == "diverged").sum()),
                 "failed": int((group["status"] == "failed").sum())}
-        for metric in RANKED_METRICS:
-            values = _finite(ok[metric]) if metric in ok else np.array([])
-            row[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
-            row[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+        for name in metrics:
+            values = _finite(ok[name]) if name in ok else np.array([])
+            row[f"{name}_mean"] = float(values.mean()) if values.size else math.nan
+            row[f"{name}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+            if name == metric:
+                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = t_interval(values)[1:]
         rows.append(row)
     columns = ["variant", *factors, "runs", "n", "diverged", "failed",
-               *(f"{m}_{s}" for m in RANKED_METRICS for s in ("mean", "sd"))]
+               *(f"{m}_{s}" for m in metrics for s in ("mean", "sd")),
+               *((f"{metric}_ci_low", f"{metric}_ci_high") if metric else ())]
     table = pd.DataFrame(rows, columns=columns)
-    table = table.sort_values(["final_val_loss_mean", "best_val_loss_mean"], na_position="last", kind="stable")
+    order = ["final_val_loss_mean", "best_val_loss_mean"]
+    if metric:
+        key = f"{metric}_mean"
+        if metric in HIGHER_IS_BETTER:  # best first, missing last: sort the negated means
+            table["_key"] = -table[key]
+            key = "_key"
+        order = [key, *order]
+    table = table.sort_values(order, na_position="last", kind="stable").drop(columns=["_key"], errors="ignore")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
 
@@ -110,28 +126,48 @@ def effects(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors: Seq
     """The factor-effects table (see the module docstring for the exact computation): one row per varied field
     with two or more levels and per level other than the first. Columns (`EFFECT_COLUMNS`): factor, level,
     baseline (the first level), metric, level_mean and baseline_mean (over the pairs used), difference (level
-    minus baseline), ci_low, ci_high, n_seeds, pairs (the (combination, seed) pairs used), p_value, and clear
-    (the interval excludes 0)."""
-    factors = _factors(frame, factors)
-    _require(frame, ["status", "seed", metric])
-    # cell (variant key, seed) -> mean metric of its counted runs
-    sums: dict[tuple[tuple[Hashable, ...], Any], list[float]] = {}
-    values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
-    for key, seed, status, value in zip(_keys(frame, factors), frame["seed"], frame["status"], values):
-        if status in statuses and math.isfinite(value):
-            sums.setdefault((key, seed), []).append(value)
-    cells = {cell: float(np.mean(v)) for cell, v in sums.items()}
+    minus baseline), ci_low, ci_high, n_seeds, pairs (the (combination, seed) pairs used), sd (of the per-seed
+    differences, ddof=1: what `core.analysis.power` plans seeds from), p_value, and clear (the interval excludes
+    0)."""
+    factors = check_factors(frame, factors)
+    cells = cell_means(frame, factors, metric, statuses)
     seeds = list(dict.fromkeys(frame["seed"]))
     rows = []
     for i, factor in enumerate(factors):
-        levels = _levels(frame[factor])
+        levels = levels_in(frame[factor])
         if len(levels) < 2:
             continue
         others = [f for f in factors if f != factor]
-        combos = list(dict.fromkeys(_keys(frame, others)))
+        combos = list(dict.fromkeys(variant_keys(frame, others)))
         for level in levels[1:]:
             rows.append(_effect(cells, seeds, i, factor, level, levels[0], combos, metric))
     return pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+
+
+def cell_means(frame: pd.DataFrame, factors: Sequence[str], metric: str,
+               statuses: Sequence[str] = ("finished",)) -> dict[tuple[tuple[Hashable, ...], Any], float]:
+    """(variant values, seed) -> the mean `metric` of that cell's counted runs (status in `statuses`, finite
+    value); cells without one are absent."""
+    _require(frame, ["status", "seed", metric, *factors])
+    sums: dict[tuple[tuple[Hashable, ...], Any], list[float]] = {}
+    values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
+    for key, seed, status, value in zip(variant_keys(frame, list(factors)), frame["seed"], frame["status"], values):
+        if status in statuses and math.isfinite(value):
+            sums.setdefault((key, seed), []).append(value)
+    return {cell: float(np.mean(v)) for cell, v in sums.items()}
+
+
+def paired_p(d: np.ndarray) -> float:
+    """The paired t-test's two-sided p for "mean of d = 0" (NaN below 2 values; 0 or 1 when d does not vary)."""
+    n = d.size
+    if n < 2:
+        return math.nan
+    from scipy import stats  # noqa: PLC0415 - keeps `python -m core` start-up free of scipy
+
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0:
+        return 0.0 if mean != 0 else 1.0
+    return float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
 
 
 def _effect(cells, seeds, index: int, factor: str, level: Any, baseline: Any, combos, metric: str) -> dict[str, Any]:
@@ -152,16 +188,12 @@ def _effect(cells, seeds, index: int, factor: str, level: Any, baseline: Any, co
     d = np.array(diffs)
     n = d.size
     mean, lo, hi = t_interval(d)
-    p = math.nan
-    if n >= 2:
-        from scipy import stats  # noqa: PLC0415 - keeps `python -m core` start-up free of scipy
-
-        sd = float(d.std(ddof=1))
-        p = (0.0 if mean != 0 else 1.0) if sd == 0 else float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    p = paired_p(d)
     return {"factor": factor, "level": level, "baseline": baseline, "metric": metric,
             "level_mean": float(np.mean(level_means)) if n else math.nan,
             "baseline_mean": float(np.mean(base_means)) if n else math.nan,
-            "difference": mean, "ci_low": lo, "ci_high": hi, "n_seeds": n, "pairs": pairs, "p_value": p,
+            "difference": mean, "ci_low": lo, "ci_high": hi, "n_seeds": n, "pairs": pairs,
+            "sd": float(d.std(ddof=1)) if n >= 2 else math.nan, "p_value": p,
             "clear": bool(n >= 2 and (lo > 0 or hi < 0))}
 
 
@@ -186,8 +218,8 @@ def effects_sentences(effects_df: pd.DataFrame) -> list[str]:
     0.27)" or "BatchNorm made no clear difference to final val loss (+0.012, 95% CI -0.03 to 0.05 includes 0)"."""
     out = []
     for row in effects_df.to_dict("records"):
-        choice = _choice_words(row["factor"], row["level"], row["baseline"])
-        metric = _METRIC_WORDS.get(row["metric"], str(row["metric"]).replace("_", " "))
+        choice = choice_words(row["factor"], row["level"], row["baseline"])
+        metric = metric_words(row["metric"])
         d, lo, hi, n = row["difference"], row["ci_low"], row["ci_high"], row["n_seeds"]
         if n < 2 or not math.isfinite(lo):
             out.append(f"{choice} cannot be judged on {metric} yet: that needs results at both levels for at least "
@@ -200,6 +232,12 @@ def effects_sentences(effects_df: pd.DataFrame) -> list[str]:
             out.append(f"{choice} made no clear difference to {metric} ({'+' if d > 0 else ''}{fmt(d)}, "
                        f"95% CI {fmt(lo)} to {fmt(hi)} includes 0).")
     return out
+
+
+def metric_words(metric: str) -> str:
+    """How a result column reads in a sentence: "final val loss", "the area under the exact val loss curve"."""
+    found = judge_for_column(metric)
+    return _METRIC_WORDS.get(metric) or (found.words if found else str(metric).replace("_", " "))
 
 
 def fmt(x: float) -> str:
@@ -216,17 +254,17 @@ def fmt(x: float) -> str:
     return "0" if a == 0 else f"{x:.2g}"
 
 
-def _choice_words(factor: str, level: Any, baseline: Any) -> str:
+def choice_words(factor: str, level: Any, baseline: Any) -> str:
     if isinstance(level, (bool, np.bool_)) and isinstance(baseline, (bool, np.bool_)):
-        name = _FLAG_WORDS.get(factor, f"{factor}=true")
-        return name if level else f"no {name}" if factor in _FLAG_WORDS else f"{factor}=false instead of true"
+        name = FLAG_WORDS.get(factor, f"{factor}=true")
+        return name if level else f"no {name}" if factor in FLAG_WORDS else f"{factor}=false instead of true"
     if isinstance(level, str) and isinstance(baseline, str):
         return f"{level} instead of {baseline}"
     return f"{factor} {format_value(level)} instead of {format_value(baseline)}"
 
 
 # ---------------------------------------------------------------------- helpers
-def _factors(frame: pd.DataFrame, factors: Sequence[str] | None) -> list[str]:
+def check_factors(frame: pd.DataFrame, factors: Sequence[str] | None) -> list[str]:
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"frame must be a pandas DataFrame; got {type(frame).__name__}")
     found = factor_columns(frame) if factors is None else list(factors)
@@ -242,12 +280,12 @@ def _require(frame: pd.DataFrame, columns: Sequence[str]) -> None:
 
 def _groups(frame: pd.DataFrame, factors: list[str]):
     """(factor values, rows) per variant, in order of first appearance."""
-    keys = _keys(frame, factors)
+    keys = variant_keys(frame, factors)
     for key in dict.fromkeys(keys):
         yield key, frame[[k == key for k in keys]]
 
 
-def _keys(frame: pd.DataFrame, factors: list[str]) -> list[tuple]:
+def variant_keys(frame: pd.DataFrame, factors: list[str]) -> list[tuple]:
     """Each row's factor values as a tuple (its variant)."""
     if not factors:
         return [()] * len(frame)
@@ -260,7 +298,7 @@ def _label(group: pd.DataFrame, factors: list[str], key: tuple) -> str:
     return variant_label(dict(zip(factors, key)))
 
 
-def _levels(column: pd.Series) -> list[Any]:
+def levels_in(column: pd.Series) -> list[Any]:
     return list(dict.fromkeys(column))
 
 
