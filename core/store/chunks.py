@@ -80,9 +80,11 @@ def summary_indices(step: np.ndarray, value: np.ndarray) -> np.ndarray:
         high = np.full(groups * GROUP, -np.inf)
         high[lead:lead + n] = value
         base = np.arange(groups) * GROUP - lead
-        keep = [np.maximum(base, 0), np.minimum(base + GROUP, n) - 1,
-                base + low.reshape(groups, GROUP).argmin(axis=1), base + high.reshape(groups, GROUP).argmax(axis=1)]
-        return np.unique(np.concatenate(keep))
+        mask = np.zeros(n, dtype=bool)
+        lows, highs = low.reshape(groups, GROUP).argmin(axis=1), high.reshape(groups, GROUP).argmax(axis=1)
+        for index in (np.maximum(base, 0), np.minimum(base + GROUP, n) - 1, base + lows, base + highs):
+            mask[index] = True
+        return np.flatnonzero(mask)
     return bucket_indices(step, value, lo=first * GROUP, hi=(last + 1) * GROUP, buckets=last - first + 1)
 
 
@@ -109,15 +111,27 @@ def chunk_row(points: Points, *, time_cache: dict[tuple[str, bytes], bytes] | No
 
 
 def decode(row: Mapping[str, Any] | tuple, n: int, *, summary: bool = False,
-           fields: Sequence[str] = FIELDS) -> Points:
+           fields: Sequence[str] = FIELDS, shared: dict[tuple[int, bytes], np.ndarray] | None = None) -> Points:
     """The points of a chunk from its four data columns (a mapping, or a tuple in `DATA_COLUMNS` order). Step and
-    value are always decoded; "epoch" and "wall_time" only when in `fields`, else they are zeros."""
+    value are always decoded; "epoch" and "wall_time" only when in `fields`, else they are zeros. `shared` keeps
+    decoded steps, epochs and wall times by their bytes: the metrics of a flush (or of a compacted run) store the
+    same bytes for them, so a read of several decodes each once. Those arrays are shared, so they are read-only."""
     names = SUMMARY_COLUMNS if summary else DATA_COLUMNS
     cols = [row[c] for c in names] if isinstance(row, Mapping) else list(row)
-    epoch = decode_ints(bytes(cols[1]), n) if "epoch" in fields and cols[1] is not None else np.zeros(n, np.int64)
-    wall = decode_floats(bytes(cols[3]), n) if "wall_time" in fields and cols[3] is not None \
-        else np.zeros(n, np.float64)
-    return Points(decode_ints(bytes(cols[0]), n), epoch, decode_floats(bytes(cols[2]), n), wall)
+
+    def column(i: int, decoder: Any) -> np.ndarray:
+        data = bytes(cols[i])
+        if shared is None:
+            return decoder(data, n)
+        key = (i, data)
+        if key not in shared:
+            shared[key] = decoder(data, n)
+            shared[key].flags.writeable = False
+        return shared[key]
+
+    epoch = column(1, decode_ints) if "epoch" in fields and cols[1] is not None else np.zeros(n, np.int64)
+    wall = column(3, decode_floats) if "wall_time" in fields and cols[3] is not None else np.zeros(n, np.float64)
+    return Points(column(0, decode_ints), epoch, decode_floats(bytes(cols[2]), n), wall)
 
 
 def split_batch(keys: list[str], steps: list[int], epochs: list[int], values: list[float],

@@ -127,14 +127,15 @@ def compact_run(conn: Connection, run_id: int) -> int:
     for chunk_id, key_id, n in meta:
         by_key.setdefault(key_id, []).append((chunk_id, n))
     removed = 0
-    time_cache: dict[tuple[str, bytes], bytes] = {}
+    time_cache: dict[tuple[str, bytes], bytes] = {}  # the metrics' steps, epochs and times: encoded once,
+    shared: dict[tuple[int, bytes], np.ndarray] = {}  # and decoded once
     sql = _insert_sql(conn)
     for key_id, parts in by_key.items():
         total = sum(n for _, n in parts)
         if len(parts) <= math.ceil(total / COMPACT_POINTS):
             continue  # as few chunks as compaction would leave
         data = _fetch_data(conn, [c for c, _ in parts], DATA_COLUMNS)
-        points = Points.concat([decode(data[c], n) for c, n in parts])
+        points = Points.concat([decode(data[c], n, shared=shared) for c, n in parts])
         rows = [{"run_id": int(run_id), "key_id": key_id,
                  **chunk_row(points.take(slice(i, i + COMPACT_POINTS)), time_cache=time_cache)}
                 for i in range(0, len(points), COMPACT_POINTS)]
@@ -212,9 +213,11 @@ def _read_once(conn: Connection, ids: list[int], keys: Sequence[str] | None, *, 
     if len(data) + len(summaries) < sum(len(p) for p in plan.values()):
         return None
     read: list[tuple[int, str, Points, bool]] = []
+    shared: dict[tuple[int, bytes], np.ndarray] = {}  # a run's metrics share their steps, epochs and wall times
     reduce_at: list[tuple[int, float, float, int]] = []  # (index in read, first edge, last edge, buckets)
     for (run_id, key), parts in plan.items():
-        points = Points.concat([decode((summaries if s else data)[c], n, fields=fields) for c, n, s in parts])
+        points = Points.concat([decode((summaries if s else data)[c], n, fields=fields, shared=shared)
+                                for c, n, s in parts])
         if x_range is not None:
             inside = (points.step >= lo) & (points.step <= hi)
             if not inside.all():
