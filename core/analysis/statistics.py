@@ -8,9 +8,9 @@ qualify.
   (`family` of them; `core.analysis.multiple`);
 - `detectable` on both: the smallest true difference the study's seeds would find with 80% power, from its
   per-seed sd (`core.analysis.power`); with `difference`, `seeds_needed` for that difference;
-- `sentences`: each clear interaction, then every main effect (those a clear interaction qualifies say so), then
-  the interactions that are not clear. An effect whose interval excludes 0 but whose Holm-adjusted p does not stay
-  under 0.05 says that too.
+- `sentences`: each clear interaction (smallest p first), then every main effect (those a clear interaction
+  qualifies say so), then the interactions that are not clear. An effect whose interval excludes 0 but whose
+  Holm-adjusted p does not stay under 0.05 says that too.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def study_statistics(frame: pd.DataFrame, judge: str | Judge | None = None, *, d
 
 
 def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[str]:
-    clear = inter[inter["clear"]].to_dict("records") if len(inter) else []
+    # the clearest interaction first: it is the one the reader needs before the main effects
+    clear = inter[inter["clear"]].sort_values("p_value", kind="stable").to_dict("records") if len(inter) else []
     qualified: dict[str, list[str]] = {}
     for row in clear:
         a, b = row["fields"]
@@ -87,8 +88,7 @@ def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[str
 
 def _holm_note(row: dict, family: int) -> str:
     if row["clear"] and not row["clear_holm"] and family > 1:
-        return (f" Corrected for the {family} effects and interactions shown (Holm), it is not clear: adjusted "
-                f"p = {row['p_holm']:.2g}.")
+        return f" Not clear after Holm's correction for the {family} effects shown (adjusted p {row['p_holm']:.2g})."
     return ""
 
 

@@ -1,4 +1,7 @@
-"""`python -m core export`: figures, CSV and the HTML report of chosen runs, as files.
+"""`python -m core export`: figures, CSV and the HTML report of chosen runs, as files; a study's tables for papers.
+
+`--format table --study NAME [--table-format markdown|latex] [--judge NAME]` writes the study's ranking, effects
+and interactions (mean ± 95% CI, n seeds; core.presentation.tables) instead of a chart.
 
 The same figure function draws the Compare page and the export (core.presentation), so a file is what the page shows.
 """
@@ -10,9 +13,12 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.analysis.judges import DEFAULT_JUDGE, JUDGES
 from core.experiment.config import ConfigError
 from core.presentation.export import (DEFAULT_WIDTH, EXTENSIONS, FORMATS, check_scale, check_size, export_figure,
                                       safe_filename, series_csv, series_parquet)
+from core.presentation.tables import EXTENSIONS as TABLE_EXTENSIONS
+from core.presentation.tables import TABLE_FORMATS, stored_study_tables
 
 
 def add_export_parser(subparsers: Any) -> None:
@@ -22,13 +28,22 @@ def add_export_parser(subparsers: Any) -> None:
         description="The chart the Compare page draws for these settings, as a file. --format csv and parquet "
                     "write the stored values at full resolution; report writes one HTML file with every chart and the "
                     "config-difference and summary tables.")
-    p.add_argument("--runs", required=True, metavar="IDS", help="run ids separated by commas: 3,7,12")
+    p.add_argument("--runs", default=None, metavar="IDS",
+                   help="run ids separated by commas: 3,7,12 (every format but table)")
     p.add_argument("--metric", dest="metrics", action="append", default=None, metavar="KEY",
                    help="metric key (repeat for several; default train_loss and val_loss)")
     p.add_argument("--format", default=None, metavar="FMT",
-                   help=f"{'|'.join(FORMATS)} (default: from the suffix of --out)")
+                   help=f"{'|'.join(FORMATS)}|table (default: from the suffix of --out; .md and .tex: table)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="--format table: the stored study (its name, or its id) whose ranking, effects and "
+                        "interactions to write")
+    p.add_argument("--table-format", default=None, metavar="KIND",
+                   help=f"--format table: {'|'.join(TABLE_FORMATS)} (default: latex for a .tex --out, else markdown)")
+    p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="NAME",
+                   help=f"--format table: what the study is judged on: {', '.join(JUDGES)} (default {DEFAULT_JUDGE})")
     p.add_argument("--out", required=True, metavar="PATH",
-                   help="file to write, or an existing folder (the file is then named after the title)")
+                   help="file to write, or an existing folder (the file is then named after the title); for "
+                        "--format table, - prints the tables")
     p.add_argument("--smoothing", type=float, default=0.0, metavar="W", help="TensorBoard smoothing weight, [0, 1)")
     p.add_argument("--log-y", action="store_true", help="logarithmic y axis")
     p.add_argument("--x", default="step", metavar="AXIS", help="step|epoch|time")
@@ -51,9 +66,14 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
     """Writes the export and one line saying where. Bad input raises ConfigError naming the option (nothing is
     written); when images cannot be made here it prints one line and returns 1."""
     suffix = Path(args.out).suffix.lower().lstrip(".")
-    fmt = args.format or ("html" if suffix == "htm" else suffix if suffix in EXTENSIONS.values() else None)
+    fmt = args.format or ("html" if suffix == "htm" else suffix if suffix in EXTENSIONS.values() else
+                          "table" if suffix in TABLE_EXTENSIONS.values() else None)
+    if fmt == "table":
+        return _export_tables(args, store, suffix, out)
     if fmt not in FORMATS:
-        raise ConfigError("format", f"must be one of {', '.join(FORMATS)}; got {args.format or args.out!r}")
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, table; got {args.format or args.out!r}")
+    if not args.runs:
+        raise ConfigError("runs", f"--format {fmt} needs --runs (run ids separated by commas: 3,7,12)")
     if args.layout not in ("overlay", "metric"):
         raise ConfigError("layout", f"must be one of overlay, metric; got {args.layout!r}")
     for name in ("width", "height"):
@@ -88,6 +108,30 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
             return 1
     _write(path, data)
     out.write(f"wrote {path} ({fmt}, {len(data):,} bytes)\n")
+    return 0
+
+
+def _export_tables(args: argparse.Namespace, store: Any, suffix: str, out: TextIO) -> int:
+    """--format table: the study's ranking, effects and interactions as Markdown or LaTeX (core.presentation.tables),
+    to --out (a file, a folder, or - for standard output)."""
+    kind = args.table_format or ("latex" if suffix == "tex" else "markdown")
+    if kind not in TABLE_FORMATS:
+        raise ConfigError("table-format", f"must be one of {', '.join(TABLE_FORMATS)}; got {kind!r}")
+    if args.judge not in JUDGES:
+        raise ConfigError("judge", f"must be one of {', '.join(JUDGES)}; got {args.judge!r}")
+    if not args.study:
+        raise ConfigError("study", "--format table needs --study NAME (a stored study's name or id)")
+    try:
+        name, text = stored_study_tables(store, args.study, judge=args.judge, table_format=kind)
+    except ValueError as exc:
+        raise ConfigError("study", str(exc)) from None
+    if args.out == "-":
+        out.write(text)
+        return 0
+    path = _target(Path(args.out), f"{name} {args.judge}", TABLE_EXTENSIONS[kind])
+    data = text.encode("utf-8")
+    _write(path, data)
+    out.write(f"wrote {path} (table, {kind}, {len(data):,} bytes)\n")
     return 0
 
 

@@ -14,6 +14,7 @@ import signal
 from typing import Any, Mapping, TextIO
 
 from core.analysis.effects import variant_label
+from core.analysis.judges import DEFAULT_JUDGE, JUDGES
 from core.cli.output import dump_json
 from core.experiment.config import PRESETS, ConfigError, coerce, field_names
 from core.experiment.flags import add_config_flags, config_from_args
@@ -44,7 +45,14 @@ def add_study_parser(subparsers: Any) -> Any:
     s.add_argument("--seeds", default=None, metavar="N", help=f"seeds per variant, 0..N-1 (default {DEFAULT_SEEDS})")
     s.add_argument("--workers", default=None, metavar="K", help="worker processes (default: one per CPU core)")
     s.add_argument("--json", action="store_true",
-                   help="print one JSON object: id, name, runs, status counts, ranking, effects")
+                   help="print one JSON object: id, name, runs, status counts, judge, ranking, effects, "
+                        "interactions, sentences")
+    s.add_argument("--judge", default=DEFAULT_JUDGE, metavar="NAME",
+                   help=f"what the variants are judged on: {', '.join(JUDGES)} (default {DEFAULT_JUDGE}: the exact "
+                        "val loss, the same yardstick for clamped BCE and logits runs)")
+    s.add_argument("--difference", default=None, metavar="D",
+                   help="a difference in the judged metric worth finding: prints the seeds each effect would need "
+                        "to find it 80%% of the time (paired t, alpha 0.05)")
     add_config_flags(s)
     return s
 
@@ -54,6 +62,7 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     ConfigError naming the field, before any run (or study) is created. Exit code 0 when every run of the grid
     has a result, 1 when some are left (cancelled or interrupted: run the same command again to resume)."""
     workers = _positive_int("workers", args.workers, 256) if args.workers is not None else None
+    judge_name, difference = statistics_options(args)
     check_shareable(store.url)
     spec, study_id = spec_from_args(args, store)
     if study_id is None:
@@ -81,7 +90,7 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    summary = summarize(store, study_id)
+    summary = summarize(store, study_id, judge_name, difference=difference)
     if args.json:
         dump_json(summary, out)
     else:
@@ -90,6 +99,23 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         err.write(f"{outcome.remaining} runs have no result yet; run the same command again to resume "
                   f"(python -m core study --study {shlex.quote(spec.name)})\n")
     return 1 if outcome.remaining else 0
+
+
+def statistics_options(args: Any) -> tuple[str, float | None]:
+    """--judge and --difference, checked before anything runs: a ConfigError names the option and what it takes."""
+    name = getattr(args, "judge", None) or DEFAULT_JUDGE
+    if name not in JUDGES:
+        raise ConfigError("judge", f"must be one of {', '.join(JUDGES)}; got {name!r}")
+    raw = getattr(args, "difference", None)
+    if raw is None:
+        return name, None
+    try:
+        difference = float(raw)
+    except (TypeError, ValueError):
+        difference = math.nan
+    if not math.isfinite(difference) or difference == 0:
+        raise ConfigError("difference", f"must be a finite non-zero number in the judged metric's units; got {raw!r}")
+    return name, difference
 
 
 def spec_from_args(args: Any, store: Store) -> tuple[StudySpec, int | None]:
@@ -129,21 +155,33 @@ def spec_from_args(args: Any, store: Store) -> tuple[StudySpec, int | None]:
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The ranking and the effects in words, as the command line prints them."""
     counts = ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()) or "no runs"
+    judged = summary.get("metric", "final_val_loss")
+    label = JUDGES[summary["judge"]].label if summary.get("judge") in JUDGES else judged
+    columns = list(dict.fromkeys([judged, "final_val_loss", "final_val_auc"]))
+    widths = {m: max(17, len(m)) for m in columns}
+    names = {judged: label, "final_val_loss": "final val loss", "final_val_auc": "final val AUC"}
     lines = [f"study {summary['id']} {summary['name']!r}: {summary['runs']} of {summary['expected_runs']} runs "
-             f"({counts})", "", f"{'rank':>4}  {'n':>2}  {'final val loss':>17}  {'best val loss':>17}  "
-                                f"{'final val AUC':>15}  variant"]
+             f"({counts}), ranked by {label}", "",
+             f"{'rank':>4}  {'n':>2}  " + "  ".join(f"{names[m]:>{widths[m]}}" for m in columns) + "  variant"]
     for row in summary["ranking"]:
         def cell(metric: str, width: int) -> str:
-            mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
+            mean, sd = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_sd", math.nan)
             if not math.isfinite(mean):
                 return f"{'-':>{width}}"
-            return f"{f'{mean:.4f}' + (f' ± {sd:.4f}' if math.isfinite(sd) else ''):>{width}}"
+            return f"{f'{mean:.4g}' + (f' ± {sd:.3g}' if math.isfinite(sd) else ''):>{width}}"
 
         extra = "".join(f", {row[k]} {k}" for k in ("diverged", "failed") if row[k])
-        lines.append(f"{row['rank']:>4}  {row['n']:>2}  {cell('final_val_loss', 17)}  {cell('best_val_loss', 17)}  "
-                     f"{cell('final_val_auc', 15)}  {row['variant']}{extra}")
+        lines.append(f"{row['rank']:>4}  {row['n']:>2}  " + "  ".join(cell(m, widths[m]) for m in columns)
+                     + f"  {row['variant']}{extra}")
     if summary["sentences"]:
-        lines += ["", "effects (mean over seeds, 95% CI):"] + [f"  - {s}" for s in summary["sentences"]]
+        lines += ["", f"effects and interactions on {label} (mean over seeds, 95% CI):"]
+        lines += [f"  - {s}" for s in summary["sentences"]]
+        if summary.get("holm_family"):
+            lines.append(f"  (p-values in --json are Holm-corrected across the {summary['holm_family']} effects and "
+                         "interactions shown: p_holm)")
+    if summary.get("seeds"):
+        lines += ["", "seeds (paired t over seeds, 80% power, alpha 0.05, the sd this study measured):"]
+        lines += [f"  - {s}" for s in summary["seeds"]]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from core.analysis.effects import SUMMARY_METRICS, effects, effects_sentences, ranking, variant_label
+from core.analysis.effects import SUMMARY_METRICS, ranking, variant_label
+from core.analysis.judges import CURVE_COLUMNS, CURVE_KEY, curve_measures
+from core.analysis.judges import judge as find_judge
+from core.analysis.statistics import StudyStatistics, study_statistics
 from core.experiment.config import ConfigError, ExperimentConfig
 from core.experiment.data import read_csv
 from core.jobs.devices import check_device
@@ -128,12 +131,15 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def study_frame(store: Store, study_id: int) -> pd.DataFrame:
+def study_frame(store: Store, study_id: int, *, curves: bool = False) -> pd.DataFrame:
     """One row per run of the study, in the grid's order (variant by variant, then seed): run_id, name, status,
     variant (its label), one column per varied field (named like the config field, values as the config holds
     them), seed, the summary metrics of `core.effects.SUMMARY_METRICS` (NaN where a run has none), wall_time_s
     and error (its first line). Runs that are not part of the grid come last. The input of `ranking` and
-    `effects`; `frame.set_index("run_id")` is the `runs` frame for `core.charts.comparison_figure`."""
+    `effects`; `frame.set_index("run_id")` is the `runs` frame for `core.charts.comparison_figure`.
+
+    With `curves`, also `core.analysis.judges.CURVE_COLUMNS` (best_exact_epoch, exact_loss_area), computed from
+    each run's stored val_loss_logits series (one value per epoch, read whole)."""
     spec = load_spec(store, study_id)
     variant_index = {tuple(v.values()): i for i, v in enumerate(spec.variants())}
     rows = []
@@ -152,19 +158,47 @@ def study_frame(store: Store, study_id: int) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     for name in spec.vary:  # keep None, True and (64, 64) as they are (pandas would turn None into NaN)
         frame[name] = pd.Series([r[name] for r in rows], dtype=object, index=frame.index)
+    if curves:
+        measures = curve_columns(store, list(frame["run_id"]))
+        for i, name in enumerate(CURVE_COLUMNS):
+            frame.insert(frame.columns.get_loc("wall_time_s"), name,
+                         [measures.get(r, (math.nan, math.nan))[i] for r in frame["run_id"]])
     return frame
 
 
-def summarize(store: Store, study_id: int, metric: str = "final_val_loss") -> dict[str, Any]:
-    """The study in one object (what `study --json` prints): id, name, the grid, run counts, ranking, effects
-    and the effects in words."""
+def curve_columns(store: Store, run_ids: list[int]) -> dict[int, tuple[float, float]]:
+    """run id -> (best epoch, area) of its exact val loss curve (`core.analysis.judges.curve_measures`)."""
+    if not run_ids:
+        return {}
+    series = store.metrics_frame(run_ids, keys=[CURVE_KEY])
+    return {int(run_id): curve_measures(group["epoch"], group["value"])
+            for run_id, group in series.groupby("run_id", sort=False)}
+
+
+def judged_statistics(store: Store, study_id: int, judge: str | None = None, *,
+                      difference: float | None = None) -> tuple[pd.DataFrame, StudyStatistics]:
+    """The study frame (with the curve columns when the judge needs them) and its statistics on `judge`
+    (`core.analysis.statistics.study_statistics`; default: the exact val loss)."""
+    found = find_judge(judge)
+    frame = study_frame(store, study_id, curves=found.needs_curves)
+    return frame, study_statistics(frame, found, difference=difference)
+
+
+def summarize(store: Store, study_id: int, judge: str | None = None, *,
+              difference: float | None = None) -> dict[str, Any]:
+    """The study in one object (what `study --json` prints): id, name, the grid, run counts, the judge (name and
+    the metric it reads), the ranking by it, its effects and interactions (Holm-adjusted p-values, detectable
+    differences, and with `difference` the seeds it needs), the sentences (interactions first) and the seeds
+    figures in words."""
     study = store.get_study(study_id)
-    frame = study_frame(store, study_id)
-    table = effects(frame, metric)
+    frame, stats = judged_statistics(store, study_id, judge, difference=difference)
     return {"id": study.id, "name": study.name, "spec": study.spec, "runs": len(frame),
             "expected_runs": load_spec(store, study_id).size, "status_counts": _counts(frame),
-            "ranking": ranking(frame).to_dict("records"), "effects": table.to_dict("records"),
-            "sentences": effects_sentences(table)}
+            "judge": stats.judge.name, "metric": stats.judge.column,
+            "ranking": ranking(frame, metric=stats.judge.column).to_dict("records"),
+            "effects": stats.effects.to_dict("records"), "interactions": stats.interactions.to_dict("records"),
+            "holm_family": stats.family, "sentences": stats.sentences, "difference": difference,
+            "seeds": stats.power_sentences}
 
 
 @dataclass(frozen=True)
