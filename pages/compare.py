@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.jobs.studies import load_spec
-from core.presentation import charts, export, formatting, legend, report, run_tables, urls, zoom
+from core.presentation import charts, export, formatting, legend, report, run_groups, run_tables, urls, zoom
 from core.store import Store
 from core.store.metrics import traces_frame
 
@@ -321,6 +321,56 @@ def chart_and_summary() -> None:
 
 
 chart_and_summary()
+
+
+def group_picker(side: str, kind: str, column, options: list, default_index: int) -> object:
+    """Group `side`'s members: a field value, a tag, or runs picked by name."""
+    key = f"compare_group_{side.lower()}_{kind}"  # one widget per kind: each keeps its own choice
+    if kind == "pick":
+        return column.multiselect(f"Group {side}", options, key=key, placeholder="pick runs",
+                                  format_func=lambda i: formatting.run_label(by_id[i]))
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[min(default_index, len(options) - 1)]
+    return column.selectbox(f"Group {side}", options, key=key)
+
+
+def group_difference_section() -> None:
+    """Two groups of the compared runs and the difference of a summary number with Welch's 95% CI. The expander
+    runs its body only while open, so it costs the page nothing otherwise."""
+    with st.expander("Difference between two groups", icon=":material/compare_arrows:", key="compare_groups",
+                     on_change="rerun") as box:
+        if not box.open:
+            return
+        tags = run_groups.run_tags(chosen)
+        kinds = [*(f"field:{f}" for f in fields), *(["tag"] if len(tags) >= 2 else []), "pick"]
+        kind_box, metric_box = st.columns(2)
+        kind = kind_box.selectbox("Groups by", kinds, key="compare_group_kind",
+                                  format_func=lambda k: f"config field {k[6:]}" if k.startswith("field:") else
+                                  run_groups.GROUP_KINDS[k].lower())
+        metric = metric_box.selectbox("Compared on", list(run_groups.GROUP_METRICS), key="compare_group_metric",
+                                      format_func=run_groups.GROUP_METRICS.get,
+                                      help="A number from each run's summary; the exact val loss is one yardstick "
+                                           "for clamped BCE and logits runs alike.")
+        options = (run_groups.field_values(chosen, kind[6:]) if kind.startswith("field:") else
+                   tags if kind == "tag" else [r.id for r in chosen])
+        left, right = st.columns(2)
+        a = group_picker("A", kind, left, options, 0)
+        b = group_picker("B", kind, right, options, 1)
+        group_a, group_b = run_groups.split_runs(chosen, kind, a, b)
+        if kind == "pick":
+            name_a, name_b = "A", "B"
+        else:
+            name_a, name_b = (f"{kind[6:]}={v}" if kind != "tag" else f"tag {v}" for v in (a, b))
+        result = run_groups.group_difference(group_a, group_b, metric)
+        st.markdown(formatting.escape_markdown(run_groups.difference_sentence(result, name_a, name_b, metric)))
+        st.dataframe(run_groups.groups_table(result, name_a, name_b), hide_index=True, key="compare_group_table",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.4g")
+                                    for c in ("mean", "sd", "95% CI low", "95% CI high", "p (Welch)")})
+        st.caption("B minus A over the runs of each group (runs without the number left out). The groups are not "
+                   "paired, so the 95% interval is Welch's t interval, which does not assume equal variances.")
+
+
+group_difference_section()
 
 st.subheader("Config differences")
 if fields:

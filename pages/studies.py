@@ -4,13 +4,15 @@ The study shown lives in the URL (?study=3)."""
 import pandas as pd
 import streamlit as st
 
-from core.analysis.effects import effects, effects_sentences, factor_columns, ranking
+from core.analysis.effects import factor_columns, ranking
+from core.analysis.judges import DEFAULT_JUDGE, JUDGES
+from core.analysis.statistics import StudyStatistics, power_caption, study_statistics
 from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choices, describe, field_comment, field_kind,
                                     field_names)
 from core.jobs import runner
 from core.jobs.studies import (default_workers, existing_study, list_studies_with_progress, load_spec, progress,
                                study_frame)
-from core.presentation import charts, export, formatting, forms, run_tables, study_views, urls, zoom
+from core.presentation import charts, export, formatting, forms, run_tables, study_views, tables, urls, zoom
 from core.store import RunNotFound, Store
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
@@ -22,7 +24,7 @@ VALUES = "studies_values_"  # + varied field name: the widget listing its values
 MODES = {"view": "Results", "launch": "New study"}
 BAND_LABELS = {"std": "± std", "minmax": "min–max", "ci95": "95% CI"}
 DOWNLOAD_ICONS = {"png": ":material/image:", "svg": ":material/image:", "pdf": ":material/picture_as_pdf:",
-                  "html": ":material/code:", "csv": ":material/table_view:"}
+                  "html": ":material/code:", "csv": ":material/table_view:", "table": ":material/article:"}
 LIVE_REFRESH_S = 2.0  # while a study trains
 FORM_COLUMNS = 4
 STARTS = forms.study_starts()
@@ -246,52 +248,94 @@ def table_download(key: str, label: str, table: pd.DataFrame, name: str) -> expo
                            lambda: export.table_csv(table).encode("utf-8"))
 
 
-def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
+def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> StudyStatistics | None:
+    """What mattered, judged as the user picks: interactions, then main effects, in words and as tables, with
+    Holm-corrected p-values and the seeds each effect would need."""
     st.subheader("What mattered", divider="gray")
     if not factors:
         st.caption("This study varies nothing but the seed: there are no choices to compare.")
-        return
-    metric = st.segmented_control("Judged on", list(study_views.STUDY_METRICS), key="studies_effect_metric",
-                                  format_func=study_views.STUDY_METRICS.get, required=True, default="final_val_loss")
-    table = effects(frame, metric)
+        return None
+    judge_box, difference_box = st.columns([3, 1], vertical_alignment="bottom")
+    judge = judge_box.segmented_control(
+        "Judged on", list(study_views.JUDGE_LABELS), key="studies_judge", format_func=study_views.JUDGE_LABELS.get,
+        required=True, default=DEFAULT_JUDGE,
+        help="The exact val loss (BCE on the logits, logged for every run) compares clamped BCE and logits runs on "
+             "one yardstick; a run's own loss does not. Best epoch and area come from the exact val loss curve.")
+    difference = difference_box.number_input(
+        "A difference worth finding", value=None, key="studies_difference", format="%g", placeholder="e.g. 0.05",
+        help="In the judged metric's units: the seeds each effect needs to find it 80% of the time.")
+    stats = study_statistics(frame, judge, difference=difference or None)
     with st.container(border=True, key="studies_effects_words"):
-        for row, sentence in zip(table.to_dict("records"), effects_sentences(table)):
+        for sentence, clear in zip(stats.sentences, stats.clear):
             text = formatting.escape_markdown(sentence)
-            st.markdown(f":material/check_circle: **{text}**" if row["clear"] else f":material/remove: {text}")
-        if len(table) and not table["clear"].any() and (table["n_seeds"] >= 2).any():
+            st.markdown(f":material/check_circle: **{text}**" if clear else f":material/remove: {text}")
+        if len(stats.effects) and not any(stats.clear) and (stats.effects["n_seeds"] >= 2).any():
             st.caption("No difference is clear yet: every 95% interval includes 0. More seeds narrow the "
                        "intervals.")
     st.caption("Each difference is the change from the first value, averaged over the other fields' values, per "
-               "seed; the 95% confidence interval is over seeds (a paired t interval). Bold: the interval excludes "
-               "0. Only finished runs count.")
-    st.dataframe(study_views.effects_view(table), hide_index=True, key="studies_effects_table", column_config={
+               "seed; an interaction is how much one change's effect moves when the other field changes too. The "
+               "95% confidence intervals are over seeds (paired t). Bold: the interval excludes 0. Only finished "
+               f"runs count. {power_caption(stats.family)}")
+    number = st.column_config.NumberColumn
+    common = {"n_seeds": number("seeds", format="%d"), "sd": None, "p_value": number("p", format="%.3g"),
+              "p_holm": number("p (Holm)", format="%.3g", help="Holm-corrected across the effects and "
+                                                               "interactions shown"),
+              "clear": st.column_config.CheckboxColumn("clear"),
+              "clear_holm": st.column_config.CheckboxColumn("clear (Holm)"),
+              "ci_low": number("95% CI low", format="%+.4g"), "ci_high": number("95% CI high", format="%+.4g"),
+              "detectable": number("detectable", format="%.4g", help="the smallest difference these seeds find "
+                                                                     "80% of the time"),
+              "seeds_needed": number("seeds needed", format="%.0f", help="for the difference you named")}
+    effects_table = study_views.effects_view(stats.effects)
+    st.dataframe(effects_table, hide_index=True, key="studies_effects_table", column_config={
+        **common,
         "level": st.column_config.TextColumn("level", width="medium"),
         "baseline": st.column_config.TextColumn("baseline", width="medium"),
-        "level_mean": st.column_config.NumberColumn("mean at level", format="%.4g"),
-        "baseline_mean": st.column_config.NumberColumn("mean at baseline", format="%.4g"),
-        "difference": st.column_config.NumberColumn("difference", format="%+.4g"),
-        "ci_low": st.column_config.NumberColumn("95% CI low", format="%+.4g"),
-        "ci_high": st.column_config.NumberColumn("95% CI high", format="%+.4g"),
-        "n_seeds": st.column_config.NumberColumn("seeds", format="%d"),
-        "p_value": st.column_config.NumberColumn("p", format="%.3g"),
-        "clear": st.column_config.CheckboxColumn("clear"),
-    })
-    download_buttons([table_download("csv_effects", "Effects (CSV)", study_views.effects_view(table).set_index("factor"),
-                                     f"{name} effects {metric}")])
+        "level_mean": number("mean at level", format="%.4g"),
+        "baseline_mean": number("mean at baseline", format="%.4g"),
+        "difference": number("difference", format="%+.4g")})
+    interactions_table = study_views.interactions_view(stats.interactions)
+    if len(interactions_table):
+        st.markdown("**Interactions** · one field's effect with the other field at its baseline and at the level")
+        st.dataframe(interactions_table, hide_index=True, key="studies_interactions_table", column_config={
+            **common, "estimate": number("interaction", format="%+.4g"),
+            **{c: number(c.replace("_", " "), format="%+.4g") for c in interactions_table.columns
+               if c.startswith("effect_at")}})
+    with st.expander("How many seeds", icon=":material/functions:"):
+        for line in stats.power_sentences:
+            st.markdown(f"- {formatting.escape_markdown(line)}")
+    download_buttons([
+        table_download("csv_effects", "Effects (CSV)", effects_table.set_index("factor"), f"{name} effects {judge}"),
+        table_download("csv_interactions", "Interactions (CSV)", interactions_table.set_index("fields"),
+                       f"{name} interactions {judge}")])
+    return stats
 
 
-def ranking_section(name: str, frame: pd.DataFrame, factors: list[str]) -> None:
+def ranking_section(name: str, frame: pd.DataFrame, factors: list[str], stats: StudyStatistics | None) -> None:
     st.subheader("Ranking", divider="gray")
-    table = study_views.ranking_view(ranking(frame), factors)
-    st.caption("Variants by mean final val loss over their finished runs (± is the sd over seeds), best first.")
+    judge = stats.judge if stats is not None else JUDGES[DEFAULT_JUDGE]
+    ranked = ranking(frame, metric=judge.column)
+    table = study_views.judged_ranking_view(ranked, factors, judge.column)
+    st.caption(f"Variants by mean {judge.label} over their finished runs (with its 95% CI over seeds), best first; "
+               "± is the sd over seeds.")
     number = st.column_config.NumberColumn
     st.dataframe(table, key="studies_ranking_table", column_config={
         **{f: st.column_config.TextColumn(f, width="medium") for f in factors},
         "n": number("n", help="finished runs counted"),
         **{f"{m}_{s}": number(label if s == "mean" else "± sd", format="%.4f",
                               help=f"{label}: {'mean' if s == 'mean' else 'standard deviation'} over seeds")
-           for m, label in study_views.STUDY_METRICS.items() for s in ("mean", "sd")}})
-    download_buttons([table_download("csv_ranking", "Ranking (CSV)", table, f"{name} ranking")])
+           for m, label in study_views.STUDY_METRICS.items() for s in ("mean", "sd")},
+        f"{judge.column}_mean": number(judge.label, format="%.4g", help=f"{judge.label}: mean over seeds"),
+        f"{judge.column}_ci_low": number("95% CI low", format="%.4g"),
+        f"{judge.column}_ci_high": number("95% CI high", format="%.4g")})
+    downloads = [table_download("csv_ranking", "Ranking (CSV)", table, f"{name} ranking")]
+    if stats is not None:  # tables for papers: ranking, effects and interactions, mean ± 95% CI, n seeds
+        for kind, label in (("markdown", "Tables (Markdown)"), ("latex", "Tables (LaTeX)")):
+            downloads.append(export.Download(
+                f"table_{kind}", label, export.safe_filename(f"{name} {judge.name}", ext=tables.EXTENSIONS[kind]),
+                tables.MIME_TYPES[kind], lambda kind=kind: tables.study_tables(name, ranked, factors, stats,
+                                                                               kind).encode("utf-8")))
+    download_buttons(downloads)
 
 
 def curves_section(name: str, runs: list, factors: list[str]) -> None:
@@ -334,7 +378,8 @@ def study_view(study_id: int, active_before: bool) -> None:
     active = study_views.study_active(counts, scheduler_alive=runner.study_running(store, study_id))
     runs = store.list_runs(study_id=study_id)
     runs.sort(key=lambda r: r.id)
-    frame = study_frame(store, study_id)
+    judge = JUDGES[st.session_state.get("studies_judge") or DEFAULT_JUDGE]
+    frame = study_frame(store, study_id, curves=judge.needs_curves)  # best epoch and area read the curves
     factors = factor_columns(frame)
 
     st.header(f"#{study.id} {study.name}")
@@ -360,8 +405,8 @@ def study_view(study_id: int, active_before: bool) -> None:
     if active != active_before:
         st.rerun()  # started or ended: rerun the page, so the refresh rate follows
 
-    effects_section(study.name, frame, factors)
-    ranking_section(study.name, frame, factors)
+    stats = effects_section(study.name, frame, factors)
+    ranking_section(study.name, frame, factors, stats)
     if runs:
         curves_section(study.name, runs, factors)
         st.page_link("pages/compare.py", label=f"Open these {len(runs)} runs in Compare",

@@ -38,6 +38,7 @@ class StudyStatistics:
     effects: pd.DataFrame  # EFFECT_COLUMNS + p_holm, clear_holm, detectable (+ seeds_needed)
     interactions: pd.DataFrame  # INTERACTION_COLUMNS + the same
     sentences: list[str]
+    clear: list[bool]  # per sentence: its effect or interaction is clear (its 95% interval excludes 0)
     family: int  # p-values the Holm correction counted
     difference: float | None = None  # the difference the seeds were planned for, if one was named
     power_sentences: list[str] = field(default_factory=list)
@@ -62,12 +63,13 @@ def study_statistics(frame: pd.DataFrame, judge: str | Judge | None = None, *, d
         if difference is not None:
             table["seeds_needed"] = [seeds_needed(difference, float(sd)) for sd in table["sd"]]
     family = family_size(p)
+    said = _sentences(main, inter, family)
     return StudyStatistics(judge=found, effects=main, interactions=inter, family=family, difference=difference,
-                           sentences=_sentences(main, inter, family),
+                           sentences=[text for text, _ in said], clear=[clear for _, clear in said],
                            power_sentences=power_sentences(main, inter, difference))
 
 
-def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[str]:
+def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[tuple[str, bool]]:
     # the clearest interaction first: it is the one the reader needs before the main effects
     clear = inter[inter["clear"]].sort_values("p_value", kind="stable").to_dict("records") if len(inter) else []
     qualified: dict[str, list[str]] = {}
@@ -75,14 +77,14 @@ def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[str
         a, b = row["fields"]
         qualified.setdefault(a, []).append(b)
         qualified.setdefault(b, []).append(a)
-    out = [interaction_sentence(row) + _holm_note(row, family) for row in clear]
+    out = [(interaction_sentence(row) + _holm_note(row, family), True) for row in clear]
     for row, sentence in zip(main.to_dict("records"), effects_sentences(main)):
         others = list(dict.fromkeys(qualified.get(row["factor"], [])))
         if others and row["n_seeds"] >= 2:
             sentence = (f"{sentence[:-1]}, on average over {' and '.join(others)}: the interaction above says "
                         "where it holds.")
-        out.append(sentence + _holm_note(row, family))
-    out += [interaction_sentence(row) for row in inter.to_dict("records") if not row["clear"]]
+        out.append((sentence + _holm_note(row, family), bool(row["clear"])))
+    out += [(interaction_sentence(row), False) for row in inter.to_dict("records") if not row["clear"]]
     return out
 
 

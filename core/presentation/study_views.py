@@ -8,14 +8,19 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from core.analysis.effects import format_value as study_value
+from core.analysis.judges import JUDGES
 from core.jobs.spec import StudySpec
 from core.jobs.studies import RESULT_STATUSES, StudyProgress
 from core.presentation.formatting import status_label
 
 
-# What the effects can be judged on (the ranked metrics), with their labels.
+# The ranked metrics, with their labels (the runs list and the ranking show them).
 STUDY_METRICS: dict[str, str] = {"final_val_loss": "final val loss", "best_val_loss": "best val loss",
                                  "final_val_auc": "final val AUC"}
+
+
+# What the effects can be judged on: judge name -> label (core.analysis.judges).
+JUDGE_LABELS: dict[str, str] = {name: j.label for name, j in JUDGES.items()}
 
 
 def grid_text(spec: StudySpec) -> str:
@@ -82,6 +87,28 @@ def effects_view(table: pd.DataFrame) -> pd.DataFrame:
     for name in ("level", "baseline"):
         out[name] = out[name].map(study_value)
     return out
+
+
+def interactions_view(table: pd.DataFrame) -> pd.DataFrame:
+    """`core.analysis.interactions.interactions` (with statistics' Holm and seeds columns) for the page: the two
+    fields as "batchnorm × loss", the levels and the baselines as text ("true × bce_with_logits"), the metric left
+    out."""
+    out = table.drop(columns=["metric"]).copy()
+    for name in ("fields", "levels", "baselines"):
+        joiner = (lambda v: " × ".join(map(str, v))) if name == "fields" else \
+            (lambda v: " × ".join(study_value(x) for x in v))
+        out[name] = out[name].map(joiner)
+    return out
+
+
+def judged_ranking_view(table: pd.DataFrame, factors: Sequence[str], metric: str) -> pd.DataFrame:
+    """`ranking_view` of a ranking by `metric` (`ranking(frame, metric=...)`): the judged metric's mean and
+    95% CI first, then the other ranked metrics."""
+    out = ranking_view(table, factors)
+    judged = [f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"]
+    rest = [c for c in out.columns if c not in judged and c != f"{metric}_sd"]
+    first = [c for c in rest if c in factors or c in ("runs", "n", "diverged", "failed")]
+    return out[first + judged + [c for c in rest if c not in first]]
 
 
 def study_runs_view(frame: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
