@@ -111,6 +111,7 @@ def _insert_sql(conn: Connection) -> Any:
 
 
 COMPACT_POINTS = 1 << 16  # a compacted chunk's most points: one chunk per metric for runs up to 65,536 steps
+COMPACT_BATCH = 1 << 20  # points compacted per read, insert and delete: a bound on the memory it takes
 
 
 def compact_run(conn: Connection, run_id: int) -> int:
@@ -126,26 +127,33 @@ def compact_run(conn: Connection, run_id: int) -> int:
     by_key: dict[int, list[tuple[int, int]]] = {}
     for chunk_id, key_id, n in meta:
         by_key.setdefault(key_id, []).append((chunk_id, n))
+    todo = [(key_id, parts) for key_id, parts in by_key.items()
+            if len(parts) > math.ceil(sum(n for _, n in parts) / COMPACT_POINTS)]  # else as few as it would leave
     removed = 0
     time_cache: dict[tuple[str, bytes], bytes] = {}  # the metrics' steps, epochs and times: encoded once,
     shared: dict[tuple[int, bytes], np.ndarray] = {}  # and decoded once
     sql = _insert_sql(conn)
-    for key_id, parts in by_key.items():
-        total = sum(n for _, n in parts)
-        if len(parts) <= math.ceil(total / COMPACT_POINTS):
-            continue  # as few chunks as compaction would leave
-        data = _fetch_data(conn, [c for c, _ in parts], DATA_COLUMNS)
-        points = Points.concat([decode(data[c], n, shared=shared) for c, n in parts])
-        rows = [{"run_id": int(run_id), "key_id": key_id,
-                 **chunk_row(points.take(slice(i, i + COMPACT_POINTS)), time_cache=time_cache)}
-                for i in range(0, len(points), COMPACT_POINTS)]
+    batch: list[tuple[int, list[tuple[int, int]]]] = []
+    for i, (key_id, parts) in enumerate(todo):  # metrics a million points at a time: one read, insert, delete
+        batch.append((key_id, parts))
+        if i + 1 < len(todo) and sum(n for _, p in batch for _, n in p) < COMPACT_BATCH:
+            continue
+        ids = [c for _, p in batch for c, _ in p]
+        data = _fetch_data(conn, ids, DATA_COLUMNS)
+        rows = []
+        for metric, metric_parts in batch:
+            points = Points.concat([decode(data[c], n, shared=shared) for c, n in metric_parts])
+            rows += [(int(run_id), metric, chunk_row(points.take(slice(at, at + COMPACT_POINTS)),
+                                                     time_cache=time_cache))
+                     for at in range(0, len(points), COMPACT_POINTS)]
+        rows = [{"run_id": r, "key_id": k, **row} for r, k, row in rows]
         conn.exec_driver_sql(sql.string, [tuple(row[c] for c in sql.positiontup) for row in rows]
                              if sql.positional else [{c: row[c] for c in CHUNK_COLUMNS} for row in rows])
-        ids = [c for c, _ in parts]
         for part in chunks(ids):
             conn.exec_driver_sql(f"DELETE FROM metric_chunks WHERE id IN ({', '.join([mark] * len(part))})",
                                  tuple(part))
-        removed += len(parts) - len(rows)
+        removed += len(ids) - len(rows)
+        batch = []
     return removed
 
 
