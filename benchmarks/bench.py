@@ -211,8 +211,8 @@ def main() -> None:
             rows += store.bench_store(repeats, args.quick, Path(tmp))
             rows += store.bench_size(Path(tmp), quick=args.quick)
             if mlflow_compare.available():  # MLflow logs about 5,000 values/s here: one run keeps it to seconds
-                rows += mlflow_compare.bench_mlflow(max(3, repeats // 2), Path(tmp), n_runs=1,
-                                                    chunks=[store.fake_flush(500, KEYS, s) for s in range(0, 5000, 500)],
+                flushes = [store.fake_flush(500, KEYS, s) for s in range(0, 5000, 500)]
+                rows += mlflow_compare.bench_mlflow(max(3, repeats // 2), Path(tmp), n_runs=1, chunks=flushes,
                                                     keys=KEYS)
         if args.migration:
             from benchmarks import store  # noqa: PLC0415
