@@ -79,10 +79,12 @@ def test_small_study_end_to_end_then_resume_replaces_a_dead_run(db):
     assert [row["n"] for row in summary["ranking"]] == [2, 2, 2, 2]
     assert [(e["factor"], e["level"], e["baseline"]) for e in summary["effects"]] == [
         ("batchnorm", True, False), ("loss", "bce_with_logits", "bce")]
-    assert len(summary["sentences"]) == 2
+    assert summary["judge"] == "exact_loss" and summary["metric"] == "final_val_loss_logits"
+    assert len(summary["sentences"]) == 3 and len(summary["interactions"]) == 1  # 2 effects, 1 interaction
 
     # The effects table, by hand from the stored summaries: per seed, the mean over the other field's levels.
-    value = {(r.config["batchnorm"], r.config["loss"], r.config["seed"]): r.summary["final_val_loss"] for r in runs}
+    value = {(r.config["batchnorm"], r.config["loss"], r.config["seed"]): r.summary["final_val_loss_logits"]
+             for r in runs}
     for e in summary["effects"]:
         if e["factor"] == "batchnorm":
             d = [np.mean([value[(True, loss, s)] - value[(False, loss, s)] for loss in ("bce", "bce_with_logits")])
