@@ -131,7 +131,7 @@ def test_migrations_from_an_empty_database_create_every_table_at_head(store: Sto
     assert {"alembic_version", "runs", "metric_chunks", "metric_keys", "tags", "studies"} <= tables
     assert "metrics" not in tables  # the row table of revision 0001, converted to chunks by 0002
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == head_revision() == "0002"
+    assert head == head_revision() == "0003"
     assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
     index = [r[2] for r in con.execute("PRAGMA index_info('ix_metric_chunks_run_key_step')")]
     assert index == ["run_id", "key_id", "step_first"]

@@ -1,7 +1,11 @@
 """Opening a database: its URL, an engine with SQLite's pragmas, and the Alembic migrations applied on open.
 
 The schema is owned by the migrations in `core/store/migrations`; `upgrade` brings any database written by an
-earlier version to the head revision, safely when several processes open a new database at once.
+earlier version to the head revision, safely when several processes open a new database at once (SQLite: one
+immediate transaction; PostgreSQL: a transaction-level advisory lock around Alembic).
+
+A PostgreSQL URL (`postgresql+psycopg://USER@HOST/DB`) needs psycopg 3 (`requirements-scale.txt`); without it,
+`make_engine` raises a ValueError naming what to install, which the command line prints as one line (exit 2).
 """
 
 from __future__ import annotations
@@ -49,15 +53,22 @@ def database_url(value: str) -> str:
     return value
 
 
+SCALE_INSTALL = "pip install -r requirements-scale.txt"  # psycopg (PostgreSQL) and dask[distributed]
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite files get their folder created and WAL, foreign keys and a busy timeout."""
+    """An engine for `url`; SQLite files get their folder created and WAL, foreign keys and a busy timeout. On a
+    server, connections are pinged at checkout, so a store outlives a restart of its server."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         try:
-            return create_engine(url)
+            return create_engine(url, pool_pre_ping=True)
         except (NoSuchModuleError, ImportError) as exc:
-            raise ValueError(f"db: cannot open {parsed.render_as_string(hide_password=True)!r}: no SQLAlchemy "
-                             f"driver for {parsed.drivername!r} is installed ({exc})") from None
+            where = parsed.render_as_string(hide_password=True)
+            if parsed.get_backend_name() == "postgresql":
+                raise ValueError(f"db: {where!r} needs psycopg 3, which is not installed: {SCALE_INSTALL}") from None
+            raise ValueError(f"db: cannot open {where!r}: no SQLAlchemy driver for {parsed.drivername!r} is "
+                             f"installed ({exc})") from None
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -108,11 +119,16 @@ def _vacuum(engine: Engine) -> None:
         pass
 
 
+MIGRATION_LOCK = 0x10551B0A  # the PostgreSQL advisory lock key of Lossboard's migrations (any fixed 64-bit number)
+
+
 def upgrade(engine: Engine, attempts: int = 3) -> None:
     """`alembic upgrade head`; a read-only no-op when already there. Safe when processes open a new DB at once:
-    on SQLite the migration runs under `BEGIN IMMEDIATE` (the others wait, then find it done); elsewhere a
-    failure ("table already exists") is retried and ends well when another process got there first. Within a
-    process, migrations run one at a time: Alembic's `context` is process-global, not thread-safe."""
+    on SQLite the migration runs under `BEGIN IMMEDIATE`, on PostgreSQL under `pg_advisory_xact_lock` (the others
+    wait, then find it done: Alembic reads the revision again inside the lock, and PostgreSQL's DDL is
+    transactional); elsewhere a failure ("table already exists") is retried and ends well when another process
+    got there first. Within a process, migrations run one at a time: Alembic's `context` is process-global, not
+    thread-safe."""
     head = head_revision()
     for attempt in range(1, attempts + 1):
         try:
@@ -122,6 +138,8 @@ def upgrade(engine: Engine, attempts: int = 3) -> None:
             with _MIGRATING, engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
                     conn.exec_driver_sql("BEGIN IMMEDIATE")  # DDL runs inside this one write transaction
+                elif conn.dialect.name == "postgresql":  # held until this transaction ends
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 config = alembic_config()
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")

@@ -128,3 +128,28 @@ class ChunkModel(Base):
     s_epoch_data: Mapped[bytes | None] = mapped_column(LargeBinary)
     s_value_data: Mapped[bytes | None] = mapped_column(LargeBinary)
     s_time_data: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+CELL_STATES: tuple[str, ...] = ("open", "leased", "done", "stopped")
+
+
+class CellModel(Base):
+    """One (variant, seed) of a study as workers claim it (core.store.leases): the run to create (name and
+    config), and the lease: its state, the run it made, who holds it and when it last beat. Migration 0003."""
+
+    __tablename__ = "study_cells"
+    __table_args__ = (
+        CheckConstraint("state IN ({})".format(", ".join(f"'{s}'" for s in CELL_STATES)), name="state"),
+        Index("ix_study_cells_state", "state", "study_id", "position"),
+    )
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # the grid's order, seed-major
+    cell: Mapped[str] = mapped_column(Text)  # the (variant values, seed) as JSON: what the jobs layer matches on
+    name: Mapped[str] = mapped_column(String(255))
+    config_json: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    holder: Mapped[str | None] = mapped_column(String(255))  # host:pid:token of the worker holding the lease
+    heartbeat_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))

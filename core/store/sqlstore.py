@@ -111,6 +111,10 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def now(self) -> datetime:
+        """The store's clock, in UTC: what it stamps rows with (leases compare heartbeats against it)."""
+        return self._now()
+
     def _now(self) -> datetime:
         now = self._clock()
         if now.utcoffset() is None:

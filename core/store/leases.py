@@ -1,0 +1,212 @@
+"""Study cells claimed through the store: each (variant, seed) of a study is trained exactly once, whichever
+machines, executors and schedulers take part.
+
+A study's cells are rows of `study_cells` (migration 0003), written once by whoever first runs the study on a
+pool of workers (`publish`): the run to create (name, config) and its lease. A worker `claim`s one cell in one
+short write transaction, `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL (two workers never wait on, nor take,
+the same row) and `BEGIN IMMEDIATE` on SQLite (one writer at a time): it takes the first cell that is open, or
+leased by a holder that died, and in the same transaction deletes the run that holder left and creates the
+cell's new run. So a cell has one run, and a claim that commits is the only one for that cell.
+
+A lease is alive while its holder beats (`beat`, a few times per timeout) or its run's trainer does (the run's
+own heartbeat, every flush). A lease whose heartbeats are both older than `timeout_s`, or whose run stopped
+without a result (marked interrupted, as `Store.mark_interrupted` does at once for a dead pid on its own host),
+is taken over by the next claim and the cell is rerun. A holder that finds its run ended hands the cell back
+(`release`): a result (finished, diverged, failed) makes it done; a cancelled run stops the study's cells (no
+worker claims them until the study is resumed: `reopen`); anything else opens it again.
+
+The store knows nothing of grids: a cell's key is the JSON the jobs layer gave it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterator, Mapping, Sequence
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from core.store.schema import CellModel, RunModel
+from core.store.sqlstore import Store
+
+CELLS = CellModel.__table__
+RUNS = RunModel.__table__
+RESULTS = ("finished", "diverged", "failed")  # the outcomes a study keeps (core.jobs.studies.RESULT_STATUSES)
+DEFAULT_TIMEOUT_S = 60.0  # the same staleness `Store.mark_interrupted` gives a run on another host
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """A cell as the jobs layer publishes it. `state` "done" with the run that has its result; "open" with
+    `run_id` a run to replace (interrupted or cancelled) or None; "leased" with a run still running elsewhere."""
+
+    position: int
+    cell: str
+    name: str
+    config: Mapping[str, Any]
+    state: str = "open"
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A cell this holder now trains: its new run (created by the claim) and the run's config."""
+
+    study_id: int
+    position: int
+    cell: str
+    run_id: int
+    name: str
+    config: dict[str, Any]
+    holder: str
+    attempt: int
+
+
+@contextlib.contextmanager
+def write_transaction(store: Store) -> Iterator[Connection]:
+    """One transaction that holds SQLite's write lock from its start (`BEGIN IMMEDIATE`), so a read and the write
+    that follows it cannot interleave with another writer's; on PostgreSQL a plain transaction (rows are locked
+    by `FOR UPDATE`)."""
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
+
+
+class Leases:
+    """The cells of the store's studies. `timeout_s`: how long a lease lives without a heartbeat."""
+
+    def __init__(self, store: Store, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"lease timeout must be positive, got {timeout_s!r}")
+        self.store = store
+        self.timeout_s = float(timeout_s)
+
+    def publish(self, study_id: int, cells: Sequence[CellSpec]) -> int:
+        """Write the study's cells that are not in the store yet (by position; the ones there are left alone)
+        and reopen stopped ones (running a study again resumes it). Returns how many cells were added."""
+        with write_transaction(self.store) as conn:
+            have = set(conn.execute(select(CELLS.c.position).where(CELLS.c.study_id == study_id)).scalars())
+            now = self.store.now()
+            rows = [{"study_id": study_id, "position": c.position, "cell": c.cell, "name": c.name[:255],
+                     "config_json": json.dumps(dict(c.config), allow_nan=True), "state": c.state,
+                     "run_id": c.run_id, "holder": None, "heartbeat_at": None if c.state != "leased" else now,
+                     "attempts": 0}
+                    for c in cells if c.position not in have]
+            if rows:
+                conn.execute(insert(CELLS), rows)
+            conn.execute(update(CELLS).where(CELLS.c.study_id == study_id, CELLS.c.state == "stopped")
+                         .values(state="open"))
+        return len(rows)
+
+    def reopen(self, study_id: int) -> int:
+        """Stopped cells (a cancelled study) become claimable again; returns how many."""
+        with self.store.engine.begin() as conn:
+            return conn.execute(update(CELLS).where(CELLS.c.study_id == study_id, CELLS.c.state == "stopped")
+                                .values(state="open")).rowcount
+
+    def stop(self, study_id: int) -> int:
+        """No worker claims the study's open cells any more (cancel); leased ones stop when their runs do."""
+        with self.store.engine.begin() as conn:
+            return conn.execute(update(CELLS).where(CELLS.c.study_id == study_id, CELLS.c.state == "open")
+                                .values(state="stopped")).rowcount
+
+    def _claimable(self, cutoff: datetime) -> Any:
+        stale = and_(or_(CELLS.c.heartbeat_at.is_(None), CELLS.c.heartbeat_at < cutoff),
+                     or_(RUNS.c.heartbeat_at.is_(None), RUNS.c.heartbeat_at < cutoff))
+        return or_(CELLS.c.state == "open",
+                   and_(CELLS.c.state == "leased", or_(RUNS.c.id.is_(None), RUNS.c.status != "running", stale)))
+
+    def claim(self, holder: str, *, study_id: int | None = None, host: str | None = None,
+              pid: int | None = None) -> Claim | None:
+        """Take the first claimable cell (of `study_id`, else of any study), replace the run a dead holder left,
+        create the cell's run (status running, with `host` and `pid`) and hold its lease. None: nothing left to
+        claim now (cells may still be leased by live holders)."""
+        holder = holder[:255]
+        while True:
+            with write_transaction(self.store) as conn:
+                now = self.store.now()
+                stmt = (select(CELLS.c.study_id, CELLS.c.position, CELLS.c.cell, CELLS.c.name, CELLS.c.config_json,
+                               CELLS.c.run_id, CELLS.c.attempts, RUNS.c.status)
+                        .select_from(CELLS.outerjoin(RUNS, RUNS.c.id == CELLS.c.run_id))
+                        .where(CELLS.c.state.in_(("open", "leased")),
+                               self._claimable(now - timedelta(seconds=self.timeout_s)))
+                        .order_by(CELLS.c.study_id, CELLS.c.position).limit(1)
+                        .with_for_update(skip_locked=True, of=CELLS))
+                if study_id is not None:
+                    stmt = stmt.where(CELLS.c.study_id == study_id)
+                row = conn.execute(stmt).first()
+                if row is None:
+                    return None
+                where = and_(CELLS.c.study_id == row.study_id, CELLS.c.position == row.position)
+                if row.status in RESULTS:  # its holder stored the result but died before handing the cell back
+                    conn.execute(update(CELLS).where(where).values(state="done", holder=None))
+                    continue
+                if row.run_id is not None:  # what a dead holder (or an interrupted run) left: rerun from scratch
+                    conn.execute(delete(RUNS).where(RUNS.c.id == row.run_id))
+                run_id = conn.execute(insert(RUNS).values(
+                    name=row.name, status="running", config_json=row.config_json, created_at=now,
+                    study_id=row.study_id, host=host, pid=pid)).inserted_primary_key[0]
+                conn.execute(update(CELLS).where(where).values(state="leased", run_id=run_id, holder=holder,
+                                                               heartbeat_at=now, attempts=row.attempts + 1))
+                return Claim(study_id=row.study_id, position=row.position, cell=row.cell, run_id=run_id,
+                             name=row.name, config=json.loads(row.config_json), holder=holder,
+                             attempt=row.attempts + 1)
+
+    def beat(self, claim: Claim) -> bool:
+        """Renew the lease; False when it is no longer this holder's (taken over, or the study was deleted)."""
+        with self.store.engine.begin() as conn:
+            return conn.execute(update(CELLS).where(*self._held(claim)).values(heartbeat_at=self.store.now())
+                                ).rowcount == 1
+
+    def release(self, claim: Claim) -> str | None:
+        """Hand the cell back after its run ended (or its holder gave up on it): done, stopped (cancelled: the
+        study's open cells stop too) or open. Returns the new state, None when the lease was no longer held."""
+        with write_transaction(self.store) as conn:
+            status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == claim.run_id)).scalar()
+            state = "done" if status in RESULTS else "stopped" if status == "cancelled" else "open"
+            if conn.execute(update(CELLS).where(*self._held(claim)).values(state=state)).rowcount != 1:
+                return None
+            if state == "stopped":
+                conn.execute(update(CELLS).where(CELLS.c.study_id == claim.study_id, CELLS.c.state == "open")
+                             .values(state="stopped"))
+            return state
+
+    @staticmethod
+    def _held(claim: Claim) -> tuple[Any, ...]:
+        return (CELLS.c.study_id == claim.study_id, CELLS.c.position == claim.position,
+                CELLS.c.holder == claim.holder, CELLS.c.state == "leased", CELLS.c.run_id == claim.run_id)
+
+    def counts(self, study_id: int) -> dict[str, int]:
+        """The study's cells per state (every state, 0 when none), plus "claimable" (open, or leased by a
+        holder that died) and "total"."""
+        cutoff = self.store.now() - timedelta(seconds=self.timeout_s)
+        with self.store.engine.connect() as conn:
+            found = dict(conn.execute(select(CELLS.c.state, func.count()).where(CELLS.c.study_id == study_id)
+                                      .group_by(CELLS.c.state)).all())
+            claimable = conn.execute(
+                select(func.count()).select_from(CELLS.outerjoin(RUNS, RUNS.c.id == CELLS.c.run_id))
+                .where(CELLS.c.study_id == study_id, CELLS.c.state.in_(("open", "leased")),
+                       self._claimable(cutoff))).scalar()
+        out = {state: int(found.get(state, 0)) for state in ("open", "leased", "done", "stopped")}
+        return out | {"claimable": int(claimable or 0), "total": sum(out.values())}
+
+    def cells(self, study_id: int) -> list[dict[str, Any]]:
+        """The study's cells in grid order: position, cell, state, run_id, holder, heartbeat_at, attempts."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(CELLS.c.position, CELLS.c.cell, CELLS.c.state, CELLS.c.run_id, CELLS.c.holder,
+                                       CELLS.c.heartbeat_at, CELLS.c.attempts)
+                                .where(CELLS.c.study_id == study_id).order_by(CELLS.c.position)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def studies_with_work(self) -> list[int]:
+        """Ids of the studies that have cells a worker could claim now, oldest first."""
+        cutoff = self.store.now() - timedelta(seconds=self.timeout_s)
+        with self.store.engine.connect() as conn:
+            return list(conn.execute(
+                select(CELLS.c.study_id).select_from(CELLS.outerjoin(RUNS, RUNS.c.id == CELLS.c.run_id))
+                .where(CELLS.c.state.in_(("open", "leased")), self._claimable(cutoff))
+                .group_by(CELLS.c.study_id).order_by(CELLS.c.study_id)).scalars())
