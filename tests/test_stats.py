@@ -9,7 +9,6 @@ import io
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -431,3 +430,34 @@ def test_study_judge_and_difference_flags(store, tmp_path):
     assert "ranked by exact val loss" in text and "BatchNorm matters only with bce" in text
     assert text.index("BatchNorm matters only with bce") < text.index("  - BatchNorm lowers")
     assert "Holm-corrected across the 6 effects and interactions" in text
+
+
+def test_run_groups_split_by_field_tag_or_pick_and_say_the_difference():
+    from datetime import datetime
+
+    from core.presentation import run_groups
+    from core.store import Run
+
+    def run(i, hidden, tags, loss):
+        return Run(id=i, name=f"r{i}", status="finished", config={"hidden": hidden}, tags=tags,
+                   summary={"final_val_loss_logits": loss}, created_at=datetime(2026, 1, 1))
+
+    runs = [run(1, [64], ("a",), 0.50), run(2, (64,), ("a",), 0.52), run(3, [64, 64], ("b",), 0.30),
+            run(4, [64, 64], ("a", "b"), 0.31), run(5, [64, 64], ("b",), 0.29), run(6, [64], (), math.nan)]
+    assert run_groups.field_values(runs, "hidden") == ["[64]", "[64, 64]"]  # a list and a tuple are one value
+    assert run_groups.run_tags(runs) == ["a", "b"]
+    a, b = run_groups.split_runs(runs, "field:hidden", "[64]", "[64, 64]")
+    assert [r.id for r in a] == [1, 2, 6] and [r.id for r in b] == [3, 4, 5]
+    a, b = run_groups.split_runs(runs, "tag", "a", "b")
+    assert [r.id for r in a] == [1, 2] and [r.id for r in b] == [3, 5]  # run 4 has both tags: in neither
+    a, b = run_groups.split_runs(runs, "pick", [1, 2], [3, 4, 5])
+    result = run_groups.group_difference(a, b, "final_val_loss_logits")
+    assert (result.n_a, result.n_b) == (2, 3) and result.difference == pytest.approx(0.30 - 0.51)
+    assert result == welch_difference([0.50, 0.52], [0.30, 0.31, 0.29])
+    sentence = run_groups.difference_sentence(result, "A", "B", "final_val_loss_logits")
+    assert sentence.startswith("B (3 runs) against A (2 runs): final exact val loss lower by 0.21 (95% CI ")
+    assert "Welch t, unpaired, p = " in sentence
+    table = run_groups.groups_table(result, "A", "B")
+    assert list(table["group"]) == ["A", "B", "B − A"] and table["mean"].iloc[2] == pytest.approx(-0.21)
+    with pytest.raises(ValueError, match="field:NAME, tag or pick"):
+        run_groups.split_runs(runs, "colour", 1, 2)
