@@ -113,9 +113,9 @@ def _interaction(cells, seeds, width: int, pair: tuple[int, int], others: list[i
 
 def interaction_sentences(table: pd.DataFrame) -> list[str]:
     """Each interaction in words, e.g. "BatchNorm matters only with bce: with bce it lowers final exact val loss
-    by 7,990 (95% CI ...); with bce_with_logits it makes no clear difference (...). Interaction -7,990 (95% CI
-    ...)." or "BatchNorm and loss: no clear interaction on final val loss (+0.01, 95% CI -0.02 to 0.04
-    includes 0)."."""
+    by 5,749 (95% CI ...); with bce_with_logits it makes no clear difference (...). Interaction (its effect with
+    bce_with_logits minus with bce): +5,749, 95% CI ..." or "BatchNorm and bce_with_logits instead of bce: no
+    clear interaction on final val loss (+0.01, 95% CI -0.02 to 0.04 includes 0)."."""
     return [interaction_sentence(row) for row in table.to_dict("records")]
 
 
@@ -135,7 +135,7 @@ def interaction_sentence(row: dict[str, Any]) -> str:
     base = (row["effect_at_baseline"], row["effect_at_baseline_ci_low"], row["effect_at_baseline_ci_high"])
     level = (row["effect_at_level"], row["effect_at_level_ci_low"], row["effect_at_level_ci_high"])
     base_clear, level_clear = _clear(*base), _clear(*level)
-    tail = f" Interaction {interval}."
+    tail = f" Interaction (its effect {with_level} minus {with_base}): {interval}."
     if base_clear != level_clear:
         (where, effect), (elsewhere, other) = ((with_base, base), (with_level, level)) if base_clear else \
             ((with_level, level), (with_base, base))
