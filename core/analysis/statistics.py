@@ -90,7 +90,8 @@ def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[tup
 
 def _holm_note(row: dict, family: int) -> str:
     if row["clear"] and not row["clear_holm"] and family > 1:
-        return f" Not clear after Holm's correction for the {family} effects shown (adjusted p {row['p_holm']:.2g})."
+        return (f" Not clear after Holm's correction for the {family} effects and interactions shown (adjusted p "
+                f"{row['p_holm']:.2g}).")
     return ""
 
 
