@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.analysis.findings import findings
 from core.jobs import runner
-from core.presentation import charts, export, formatting, report, run_tables, urls, zoom
+from core.presentation import calibration, charts, export, formatting, report, run_tables, urls, zoom
 from core.store import STATUSES, RunNotFound, Store
 from core.store.metrics import traces_frame
 
@@ -184,6 +184,12 @@ def show_run(run) -> None:
         fixable = next((f for f in found if f.fix), None)
         if fixable is not None:
             prove_fix(run, fixable)
+        reliability = calibration.calibration_figure(summary)
+        if reliability is not None:
+            st.plotly_chart(reliability, key=f"runs_calibration_{run.id}")
+            st.caption("Each point is a bin of validation predictions: its mean predicted probability against the "
+                       "share of positives in it (marker size: samples). On the diagonal the probabilities mean what "
+                       "they say; below it the model is over-confident.")
     with tab_metrics:
         keys_of_zoom = run_zoom(run.id)
         steps = keys_of_zoom.current(st.session_state)

@@ -112,3 +112,55 @@ def test_roc_auc_rows_is_each_rows_auc():
     assert [roc_auc(row, labels) for row in scores[:3]] == got[:3].tolist()
     distinct = rng.normal(size=(2, 50))  # no ties at all
     assert roc_auc_rows(distinct, labels).tolist() == pytest.approx([roc_auc_score(labels, r) for r in distinct])
+
+
+# ---------------------------------------------------------------------- measurements the causes need
+def test_margin_min_is_the_most_wrong_signed_logit():
+    d = diag_with_grad([3.0, -20.0, 0.5], [1.0, 1.0, 0.0])
+    assert d["margin_min"] == pytest.approx(-20.0)  # a positive at z = -20
+    d = diag_with_grad([3.0, 9.0], [1.0, 0.0])
+    assert d["margin_min"] == pytest.approx(-9.0)  # a negative at z = 9
+
+
+def test_ece_and_reliability_by_hand():
+    from core.training.diagnostics import ece_rows, reliability
+
+    # two samples predicted 0.5 (one positive: calibrated), two predicted ~0.88 (both negative: off by 0.88)
+    z = np.array([0.0, 0.0, 2.0, 2.0])
+    y = np.array([1.0, 0.0, 0.0, 0.0])
+    p = 1 / (1 + math.exp(-2.0))
+    assert ece_rows(z[None, :], y)[0] == pytest.approx(0.5 * 0 + 0.5 * p)
+    curve = reliability(z, y)
+    assert curve == {"predicted": [0.5, pytest.approx(p)], "observed": [0.5, 0.0], "count": [2, 2]}
+    rows = ece_rows(np.array([[0.0, 0.0, 2.0, 2.0], [0.0, math.nan, 0.0, 0.0]]), y)
+    assert math.isnan(rows[1]) and rows[0] == pytest.approx(0.5 * p)
+    assert reliability(np.array([math.inf, 0.0]), y[:2]) == {"predicted": [], "observed": [], "count": []}
+
+
+def test_update_ratio_and_stuck_updates_per_layer():
+    from core.training.diagnostics import GradLayout
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    layout = GradLayout([("fc0", model[0]), ("out", model[1])], list(model.parameters()))
+    after = torch.tensor([[3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])  # fc0: 6 values, out: 3 + 1
+    delta = torch.tensor([[0.3, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    grads = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])
+    out = layout.updates(delta, after, grads)
+    assert out["update_ratio/fc0"].item() == pytest.approx(0.1)
+    assert out["update_ratio/out"].item() == 0.0
+    assert out["update_norm"].item() == pytest.approx(0.5)
+    assert out["stuck_update_frac"].item() == pytest.approx(6 / 8)  # 8 live gradients, 2 of them moved
+
+
+def test_first_nonfinite_layer_in_forward_order():
+    from core.experiment.config import ExperimentConfig
+    from core.experiment.models import build_model
+    from core.training.diagnostics import first_nonfinite_layer
+
+    model = build_model(ExperimentConfig(hidden=(4, 4)), 3)
+    x = torch.ones(5, 3)
+    assert first_nonfinite_layer(model, x) is None
+    with torch.no_grad():
+        model.hidden[1].fc.weight[0, 0] = math.inf
+    assert first_nonfinite_layer(model, x) in ("fc1", "act1")  # inf * a zero ReLU output is NaN, else inf
+    assert first_nonfinite_layer(model, torch.full((5, 3), math.nan)) == "input"

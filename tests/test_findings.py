@@ -16,12 +16,16 @@ def test_wrong_side_clamp_is_reported_with_its_share():
 
 def test_output_relu_floor():
     cfg = ExperimentConfig(output_relu=True, hidden=()).to_dict()
-    assert ("problem", "Every prediction is ≥ 0.5: a ReLU before the sigmoid.") in titles(cfg, {"min_pred_pos_rate": 1.0})
+    assert ("problem", "Every prediction is ≥ 0.5: a ReLU before the sigmoid.") in titles(cfg,
+                                                                                      {"min_pred_pos_rate": 1.0})
 
 
 def test_frozen_optimizer():
     out = titles(ExperimentConfig().to_dict(), {"zero_update_steps": 40, "steps": 40})
-    assert out[0] == ("problem", "The optimizer never changed the weights, although the gradients were not zero.")
+    assert out[0] == ("problem", "The optimizer's updates round away: the weights do not move although the gradients "
+                                 "are not zero.")
+    some = titles(ExperimentConfig().to_dict(), {"zero_update_steps": 3, "steps": 40})
+    assert ("warning", "On 3 of 40 steps the optimizer changed nothing although the gradient was non-zero.") in some
 
 
 def test_diverged_names_the_step_and_good_run_says_so():
@@ -32,7 +36,8 @@ def test_diverged_names_the_step_and_good_run_says_so():
 
 
 def test_nan_summary_values_are_not_findings():
-    assert titles(ExperimentConfig().to_dict(), {"peak_clamp_wrong_frac": float("nan"), "final_val_acc": float("nan")}) == []
+    nan = float("nan")
+    assert titles(ExperimentConfig().to_dict(), {"peak_clamp_wrong_frac": nan, "final_val_acc": nan}) == []
 
 
 def test_wrong_side_saturation_under_logits_says_what_is_true_for_that_loss():
@@ -76,12 +81,12 @@ def test_standardized_or_batchnormed_inputs_are_not_a_problem():
 
 
 def test_every_finding_with_a_cause_offers_a_fix_that_is_a_valid_config_change():
-    summary = {"peak_clamp_wrong_frac": 0.3, "peak_dead_relu_frac": 0.5, "peak_eps_clamp_frac": 0.2,
+    summary = {"peak_clamp_wrong_frac": 0.3, "final_dead_relu_frac": 0.5, "peak_eps_clamp_frac": 0.2,
                "input_std_max": 50.0, "input_abs_max": 300.0, "diverged_step": 3, "steps": 10}
     cfg = dict(RAW, clamp_eps=0.1, lr=0.05, output_relu=True)
     found = findings_for(cfg, summary, status="diverged")
     fixes = {f.cause: f.fix for f in found if f.cause}
-    assert fixes == {"unscaled inputs": {"standardize": True}, "divergence": {"lr": 0.005},
+    assert fixes == {"unscaled inputs": {"standardize": True}, "learning rate too high": {"lr": 0.005},
                      "a ReLU before the sigmoid": {"output_relu": False},
                      "sigmoid saturation under BCELoss's clamp": {"loss": "bce_with_logits", "clamp_eps": None},
                      "clamp_eps too large": {"clamp_eps": None}, "dead ReLUs": {"activation": "elu"}}
@@ -94,3 +99,19 @@ def test_a_finding_as_json_has_severity_title_detail_cause_and_fix():
                                status="finished")
     assert set(first.to_dict()) == {"severity", "title", "detail", "cause", "fix"}
     assert first.to_dict()["fix"] == {"standardize": True}
+
+
+def test_calibration_and_a_small_rise_in_validation_loss_are_notes_not_problems():
+    out = titles(ExperimentConfig().to_dict(), {"final_val_ece": 0.2, "best_val_loss": 0.36, "final_val_loss": 0.40,
+                                                "best_val_epoch": 1, "epochs_completed": 15, "steps": 10})
+    assert ("info", "The predicted probabilities are off by 0.20 on average (validation ECE).") in out
+    assert ("info", "Validation loss rose 11% after its best (0.360 at epoch 1).") in out
+    assert not [t for t in out if t[0] in ("problem", "warning")]
+    calm = titles(ExperimentConfig().to_dict(), {"final_val_ece": 0.149, "steps": 10})
+    assert not [t for t in calm if "ECE" in t[1]]
+
+
+def test_a_few_dead_units_while_the_loss_falls_are_a_note():
+    out = findings_for(ExperimentConfig().to_dict(), {"peak_dead_relu_frac": 0.4, "final_dead_relu_frac": 0.1,
+                                                      "train_loss_drop": 0.8, "steps": 10}, status="finished")
+    assert [(f.severity, f.cause) for f in out] == [("info", "")]

@@ -24,7 +24,8 @@ DIAGNOSTICS = ("full", "loss")
 GROUPS: dict[str, tuple[str, ...]] = {
     "Data": ("dataset", "n_samples", "n_features", "noise", "pos_fraction", "val_fraction", "standardize",
              "feature_scale", "data_seed", "csv_path", "csv_label"),
-    "Architecture": ("hidden", "batchnorm", "bn_eps", "bn_momentum", "activation", "elu_alpha", "output_relu"),
+    "Architecture": ("hidden", "batchnorm", "bn_eps", "bn_momentum", "activation", "elu_alpha", "output_relu",
+                     "hidden_bias_init"),
     "Loss": ("loss", "clamp_eps", "pos_weight"),
     "Optimisation": ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "grad_clip"),
     "Run": ("seed", "device", "dtype", "diagnostics", "log_every"),
@@ -61,6 +62,7 @@ class ExperimentConfig:
     activation: str = "relu"  # hidden activation, one of ACTIVATIONS
     elu_alpha: float = 1.0  # ELU's alpha (negative saturation value)
     output_relu: bool = False  # the article's bug: a ReLU on the output, before the sigmoid
+    hidden_bias_init: float | None = None  # start every hidden bias at this value; None keeps PyTorch's default
     # --- loss ---
     loss: str = "bce"  # "bce": sigmoid then nn.BCELoss (logs clamped at -100); "bce_with_logits": exact
     clamp_eps: float | None = None  # bce only: clamp the probability to [eps, 1 - eps] before BCELoss
@@ -134,6 +136,8 @@ class ExperimentConfig:
         _choice("activation", self.activation, ACTIVATIONS)
         _open_range("elu_alpha", self.elu_alpha, 0.0, 100.0)
         _bool("output_relu", self.output_relu)
+        if self.hidden_bias_init is not None:
+            _float_range("hidden_bias_init", self.hidden_bias_init, -100.0, 100.0)
 
         _choice("loss", self.loss, LOSSES)
         if self.clamp_eps is not None:

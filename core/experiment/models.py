@@ -34,6 +34,8 @@ class Classifier(nn.Module):
         for i, out in enumerate(cfg.hidden):
             block = nn.Sequential()
             block.add_module("fc", nn.Linear(width, out))
+            if cfg.hidden_bias_init is not None:
+                nn.init.constant_(block.fc.bias, cfg.hidden_bias_init)
             if cfg.batchnorm:
                 block.add_module("bn", nn.BatchNorm1d(out, eps=cfg.bn_eps, momentum=cfg.bn_momentum))
             block.add_module("act", make_activation(cfg))

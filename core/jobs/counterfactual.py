@@ -48,6 +48,9 @@ class Verdict:
     def sentence(self) -> str:
         change = ", ".join(f"{k}={_text(v)}" for k, v in self.fix.items())
         means = f"from {_fmt(_mean(self.baseline))} to {_fmt(_mean(self.fixed))} on average"
+        if not any(math.isfinite(v) for v in self.baseline) and all(math.isfinite(v) for v in self.fixed):
+            return (f"The fix helped: as run, every seed diverged or failed; with {change} every seed finished, at "
+                    f"an exact validation loss of {_fmt(_mean(self.fixed))} on average ({self.seeds} seeds).")
         if math.isfinite(self.ratio) and self.ratio <= 1:
             size = f"{_fmt(1 / self.ratio)} times lower"
             ci = f"(95% CI {_fmt(1 / self.ratio_high)} to {_fmt(1 / self.ratio_low)} times, {self.seeds} seeds)"
@@ -96,7 +99,8 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
             result = train(cfg, StoreReporter(store, new_id, pid=os.getpid(), host=socket.gethostname()),
                            data=load_dataset(cfg))
             value = result.summary.get(METRIC)
-            value = float(value) if isinstance(value, (int, float)) else math.nan
+            # a run that diverged (or failed) has no final loss, whatever its last finished epoch measured
+            value = float(value) if isinstance(value, (int, float)) and result.status == "finished" else math.nan
             values[side].append(value)
             ids[side].append(new_id)
             if on_run is not None:
@@ -111,6 +115,11 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
                                                                                            log_high))
     judged_low, judged_high, zero = (log_low, log_high, 0.0) if math.isfinite(log_low) else (low, high, 0.0)
     verdict = "helped" if judged_high < zero else "hurt" if judged_low > zero else "no clear difference"
+    # every seed diverged on one side and finished on the other: no interval needed
+    if all(not math.isfinite(b) and math.isfinite(f) for b, f in pairs):
+        verdict = "helped"
+    elif all(math.isfinite(b) and not math.isfinite(f) for b, f in pairs):
+        verdict = "hurt"
     return Verdict(run_id, cause, change, seeds, values["baseline"], values["fixed"], ids, mean, low, high, ratio,
                    ratio_low, ratio_high, verdict)
 

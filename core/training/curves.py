@@ -13,17 +13,17 @@ import numpy as np
 SPIKE_WINDOW = 20  # a step spikes against the median of this many logged steps before it
 SPIKE_RATIO = 4.0  # ... when its loss is this many times that median
 SPIKE_ABOVE = 0.5  # ... and at least this much above it (a loss of 0.01 next to 0.002 is no spike)
+LEVEL_FLOOR = 0.1  # oscillation is measured against a level of at least this much loss (nats)
 
 
 def oscillation(values: list[float]) -> float:
     """How much a curve goes back and forth, relative to its level: (total variation - net change) / 2, over the
-    median value. 0 for a monotone curve; 1 when it travels, up and then back, once its typical value."""
+    median value (at least LEVEL_FLOOR, so that a loss jittering around 0.001 does not count as wild). 0 for a
+    monotone curve; 1 when it travels, up and then back, once its typical value."""
     x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
     if x.size < 3:
         return math.nan
-    level = float(np.median(np.abs(x)))
-    if level == 0:
-        return 0.0
+    level = max(float(np.median(np.abs(x))), LEVEL_FLOOR)
     wasted = (np.abs(np.diff(x)).sum() - abs(x[-1] - x[0])) / 2
     return float(wasted / level)
 
@@ -38,8 +38,8 @@ def spikes(losses: np.ndarray) -> int:
     reference = np.nanmedian(windows, axis=1)
     later = x[SPIKE_WINDOW:]
     with np.errstate(invalid="ignore"):
-        hit = (later > SPIKE_RATIO * reference) & (later > reference + SPIKE_ABOVE)
-    return int(hit.sum() + (~np.isfinite(later)).sum())
+        hit = (later > SPIKE_RATIO * reference) & (later > reference + SPIKE_ABOVE) | ~np.isfinite(later)
+    return int(hit.sum())
 
 
 def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses: np.ndarray) -> dict[str, float]:
@@ -48,8 +48,8 @@ def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses:
 
     - `train_loss_drop`: 1 - (the lower of the last two epochs' means) / the first epoch's mean: ~0 on a plateau.
     - `train_loss_osc`, `val_loss_osc`: `oscillation` of the two curves.
-    - `val_loss_tail_drop`: the validation loss's mean relative fall per epoch over the last two epochs (> 0 when
-      it was still falling as training stopped).
+    - `val_loss_tail_drop`, `val_loss_tail_fall`: the validation loss's mean fall per epoch over the last two
+      epochs, relative and in nats (> 0 when it was still falling as training stopped).
     - `loss_spikes`: `spikes` of the step losses.
     """
     out: dict[str, float] = {"loss_spikes": spikes(step_losses)}
@@ -61,4 +61,5 @@ def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses:
     val = [v for v in val_epochs if math.isfinite(v)]
     if len(val) >= 3 and val[-3] > 0:
         out["val_loss_tail_drop"] = (1 - val[-1] / val[-3]) / 2
+        out["val_loss_tail_fall"] = (val[-3] - val[-1]) / 2
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}

@@ -79,7 +79,7 @@ class Summary:
         out: dict[str, Any] = {"steps": steps, "epochs_completed": epochs}
         for key in ("train_loss", "train_loss_logits", "val_loss", "val_loss_logits", "val_acc", "val_auc",
                     "train_acc", "val_pred_pos_rate", "pred_pos_rate", "grad_norm", "update_norm", "logit_abs_max",
-                    "val_ece"):
+                    "val_ece", "dead_relu_frac"):
             if key in self.final:
                 out[f"final_{key}"] = self.final[key]
         for key, v in self.peak.items():

@@ -1,0 +1,447 @@
+"""Root causes: rules that read a run's config and summary and name why its loss misbehaved, with the evidence
+and the config change that removes the cause.
+
+`cause_findings` runs the rules in order of precedence: a cause that explains another's evidence comes first (a
+ReLU before the sigmoid explains a plateau; unscaled inputs explain saturation; a frozen BatchNorm explains a
+validation loss that rises). Each rule reads numbers the trainer put in the summary (`core.training.summary`,
+`core.training.curves`), so all of them together cost microseconds. Thresholds are module constants, named
+for what they mean; tests/test_causes.py checks both sides of each.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+from core.analysis.finding_types import SATURATES_AT, Finding, layer_medians, num, pct
+
+RELU_SIGMOID = "a ReLU before the sigmoid"
+UNSCALED = "unscaled inputs"
+RANDOM_LABELS = "random labels"
+LR_HIGH = "learning rate too high"
+LR_LOW = "learning rate too low"
+MOMENTUM = "momentum too high"
+FLOAT16_OVERFLOW = "float16 overflow"
+ROUNDED_AWAY = "updates below the dtype's precision"
+HALF_SATURATION = "half-precision saturation"
+SATURATION = "sigmoid saturation under BCELoss's clamp"
+CLAMP_EPS = "clamp_eps too large"
+BN_FROZEN = "BatchNorm running statistics never updated"
+BN_MOMENTUM = "BatchNorm momentum too high"
+BN_TINY = "BatchNorm with tiny batches"
+WEIGHT_DECAY = "weight decay too strong"
+CLIP = "gradient clipping too tight"
+VANISHING = "vanishing gradients"
+DEAD_RELU = "dead ReLUs"
+LINEAR = "a linear model for non-linear data"
+NO_NONLINEARITY = "no non-linearity"
+OVERFITTING = "overfitting"
+FEW_STEPS = "too few optimizer steps"
+
+CAUSES = (RELU_SIGMOID, RANDOM_LABELS, UNSCALED, FLOAT16_OVERFLOW, MOMENTUM, LR_HIGH, ROUNDED_AWAY, HALF_SATURATION,
+          SATURATION, CLAMP_EPS, BN_FROZEN, BN_MOMENTUM, BN_TINY, WEIGHT_DECAY, CLIP, VANISHING, DEAD_RELU, LR_LOW,
+          LINEAR, NO_NONLINEARITY, OVERFITTING, FEW_STEPS)
+
+UNSCALED_STD = 10.0  # a feature std this large, as the first layer sees it, is unscaled (default init assumes ~1)
+PLATEAU_DROP = 0.1  # the exact training loss fell less than this share from the first epoch: a plateau
+PLATEAU_LOSS = 0.2  # ... and ended above this (a run that learned everything in epoch 0 is no plateau)
+STUCK_FRAC = 0.5  # a typical step left this share of parameters with a non-zero gradient unchanged
+UNSTABLE_VAL_OSC = 1.0  # the validation loss travelled back and forth its own level at least once
+UNSTABLE_TRAIN_OSC = 0.5  # ... and the training loss half of it,
+UNSTABLE_SPIKES = 3  # ... or spiked this often, or ended above where it started
+BIG_UPDATE = 0.05  # a typical step changes some layer's weights by 5% of their size: far past the usual 0.1-1%
+WILD_MARGIN = -20.0  # a logit this far on the wrong side: the model swung to confident errors
+SMALL_UPDATE = 1e-3  # every layer's typical step is under 0.1% of its weights: the usual 1e-3 rule of thumb
+TARGET_UPDATE = 3e-3  # the relative update size a raised learning rate aims at
+VANISH_RATIO = 0.05  # the first layer's gradient norm under 5% of the output layer's
+DEEP = 4  # hidden layers from which vanishing gradients are looked for
+DEAD_FINAL = 0.5  # half the ReLU units dead at the end
+CLIP_RATIO = 10.0  # the typical gradient norm at least 10 times grad_clip: every step is clipped hard
+STRONG_DECAY = 0.1  # weight decay from which a plateau is blamed on it
+UNDERFIT_ACC = 0.75  # training accuracy under this with a plateau: the model cannot fit the data
+OVERFIT_RISE = 0.25  # the validation loss ended 25% above its best ...
+OVERFIT_PROBLEM = 1.0  # ... a problem when it doubled
+OVERFIT_TRAIN_ACC = 0.9  # while the training accuracy is at least this
+TAIL_DROP = 0.03  # the validation loss still fell 3% an epoch at the end ...
+TAIL_FALL = 0.01  # ... and at least 0.01 nats an epoch
+TINY_BATCH = 4  # BatchNorm on batches of at most this many samples
+BN_MOMENTUM_HIGH = 0.5  # running statistics that follow the last batch this closely
+
+Rule = Callable[[Mapping[str, Any], Mapping[str, Any], str], "Finding | None"]
+
+
+def cause_findings(config: Mapping[str, Any], summary: Mapping[str, Any], *, status: str) -> list[Finding]:
+    """Every cause whose evidence is in the summary, in order of precedence (see the module docstring)."""
+    out = []
+    for rule in RULES:
+        found = rule(config, summary, status)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+# ---------------------------------------------------------------------- evidence shared by several rules
+def plateau(s: Mapping[str, Any]) -> bool:
+    """The exact training loss barely fell and stayed high."""
+    drop, final = num(s, "train_loss_drop"), num(s, "final_train_loss_logits")
+    return drop is not None and drop < PLATEAU_DROP and (final is None or final > PLATEAU_LOSS)
+
+
+def unstable(s: Mapping[str, Any]) -> bool:
+    """The losses went up and down instead of down: the validation loss swung by its own level, and the
+    training loss swung too, spiked, or ended above where it began."""
+    val_osc = num(s, "val_loss_osc")
+    if val_osc is None or val_osc < UNSTABLE_VAL_OSC:
+        return False
+    return ((num(s, "train_loss_osc") or 0) >= UNSTABLE_TRAIN_OSC or (num(s, "loss_spikes") or 0) >= UNSTABLE_SPIKES
+            or (num(s, "train_loss_drop") or 0) < 0)
+
+
+def _evidence_of_instability(s: Mapping[str, Any]) -> str:
+    parts = [f"the validation loss swung {num(s, 'val_loss_osc') or 0:.1f} times its level"]
+    if num(s, "train_loss_osc") is not None:
+        parts.append(f"the training loss {num(s, 'train_loss_osc'):.2f} times")
+    if num(s, "loss_spikes"):
+        parts.append(f"{int(num(s, 'loss_spikes'))} steps spiked")
+    if (num(s, "train_loss_drop") or 0) < 0:
+        parts.append("the training loss ended above where it started")
+    return ", ".join(parts)
+
+
+def _largest_update(s: Mapping[str, Any]) -> tuple[str, float] | None:
+    ratios = layer_medians(s, "update_ratio")
+    return max(ratios.items(), key=lambda kv: kv[1]) if ratios else None
+
+
+def _lr_times(config: Mapping[str, Any], factor: float) -> dict[str, Any] | None:
+    lr = config.get("lr")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        return None
+    new = float(f"{lr * factor:.3g}")
+    return {"lr": min(new, 10.0)} if new != lr else None
+
+
+# ---------------------------------------------------------------------- the rules, in order of precedence
+def relu_before_sigmoid(config, s, status) -> Finding | None:
+    if not config.get("output_relu"):
+        return None
+    low, lowest = num(s, "min_pred_pos_rate"), num(s, "min_val_logit")
+    title = ("Every prediction is ≥ 0.5: a ReLU before the sigmoid." if low is None or low >= 1.0 else
+             "A ReLU before the sigmoid floors every probability at 0.5.")
+    reach = (f" The head's lowest validation logit over the whole run was {lowest:.3g}: it can never reach the "
+             "negative targets." if lowest is not None else "")
+    return Finding("problem", title,
+                   "ReLU makes every pre-sigmoid value ≥ 0, so sigmoid gives ≥ 0.5 and no sample can be predicted "
+                   "negative. For a negative the best reachable loss is ln 2 ≈ 0.69, where the ReLU's gradient is "
+                   f"exactly zero; on balanced data the mean loss cannot fall below about 0.35.{reach} Remove "
+                   "output_relu and feed raw logits to bce_with_logits.",
+                   cause=RELU_SIGMOID, fix={"output_relu": False})
+
+
+def random_labels(config, s, status) -> Finding | None:
+    if config.get("dataset") != "random":
+        return None
+    auc, train_acc = num(s, "final_val_auc"), num(s, "final_train_acc")
+    evidence = (f" Validation AUC {auc:.2f} (chance is 0.5)" if auc is not None else "") + \
+               (f", training accuracy {train_acc:.0%}" if train_acc is not None else "")
+    return Finding("warning", "The labels are random: there is nothing to learn.",
+                   "The data set draws standard-normal inputs and labels independently of them (the article's "
+                   f"data).{evidence + '.' if evidence else ''} Any drop in training loss is memorisation and the "
+                   "validation loss cannot beat ln 2. Train on data whose labels depend on the inputs.",
+                   cause=RANDOM_LABELS, fix={"dataset": "gaussian"})
+
+
+def unscaled_inputs(config, s, status) -> Finding | None:
+    scale, largest = num(s, "input_std_max"), num(s, "input_abs_max")
+    if scale is None or scale < UNSCALED_STD or config.get("standardize", True):
+        return None
+    saturated = bool(num(s, "peak_clamp_frac")) or (num(s, "logit_abs_max") or num(s, "peak_logit_abs_max") or 0) > 16
+    if config.get("batchnorm"):
+        severity = "info"  # BatchNorm rescales the first layer's outputs: whatever else happened, not this
+    else:
+        severity = "problem" if saturated or status == "diverged" else "warning"
+    largest_text = f" (largest |x| {largest:.3g})" if largest is not None else ""
+    return Finding(severity, f"The inputs are not scaled: feature standard deviations reach {scale:.3g}"
+                             f"{largest_text}, so the first layer starts far outside the sigmoid's useful range.",
+                   "Unscaled features make the first pre-activations, and so the logits, huge from the first step: "
+                   "sigmoid saturates, BCELoss clamps and the gradient vanishes"
+                   + (", which BatchNorm partly undoes in the hidden layers" if config.get("batchnorm") else "")
+                   + ". standardize=true scales each feature to zero mean and unit variance (fitted on the "
+                     "training split).", cause=UNSCALED, fix={"standardize": True})
+
+
+def diverged(config, s, status) -> Finding | None:
+    if status != "diverged":
+        return None
+    step, layer, where = s.get("diverged_step"), s.get("nonfinite_layer"), s.get("nonfinite_in")
+    located = ""
+    if layer:
+        located = {"forward": f" The first non-finite value came out of layer {layer} in the forward pass.",
+                   "gradient": f" The first non-finite value was layer {layer}'s gradient.",
+                   "update": f" Layer {layer}'s weights became non-finite in the update."}.get(where, "")
+    grad = num(s, "median_grad_norm")
+    grown = f" The typical gradient norm was {grad:.3g}." if grad is not None else ""
+    title = f"Training diverged at step {step}: a loss, logit or gradient became NaN or infinite."
+    if config.get("dtype") == "float16" and where in ("forward", "gradient"):
+        return Finding("problem", title, "float16 holds numbers only up to 65,504: an activation or a gradient past "
+                                         f"that is infinite.{located}{grown} Train in float32 (or bfloat16, which "
+                                         "has float32's range).", cause=FLOAT16_OVERFLOW, fix={"dtype": "float32"})
+    if config.get("optimizer") == "sgd" and (config.get("momentum") or 0) >= 0.99:
+        return Finding("problem", title, f"SGD momentum {config.get('momentum')} keeps adding up past steps for "
+                                         f"hundreds of steps, so the weights overshoot and blow up.{located}{grown} "
+                                         "A momentum of 0.9 forgets in about ten steps.",
+                       cause=MOMENTUM, fix={"momentum": 0.9})
+    return Finding("problem", title, f"Each step overshot and the next one overshot more.{located}{grown} Lower the "
+                                     "learning rate (or clip gradients with grad_clip).",
+                   cause=LR_HIGH, fix=_lr_times(config, 0.1))
+
+
+def rounded_away(config, s, status) -> Finding | None:
+    stuck = num(s, "median_stuck_update_frac")
+    zero, steps = s.get("zero_update_steps"), s.get("steps") or 0
+    every = isinstance(zero, int) and steps and zero == steps
+    if (stuck is None or stuck < STUCK_FRAC) and not every:
+        return None
+    dtype = config.get("dtype", "float32")
+    share = f"a typical step left {pct(stuck)} of the parameters with a non-zero gradient unchanged" \
+        if stuck is not None else f"the optimizer changed nothing on {zero} of {steps} steps"
+    half = dtype in ("float16", "bfloat16")
+    return Finding("problem", "The optimizer's updates round away: the weights do not move although the gradients "
+                              "are not zero.",
+                   f"In {dtype}, {share}: lr × gradient is smaller than the gap between neighbouring {dtype} "
+                   "numbers near each weight, so the sum rounds back to the old weight"
+                   + (" (bfloat16 keeps 8 significant bits, float16 11)." if half else ".")
+                   + (" Train in float32." if half else " Raise the learning rate."),
+                   cause=ROUNDED_AWAY, fix={"dtype": "float32"} if half else _lr_times(config, 10.0))
+
+
+def half_precision_saturation(config, s, status) -> Finding | None:
+    dtype, wrong = config.get("dtype", "float32"), num(s, "peak_clamp_wrong_frac")
+    margin = num(s, "min_margin")
+    if dtype not in ("float16", "bfloat16") or config.get("loss", "bce") != "bce" or not wrong or margin is None:
+        return None
+    if margin <= -SATURATES_AT["float32"]:
+        return None  # float32 would have clamped these too: the loss, not the dtype, is the cause
+    return Finding("problem", f"{pct(wrong)} of outputs were clamped on the wrong side, by logits that float32 "
+                              "would still have represented.",
+                   f"sigmoid rounds to exactly 1 above z ≈ {SATURATES_AT[dtype]} in {dtype} (16.6 in float32). The "
+                   f"most wrong margin y·z of the run was {margin:.3g}: past {dtype}'s threshold, not float32's. A "
+                   "confident wrong prediction then costs 100 with zero gradient under BCELoss. Train in float32.",
+                   cause=HALF_SATURATION, fix={"dtype": "float32"})
+
+
+def saturation(config, s, status) -> Finding | None:
+    wrong = num(s, "peak_clamp_wrong_frac")
+    if not wrong or config.get("loss", "bce") != "bce":
+        return None
+    dtype, margin = config.get("dtype", "float32"), num(s, "min_margin")
+    reached = f" The most wrong margin y·z of the run was {margin:.3g}." if margin is not None else ""
+    return Finding("problem", f"{pct(wrong)} of outputs were clamped on the wrong side: their loss is 100 and their "
+                              "gradient is zero.",
+                   f"sigmoid rounds to exactly 1 above z ≈ {SATURATES_AT.get(dtype, 16.6)} in {dtype} (and to 0 "
+                   f"below about -88.7 in float32).{reached} BCELoss then clamps log(0) at -100: a confident wrong "
+                   "prediction costs 100 and gets no gradient, so it can never be corrected. bce_with_logits stays "
+                   "exact and keeps the gradient sigmoid(z) - y.", cause=SATURATION,
+                   fix={"loss": "bce_with_logits", **({"clamp_eps": None} if config.get("clamp_eps") else {})})
+
+
+def clamp_eps(config, s, status) -> Finding | None:
+    eps = num(s, "peak_eps_clamp_frac")
+    if not eps or eps < 0.01 or not config.get("clamp_eps"):
+        return None
+    return Finding("warning", f"Up to {pct(eps)} of probabilities fell outside [eps, 1 - eps] and were clamped: no "
+                              "gradient flows through them.",
+                   f"clamp_eps = {config.get('clamp_eps')} bounds the loss but also stops learning on every sample "
+                   "the model is already fairly sure of, right or wrong. BCELoss's own clamp at -100 is enough; "
+                   "bce_with_logits needs none.", cause=CLAMP_EPS, fix={"clamp_eps": None})
+
+
+def _val_gap(s: Mapping[str, Any]) -> str:
+    val, train = num(s, "final_val_loss_logits"), num(s, "final_train_loss_logits")
+    acc, train_acc = num(s, "final_val_acc"), num(s, "final_train_acc")
+    parts = []
+    if val is not None and train is not None:
+        parts.append(f"final exact loss {train:.3g} in training, {val:.3g} on validation")
+    if acc is not None and train_acc is not None:
+        parts.append(f"accuracy {train_acc:.0%} in training, {acc:.0%} on validation")
+    return "; ".join(parts)
+
+
+def batchnorm(config, s, status) -> Finding | None:
+    if not config.get("batchnorm") or not config.get("hidden"):
+        return None
+    momentum, batch = config.get("bn_momentum", 0.1), config.get("batch_size", 32)
+    gap = _val_gap(s)
+    evidence = f" ({gap})" if gap else ""
+    if momentum == 0:
+        return Finding("problem", "BatchNorm's running statistics never moved (bn_momentum = 0): evaluation "
+                                  "normalises with mean 0 and variance 1.",
+                       "Training normalises each batch with its own statistics, validation with running ones that "
+                       f"stay at their initial values, so the two see different networks{evidence}. "
+                       "bn_momentum=0.1 lets them follow the data.", cause=BN_FROZEN, fix={"bn_momentum": 0.1})
+    if momentum >= BN_MOMENTUM_HIGH:
+        return Finding("warning", f"BatchNorm's running statistics follow the last batch (bn_momentum = {momentum}).",
+                       f"Evaluation normalises with the statistics of the last batch or two of {batch} samples, "
+                       f"which move with every batch{evidence}. bn_momentum=0.1 averages about ten batches.",
+                       cause=BN_MOMENTUM, fix={"bn_momentum": 0.1})
+    if batch <= TINY_BATCH:
+        return Finding("warning", f"BatchNorm normalises batches of {batch} samples: its statistics are noise.",
+                       f"The mean and variance of {batch} samples change wildly from batch to batch, so training "
+                       f"sees a different network each step and evaluation a third one{evidence}. Batches of 32 or "
+                       "more (or no BatchNorm) fix it.", cause=BN_TINY, fix={"batch_size": 32})
+    return None
+
+
+def weight_decay(config, s, status) -> Finding | None:
+    decay = config.get("weight_decay") or 0
+    if decay < STRONG_DECAY or not plateau(s):
+        return None
+    pos = num(s, "final_val_pred_pos_rate")
+    collapse = f" At the end {pos:.0%} of validation samples are predicted positive." if pos is not None else ""
+    return Finding("problem", f"Weight decay {decay:g} holds every weight near zero: the loss stayed on a plateau.",
+                   f"The exact training loss fell only {pct(max(num(s, 'train_loss_drop') or 0, 0))} from the first "
+                   f"epoch.{collapse} A decay this strong outweighs the loss's gradient, so the model predicts little "
+                   "more than the class prior. Typical values are 1e-4 to 1e-2.",
+                   cause=WEIGHT_DECAY, fix={"weight_decay": 0.0})
+
+
+def clipping(config, s, status) -> Finding | None:
+    clip, grad = config.get("grad_clip"), num(s, "median_grad_norm")
+    if not clip or grad is None or grad < CLIP_RATIO * clip or not plateau(s):
+        return None
+    return Finding("problem", f"Gradient clipping at {clip:g} shrinks every step: the typical gradient norm is "
+                              f"{grad:.3g}, {grad / clip:,.0f} times larger.",
+                   f"Clipping scales each step down to norm {clip:g}, so the learning rate is in effect "
+                   f"{grad / clip:,.0f} times smaller and the loss stayed on a plateau. Clip at a norm above the "
+                   "typical one (or not at all).", cause=CLIP, fix={"grad_clip": None})
+
+
+def momentum_too_high(config, s, status) -> Finding | None:
+    momentum = config.get("momentum") or 0
+    if config.get("optimizer") != "sgd" or momentum < 0.99 or not unstable(s):
+        return None
+    return Finding("problem", f"SGD momentum {momentum} makes the loss swing: {_evidence_of_instability(s)}.",
+                   "With momentum m a step keeps adding up the last 1/(1-m) gradients: at 0.99 and above the "
+                   "weights overshoot for hundreds of steps before they turn. 0.9 is the usual value.",
+                   cause=MOMENTUM, fix={"momentum": 0.9})
+
+
+def lr_too_high(config, s, status) -> Finding | None:
+    if not unstable(s):
+        return None
+    largest, margin = _largest_update(s), num(s, "min_margin")
+    big = largest is not None and largest[1] >= BIG_UPDATE
+    wild = margin is not None and margin <= WILD_MARGIN
+    if not big and not wild:
+        return None
+    evidence = [_evidence_of_instability(s)]
+    if big:
+        evidence.append(f"a typical step changed layer {largest[0]}'s weights by {largest[1]:.0%} of their size")
+    if wild:
+        evidence.append(f"a logit reached {margin:.3g} on the wrong side")
+    return Finding("problem", f"The learning rate is too high: the loss goes up and down instead of down (lr = "
+                              f"{config.get('lr')}).",
+                   "; ".join(evidence).capitalize() + ". Steps that large jump across the valley instead of into "
+                   "it. A tenth of the learning rate usually settles it.", cause=LR_HIGH,
+                   fix=_lr_times(config, 0.1))
+
+
+def vanishing(config, s, status) -> Finding | None:
+    hidden = config.get("hidden") or ()
+    norms = layer_medians(s, "grad_norm")
+    if len(hidden) < DEEP or not plateau(s) or "fc0" not in norms or not norms.get("out"):
+        return None
+    ratio = norms["fc0"] / norms["out"]
+    if ratio >= VANISH_RATIO:
+        return None
+    act = config.get("activation")
+    return Finding("problem", f"The gradient vanishes on its way down {len(hidden)} hidden layers: the first layer "
+                              f"gets {ratio:.2g} times the output layer's gradient.",
+                   f"Typical gradient norms: fc0 {norms['fc0']:.2g}, out {norms['out']:.2g}. Each {act} layer "
+                   "shrinks the signal a little, and through this many the first layers barely learn, so the loss "
+                   "stayed on a plateau. BatchNorm keeps each layer's inputs at unit scale (so does a shallower "
+                   "model, or ReLU-like activations with their initialisation).",
+                   cause=VANISHING, fix={"batchnorm": True})
+
+
+def dead_relus(config, s, status) -> Finding | None:
+    dead = num(s, "final_dead_relu_frac")
+    if dead is None or dead < DEAD_FINAL or not config.get("hidden") or config.get("activation") != "relu":
+        return None
+    severity = "problem" if plateau(s) else "warning"
+    init = config.get("hidden_bias_init")
+    negative_init = isinstance(init, (int, float)) and init < 0
+    why = (f"Every hidden bias started at {init:g}, below every unit's input, so the units were dead from the first "
+           "step; the default initialisation (or 0) starts them alive." if negative_init else
+           "Large steps push a unit's bias far negative. ELU (or leaky_relu) keeps a gradient below zero.")
+    return Finding(severity, f"{pct(dead)} of the ReLU units are dead at the end: zero for every sample of a batch.",
+                   "A dead unit passes no gradient, so nothing revives it; with most units dead the network is a "
+                   "much smaller one" + (" and the loss stayed on a plateau" if plateau(s) else "") + ". " + why,
+                   cause=DEAD_RELU, fix={"hidden_bias_init": None} if negative_init else {"activation": "elu"})
+
+
+def lr_too_low(config, s, status) -> Finding | None:
+    largest = _largest_update(s)
+    if largest is None or largest[1] >= SMALL_UPDATE or not plateau(s):
+        return None
+    factor = 10 ** max(1, round(math.log10(TARGET_UPDATE / max(largest[1], 1e-12))))
+    return Finding("problem", f"The learning rate is too low: a typical step changes the weights by "
+                              f"{largest[1]:.2g} of their size at most (layer {largest[0]}).",
+                   f"The exact training loss fell {pct(max(num(s, 'train_loss_drop') or 0, 0))} from the first "
+                   f"epoch. Steps under 0.1% of the weights (lr = {config.get('lr')}) need thousands of epochs; "
+                   f"{factor:g} times the learning rate brings them near 0.3%.",
+                   cause=LR_LOW, fix=_lr_times(config, factor))
+
+
+def underfit(config, s, status) -> Finding | None:
+    train_acc = num(s, "final_train_acc")
+    if not plateau(s) or train_acc is None or train_acc >= UNDERFIT_ACC:
+        return None
+    hidden = config.get("hidden") or ()
+    if not hidden:
+        return Finding("problem", f"A linear model cannot fit this data: training accuracy {train_acc:.0%} and a "
+                                  "flat loss.",
+                       "Without a hidden layer the model draws one straight boundary; the loss settled where no "
+                       "straight line does better. One hidden layer of 32 units can bend it.",
+                       cause=LINEAR, fix={"hidden": [32]})
+    if config.get("activation") == "identity":
+        return Finding("problem", f"The hidden layers have no activation, so the model is still linear: training "
+                                  f"accuracy {train_acc:.0%} and a flat loss.",
+                       "Linear layers stacked without a non-linearity multiply into one linear map. A ReLU between "
+                       "them lets the boundary bend.", cause=NO_NONLINEARITY, fix={"activation": "relu"})
+    return None
+
+
+def overfitting(config, s, status) -> Finding | None:
+    best, final = num(s, "best_val_loss"), num(s, "final_val_loss")
+    best_epoch, epochs = s.get("best_val_epoch"), s.get("epochs_completed") or 0
+    train_acc = num(s, "final_train_acc")
+    if best is None or final is None or not isinstance(best_epoch, int) or best_epoch >= epochs - 1:
+        return None
+    rise = final / best - 1 if best > 0 else math.inf
+    if rise < OVERFIT_RISE or final - best < 0.01 or train_acc is None or train_acc < OVERFIT_TRAIN_ACC:
+        return None
+    severity = "problem" if rise >= OVERFIT_PROBLEM else "warning"
+    return Finding(severity, f"Overfitting: the validation loss rose {rise:.0%} after its best ({best:.3g} at epoch "
+                             f"{best_epoch}) while training accuracy reached {train_acc:.0%}.",
+                   f"The model went on fitting the training split, noise included, for {epochs - 1 - best_epoch} "
+                   f"more epochs. Stop at epoch {best_epoch + 1} (or add weight_decay, or use more data).",
+                   cause=OVERFITTING, fix={"epochs": best_epoch + 1})
+
+
+def few_steps(config, s, status) -> Finding | None:
+    tail, fall = num(s, "val_loss_tail_drop"), num(s, "val_loss_tail_fall")
+    epochs = config.get("epochs") or 1
+    if status != "finished" or tail is None or fall is None or tail < TAIL_DROP or fall < TAIL_FALL:
+        return None
+    steps = s.get("steps")
+    return Finding("warning", f"Training stopped while the validation loss was still falling {tail:.0%} an epoch.",
+                   f"{steps} optimizer steps were not enough: the loss would have gone on falling. Train for more "
+                   f"epochs (or smaller batches, which take more steps per epoch).",
+                   cause=FEW_STEPS, fix={"epochs": min(epochs * 10, 100_000)})
+
+
+RULES: tuple[Rule, ...] = (relu_before_sigmoid, random_labels, unscaled_inputs, diverged, rounded_away,
+                           half_precision_saturation, saturation, clamp_eps, batchnorm, weight_decay, clipping,
+                           momentum_too_high, lr_too_high, vanishing, dead_relus, lr_too_low, underfit, overfitting,
+                           few_steps)

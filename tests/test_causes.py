@@ -1,0 +1,246 @@
+"""Every cause's trigger on hand-made summaries, on both sides of each threshold, and the order of precedence."""
+
+import pytest
+
+from core.analysis import causes as c
+from core.analysis.findings import findings_for
+from core.experiment.config import ExperimentConfig
+
+PLATEAU = {"train_loss_drop": 0.01, "final_train_loss_logits": 0.69, "steps": 200}
+LEARNED = {"train_loss_drop": 0.8, "final_train_loss_logits": 0.1, "steps": 200}
+SWINGS = {"val_loss_osc": 2.0, "train_loss_osc": 0.8, "loss_spikes": 0, "train_loss_drop": 0.3}
+
+
+def cfg(**changes):
+    return ExperimentConfig(**changes).to_dict()
+
+
+def named(config, summary, status="finished"):
+    """The causes named, in order."""
+    return [f.cause for f in findings_for(config, summary, status=status) if f.cause]
+
+
+def top(config, summary, status="finished"):
+    return next(f for f in findings_for(config, summary, status=status) if f.severity in ("problem", "warning"))
+
+
+# ---------------------------------------------------------------------- shared evidence
+@pytest.mark.parametrize("drop, final, expected", [(0.099, 0.69, True), (0.1, 0.69, False), (0.05, 0.2, False),
+                                                   (0.05, 0.21, True)])
+def test_plateau_is_a_small_drop_that_stayed_high(drop, final, expected):
+    assert c.plateau({"train_loss_drop": drop, "final_train_loss_logits": final}) is expected
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({}, True),
+    ({"val_loss_osc": 0.99}, False),
+    ({"train_loss_osc": 0.49}, False),
+    ({"train_loss_osc": 0.1, "loss_spikes": 3}, True),
+    ({"train_loss_osc": 0.1, "loss_spikes": 2}, False),
+    ({"train_loss_osc": 0.1, "train_loss_drop": -0.5}, True),
+])
+def test_unstable_needs_the_validation_loss_to_swing_and_training_to_show_it_too(changes, expected):
+    assert c.unstable({**SWINGS, **changes}) is expected
+
+
+# ---------------------------------------------------------------------- the rules
+def test_relu_before_sigmoid_cites_the_heads_reach():
+    f = top(cfg(output_relu=True, hidden=()), {"min_pred_pos_rate": 1.0, "min_val_logit": 0.0, **PLATEAU})
+    assert (f.cause, f.fix) == (c.RELU_SIGMOID, {"output_relu": False})
+    assert "lowest validation logit over the whole run was 0" in f.detail
+
+
+def test_random_labels_come_from_the_data_set():
+    f = top(cfg(dataset="random"), {"final_val_auc": 0.52, **LEARNED})
+    assert (f.cause, f.severity, f.fix) == (c.RANDOM_LABELS, "warning", {"dataset": "gaussian"})
+    assert "AUC 0.52" in f.detail
+    assert c.RANDOM_LABELS not in named(cfg(dataset="gaussian"), {"final_val_auc": 0.52})
+
+
+@pytest.mark.parametrize("where, dtype, optimizer, momentum, cause, fix", [
+    ("gradient", "float16", "adam", 0.0, c.FLOAT16_OVERFLOW, {"dtype": "float32"}),
+    ("forward", "float16", "sgd", 0.0, c.FLOAT16_OVERFLOW, {"dtype": "float32"}),
+    ("update", "float16", "adam", 0.0, c.LR_HIGH, {"lr": 0.001}),
+    ("forward", "float32", "sgd", 0.99, c.MOMENTUM, {"momentum": 0.9}),
+    ("forward", "float32", "sgd", 0.9, c.LR_HIGH, {"lr": 0.001}),
+])
+def test_a_divergence_names_float16_momentum_or_the_learning_rate(where, dtype, optimizer, momentum, cause, fix):
+    config = cfg(dtype=dtype, optimizer=optimizer, momentum=momentum, lr=0.01)
+    f = top(config, {"diverged_step": 7, "nonfinite_layer": "fc1", "nonfinite_in": where, "steps": 7},
+            status="diverged")
+    assert (f.cause, f.fix) == (cause, fix)
+    assert f.title.startswith("Training diverged at step 7")
+    assert "fc1" in f.detail
+
+
+@pytest.mark.parametrize("stuck, expected", [(0.49, False), (0.5, True)])
+def test_updates_that_round_away(stuck, expected):
+    config = cfg(dtype="bfloat16", lr=1e-4, optimizer="sgd")
+    found = named(config, {"median_stuck_update_frac": stuck, **PLATEAU})
+    assert (c.ROUNDED_AWAY in found) is expected
+    if expected:
+        assert top(config, {"median_stuck_update_frac": stuck, **PLATEAU}).fix == {"dtype": "float32"}
+    # in float32 the fix is a larger step
+    f = top(cfg(lr=1e-9), {"median_stuck_update_frac": 0.9, **PLATEAU})
+    assert (f.cause, f.fix) == (c.ROUNDED_AWAY, {"lr": 1e-8})
+
+
+def test_an_optimizer_that_never_moved_is_named_without_the_median():
+    f = top(cfg(), {"zero_update_steps": 40, "steps": 40})
+    assert f.cause == c.ROUNDED_AWAY and f.severity == "problem"
+
+
+@pytest.mark.parametrize("margin, cause", [(-16.0, c.HALF_SATURATION), (-16.6, c.SATURATION), (-300.0, c.SATURATION)])
+def test_half_precision_saturation_is_judged_against_float32s_threshold(margin, cause):
+    summary = {"peak_clamp_wrong_frac": 0.06, "min_margin": margin, **LEARNED}
+    f = top(cfg(dtype="bfloat16"), summary)
+    assert f.cause == cause
+    assert f.fix == ({"dtype": "float32"} if cause == c.HALF_SATURATION else {"loss": "bce_with_logits"})
+    assert f"{margin:.3g}" in f.detail
+
+
+def test_saturation_needs_bce_and_a_wrong_side_clamp():
+    assert c.SATURATION not in named(cfg(loss="bce_with_logits"), {"peak_clamp_wrong_frac": 0.2})
+    assert c.SATURATION not in named(cfg(), {"peak_clamp_wrong_frac": 0.0})
+    with_eps = top(cfg(clamp_eps=0.1), {"peak_clamp_wrong_frac": 0.2})
+    assert with_eps.fix == {"loss": "bce_with_logits", "clamp_eps": None}
+
+
+@pytest.mark.parametrize("frac, expected", [(0.0099, False), (0.01, True)])
+def test_clamp_eps(frac, expected):
+    assert (c.CLAMP_EPS in named(cfg(clamp_eps=0.2), {"peak_eps_clamp_frac": frac})) is expected
+
+
+@pytest.mark.parametrize("changes, cause", [
+    ({"bn_momentum": 0.0}, c.BN_FROZEN),
+    ({"bn_momentum": 0.5, "batch_size": 64}, c.BN_MOMENTUM),
+    ({"bn_momentum": 0.49, "batch_size": 64}, None),
+    ({"batch_size": 4}, c.BN_TINY),
+    ({"batch_size": 5}, None),
+    ({"batch_size": 2, "batchnorm": False}, None),
+])
+def test_batchnorm_settings(changes, cause):
+    config = cfg(**{"batchnorm": True, "hidden": (32,), **changes})
+    summary = {"final_val_loss_logits": 3.0, "final_train_loss_logits": 0.2, "final_val_acc": 0.8,
+               "final_train_acc": 0.95}
+    found = [x for x in named(config, summary) if x.startswith("BatchNorm")]
+    assert found == ([cause] if cause else [])
+    if cause:
+        assert "0.2 in training, 3 on validation" in top(config, summary).detail
+
+
+@pytest.mark.parametrize("decay, summary, expected", [(0.1, PLATEAU, True), (0.099, PLATEAU, False),
+                                                      (5.0, LEARNED, False)])
+def test_weight_decay_is_blamed_for_a_plateau_only(decay, summary, expected):
+    found = named(cfg(weight_decay=decay), summary)
+    assert (c.WEIGHT_DECAY in found) is expected
+
+
+@pytest.mark.parametrize("grad, expected", [(0.0099, False), (0.01, True)])
+def test_clipping_too_tight(grad, expected):
+    assert (c.CLIP in named(cfg(grad_clip=1e-3), {"median_grad_norm": grad, **PLATEAU})) is expected
+    assert c.CLIP not in named(cfg(grad_clip=1e-3), {"median_grad_norm": 1.0, **LEARNED})
+
+
+@pytest.mark.parametrize("momentum, expected", [(0.99, True), (0.98, False)])
+def test_momentum_too_high_needs_sgd_and_swings(momentum, expected):
+    summary = {**SWINGS, "median_update_ratio/out": 0.001}
+    assert (c.MOMENTUM in named(cfg(optimizer="sgd", momentum=momentum), summary)) is expected
+    assert c.MOMENTUM not in named(cfg(optimizer="adam", momentum=momentum), summary)
+    assert c.MOMENTUM not in named(cfg(optimizer="sgd", momentum=momentum), {**SWINGS, "val_loss_osc": 0.5})
+
+
+@pytest.mark.parametrize("ratio, margin, expected", [(0.05, -5.0, True), (0.049, -5.0, False),
+                                                     (0.01, -20.0, True), (0.01, -19.9, False)])
+def test_learning_rate_too_high_needs_swings_and_big_steps_or_wild_logits(ratio, margin, expected):
+    summary = {**SWINGS, "median_update_ratio/fc0": ratio / 2, "median_update_ratio/out": ratio, "min_margin": margin}
+    found = named(cfg(lr=1.0), summary)
+    assert (c.LR_HIGH in found) is expected
+    if expected:
+        assert top(cfg(lr=1.0), summary).fix == {"lr": 0.1}
+    assert c.LR_HIGH not in named(cfg(lr=1.0), {**summary, "val_loss_osc": 0.5})
+
+
+@pytest.mark.parametrize("first, expected", [(0.0049, True), (0.0051, False)])
+def test_vanishing_gradients_in_a_deep_stack(first, expected):
+    config = cfg(hidden=(16,) * 4, activation="tanh")
+    summary = {"median_grad_norm/fc0": first, "median_grad_norm/fc3": 0.05, "median_grad_norm/out": 0.1,
+               "median_update_ratio/out": 0.01, **PLATEAU}
+    assert (c.VANISHING in named(config, summary)) is expected
+    assert c.VANISHING not in named(cfg(hidden=(16,) * 3, activation="tanh"), summary)
+    assert c.VANISHING not in named(config, {**summary, **LEARNED})
+
+
+@pytest.mark.parametrize("dead, expected", [(0.49, False), (0.5, True)])
+def test_dead_relus_at_the_end(dead, expected):
+    summary = {"final_dead_relu_frac": dead, "median_update_ratio/out": 0.01, **PLATEAU}
+    assert (c.DEAD_RELU in named(cfg(), summary)) is expected
+    assert c.DEAD_RELU not in named(cfg(activation="elu"), summary)
+    if expected:
+        assert top(cfg(), summary).fix == {"activation": "elu"}
+        assert top(cfg(hidden_bias_init=-3.0), summary).fix == {"hidden_bias_init": None}
+        assert top(cfg(), {**summary, **LEARNED}).severity == "warning"
+
+
+@pytest.mark.parametrize("largest, expected, factor", [(0.00099, True, 10), (0.001, False, None),
+                                                       (3e-5, True, 100)])
+def test_learning_rate_too_low(largest, expected, factor):
+    summary = {"median_update_ratio/fc0": largest / 10, "median_update_ratio/out": largest, **PLATEAU}
+    found = findings_for(cfg(lr=0.001), summary, status="finished")
+    low = [f for f in found if f.cause == c.LR_LOW]
+    assert bool(low) is expected
+    if expected:
+        assert low[0].fix == {"lr": float(f"{0.001 * factor:.3g}")}
+    assert c.LR_LOW not in named(cfg(lr=0.001), {**summary, **LEARNED})
+
+
+@pytest.mark.parametrize("acc, expected", [(0.74, True), (0.75, False)])
+def test_a_linear_model_or_no_activation_cannot_fit(acc, expected):
+    summary = {"final_train_acc": acc, "median_update_ratio/out": 0.01, **PLATEAU}
+    assert (c.LINEAR in named(cfg(hidden=(), dataset="xor"), summary)) is expected
+    assert (c.NO_NONLINEARITY in named(cfg(activation="identity", dataset="xor"), summary)) is expected
+    assert not {c.LINEAR, c.NO_NONLINEARITY} & set(named(cfg(dataset="xor"), summary))
+
+
+@pytest.mark.parametrize("final, train_acc, severity", [(1.25, 0.95, "warning"), (1.249, 0.95, None),
+                                                        (2.0, 0.95, "problem"), (2.0, 0.89, None)])
+def test_overfitting(final, train_acc, severity):
+    summary = {"best_val_loss": 1.0, "final_val_loss": final, "best_val_epoch": 3, "epochs_completed": 20,
+               "final_train_acc": train_acc}
+    found = [f for f in findings_for(cfg(), summary, status="finished") if f.cause == c.OVERFITTING]
+    assert [f.severity for f in found] == ([severity] if severity else [])
+    if severity:
+        assert found[0].fix == {"epochs": 4}
+
+
+@pytest.mark.parametrize("drop, fall, expected", [(0.03, 0.01, True), (0.029, 0.05, False), (0.1, 0.0099, False)])
+def test_too_few_steps(drop, fall, expected):
+    summary = {"val_loss_tail_drop": drop, "val_loss_tail_fall": fall, "steps": 8}
+    found = findings_for(cfg(epochs=8), summary, status="finished")
+    few = [f for f in found if f.cause == c.FEW_STEPS]
+    assert bool(few) is expected
+    if expected:
+        assert few[0].fix == {"epochs": 80}
+
+
+# ---------------------------------------------------------------------- precedence and shape
+def test_causes_come_before_the_symptoms_they_explain():
+    summary = {"input_std_max": 500.0, "input_abs_max": 4000.0, "peak_clamp_frac": 1.0, "peak_clamp_wrong_frac": 0.5,
+               "peak_grad_vanish_frac": 0.5, "final_dead_relu_frac": 0.9, **PLATEAU}
+    found = findings_for(cfg(dataset="breast_cancer", standardize=False), summary, status="finished")
+    assert [f.cause for f in found[:3]] == [c.UNSCALED, c.SATURATION, c.DEAD_RELU]
+    assert all(not f.cause for f in found[3:])
+
+
+def test_every_rule_has_a_cause_in_the_list_and_every_fix_is_a_valid_config_change():
+    assert len(set(c.CAUSES)) == len(c.CAUSES)
+    base = ExperimentConfig(hidden=(16,) * 4, batchnorm=True, lr=0.01)
+    summaries = [{"median_stuck_update_frac": 0.9, **PLATEAU}, {"peak_clamp_wrong_frac": 0.1, "min_margin": -3.0},
+                 {**SWINGS, "median_update_ratio/out": 0.5}, {"final_dead_relu_frac": 1.0, **PLATEAU}]
+    for summary in summaries:
+        for config in (base.replace(dtype="bfloat16"), base.replace(bn_momentum=0.0), base):
+            for f in findings_for(config.to_dict(), summary, status="finished"):
+                if f.cause:
+                    assert f.cause in c.CAUSES
+                    assert f.severity in ("problem", "warning", "info")
+                    config.replace(**f.fix)  # raises if the fix is not a valid change of this config

@@ -1,0 +1,42 @@
+"""The loss-curve shape numbers the trainer puts in the summary, on hand-made curves."""
+
+import math
+
+import numpy as np
+import pytest
+
+from core.training.curves import curve_stats, oscillation, spikes
+
+
+def test_oscillation_is_zero_for_a_monotone_curve_and_counts_back_and_forth_travel():
+    assert oscillation([1.0, 0.8, 0.5, 0.4]) == 0.0
+    assert oscillation([0.4, 0.6, 0.9]) == 0.0  # rising steadily (overfitting) is not oscillating
+    # up 1 and back 1 around a median of 1: travelled once its level
+    assert oscillation([1.0, 2.0, 1.0]) == pytest.approx(1.0)
+    # a loss jittering near zero is measured against the 0.1 floor, not against 0.001
+    assert oscillation([0.001, 0.01, 0.001]) == pytest.approx(0.009 / 0.1)
+    assert math.isnan(oscillation([1.0, 2.0]))
+
+
+def test_spikes_against_the_median_of_the_steps_before():
+    calm = np.full(40, 0.3)
+    assert spikes(calm) == 0
+    spiky = calm.copy()
+    spiky[[25, 30]] = [1.3, 0.8]  # 1.3 is 4.3x and +1.0: a spike; 0.8 is 2.7x: not
+    assert spikes(spiky) == 1
+    low = np.full(40, 0.01)
+    low[30] = 0.2  # 20x, but only +0.19: no spike
+    assert spikes(low) == 0
+    bad = calm.copy()
+    bad[35] = math.inf
+    assert spikes(bad) == 1
+    assert spikes(np.full(10, 0.3)) == 0  # too short to judge
+
+
+def test_curve_stats_plateau_tail_and_missing_values():
+    out = curve_stats([0.70, 0.69, 0.69], [0.7, 0.6, 0.4], np.full(30, 0.69))
+    assert out["train_loss_drop"] == pytest.approx(1 - 0.69 / 0.70)
+    assert out["val_loss_tail_drop"] == pytest.approx((1 - 0.4 / 0.7) / 2)
+    assert out["val_loss_tail_fall"] == pytest.approx(0.15)
+    assert out["loss_spikes"] == 0
+    assert curve_stats([], [], np.zeros(0)) == {"loss_spikes": 0}
