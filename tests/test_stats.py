@@ -465,3 +465,19 @@ def test_run_groups_split_by_field_tag_or_pick_and_say_the_difference():
     assert list(table["group"]) == ["A", "B", "B − A"] and table["mean"].iloc[2] == pytest.approx(-0.21)
     with pytest.raises(ValueError, match="field:NAME, tag or pick"):
         run_groups.split_runs(runs, "colour", 1, 2)
+
+
+def test_study_views_of_interactions_and_a_judged_ranking():
+    from core.presentation import study_views
+
+    frame = _canonical_frame()
+    result = study_statistics(frame, "accuracy")
+    view = study_views.interactions_view(result.interactions)
+    assert list(view["fields"]) == ["batchnorm × activation", "batchnorm × loss", "activation × loss"]
+    assert list(view["levels"]) == ["true × elu", "true × bce_with_logits", "elu × bce_with_logits"]
+    assert view["baselines"].iloc[1] == "false × bce" and "metric" not in view
+    table = study_views.judged_ranking_view(ranking(frame, metric="final_val_acc"), ["batchnorm", "activation",
+                                                                                      "loss"], "final_val_acc")
+    assert list(table.columns[:9]) == ["batchnorm", "activation", "loss", "runs", "n", "diverged", "failed",
+                                       "final_val_acc_mean", "final_val_acc_ci_low"]
+    assert table["final_val_acc_mean"].is_monotonic_decreasing and "final_val_acc_sd" not in table
