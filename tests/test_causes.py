@@ -3,6 +3,7 @@
 import pytest
 
 from core.analysis import causes as c
+from core.analysis import evidence as ev
 from core.analysis.findings import findings_for
 from core.experiment.config import ExperimentConfig
 
@@ -28,7 +29,7 @@ def top(config, summary, status="finished"):
 @pytest.mark.parametrize("drop, final, expected", [(0.099, 0.69, True), (0.1, 0.69, False), (0.05, 0.2, False),
                                                    (0.05, 0.21, True)])
 def test_plateau_is_a_small_drop_that_stayed_high(drop, final, expected):
-    assert c.plateau({"train_loss_drop": drop, "final_train_loss_logits": final}) is expected
+    assert ev.plateau({"train_loss_drop": drop, "final_train_loss_logits": final}) is expected
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -40,7 +41,7 @@ def test_plateau_is_a_small_drop_that_stayed_high(drop, final, expected):
     ({"train_loss_osc": 0.1, "train_loss_drop": -0.5}, True),
 ])
 def test_unstable_needs_the_validation_loss_to_swing_and_training_to_show_it_too(changes, expected):
-    assert c.unstable({**SWINGS, **changes}) is expected
+    assert ev.unstable({**SWINGS, **changes}) is expected
 
 
 # ---------------------------------------------------------------------- the rules

@@ -5,7 +5,8 @@ and the config change that removes the cause.
 ReLU before the sigmoid explains a plateau; unscaled inputs explain saturation; a frozen BatchNorm explains a
 validation loss that rises). Each rule reads numbers the trainer put in the summary (`core.training.summary`,
 `core.training.curves`), so all of them together cost microseconds. Thresholds are module constants, named
-for what they mean; tests/test_causes.py checks both sides of each.
+for what they mean, in `core.analysis.evidence` with the evidence several rules share; tests/test_causes.py
+checks both sides of each.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
+from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, OVERFIT_PROBLEM,
+                                    OVERFIT_RISE, OVERFIT_TRAIN_ACC, SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP,
+                                    TAIL_FALL, TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO,
+                                    WILD_MARGIN, evidence_of_instability, largest_update, lr_times, plateau, unstable)
 from core.analysis.finding_types import SATURATES_AT, Finding, layer_medians, num, pct
 
 RELU_SIGMOID = "a ReLU before the sigmoid"
@@ -42,31 +47,6 @@ CAUSES = (RELU_SIGMOID, RANDOM_LABELS, UNSCALED, FLOAT16_OVERFLOW, MOMENTUM, LR_
           SATURATION, CLAMP_EPS, BN_FROZEN, BN_MOMENTUM, BN_TINY, WEIGHT_DECAY, CLIP, VANISHING, DEAD_RELU, LR_LOW,
           LINEAR, NO_NONLINEARITY, OVERFITTING, FEW_STEPS)
 
-UNSCALED_STD = 10.0  # a feature std this large, as the first layer sees it, is unscaled (default init assumes ~1)
-PLATEAU_DROP = 0.1  # the exact training loss fell less than this share from the first epoch: a plateau
-PLATEAU_LOSS = 0.2  # ... and ended above this (a run that learned everything in epoch 0 is no plateau)
-STUCK_FRAC = 0.5  # a typical step left this share of parameters with a non-zero gradient unchanged
-UNSTABLE_VAL_OSC = 1.0  # the validation loss travelled back and forth its own level at least once
-UNSTABLE_TRAIN_OSC = 0.5  # ... and the training loss half of it,
-UNSTABLE_SPIKES = 3  # ... or spiked this often, or ended above where it started
-BIG_UPDATE = 0.05  # a typical step changes some layer's weights by 5% of their size: far past the usual 0.1-1%
-WILD_MARGIN = -20.0  # a logit this far on the wrong side: the model swung to confident errors
-SMALL_UPDATE = 1e-3  # every layer's typical step is under 0.1% of its weights: the usual 1e-3 rule of thumb
-TARGET_UPDATE = 3e-3  # the relative update size a raised learning rate aims at
-VANISH_RATIO = 0.05  # the first layer's gradient norm under 5% of the output layer's
-DEEP = 4  # hidden layers from which vanishing gradients are looked for
-DEAD_FINAL = 0.5  # half the ReLU units dead at the end
-CLIP_RATIO = 10.0  # the typical gradient norm at least 10 times grad_clip: every step is clipped hard
-STRONG_DECAY = 0.1  # weight decay from which a plateau is blamed on it
-UNDERFIT_ACC = 0.75  # training accuracy under this with a plateau: the model cannot fit the data
-OVERFIT_RISE = 0.25  # the validation loss ended 25% above its best ...
-OVERFIT_PROBLEM = 1.0  # ... a problem when it doubled
-OVERFIT_TRAIN_ACC = 0.9  # while the training accuracy is at least this
-TAIL_DROP = 0.03  # the validation loss still fell 3% an epoch at the end ...
-TAIL_FALL = 0.01  # ... and at least 0.01 nats an epoch
-TINY_BATCH = 4  # BatchNorm on batches of at most this many samples
-BN_MOMENTUM_HIGH = 0.5  # running statistics that follow the last batch this closely
-
 Rule = Callable[[Mapping[str, Any], Mapping[str, Any], str], "Finding | None"]
 
 
@@ -78,47 +58,6 @@ def cause_findings(config: Mapping[str, Any], summary: Mapping[str, Any], *, sta
         if found is not None:
             out.append(found)
     return out
-
-
-# ---------------------------------------------------------------------- evidence shared by several rules
-def plateau(s: Mapping[str, Any]) -> bool:
-    """The exact training loss barely fell and stayed high."""
-    drop, final = num(s, "train_loss_drop"), num(s, "final_train_loss_logits")
-    return drop is not None and drop < PLATEAU_DROP and (final is None or final > PLATEAU_LOSS)
-
-
-def unstable(s: Mapping[str, Any]) -> bool:
-    """The losses went up and down instead of down: the validation loss swung by its own level, and the
-    training loss swung too, spiked, or ended above where it began."""
-    val_osc = num(s, "val_loss_osc")
-    if val_osc is None or val_osc < UNSTABLE_VAL_OSC:
-        return False
-    return ((num(s, "train_loss_osc") or 0) >= UNSTABLE_TRAIN_OSC or (num(s, "loss_spikes") or 0) >= UNSTABLE_SPIKES
-            or (num(s, "train_loss_drop") or 0) < 0)
-
-
-def _evidence_of_instability(s: Mapping[str, Any]) -> str:
-    parts = [f"the validation loss swung {num(s, 'val_loss_osc') or 0:.1f} times its level"]
-    if num(s, "train_loss_osc") is not None:
-        parts.append(f"the training loss {num(s, 'train_loss_osc'):.2f} times")
-    if num(s, "loss_spikes"):
-        parts.append(f"{int(num(s, 'loss_spikes'))} steps spiked")
-    if (num(s, "train_loss_drop") or 0) < 0:
-        parts.append("the training loss ended above where it started")
-    return ", ".join(parts)
-
-
-def _largest_update(s: Mapping[str, Any]) -> tuple[str, float] | None:
-    ratios = layer_medians(s, "update_ratio")
-    return max(ratios.items(), key=lambda kv: kv[1]) if ratios else None
-
-
-def _lr_times(config: Mapping[str, Any], factor: float) -> dict[str, Any] | None:
-    lr = config.get("lr")
-    if not isinstance(lr, (int, float)) or lr <= 0:
-        return None
-    new = float(f"{lr * factor:.3g}")
-    return {"lr": min(new, 10.0)} if new != lr else None
 
 
 # ---------------------------------------------------------------------- the rules, in order of precedence
@@ -193,7 +132,7 @@ def diverged(config, s, status) -> Finding | None:
                        cause=MOMENTUM, fix={"momentum": 0.9})
     return Finding("problem", title, f"Each step overshot and the next one overshot more.{located}{grown} Lower the "
                                      "learning rate (or clip gradients with grad_clip).",
-                   cause=LR_HIGH, fix=_lr_times(config, 0.1))
+                   cause=LR_HIGH, fix=lr_times(config, 0.1))
 
 
 def rounded_away(config, s, status) -> Finding | None:
@@ -212,7 +151,7 @@ def rounded_away(config, s, status) -> Finding | None:
                    "numbers near each weight, so the sum rounds back to the old weight"
                    + (" (bfloat16 keeps 8 significant bits, float16 11)." if half else ".")
                    + (" Train in float32." if half else " Raise the learning rate."),
-                   cause=ROUNDED_AWAY, fix={"dtype": "float32"} if half else _lr_times(config, 10.0))
+                   cause=ROUNDED_AWAY, fix={"dtype": "float32"} if half else lr_times(config, 10.0))
 
 
 def half_precision_saturation(config, s, status) -> Finding | None:
@@ -320,7 +259,7 @@ def momentum_too_high(config, s, status) -> Finding | None:
     momentum = config.get("momentum") or 0
     if config.get("optimizer") != "sgd" or momentum < 0.99 or not unstable(s):
         return None
-    return Finding("problem", f"SGD momentum {momentum} makes the loss swing: {_evidence_of_instability(s)}.",
+    return Finding("problem", f"SGD momentum {momentum} makes the loss swing: {evidence_of_instability(s)}.",
                    "With momentum m a step keeps adding up the last 1/(1-m) gradients: at 0.99 and above the "
                    "weights overshoot for hundreds of steps before they turn. 0.9 is the usual value.",
                    cause=MOMENTUM, fix={"momentum": 0.9})
@@ -329,12 +268,12 @@ def momentum_too_high(config, s, status) -> Finding | None:
 def lr_too_high(config, s, status) -> Finding | None:
     if not unstable(s):
         return None
-    largest, margin = _largest_update(s), num(s, "min_margin")
+    largest, margin = largest_update(s), num(s, "min_margin")
     big = largest is not None and largest[1] >= BIG_UPDATE
     wild = margin is not None and margin <= WILD_MARGIN
     if not big and not wild:
         return None
-    evidence = [_evidence_of_instability(s)]
+    evidence = [evidence_of_instability(s)]
     if big:
         evidence.append(f"a typical step changed layer {largest[0]}'s weights by {largest[1]:.0%} of their size")
     if wild:
@@ -343,7 +282,7 @@ def lr_too_high(config, s, status) -> Finding | None:
                               f"{config.get('lr')}).",
                    "; ".join(evidence).capitalize() + ". Steps that large jump across the valley instead of into "
                    "it. A tenth of the learning rate usually settles it.", cause=LR_HIGH,
-                   fix=_lr_times(config, 0.1))
+                   fix=lr_times(config, 0.1))
 
 
 def vanishing(config, s, status) -> Finding | None:
@@ -381,7 +320,7 @@ def dead_relus(config, s, status) -> Finding | None:
 
 
 def lr_too_low(config, s, status) -> Finding | None:
-    largest = _largest_update(s)
+    largest = largest_update(s)
     if largest is None or largest[1] >= SMALL_UPDATE or not plateau(s):
         return None
     factor = 10 ** max(1, round(math.log10(TARGET_UPDATE / max(largest[1], 1e-12))))
@@ -390,7 +329,7 @@ def lr_too_low(config, s, status) -> Finding | None:
                    f"The exact training loss fell {pct(max(num(s, 'train_loss_drop') or 0, 0))} from the first "
                    f"epoch. Steps under 0.1% of the weights (lr = {config.get('lr')}) need thousands of epochs; "
                    f"{factor:g} times the learning rate brings them near 0.3%.",
-                   cause=LR_LOW, fix=_lr_times(config, factor))
+                   cause=LR_LOW, fix=lr_times(config, factor))
 
 
 def underfit(config, s, status) -> Finding | None:
