@@ -16,7 +16,8 @@ symmetric: it is also B's effect with a minus B's effect with a0.
 
 Fields with more than two levels: each non-baseline level of A is paired with each non-baseline level of B, every
 contrast against the two baselines (treatment contrasts), so a 3 x 2 pair of fields gives 2 interactions. The
-rows are ordered by field pair (in the study's order), then by level.
+rows are ordered by field pair (in the study's order), then by level. Interactions of three or more fields are
+not computed: a pair's contrast is averaged over the other fields' combinations.
 
 In words: when the interaction is clear (its interval excludes 0), the sentence says how A's effect changes with B,
 e.g. "BatchNorm matters only with bce: ..." when A's effect is clear at one level of B and not at the other.
