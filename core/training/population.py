@@ -1,0 +1,328 @@
+"""Population training: many configs that differ only in what can be batched, trained side by side as one model.
+
+`train_population(cfgs, reporters)` trains every config as a member of one `StackedClassifier`: one batched
+forward and backward pass and one optimizer update a step for all members, each member with its own seed (its
+initial weights and its batch order are those `trainer.train` gives that seed), learning rate, weight decay,
+activation, loss, BatchNorm on or off, clamp eps and pos_weight, its own optimizer state and BatchNorm statistics.
+`group_key(cfg)` says which configs can share a population: those with equal keys.
+
+Each member reports through its own `Reporter` exactly as a single run does. Its steps go into its own trainer
+`Window`, whose `fetch` computes the same diagnostics, and its own `Summary`: the metric keys, steps, summary and
+findings are those of `trainer.train`, the values equal up to the rounding of batched products. A member that
+diverges, is cancelled or whose reporter fails stops alone: it is finished (`on_finish`) at that flush and
+leaves the loss, so its parameters no longer move; the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core.experiment.config import ExperimentConfig
+from core.experiment.data import Dataset, load_dataset
+from core.experiment.losses import loss_fn
+from core.training.batched_optim import BatchedOptimizer, clip_
+from core.training.diagnostics import BatchNormSnapshot, GradLayout
+from core.training.reporting import Reporter, RunInfo, RunResult
+from core.training.stacked import StackedClassifier
+from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
+                                   where_nonfinite)
+from core.training.window import Fetched, LoggedStep, Summary, Window, report_pending
+
+# Config fields in which the members of one population may differ.
+BATCHABLE = ("seed", "lr", "weight_decay", "activation", "loss", "batchnorm", "clamp_eps", "pos_weight")
+_KNOWN_SIZES = {"breast_cancer": 569}  # samples of the data sets whose size is not a config field
+WINDOW = 4_000_000  # values a member's window may hold, as in trainer.train ...
+WINDOW_MEMBERS = 8  # ... and a population's window, that many members' worth
+
+
+def group_key(cfg: ExperimentConfig) -> tuple[tuple[str, Any], ...]:
+    """The config's fields that the members of one population share: configs with equal keys train together.
+    BatchNorm on or off is batched unless it changes the epoch's batches (a trailing batch of one sample is
+    dropped with BatchNorm; a CSV's size is unknown here)."""
+    fixed = {k: v for k, v in cfg.to_dict().items() if k not in BATCHABLE}
+    n = cfg.n_samples if cfg.dataset not in ("csv", *_KNOWN_SIZES) else _KNOWN_SIZES.get(cfg.dataset)
+    n_train = None if n is None else n - int(round(n * cfg.val_fraction))
+    if cfg.hidden and (n_train is None or (n_train > cfg.batch_size and n_train % cfg.batch_size == 1)):
+        fixed["batchnorm"] = cfg.batchnorm
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(fixed.items()))
+
+
+def populations(cfgs: list[ExperimentConfig], *, max_size: int = 1024) -> list[list[int]]:
+    """The positions of `cfgs` grouped by `group_key`, in first-seen order, at most `max_size` a group."""
+    groups: dict[tuple, list[list[int]]] = {}
+    for i, cfg in enumerate(cfgs):
+        chunks = groups.setdefault(group_key(cfg), [[]])
+        if len(chunks[-1]) >= max_size:
+            chunks.append([])
+        chunks[-1].append(i)
+    return [chunk for chunks in groups.values() for chunk in chunks]
+
+
+class _Member:
+    """One member's run: its config, reporter, single model's layout, window, summary and status."""
+
+    def __init__(self, k: int, cfg: ExperimentConfig, reporter: Reporter) -> None:
+        self.k, self.cfg, self.reporter = k, cfg, reporter
+        self.summary = Summary()
+        self.window: Window | None = None
+        self.layout: GradLayout | None = None
+        self.epochs_done = 0
+        self.diverged: tuple[int, int] | None = None
+        self.status, self.error = "finished", None
+        self.result: RunResult | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.result is None
+
+    def report(self, got: Fetched, steps: int) -> None:
+        """As `trainer.train`'s own `report`."""
+        self.summary.add_columns(got.columns, got.epochs)
+        self.summary.add_columns(got.epoch_columns, got.epoch_ids)
+        if got.reliability is not None:
+            self.summary.reliability = got.reliability
+        if got.epoch_ids:
+            self.epochs_done = got.epoch_ids[-1] + 1
+        bad = got.first_bad
+        self.reporter.on_metrics(got.batch, step=steps if bad is None else bad[0])
+
+    def fail(self, exc: BaseException) -> None:
+        self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+        tb = traceback.format_exc(limit=3)
+        self.error = f"{self.error}\n{tb}" if len(tb) < 4000 else self.error
+
+    def finish(self, steps: int, wall: float, inputs: dict[str, float]) -> None:
+        d = self.diverged
+        self.result = RunResult(status=self.status, error=self.error, wall_time_s=wall,
+                                summary={**self.summary.as_dict(steps=d[0] if d else steps, epochs=self.epochs_done,
+                                                                diverged_step=d[0] if d else None), **inputs})
+        try:
+            self.reporter.on_finish(self.result)
+        except Exception:  # noqa: BLE001 - one member's reporter must not stop the others
+            pass
+
+
+def member_losses(cfgs: list[ExperimentConfig]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(z, y) of shape (members, batch) -> each member's mean loss (members,), every member with its own loss,
+    clamp eps and pos_weight (`losses.loss_fn` of its config, on the rows of the members that share them)."""
+    kinds: dict[tuple, list[int]] = {}
+    for k, cfg in enumerate(cfgs):
+        kinds.setdefault((cfg.loss, cfg.clamp_eps, cfg.pos_weight), []).append(k)
+    parts = [(loss_fn(cfgs[ks[0]], reduction="none"), ks) for ks in kinds.values()]
+    if len(parts) == 1:
+        fn = parts[0][0]
+        return lambda z, y: fn(z, y).mean(dim=1)
+    order = torch.tensor([k for _, ks in parts for k in ks])
+    inverse = torch.argsort(order)
+    rows = [torch.tensor(ks) for _, ks in parts]
+
+    def compute(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = [fn(z[r.to(z.device)], y[r.to(z.device)]).mean(dim=1) for (fn, _), r in zip(parts, rows)]
+        return torch.cat(out)[inverse.to(z.device)]
+    return compute
+
+
+def train_population(cfgs: list[ExperimentConfig], reporters: list[Reporter], *, data: Dataset | None = None,
+                     device: torch.device | None = None, clock: Callable[[], float] = time.perf_counter,
+                     flush_every_s: float = 1.0, flush_every_steps: int = 500, max_steps: int | None = None
+                     ) -> list[RunResult]:
+    """Train `cfgs` (equal `group_key`s) as one population, member i reporting through `reporters[i]`; the
+    arguments are `trainer.train`'s. Never raises for a training failure: each result's status says what happened
+    to that member. Flushes follow the clock, but at least twice as far apart as a flush of every member takes."""
+    if len(cfgs) != len(reporters) or not cfgs:
+        raise ValueError(f"a population needs one reporter per config; got {len(cfgs)} configs and "
+                         f"{len(reporters)} reporters")
+    if len({group_key(c) for c in cfgs}) > 1:
+        raise ValueError("a population's configs may differ only in " + ", ".join(BATCHABLE) + "; group them "
+                         "with population.populations()")
+    members = [_Member(k, cfg, r) for k, (cfg, r) in enumerate(zip(cfgs, reporters))]
+    with _quiet_collector():
+        _train(members, data=data, device=device, clock=clock, flush_every_s=flush_every_s,
+               flush_every_steps=flush_every_steps, max_steps=max_steps)
+    return [m.result for m in members]
+
+
+def _train(members: list[_Member], *, data: Dataset | None, device: torch.device | None,
+           clock: Callable[[], float], flush_every_s: float, flush_every_steps: int, max_steps: int | None) -> None:
+    start = clock()
+    cfgs = [m.cfg for m in members]
+    base = cfgs[0]
+    steps = 0
+    inputs: dict[str, float] = {}
+    events: list[tuple] = []  # steps and epoch ends not yet handed to the members' windows
+    model: StackedClassifier | None = None
+
+    def dispatch() -> None:
+        """Hand the buffered steps and epoch ends, member by member, to the live members' windows."""
+        nonlocal events
+        pending, events = events, []
+        live = [m for m in members if m.alive]
+        rows_of: dict[int, list[torch.Tensor]] = {}
+
+        def rows(t: torch.Tensor) -> list[torch.Tensor]:
+            if id(t) not in rows_of:
+                rows_of[id(t)] = model.member_rows(t)
+            return rows_of[id(t)]
+
+        for ev in pending:
+            if ev[0] == "end":
+                _, epoch, step, wall, val_z, bn = ev
+                vals, bns = val_z.unbind(0), (bn.unbind(0) if bn is not None else None)
+                for m in live:
+                    m.window.end_epoch(epoch, step, wall, vals[m.k], None if bns is None else bns[m.k])
+                continue
+            _, z, y, loss, (step, epoch, wall), size, logged, diag = ev
+            zs, ys, ls = z.unbind(0), y.unbind(0), loss.unbind(0)
+            if diag is not None:
+                z_grad, grads, before, after, relu = diag
+                zgs, gs, bs, afs = z_grad.unbind(0), rows(grads), rows(before), rows(after)
+                relus = [h.unbind(0) for h in relu]
+            for m in live:
+                k = m.k
+                record = None if diag is None else LoggedStep(
+                    zgs[k], gs[k], bs[k], afs[k], [h[k] for h in relus] if model.relu[k] else [])
+                m.window.add(zs[k], ys[k], ls[k], (step, epoch, wall, m.cfg.lr), size, logged, record)
+
+    try:
+        for cfg in cfgs:
+            cfg.validate()
+        data = data if data is not None else load_dataset(base)
+        device = device if device is not None else resolve_device(base.device)
+        dtype = DTYPES[base.dtype]
+        model = StackedClassifier(cfgs, data.n_features, device=device, dtype=dtype)
+        full = base.diagnostics == "full"
+        opt = BatchedOptimizer(cfgs, model.values, model.grads)
+        losses = member_losses(cfgs)
+        inputs = input_scale(data.x_train)
+        inputs["val_pos_frac"] = float(np.mean(data.y_val)) if len(data.y_val) else float("nan")
+        x_tr = torch.as_tensor(data.x_train, dtype=dtype, device=device)
+        y_tr = torch.as_tensor(data.y_train, dtype=dtype, device=device)
+        x_va = torch.as_tensor(data.x_val, dtype=dtype, device=device)
+        y_va = torch.as_tensor(data.y_val, dtype=dtype, device=device)
+        record = full and any(model.relu)
+        per_step = 0
+        for m, single in zip(members, model.singles):
+            m.layout = GradLayout(single.named_layers(), list(single.parameters())).flatten()
+            m.window = Window(m.cfg, m.layout, output_relu=single.output_relu, y_val=y_va,
+                              bn=BatchNormSnapshot(single.batchnorms()))
+            per_step += base.batch_size + ((3 * m.layout.size + base.batch_size * sum(base.hidden)
+                                            * model.relu[m.k]) if full else 0)
+        window = WINDOW * min(len(members), WINDOW_MEMBERS)
+        flush_steps = max(1, min(flush_every_steps, window // per_step))
+        slices = batch_slices(len(y_tr), base.batch_size, batchnorm=model.with_bn)
+        total = base.epochs * len(slices)
+        if max_steps is not None:
+            total = min(total, max_steps)
+        for m in members:
+            try:
+                m.reporter.on_start(RunInfo(device=str(device), dtype=base.dtype, torch_version=torch.__version__,
+                                            total_steps=total))
+            except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
+                m.fail(exc)
+                m.finish(0, clock() - start, inputs)
+        gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(c.seed for c in cfgs)}
+        alive = torch.tensor([m.alive for m in members], device=device)
+        last_flush, interval, pending_steps = 0.0, flush_every_s, 0
+
+        def flush(*, last: bool = False) -> bool:
+            """Fetch and report every live member, stop those that diverged or were cancelled; say whether
+            none is left."""
+            nonlocal last_flush, interval, alive, pending_steps
+            began = clock()
+            dispatch()
+            pending_steps = 0
+            for m in [m for m in members if m.alive]:
+                try:
+                    got = m.window.fetch()
+                    m.report(got, steps)
+                    if got.first_bad is not None:
+                        m.diverged, m.status = got.first_bad, "diverged"
+                        m.summary.extra.update(where_nonfinite(model.load_member(m.k), m.layout, x_tr,
+                                                               got.bad_step))
+                        m.error = f"non-finite loss, logit or gradient at step {m.diverged[0]} " \
+                                  f"(epoch {m.diverged[1]})"
+                    elif not last and m.reporter.should_stop():
+                        m.status, m.error = "cancelled", "cancelled on request"
+                except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
+                    report_pending(m.window, lambda got, m=m: m.report(got, steps))
+                    m.fail(exc)
+                if m.status != "finished":
+                    m.finish(steps, clock() - start, inputs)
+            last_flush = clock() - start
+            interval = max(flush_every_s, 2 * (clock() - began))
+            alive = torch.tensor([m.alive for m in members], device=device)
+            return not any(m.alive for m in members)
+
+        clip, log_every = base.grad_clip, base.log_every
+        batches = [(sl, sl.stop - sl.start) for sl in slices]
+        stop = False
+        after: torch.Tensor | None = None
+        for epoch in range(base.epochs):
+            perms = {s: torch.randperm(len(y_tr), generator=g) for s, g in gens.items()}
+            order = torch.stack([perms[c.seed] for c in cfgs]).to(device)
+            for sl, size in batches:
+                idx = order[:, sl]
+                xb, yb = x_tr[idx], y_tr[idx]
+                logged = steps % log_every == 0
+                diagnose = full and logged
+                z, relu = model.forward(xb, record=record and diagnose)
+                if diagnose:
+                    z.retain_grad()
+                loss = losses(z, yb)
+                model.grads.zero_()
+                (loss.sum() if bool(alive.all()) else torch.where(alive, loss, 0.0).sum()).backward()
+                wall = clock() - start
+                diag = None
+                if diagnose:
+                    grads = model.grads.clone()  # before clipping: the gradient as computed
+                    if clip is not None:
+                        clip_(model.grads, model.spans, clip)
+                    before = after if after is not None else model.values.clone()
+                    opt.step()
+                    after = model.values.clone()
+                    diag = (z.grad, grads, before, after, relu)
+                else:
+                    if clip is not None:
+                        clip_(model.grads, model.spans, clip)
+                    opt.step()
+                    after = None
+                steps += 1
+                pending_steps += 1
+                events.append(("step", z, yb, loss.detach(), (steps, epoch, wall), size, logged, diag))
+                if pending_steps >= flush_steps or wall - last_flush >= interval:
+                    if flush():
+                        stop = True
+                        break
+                if max_steps is not None and steps >= max_steps:
+                    break
+            if stop:
+                break
+            events.append(("end", epoch, steps, clock() - start, model.validate(x_va), model.bn_snapshot()))
+            if max_steps is not None and steps >= max_steps:
+                break
+            if sum(ev[4].numel() for ev in events if ev[0] == "end") >= window and flush():
+                stop = True
+                break
+        if not stop:
+            flush(last=True)
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - every failure becomes a stored status
+        cancel = isinstance(exc, KeyboardInterrupt)
+        try:
+            if model is not None:
+                dispatch()
+        except Exception:  # noqa: BLE001 - the members' own error is the one to report
+            pass
+        for m in [m for m in members if m.alive]:
+            if cancel:
+                m.status, m.error = "cancelled", "interrupted by the user (Ctrl-C or SIGTERM)"
+            else:
+                m.fail(exc)
+            report_pending(m.window, lambda got, m=m: m.report(got, steps))
+    for m in members:
+        if m.alive:
+            m.finish(steps, clock() - start, inputs)

@@ -1,0 +1,165 @@
+"""A population's models as one: every member's parameters stacked in one (members, n) tensor, trained with
+batched matrix products.
+
+Each member starts from exactly the weights the single-run trainer gives its config: the member's own
+`Classifier` is built under `torch.manual_seed(cfg.seed)`, as `trainer.train` does, and its parameters are copied
+into the member's row. That model is kept: its layer layout names the member's diagnostics, and it is where a
+divergence is traced (`trainer.where_nonfinite`).
+
+Explicit batched layers (`baddbmm`), not `torch.func.vmap` over one module: members may differ in activation,
+BatchNorm on or off and loss, which one vmapped module cannot express, and BatchNorm's running statistics are
+updated in place, which vmap does not support without replacing the modules. Laid out as (batch, members x
+width), BatchNorm is one `F.batch_norm` call whose channels are the members' units, each normalised on its own.
+
+The row of the flat tensor holds the parameters in the single model's order (`fc0.weight`, `fc0.bias`,
+`bn0.weight`, `bn0.bias`, ..., `out.weight`, `out.bias`); BatchNorm slots exist when any member has BatchNorm,
+and a member without it keeps them unused (`own` picks its own elements).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from core.experiment.config import ExperimentConfig
+from core.experiment.models import Classifier, build_model, make_activation
+
+
+# A parameter here is a strided view of a member row, its gradient the same view of `grads`: autograd accumulates
+# into it in place all the same, and says once that the layout is not the one it prefers.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+
+class StackedClassifier:
+    """The members' classifiers as one model; `values` and `grads` are (members, n), every parameter a view."""
+
+    def __init__(self, cfgs: list[ExperimentConfig], n_features: int, *, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        base = cfgs[0]
+        self.size = m = len(cfgs)
+        self.hidden = tuple(base.hidden)
+        self.output_relu = base.output_relu
+        self.bn_eps, self.bn_momentum = base.bn_eps, base.bn_momentum
+        has_bn = [c.batchnorm and bool(self.hidden) for c in cfgs]
+        self.with_bn = any(has_bn)
+        # (layer, parameter, shape) in the single model's parameter order
+        slots: list[tuple[str, str, tuple[int, ...]]] = []
+        width = n_features
+        for i, w in enumerate(self.hidden):
+            slots += [(f"fc{i}", "weight", (w, width)), (f"fc{i}", "bias", (w,))]
+            if self.with_bn:
+                slots += [(f"bn{i}", "weight", (w,)), (f"bn{i}", "bias", (w,))]
+            width = w
+        slots += [("out", "weight", (1, width)), ("out", "bias", (1,))]
+        spans, at = [], 0
+        for _, _, shape in slots:
+            n = int(torch.Size(shape).numel())
+            spans.append((at, at + n))
+            at += n
+        self.spans = spans  # each parameter's (start, stop) in a row
+        self.values = torch.zeros(m, at, dtype=dtype, device=device)
+        self.grads = torch.zeros_like(self.values)
+        plain = torch.tensor([j for (layer, _, _), (a, b) in zip(slots, spans) if not layer.startswith("bn")
+                              for j in range(a, b)], dtype=torch.long, device=device)
+        # Each member's own elements of a row: None for every element (the common case), else an index.
+        self.own: list[torch.Tensor | None] = [None if bn or not self.with_bn else plain for bn in has_bn]
+        self.singles: list[Classifier] = []
+        for k, cfg in enumerate(cfgs):
+            torch.manual_seed(cfg.seed)  # exactly as trainer.train: the member's initial weights
+            single = build_model(cfg, n_features).to(device=device, dtype=dtype)
+            flat = torch.cat([p.detach().reshape(-1) for p in single.parameters()])
+            if self.own[k] is None:
+                self.values[k].copy_(flat)
+            else:
+                self.values[k, self.own[k]] = flat
+            self.singles.append(single)
+        self.params: dict[str, torch.Tensor] = {}
+        for (layer, name, shape), (a, b) in zip(slots, spans):
+            p = torch.nn.Parameter(torch.empty(0, dtype=dtype, device=device))
+            p.data = self.values[:, a:b].view(m, *shape)
+            p.grad = self.grads[:, a:b].view(m, *shape)  # backward accumulates into `grads` in place
+            self.params[f"{layer}.{name}"] = p
+        self.running: list[tuple[torch.Tensor, torch.Tensor]] = [
+            (torch.zeros(m * w, dtype=dtype, device=device), torch.ones(m * w, dtype=dtype, device=device))
+            for w in (self.hidden if self.with_bn else ())]
+        self.bn_mask = None if all(has_bn) else torch.tensor(has_bn, device=device).view(m, 1, 1)
+        kinds: dict[tuple[str, float], list[int]] = {}
+        for k, cfg in enumerate(cfgs):
+            kinds.setdefault((cfg.activation, cfg.elu_alpha), []).append(k)
+        self.activations = [(make_activation(cfgs[ks[0]]),
+                             torch.tensor([k in ks for k in range(m)], device=device).view(m, 1, 1))
+                            for ks in kinds.values()]
+        self.relu = [cfg.activation == "relu" and bool(self.hidden) for cfg in cfgs]
+
+    def forward(self, x: torch.Tensor, *, training: bool = True, record: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x: (members, batch, features) -> z: (members, batch) and, with `record`, each hidden layer's
+        activation output (members, batch, width) (a ReLU member's row is its ReLU output)."""
+        p = self.params
+        outputs = []
+        for i in range(len(self.hidden)):
+            x = torch.baddbmm(p[f"fc{i}.bias"].unsqueeze(1), x, p[f"fc{i}.weight"].transpose(1, 2))
+            if self.with_bn:
+                x = self._batchnorm(i, x, training)
+            x = self._activate(x)
+            if record:
+                outputs.append(x)
+        z = torch.baddbmm(p["out.bias"].unsqueeze(1), x, p["out.weight"].transpose(1, 2)).squeeze(-1)
+        if self.output_relu:
+            z = torch.relu(z)
+        return z, outputs
+
+    def validate(self, x: torch.Tensor) -> torch.Tensor:
+        """The validation logits (members, n) of the shared inputs x (n, features), BatchNorm in eval mode."""
+        with torch.no_grad():
+            return self.forward(x.expand(self.size, *x.shape), training=False)[0]
+
+    def _batchnorm(self, i: int, x: torch.Tensor, training: bool) -> torch.Tensor:
+        m, b, w = x.shape
+        mean, var = self.running[i]
+        flat = x.transpose(0, 1).reshape(b, m * w)  # channels: every member's units
+        out = F.batch_norm(flat, mean, var, self.params[f"bn{i}.weight"].reshape(-1),
+                           self.params[f"bn{i}.bias"].reshape(-1), training, self.bn_momentum, self.bn_eps)
+        out = out.reshape(b, m, w).transpose(0, 1)
+        return out if self.bn_mask is None else torch.where(self.bn_mask, out, x)
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        out = None
+        for act, mask in self.activations:
+            y = act(x)
+            out = y if out is None else torch.where(mask, y, out)
+        return out
+
+    def bn_snapshot(self) -> torch.Tensor | None:
+        """Every member's BatchNorm running statistics, (members, n) in `BatchNormSnapshot.take`'s order: per
+        layer the running variance, then the running mean."""
+        if not self.running:
+            return None
+        m = self.size
+        return torch.cat([t.view(m, -1) for mean, var in self.running for t in (var, mean)], dim=1).float()
+
+    def member_rows(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's own elements of a (members, n) tensor, as the single model's flat vector."""
+        rows = flat.unbind(0)
+        if not any(o is not None for o in self.own):
+            return list(rows)
+        plain = next(o for o in self.own if o is not None)
+        short = flat.index_select(1, plain).unbind(0)
+        return [rows[k] if o is None else short[k] for k, o in enumerate(self.own)]
+
+    def load_member(self, k: int) -> Classifier:
+        """Member k's single model, with the member's current parameters and BatchNorm statistics."""
+        single = self.singles[k]
+        row = self.values[k] if self.own[k] is None else self.values[k, self.own[k]]
+        with torch.no_grad():
+            at = 0
+            for p in single.parameters():
+                p.copy_(row[at:at + p.numel()].view_as(p))
+                at += p.numel()
+            bns = [mod for _, mod in single.batchnorms()]
+            for (mean, var), bn in zip(self.running, bns):
+                bn.running_mean.copy_(mean.view(self.size, -1)[k])
+                bn.running_var.copy_(var.view(self.size, -1)[k])
+        return single

@@ -1,0 +1,187 @@
+"""Population training against the single-run trainer, member by member: the same rows (keys, steps, epochs), the
+same summary keys, values equal within float tolerance (in float64 the only differences are the rounding of
+batched products: observed up to ~1e-10 relative), the same status. Key sets are compared exactly, so a
+measurement added to the single trainer and missed here fails these tests."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.analysis.findings import findings_for
+from core.experiment.config import ExperimentConfig
+from core.experiment.data import load_dataset
+from core.training.population import group_key, populations, train_population
+from core.training.reporting import MemoryReporter
+from core.training.trainer import train
+
+pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract")
+CPU = torch.device("cpu")
+NEVER = 1e9  # flush by steps only, so that single and population flush at the same steps
+BASE = ExperimentConfig(dataset="gaussian", n_samples=160, hidden=(8,), epochs=3, batch_size=32, dtype="float64",
+                        device="cpu")
+
+
+def single(cfg: ExperimentConfig, data, **kw) -> MemoryReporter:
+    rep = MemoryReporter(stop_after_flushes=kw.pop("stop_after_flushes", None))
+    train(cfg, rep, data=data, device=CPU, flush_every_s=NEVER, **kw)
+    return rep
+
+
+def population(cfgs: list[ExperimentConfig], data, stops: dict[int, int] | None = None, **kw
+               ) -> list[MemoryReporter]:
+    reps = [MemoryReporter(stop_after_flushes=(stops or {}).get(i)) for i in range(len(cfgs))]
+    train_population(cfgs, reps, data=data, device=CPU, flush_every_s=NEVER, **kw)
+    return reps
+
+
+def close(a, b, rel: float, abs_: float) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(close(a[k], b[k], rel, abs_) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(close(x, y, rel, abs_) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return (math.isnan(a) and math.isnan(b)) or a == b or math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+    return a == b
+
+
+# Counts of exact events whose inputs are zero up to rounding: under BatchNorm a hidden bias's gradient is ~1e-17
+# (BatchNorm removes the bias), and whether plain SGD's update of such a bias rounds away depends on how the
+# batched products rounded. Compared within this absolute tolerance (a few parameters of ~100).
+ROUNDING_COUNTS = {"stuck_update_frac": 0.05, "median_stuck_update_frac": 0.05}
+
+
+def assert_same_run(one: MemoryReporter, member: MemoryReporter, *, rel: float = 1e-7, abs_: float = 1e-9) -> None:
+    assert member.result.status == one.result.status, member.result.error
+    assert member.result.error == one.result.error
+    assert member.keys() == one.keys()
+    assert member.info.total_steps == one.info.total_steps and member.info.dtype == one.info.dtype
+    for key in sorted(one.keys()):
+        a = [(r.step, r.epoch) for r in one.rows if r.key == key]
+        b = [(r.step, r.epoch) for r in member.rows if r.key == key]
+        assert a == b, key
+        tol = ROUNDING_COUNTS.get(key, abs_)
+        assert close(one.series(key), member.series(key), rel, tol), (key, one.series(key), member.series(key))
+    s1, s2 = one.result.summary, member.result.summary
+    assert set(s1) == set(s2), set(s1) ^ set(s2)
+    for key in s1:
+        assert close(s1[key], s2[key], rel, ROUNDING_COUNTS.get(key, abs_)), (key, s1[key], s2[key])
+
+
+def check(cfgs: list[ExperimentConfig], **kw) -> list[MemoryReporter]:
+    data = load_dataset(cfgs[0])
+    members = population(cfgs, data, **kw)
+    for cfg, member in zip(cfgs, members):
+        assert_same_run(single(cfg, data, **kw), member)
+    return members
+
+
+DIFFERENCES = {
+    "seed": [{"seed": 0}, {"seed": 7}],
+    "lr": [{"lr": 0.01}, {"lr": 0.05}],
+    "weight_decay": [{"weight_decay": 0.0}, {"weight_decay": 0.05}],
+    "activation": [{"activation": a} for a in ("relu", "elu", "tanh", "leaky_relu", "identity")],
+    "loss": [{"loss": "bce"}, {"loss": "bce_with_logits"}],
+    "batchnorm": [{"batchnorm": False}, {"batchnorm": True}],
+    "clamp_eps": [{"clamp_eps": None}, {"clamp_eps": 1e-3}, {"clamp_eps": 0.2}],
+    "pos_weight": [{"pos_weight": 1.0}, {"pos_weight": 3.0}],
+}
+
+
+@pytest.mark.parametrize("field", DIFFERENCES)
+def test_each_batchable_difference_alone_equals_single_runs(field):
+    cfgs = [BASE.replace(**change) for change in DIFFERENCES[field]]
+    assert len({group_key(c) for c in cfgs}) == 1
+    check(cfgs)
+
+
+MIXED = [BASE.replace(seed=s, lr=lr, weight_decay=wd, activation=act, loss=loss, batchnorm=bn, clamp_eps=eps,
+                      pos_weight=pw)
+         for s, lr, wd, act, loss, bn, eps, pw in [
+             (0, 0.01, 0.0, "relu", "bce", False, None, 1.0),
+             (1, 0.05, 0.01, "elu", "bce_with_logits", True, None, 2.0),
+             (2, 0.02, 0.0, "relu", "bce", True, 1e-4, 1.0),
+             (0, 0.01, 0.1, "tanh", "bce_with_logits", False, None, 0.5),
+             (3, 0.2, 0.0, "leaky_relu", "bce", True, 0.05, 3.0)]]
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"optimizer": "sgd", "momentum": 0.9},
+    {"optimizer": "sgd"},
+    {"optimizer": "adamw"},
+    {"hidden": (6, 5), "grad_clip": 0.5},
+    {"log_every": 3, "hidden": ()},
+    {"diagnostics": "loss", "output_relu": True},
+])
+def test_every_difference_mixed_in_one_population_equals_single_runs(options):
+    check([cfg.replace(**options) for cfg in MIXED])
+
+
+def test_float32_members_match_within_float32_rounding():
+    cfgs = [cfg.replace(dtype="float32", epochs=2) for cfg in MIXED]
+    data = load_dataset(cfgs[0])
+    for cfg, member in zip(cfgs, population(cfgs, data)):
+        one = single(cfg, data)
+        assert member.keys() == one.keys() and set(member.result.summary) == set(one.result.summary)
+        assert close(one.series("train_loss"), member.series("train_loss"), 1e-3, 1e-5)
+        assert close(one.series("val_loss"), member.series("val_loss"), 1e-2, 1e-4)
+
+
+def test_findings_of_a_member_are_those_of_its_single_run():
+    cfg = BASE.replace(loss="bce", lr=3.0, optimizer="sgd", standardize=False, feature_scale=50.0, epochs=2)
+    data = load_dataset(cfg)
+    member = population([cfg, cfg.replace(seed=1)], data)[0]
+    one = single(cfg, data)
+    assert_same_run(one, member)
+    titles = [f.title for f in findings_for(cfg.to_dict(), one.result.summary, status=one.result.status)]
+    assert titles and titles == [f.title for f in findings_for(cfg.to_dict(), member.result.summary,
+                                                                 status=member.result.status)]
+
+
+def test_a_diverging_member_stops_alone():
+    cfgs = [BASE.replace(optimizer="sgd", lr=lr, loss="bce_with_logits", hidden=(32, 32), epochs=5, seed=s)
+            for lr, s in ((0.05, 0), (90.0, 1), (0.01, 2))]
+    members = check(cfgs, flush_every_steps=4)
+    assert [m.result.status for m in members] == ["finished", "diverged", "finished"]
+    bad = members[1].result.summary
+    assert bad["diverged_step"] < members[0].result.summary["steps"]
+
+
+def test_a_cancelled_member_stops_alone():
+    data = load_dataset(BASE)
+    cfgs = [BASE.replace(seed=s) for s in range(3)]
+    members = population(cfgs, data, stops={1: 2}, flush_every_steps=4)
+    assert [m.result.status for m in members] == ["finished", "cancelled", "finished"]
+    assert_same_run(single(cfgs[1], data, stop_after_flushes=2, flush_every_steps=4), members[1])
+    assert_same_run(single(cfgs[0], data, flush_every_steps=4), members[0])
+
+
+def test_a_failing_reporter_fails_its_member_only():
+    class Broken(MemoryReporter):
+        def on_metrics(self, batch, *, step):
+            raise OSError("disk full")
+
+    data = load_dataset(BASE)
+    reps = [MemoryReporter(), Broken(), MemoryReporter()]
+    train_population([BASE.replace(seed=s) for s in range(3)], reps, data=data, device=CPU)
+    assert [r.result.status for r in reps] == ["finished", "failed", "finished"]
+    assert "disk full" in reps[1].result.error
+
+
+def test_group_key_and_populations():
+    a = BASE.replace(lr=0.1, seed=3, activation="elu", loss="bce_with_logits", batchnorm=True, pos_weight=2.0)
+    assert group_key(a) == group_key(BASE)
+    for change in ({"hidden": (4,)}, {"batch_size": 16}, {"epochs": 2}, {"optimizer": "sgd"}, {"dtype": "float32"},
+                   {"n_samples": 200}, {"bn_momentum": 0.2}):
+        assert group_key(BASE.replace(**change)) != group_key(BASE), change
+    # 129 training samples in batches of 32 leave a last batch of one, which BatchNorm drops: not batched
+    odd = BASE.replace(n_samples=161)
+    assert group_key(odd.replace(batchnorm=True)) != group_key(odd)
+    cfgs = [BASE, BASE.replace(hidden=(4,)), BASE.replace(seed=1), BASE.replace(hidden=(4,), seed=1), BASE]
+    assert populations(cfgs) == [[0, 2, 4], [1, 3]]
+    assert populations(cfgs, max_size=2) == [[0, 2], [4], [1, 3]]
+    with pytest.raises(ValueError, match="differ only in"):
+        train_population(cfgs[:2], [MemoryReporter(), MemoryReporter()])
