@@ -6,6 +6,10 @@ measurement added to the single trainer and missed here fails these tests."""
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
+import time
 
 import pytest
 import torch
@@ -13,7 +17,12 @@ import torch
 from core.analysis.findings import findings_for
 from core.experiment.config import ExperimentConfig
 from core.experiment.data import load_dataset
-from core.training.population import group_key, populations, train_population
+from core.jobs.populations import resume_study_populations, tasks
+from core.jobs.spec import StudySpec, expand, run_key, slot_key
+from core.jobs.studies import open_study
+from core.store import Store
+from core.training.groups import group_key, populations
+from core.training.population import train_population
 from core.training.reporting import MemoryReporter
 from core.training.trainer import train
 
@@ -185,3 +194,88 @@ def test_group_key_and_populations():
     assert populations(cfgs, max_size=2) == [[0, 2], [4], [1, 3]]
     with pytest.raises(ValueError, match="differ only in"):
         train_population(cfgs[:2], [MemoryReporter(), MemoryReporter()])
+
+
+# ---------------------------------------------------------------------- studies trained as populations
+@pytest.fixture
+def db(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def test_tasks_group_cells_and_split_them_across_workers():
+    spec = StudySpec(name="t", base=BASE.to_dict(), vary={"hidden": [[8], [4]], "batchnorm": [False, True]},
+                     seeds=5)
+    slots = expand(spec)
+    grouped = tasks(slots, 2)
+    assert sorted(len(t) for t in grouped) == [5, 5, 5, 5]  # two widths, each split in two populations
+    assert all(len({group_key(s.cfg) for s in t}) == 1 for t in grouped)
+    assert sorted(slot_key(s.variant, s.seed) for t in grouped for s in t) == sorted(
+        slot_key(s.variant, s.seed) for s in slots)
+    assert [len(t) for t in tasks(slots[:3], 2)] == [2, 1]  # hidden 8 seed 0 and 1 together; hidden 4 alone
+    assert tasks(slots[:2], 8) == [slots[:2]]  # too few to split
+
+
+def test_a_study_trains_as_populations_and_each_run_equals_its_single_run(db):
+    store = Store(db)
+    spec = StudySpec(name="pop", base=BASE.replace(epochs=2).to_dict(),
+                     vary={"hidden": [[8], [4]], "batchnorm": [False, True]}, seeds=2)
+    study_id = open_study(store, spec)
+    seen = []
+    outcome = resume_study_populations(store, study_id, workers=2, on_finished=seen.append)
+    runs = store.list_runs(study_id=study_id)
+    assert len(runs) == 8 and {r.status for r in runs} == {"finished"} and outcome.remaining == 0
+    assert len(seen) == 8 and seen[-1].done == seen[-1].total == 8
+    assert len({run_key(spec, r.config) for r in runs}) == 8
+    pids = {r.id: r.pid for r in runs}
+    assert len(set(pids.values())) <= 2  # two populations of four, one per worker
+    for run in runs[:3]:
+        cfg = ExperimentConfig.from_dict(run.config)
+        one = single(cfg, load_dataset(cfg))
+        assert set(run.summary) == set(one.result.summary)
+        assert close(run.summary["final_val_loss"], one.result.summary["final_val_loss"], 1e-7, 1e-9)
+        assert set(store.metric_keys(run.id)) == one.keys()
+    assert resume_study_populations(store, study_id, workers=2).run_ids == []  # nothing left: nothing trained
+
+
+def test_resume_of_a_killed_population_study_trains_no_cell_twice(db):
+    store = Store(db)
+    base = ExperimentConfig(n_samples=1000, epochs=60, diagnostics="loss", optimizer="sgd", loss="bce_with_logits",
+                            hidden=(32, 32))
+    spec = StudySpec(name="killed", base=base.to_dict(), vary={"lr": [0.01, 90.0], "activation": ["relu", "elu"]},
+                     seeds=2)
+    study_id = open_study(store, spec)
+    killed: list[int] = []
+
+    def kill_a_population_mid_run():
+        """Once a member of a population has diverged (its run is stored) and its others still run, SIGKILL
+        that population's worker."""
+        watcher = Store(db)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = watcher.list_runs(study_id=study_id)
+            diverged = {r.pid for r in runs if r.status == "diverged"}
+            running = [r for r in runs if r.status == "running" and r.pid in diverged and r.total_steps
+                       and r.progress_step < r.total_steps // 2]
+            if len(runs) == 8 and running:
+                os.kill(running[0].pid, signal.SIGKILL)
+                killed.extend(r.id for r in running if r.pid == running[0].pid)
+                return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_a_population_mid_run)
+    killer.start()
+    outcome = resume_study_populations(store, study_id, workers=2)
+    killer.join()
+    assert killed
+    runs = {r.id: r for r in store.list_runs(study_id=study_id)}
+    assert len(runs) == 8 and {runs[i].status for i in killed} == {"interrupted"}
+    assert outcome.remaining == len(killed)
+    kept = {i for i, r in runs.items() if r.status in ("finished", "diverged")}
+    assert len(kept) == 8 - len(killed) and any(runs[i].status == "diverged" for i in kept)
+
+    outcome = resume_study_populations(store, study_id, workers=2)
+    after = {r.id: r for r in store.list_runs(study_id=study_id)}
+    assert len(outcome.run_ids) == len(killed) and outcome.kept == len(kept) and outcome.remaining == 0
+    assert kept <= set(after) and not set(killed) & set(after)  # the results kept, the interrupted replaced
+    assert len({run_key(spec, r.config) for r in after.values()}) == 8 == len(after)
+    assert {r.status for r in after.values()} == {"finished", "diverged"}

@@ -4,7 +4,7 @@
 forward and backward pass and one optimizer update a step for all members, each member with its own seed (its
 initial weights and its batch order are those `trainer.train` gives that seed), learning rate, weight decay,
 activation, loss, BatchNorm on or off, clamp eps and pos_weight, its own optimizer state and BatchNorm statistics.
-`group_key(cfg)` says which configs can share a population: those with equal keys.
+`groups.group_key(cfg)` says which configs can share a population: those with equal keys.
 
 Each member reports through its own `Reporter` exactly as a single run does. Its steps go into its own trainer
 `Window`, whose `fetch` computes the same diagnostics, and its own `Summary`: the metric keys, steps, summary and
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,40 +27,15 @@ from core.experiment.data import Dataset, load_dataset
 from core.experiment.losses import loss_fn
 from core.training.batched_optim import BatchedOptimizer, clip_
 from core.training.diagnostics import BatchNormSnapshot, GradLayout
+from core.training.groups import BATCHABLE, group_key
 from core.training.reporting import Reporter, RunInfo, RunResult
 from core.training.stacked import StackedClassifier
 from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
                                    where_nonfinite)
 from core.training.window import Fetched, LoggedStep, Summary, Window, report_pending
 
-# Config fields in which the members of one population may differ.
-BATCHABLE = ("seed", "lr", "weight_decay", "activation", "loss", "batchnorm", "clamp_eps", "pos_weight")
-_KNOWN_SIZES = {"breast_cancer": 569}  # samples of the data sets whose size is not a config field
 WINDOW = 4_000_000  # values a member's window may hold, as in trainer.train ...
 WINDOW_MEMBERS = 8  # ... and a population's window, that many members' worth
-
-
-def group_key(cfg: ExperimentConfig) -> tuple[tuple[str, Any], ...]:
-    """The config's fields that the members of one population share: configs with equal keys train together.
-    BatchNorm on or off is batched unless it changes the epoch's batches (a trailing batch of one sample is
-    dropped with BatchNorm; a CSV's size is unknown here)."""
-    fixed = {k: v for k, v in cfg.to_dict().items() if k not in BATCHABLE}
-    n = cfg.n_samples if cfg.dataset not in ("csv", *_KNOWN_SIZES) else _KNOWN_SIZES.get(cfg.dataset)
-    n_train = None if n is None else n - int(round(n * cfg.val_fraction))
-    if cfg.hidden and (n_train is None or (n_train > cfg.batch_size and n_train % cfg.batch_size == 1)):
-        fixed["batchnorm"] = cfg.batchnorm
-    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(fixed.items()))
-
-
-def populations(cfgs: list[ExperimentConfig], *, max_size: int = 1024) -> list[list[int]]:
-    """The positions of `cfgs` grouped by `group_key`, in first-seen order, at most `max_size` a group."""
-    groups: dict[tuple, list[list[int]]] = {}
-    for i, cfg in enumerate(cfgs):
-        chunks = groups.setdefault(group_key(cfg), [[]])
-        if len(chunks[-1]) >= max_size:
-            chunks.append([])
-        chunks[-1].append(i)
-    return [chunk for chunks in groups.values() for chunk in chunks]
 
 
 class _Member:
@@ -139,7 +114,7 @@ def train_population(cfgs: list[ExperimentConfig], reporters: list[Reporter], *,
                          f"{len(reporters)} reporters")
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("a population's configs may differ only in " + ", ".join(BATCHABLE) + "; group them "
-                         "with population.populations()")
+                         "with groups.populations()")
     members = [_Member(k, cfg, r) for k, (cfg, r) in enumerate(zip(cfgs, reporters))]
     with _quiet_collector():
         _train(members, data=data, device=device, clock=clock, flush_every_s=flush_every_s,

@@ -1,0 +1,252 @@
+"""Running a study as populations: the cells that can share a model (`core.training.groups.group_key`) are trained
+side by side as one batched model (`core.training.population`), in local worker processes, each run stored
+through its own `StoreReporter` exactly as when it trains alone.
+
+`resume_study_populations` is `scheduler.resume_study` with tasks of several cells: the plan is the same (finished,
+diverged and failed runs are kept, interrupted and cancelled ones replaced, nothing trained twice), each group of
+groupable cells is split into one population per worker (contiguous in the plan's seed-major order, so a study
+stopped halfway has every variant), and a cell that groups with no other trains alone with `trainer.train`, as
+today. A task's runs are created together, just before a worker takes it, and attached to that worker's process:
+if the worker dies, its unfinished runs are interrupted (and rerun by the next resume), its finished ones kept.
+Cancelling works as for `resume_study`: every member polls its own run's cancel flag at each flush.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import socket
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+from core.experiment.config import ExperimentConfig
+from core.jobs.scheduler import Finished, Outcome, check_shareable
+from core.jobs.spec import Slot, StudySpec, run_name, slot_key
+from core.jobs.studies import Plan, default_workers, load_spec, plan_study
+from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store
+from core.training.groups import populations
+
+MIN_POPULATION = 4  # a group is split across workers only into populations at least this big
+MAX_POPULATION = 1024  # members of one population at most (memory)
+
+
+def tasks(slots: list[Slot], workers: int, *, max_size: int = MAX_POPULATION) -> list[list[Slot]]:
+    """The slots in tasks: each group of groupable slots split into up to `workers` contiguous populations of at
+    least MIN_POPULATION members (fewer if the group is small), every other slot alone; in the order of each
+    task's first slot."""
+    parts_of: list[list[int]] = []
+    for group in populations([s.cfg for s in slots], max_size=max_size):
+        parts = max(1, min(workers, len(group) // MIN_POPULATION))
+        size = math.ceil(len(group) / parts)
+        parts_of += [group[at:at + size] for at in range(0, len(group), size)]
+    return [[slots[i] for i in part] for part in sorted(parts_of)]
+
+
+def resume_study_populations(store: Store, study_id: int, *, workers: int | None = None,
+                             on_finished: Callable[[Finished], None] | None = None, host: str | None = None,
+                             poll_s: float = 0.25) -> Outcome:
+    """`scheduler.resume_study`, training groupable cells as populations. The same arguments and outcome; a
+    task's runs are reported to `on_finished` when its worker is done with all of them."""
+    check_shareable(store.url)
+    host = host or socket.gethostname()
+    spec = load_spec(store, study_id)
+    plan = plan_study(store, study_id, host=host)
+    total = len(plan.todo)
+    n = max(1, min(workers or default_workers(), total)) if total else 0
+    queue = deque(tasks(plan.todo, n))
+    n = min(n, len(queue))
+    threads = max(1, default_workers() // max(n, 1))
+    pool = [_Worker(store.url, threads) for _ in range(n)]
+    ended: list[int] = []
+    launched: set[int] = set()
+    stopping = False
+
+    def settle(w: _Worker, **how: Any) -> None:
+        task, w.task = w.task, None
+        answer = w.receive()
+        for run_id, slot in task:
+            _settle(store, run_id, answer, w.proc.exitcode, **how)
+            ended.append(run_id)
+            run = _get(store, run_id)
+            if on_finished is not None and run is not None:
+                on_finished(Finished(run, slot, len(ended), total))
+
+    try:
+        while (queue and not stopping) or any(w.task for w in pool):
+            try:
+                for i, w in enumerate(pool):
+                    if stopping or not queue:
+                        break
+                    if w.task is None:
+                        if not w.alive():
+                            w.close()
+                            w = pool[i] = _Worker(store.url, threads)
+                        launched.update(_dispatch(store, study_id, spec, plan, queue.popleft(), w, host))
+                busy = [w for w in pool if w.task]
+                ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=poll_s))
+                for w in busy:
+                    if w.conn in ready or w.proc.sentinel in ready:
+                        settle(w)
+                stopping = stopping or (bool(launched) and any(
+                    r.cancel_requested for r in store.list_runs(study_id=study_id) if r.id in launched))
+            except KeyboardInterrupt:
+                if stopping:
+                    raise
+                stopping = True
+                for w in pool:
+                    for run_id, _ in w.task or ():
+                        _request_cancel(store, run_id)
+    except KeyboardInterrupt:  # the second one: stop the workers now
+        for w in pool:
+            w.kill()
+            if w.task:
+                settle(w, status="cancelled", error="cancelled: the study was stopped")
+    finally:
+        for w in pool:
+            w.close()
+    left = plan_study(store, study_id, host=host)
+    return Outcome(study_id=study_id, run_ids=ended, kept=len(plan.kept), busy=len(plan.busy), cancelled=stopping,
+                   remaining=len(left.todo) + len(left.busy))
+
+
+def _dispatch(store: Store, study_id: int, spec: StudySpec, plan: Plan, task: list[Slot], worker: _Worker,
+              host: str) -> list[int]:
+    """Replace the task's interrupted or cancelled runs by new runs, hand them to `worker`, return their ids."""
+    run_ids = []
+    for slot in task:
+        for old in plan.replace.get(slot_key(slot.variant, slot.seed), []):
+            try:
+                store.delete_run(old)
+            except RunNotFound:
+                pass
+        run_id = store.create_run(name=run_name(spec, slot.variant, slot.seed), config=slot.cfg.to_dict(),
+                                  study_id=study_id)
+        store.attach_process(run_id, pid=worker.proc.pid, host=host)
+        run_ids.append(run_id)
+    worker.start(list(zip(run_ids, task)))
+    return run_ids
+
+
+def _settle(store: Store, run_id: int, answer: tuple[str, str | None] | None, exitcode: int | None, *,
+            status: str = "interrupted", error: str | None = None) -> None:
+    """The worker is done with the run's task: make sure the run is stored in a final status."""
+    run = _get(store, run_id)
+    if run is None or run.status != "running":
+        return
+    if answer is not None and error is None:
+        status, error = "failed", f"the worker could not store the run's end: {answer[1] or 'no error given'}"
+    elif error is None:
+        error = f"{INTERRUPTED_ERROR} (worker exit code {exitcode})"
+    try:
+        store.finish_run(run_id, status=status, summary=run.summary, error=error, wall_time_s=run.duration_s)
+    except RunNotFound:
+        pass
+
+
+def _get(store: Store, run_id: int) -> Run | None:
+    try:
+        return store.get_run(run_id)
+    except RunNotFound:
+        return None
+
+
+def _request_cancel(store: Store, run_id: int) -> None:
+    try:
+        store.request_cancel(run_id)
+    except RunNotFound:
+        pass
+
+
+class _Worker:
+    """One spawned worker process and the pipe to it; `task` is the [(run id, slot)] it is training."""
+
+    def __init__(self, url: str, threads: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker_main, args=(child, url, threads), daemon=True,
+                                name="lossboard-population-worker")
+        self.proc.start()
+        child.close()
+        self.task: list[tuple[int, Slot]] | None = None
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def start(self, task: list[tuple[int, Slot]]) -> None:
+        self.task = task
+        try:
+            self.conn.send([(run_id, slot.cfg.to_dict()) for run_id, slot in task])
+        except (BrokenPipeError, OSError):
+            pass  # it died: the next wait sees its sentinel and settles the runs as interrupted
+
+    def receive(self) -> tuple[str, str | None] | None:
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        self.proc.join(timeout=0 if self.proc.is_alive() else 5)
+        return None
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=5)
+        self.conn.close()
+
+
+def worker_main(conn: Connection, url: str, threads: int) -> None:
+    """A worker process: trains the tasks it is sent, one at a time, until it is sent None. A task of one run
+    trains with `trainer.train`, a bigger one with `population.train_population`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scheduler handles Ctrl-C, through the store
+    import torch  # noqa: PLC0415 - only workers need torch
+
+    from core.experiment.data import load_dataset  # noqa: PLC0415
+    from core.store import StoreReporter  # noqa: PLC0415
+    from core.training.population import train_population  # noqa: PLC0415
+    from core.training.trainer import train  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # torch._dynamo's import, before any run
+    store = Store(url)
+    host = socket.gethostname()
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        answer: tuple[str, str | None] = ("ok", None)
+        try:
+            cfgs = [ExperimentConfig.from_dict(config) for _, config in task]
+            reporters = [StoreReporter(store, run_id, pid=os.getpid(), host=host) for run_id, _ in task]
+            try:
+                data = load_dataset(cfgs[0])  # the members of a population share their data
+            except Exception as exc:  # noqa: BLE001 - a data set that cannot load is these runs' failure
+                for run_id, _ in task:
+                    store.finish_run(run_id, status="failed", summary={}, error=f"{type(exc).__name__}: {exc}")
+            else:
+                if len(task) == 1:
+                    train(cfgs[0], reporters[0], data=data)
+                else:
+                    train_population(cfgs, reporters, data=data)
+        except Exception as exc:  # noqa: BLE001 - the store could not be written; the scheduler records it
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(answer)
+        except (BrokenPipeError, OSError):
+            return
