@@ -105,3 +105,16 @@ def test_a_reader_whose_chunks_were_compacted_under_it_reads_again(store: Store,
     monkeypatch.setattr(metrics, "_fetch_data", compacting_first)
     assert [fields(t) for t in store.traces([run_id])] == expected
     assert calls[0] == 18 and calls[-2:] == [3, 0], "picked the old chunks, found them gone, read the new ones"
+
+
+def test_series_with_the_same_stride_and_start_but_other_lengths_keep_their_own_lengths(store: Store):
+    """A constant stride (or one epoch throughout) is the same bytes at any length: decoding it once for a read
+    must not hand a 3-point series the 500 steps of another."""
+    run_id = store.create_run(name="r", config={})
+    batch = MetricBatch()
+    batch.add_series("long", list(range(1, 501)), [0] * 500, [0.5] * 500, [1.0] * 500)
+    batch.add_series("short", [1, 2, 3], [0, 0, 0], [0.25] * 3, [1.0] * 3)
+    store.log_metrics(run_id, batch)
+    traces = {t.key: t for t in store.traces([run_id])}
+    assert [len(traces["long"].points.step), len(traces["short"].points.step)] == [500, 3]
+    assert traces["short"].points.epoch.tolist() == [0, 0, 0] and len(store.metrics_frame([run_id])) == 503

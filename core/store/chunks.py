@@ -111,7 +111,7 @@ def chunk_row(points: Points, *, time_cache: dict[tuple[str, bytes], bytes] | No
 
 
 def decode(row: Mapping[str, Any] | tuple, n: int, *, summary: bool = False,
-           fields: Sequence[str] = FIELDS, shared: dict[tuple[int, bytes], np.ndarray] | None = None) -> Points:
+           fields: Sequence[str] = FIELDS, shared: dict[tuple[int, int, bytes], np.ndarray] | None = None) -> Points:
     """The points of a chunk from its four data columns (a mapping, or a tuple in `DATA_COLUMNS` order). Step and
     value are always decoded; "epoch" and "wall_time" only when in `fields`, else they are zeros. `shared` keeps
     decoded steps, epochs and wall times by their bytes: the metrics of a flush (or of a compacted run) store the
@@ -123,7 +123,7 @@ def decode(row: Mapping[str, Any] | tuple, n: int, *, summary: bool = False,
         data = bytes(cols[i])
         if shared is None:
             return decoder(data, n)
-        key = (i, data)
+        key = (i, n, data)  # a constant stride or a run of one epoch is the same bytes at any length
         if key not in shared:
             shared[key] = decoder(data, n)
             shared[key].flags.writeable = False

@@ -131,7 +131,7 @@ def compact_run(conn: Connection, run_id: int) -> int:
             if len(parts) > math.ceil(sum(n for _, n in parts) / COMPACT_POINTS)]  # else as few as it would leave
     removed = 0
     time_cache: dict[tuple[str, bytes], bytes] = {}  # the metrics' steps, epochs and times: encoded once,
-    shared: dict[tuple[int, bytes], np.ndarray] = {}  # and decoded once
+    shared: dict[tuple[int, int, bytes], np.ndarray] = {}  # and decoded once
     sql = _insert_sql(conn)
     batch: list[tuple[int, list[tuple[int, int]]]] = []
     for i, (key_id, parts) in enumerate(todo):  # metrics a million points at a time: one read, insert, delete
@@ -221,7 +221,7 @@ def _read_once(conn: Connection, ids: list[int], keys: Sequence[str] | None, *, 
     if len(data) + len(summaries) < sum(len(p) for p in plan.values()):
         return None
     read: list[tuple[int, str, Points, bool]] = []
-    shared: dict[tuple[int, bytes], np.ndarray] = {}  # a run's metrics share their steps, epochs and wall times
+    shared: dict[tuple[int, int, bytes], np.ndarray] = {}  # a run's metrics share their steps, epochs and wall times
     reduce_at: list[tuple[int, float, float, int]] = []  # (index in read, first edge, last edge, buckets)
     for (run_id, key), parts in plan.items():
         points = Points.concat([decode((summaries if s else data)[c], n, fields=fields, shared=shared)
