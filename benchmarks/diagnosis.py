@@ -9,9 +9,10 @@ benchmarks/RESULTS.md (its own section) and prints it.
 Measured:
 - detection: the top finding of severity problem or warning names the entry's known cause;
 - false problems: findings of severity problem on the healthy configs (warnings are counted apart);
-- fixes confirmed: `core.jobs.counterfactual.prove_fix` trains the run's config and the fix its findings propose
-  over seeds 0..N-1 and says "helped" (95% CI of the exact validation loss's log ratio below 1, or every seed
-  diverged as run and finished with the fix).
+- fixes confirmed: as `python -m core fix` does (core.jobs.counterfactual), the entry's config and the fix its
+  findings propose are trained over seeds 0..N-1 (in memory here, not stored) and judged by
+  `counterfactual.judge`: "helped" when the 95% CI of the exact validation loss's log ratio is below 1, or when
+  every seed diverged as run and finished with the fix.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import math
 import os
 import platform
 import re
-import socket
 import sys
-import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -31,53 +30,53 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.analysis.findings import findings  # noqa: E402
+from core.analysis.findings import findings_for  # noqa: E402
 from core.experiment.catalogue import CATALOGUE, Entry  # noqa: E402
-from core.experiment.config import ConfigError  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Diagnosis: the catalogue of seeded failures"
 
-_store = None
+def _train(cfg):
+    from core.experiment.data import load_dataset  # noqa: PLC0415
+    from core.training.reporting import MemoryReporter  # noqa: PLC0415
+    from core.training.trainer import train  # noqa: PLC0415
 
-
-def _open_store(folder: str) -> None:
-    global _store
-    from core.store import Store  # noqa: PLC0415
-
-    _store = Store(f"sqlite:///{folder}/diagnosis-{os.getpid()}.db")
+    return train(cfg, MemoryReporter(), data=load_dataset(cfg))
 
 
 def diagnose(job: tuple[Entry, int]) -> dict:
-    """Train one entry, read its findings and, for a failure, prove the proposed fix."""
-    from core.experiment.data import load_dataset  # noqa: PLC0415
-    from core.jobs.counterfactual import prove_fix  # noqa: PLC0415
-    from core.jobs.fixes import proposed_fix  # noqa: PLC0415
-    from core.store import StoreReporter  # noqa: PLC0415
-    from core.training.trainer import train  # noqa: PLC0415
+    """Train one entry, read its findings and, for a failure, prove the proposed fix: the same runs and the same
+    verdict as `python -m core fix` (core.jobs.counterfactual), trained in memory rather than stored."""
+    from core.jobs.counterfactual import final_loss, judge  # noqa: PLC0415
 
     entry, seeds = job
     start = time.perf_counter()
-    cfg = entry.config
-    run_id = _store.create_run(name=entry.name, config=cfg.to_dict())
-    train(cfg, StoreReporter(_store, run_id, pid=os.getpid(), host=socket.gethostname()), data=load_dataset(cfg))
-    run = _store.get_run(run_id)
-    found = findings(run)
-    top = next((f for f in found if f.severity in ("problem", "warning")), None)
-    row = {"name": entry.name, "cause": entry.cause, "status": run.status,
-           "top_cause": top.cause if top else "", "top_title": top.title if top else "",
-           "problems": [f.cause or f.title for f in found if f.severity == "problem"],
-           "warnings": [f.cause or f.title for f in found if f.severity == "warning"],
-           "fix": None, "verdict": "", "sentence": ""}
-    if entry.cause:
-        try:
-            _, row["fix"] = proposed_fix(_store, run_id)
-        except ConfigError:
+    row = {"name": entry.name, "cause": entry.cause, "status": "", "top_cause": "", "top_title": "",
+           "problems": [], "warnings": [], "fix": None, "verdict": "", "sentence": "", "error": ""}
+    try:
+        cfg = entry.config
+        result = _train(cfg)
+        found = findings_for(cfg.to_dict(), result.summary, status=result.status, error=result.error)
+        top = next((f for f in found if f.severity in ("problem", "warning")), None)
+        row.update(status=result.status, top_cause=top.cause if top else "", top_title=top.title if top else "",
+                   problems=[f.cause or f.title for f in found if f.severity == "problem"],
+                   warnings=[f.cause or f.title for f in found if f.severity == "warning"])
+        proposed = next((f for f in found if f.fix), None)  # as core.jobs.fixes.proposed_fix
+        if entry.cause and proposed is None:
             row["verdict"] = "no fix proposed"
-        if row["fix"] is not None and seeds >= 2:
-            verdict = prove_fix(_store, run_id, seeds=seeds)
-            row["verdict"], row["sentence"] = verdict.verdict, verdict.sentence
-            row["ratio"] = verdict.ratio
+        elif entry.cause and seeds >= 2:
+            row["fix"] = dict(proposed.fix)
+            fixed_cfg = cfg.replace(**proposed.fix)
+            baseline, fixed = [], []
+            for seed in range(seeds):
+                same = result if seed == cfg.seed else _train(cfg.replace(seed=seed))  # seed 0 was just trained
+                baseline.append(final_loss(same.status, same.summary))
+                done = _train(fixed_cfg.replace(seed=seed))
+                fixed.append(final_loss(done.status, done.summary))
+            verdict = judge(0, proposed.cause, row["fix"], baseline, fixed)
+            row.update(verdict=verdict.verdict, sentence=verdict.sentence, ratio=verdict.ratio)
+    except Exception as exc:  # noqa: BLE001 - one broken entry is a row of the table, not the end of the run
+        row["error"] = f"{type(exc).__name__}: {exc}"
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -86,13 +85,11 @@ def run_catalogue(entries: list[Entry], *, seeds: int, workers: int) -> tuple[li
     start = time.perf_counter()
     # the slowest first (a failure trains 2 x seeds more runs), so that the pool ends together
     jobs = sorted(((e, seeds) for e in entries), key=lambda j: (not j[0].cause, -j[0].config.epochs))
-    with tempfile.TemporaryDirectory() as folder:
-        if workers <= 1:
-            _open_store(folder)
-            rows = [diagnose(j) for j in jobs]
-        else:
-            with Pool(workers, initializer=_open_store, initargs=(folder,)) as pool:
-                rows = list(pool.imap_unordered(diagnose, jobs))
+    if workers <= 1:
+        rows = [diagnose(j) for j in jobs]
+    else:
+        with Pool(workers) as pool:
+            rows = list(pool.imap_unordered(diagnose, jobs))
     order = {e.name: i for i, e in enumerate(entries)}
     return sorted(rows, key=lambda r: order[r["name"]]), time.perf_counter() - start
 
@@ -163,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, seconds=seconds, seeds=args.seeds, workers=args.workers)
     print(text)
     for r in rows:
+        if r["error"]:
+            print(f"# {r['name']}: {r['error']}", file=sys.stderr)
         if r["cause"] and (r["top_cause"] != r["cause"] or r["verdict"] != "helped"):
             print(f"# {r['name']}: top finding {r['top_title']!r}; {r['sentence'] or r['verdict']}", file=sys.stderr)
     if not args.no_write and not args.only:

@@ -98,14 +98,26 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
             store.add_tag(new_id, f"fix:{run_id}")
             result = train(cfg, StoreReporter(store, new_id, pid=os.getpid(), host=socket.gethostname()),
                            data=load_dataset(cfg))
-            value = result.summary.get(METRIC)
-            # a run that diverged (or failed) has no final loss, whatever its last finished epoch measured
-            value = float(value) if isinstance(value, (int, float)) and result.status == "finished" else math.nan
+            value = final_loss(result.status, result.summary)
             values[side].append(value)
             ids[side].append(new_id)
             if on_run is not None:
                 on_run(side, seed, value)
-    pairs = list(zip(values["baseline"], values["fixed"]))
+    return judge(run_id, cause, change, values["baseline"], values["fixed"], ids)
+
+
+def final_loss(status: str, summary: dict[str, Any]) -> float:
+    """METRIC of a finished run; NaN for one that diverged or failed, whatever its last finished epoch measured."""
+    value = summary.get(METRIC)
+    return float(value) if isinstance(value, (int, float)) and status == "finished" else math.nan
+
+
+def judge(run_id: int, cause: str, change: dict[str, Any], baseline: list[float], fixed: list[float],
+          ids: dict[str, list[int]] | None = None) -> Verdict:
+    """The verdict on METRIC per seed as run (`baseline`) and with the fix (`fixed`), paired by seed; NaN for a
+    run that diverged or failed. (`prove_fix` trains and stores the runs; the diagnosis benchmark trains them in
+    memory and judges them here.)"""
+    pairs = list(zip(baseline, fixed))
     mean, low, high = _t_interval([f - b for b, f in pairs])
     positive = all(b > 0 and f > 0 for b, f in pairs if math.isfinite(b) and math.isfinite(f))
     log_mean, log_low, log_high = _t_interval([math.log(f / b) for b, f in pairs
@@ -116,12 +128,12 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
     judged_low, judged_high, zero = (log_low, log_high, 0.0) if math.isfinite(log_low) else (low, high, 0.0)
     verdict = "helped" if judged_high < zero else "hurt" if judged_low > zero else "no clear difference"
     # every seed diverged on one side and finished on the other: no interval needed
-    if all(not math.isfinite(b) and math.isfinite(f) for b, f in pairs):
+    if pairs and all(not math.isfinite(b) and math.isfinite(f) for b, f in pairs):
         verdict = "helped"
-    elif all(math.isfinite(b) and not math.isfinite(f) for b, f in pairs):
+    elif pairs and all(math.isfinite(b) and not math.isfinite(f) for b, f in pairs):
         verdict = "hurt"
-    return Verdict(run_id, cause, change, seeds, values["baseline"], values["fixed"], ids, mean, low, high, ratio,
-                   ratio_low, ratio_high, verdict)
+    return Verdict(run_id, cause, change, len(pairs), list(baseline), list(fixed),
+                   ids or {"baseline": [], "fixed": []}, mean, low, high, ratio, ratio_low, ratio_high, verdict)
 
 
 def _t_interval(diffs: list[float]) -> tuple[float, float, float]:
