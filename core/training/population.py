@@ -6,11 +6,12 @@ initial weights and its batch order are those `trainer.train` gives that seed), 
 activation, loss, BatchNorm on or off, clamp eps and pos_weight, its own optimizer state and BatchNorm statistics.
 `groups.group_key(cfg)` says which configs can share a population: those with equal keys.
 
-Each member reports through its own `Reporter` exactly as a single run does. Its steps go into its own trainer
-`Window`, whose `fetch` computes the same diagnostics, and its own `Summary`: the metric keys, steps, summary and
-findings are those of `trainer.train`, the values equal up to the rounding of batched products. A member that
-diverges, is cancelled or whose reporter fails stops alone: it is finished (`on_finish`) at that flush and
-leaves the loss, so its parameters no longer move; the others go on.
+Each member reports through its own `Reporter` exactly as a single run does: a `PopulationWindow` computes every
+member's diagnostics with the trainer's own functions, for all members and a window of steps at once, and hands each
+member the `Fetched` its own `Window` would give; each member keeps its own `Summary`. The metric keys, steps,
+summary and findings are those of `trainer.train`, the values equal up to the rounding of batched products. A
+member that diverges, is cancelled or whose reporter fails stops alone: it is finished (`on_finish`) at that flush
+and leaves the loss, so its parameters no longer move; the others go on.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from core.training.reporting import Reporter, RunInfo, RunResult
 from core.training.stacked import StackedClassifier
 from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
                                    where_nonfinite)
-from core.training.window import Fetched, LoggedStep, Summary, Window, report_pending
+from core.training.population_window import PopulationWindow, Step
+from core.training.window import Fetched, Summary
 
 WINDOW = 4_000_000  # values a member's window may hold, as in trainer.train ...
 WINDOW_MEMBERS = 8  # ... and a population's window, that many members' worth
@@ -44,7 +46,6 @@ class _Member:
     def __init__(self, k: int, cfg: ExperimentConfig, reporter: Reporter) -> None:
         self.k, self.cfg, self.reporter = k, cfg, reporter
         self.summary = Summary()
-        self.window: Window | None = None
         self.layout: GradLayout | None = None
         self.epochs_done = 0
         self.diverged: tuple[int, int] | None = None
@@ -129,39 +130,16 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
     base = cfgs[0]
     steps = 0
     inputs: dict[str, float] = {}
-    events: list[tuple] = []  # steps and epoch ends not yet handed to the members' windows
-    model: StackedClassifier | None = None
+    buf: PopulationWindow | None = None
 
-    def dispatch() -> None:
-        """Hand the buffered steps and epoch ends, member by member, to the live members' windows."""
-        nonlocal events
-        pending, events = events, []
-        live = [m for m in members if m.alive]
-        rows_of: dict[int, list[torch.Tensor]] = {}
-
-        def rows(t: torch.Tensor) -> list[torch.Tensor]:
-            if id(t) not in rows_of:
-                rows_of[id(t)] = model.member_rows(t)
-            return rows_of[id(t)]
-
-        for ev in pending:
-            if ev[0] == "end":
-                _, epoch, step, wall, val_z, bn = ev
-                vals, bns = val_z.unbind(0), (bn.unbind(0) if bn is not None else None)
-                for m in live:
-                    m.window.end_epoch(epoch, step, wall, vals[m.k], None if bns is None else bns[m.k])
-                continue
-            _, z, y, loss, (step, epoch, wall), size, logged, diag = ev
-            zs, ys, ls = z.unbind(0), y.unbind(0), loss.unbind(0)
-            if diag is not None:
-                z_grad, grads, before, after, relu = diag
-                zgs, gs, bs, afs = z_grad.unbind(0), rows(grads), rows(before), rows(after)
-                relus = [h.unbind(0) for h in relu]
-            for m in live:
-                k = m.k
-                record = None if diag is None else LoggedStep(
-                    zgs[k], gs[k], bs[k], afs[k], [h[k] for h in relus] if model.relu[k] else [])
-                m.window.add(zs[k], ys[k], ls[k], (step, epoch, wall, m.cfg.lr), size, logged, record)
+    def report_pending() -> None:
+        """Keep what was measured before an interrupt or a failure, where it can still be fetched."""
+        try:
+            got = buf.fetch([m.k for m in members if m.alive]) if buf is not None else {}
+            for k, fetched in got.items():
+                members[k].report(fetched, steps)
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            pass
 
     try:
         for cfg in cfgs:
@@ -181,12 +159,15 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         y_va = torch.as_tensor(data.y_val, dtype=dtype, device=device)
         record = full and any(model.relu)
         per_step = 0
+        layouts, snapshots = [], []
         for m, single in zip(members, model.singles):
             m.layout = GradLayout(single.named_layers(), list(single.parameters())).flatten()
-            m.window = Window(m.cfg, m.layout, output_relu=single.output_relu, y_val=y_va,
-                              bn=BatchNormSnapshot(single.batchnorms()))
+            layouts.append(m.layout)
+            snapshots.append(BatchNormSnapshot(single.batchnorms()))
             per_step += base.batch_size + ((3 * m.layout.size + base.batch_size * sum(base.hidden)
                                             * model.relu[m.k]) if full else 0)
+        buf = PopulationWindow(cfgs, layouts, snapshots, model.own, model.relu, output_relu=model.output_relu,
+                               y_val=y_va)
         window = WINDOW * min(len(members), WINDOW_MEMBERS)
         flush_steps = max(1, min(flush_every_steps, window // per_step))
         slices = batch_slices(len(y_tr), base.batch_size, batchnorm=model.with_bn)
@@ -202,18 +183,18 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                 m.finish(0, clock() - start, inputs)
         gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(c.seed for c in cfgs)}
         alive = torch.tensor([m.alive for m in members], device=device)
-        last_flush, interval, pending_steps = 0.0, flush_every_s, 0
+        everyone = all(m.alive for m in members)  # on the host: no sync a step
+        last_flush, interval = 0.0, flush_every_s
 
         def flush(*, last: bool = False) -> bool:
             """Fetch and report every live member, stop those that diverged or were cancelled; say whether
             none is left."""
-            nonlocal last_flush, interval, alive, pending_steps
+            nonlocal last_flush, interval, alive, everyone
             began = clock()
-            dispatch()
-            pending_steps = 0
+            fetched = buf.fetch([m.k for m in members if m.alive])
             for m in [m for m in members if m.alive]:
                 try:
-                    got = m.window.fetch()
+                    got = fetched[m.k]
                     m.report(got, steps)
                     if got.first_bad is not None:
                         m.diverged, m.status = got.first_bad, "diverged"
@@ -224,23 +205,22 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                     elif not last and m.reporter.should_stop():
                         m.status, m.error = "cancelled", "cancelled on request"
                 except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
-                    report_pending(m.window, lambda got, m=m: m.report(got, steps))
                     m.fail(exc)
                 if m.status != "finished":
                     m.finish(steps, clock() - start, inputs)
             last_flush = clock() - start
             interval = max(flush_every_s, 2 * (clock() - began))
             alive = torch.tensor([m.alive for m in members], device=device)
+            everyone = all(m.alive for m in members)
             return not any(m.alive for m in members)
 
         clip, log_every = base.grad_clip, base.log_every
-        batches = [(sl, sl.stop - sl.start) for sl in slices]
         stop = False
         after: torch.Tensor | None = None
         for epoch in range(base.epochs):
             perms = {s: torch.randperm(len(y_tr), generator=g) for s, g in gens.items()}
             order = torch.stack([perms[c.seed] for c in cfgs]).to(device)
-            for sl, size in batches:
+            for sl in slices:
                 idx = order[:, sl]
                 xb, yb = x_tr[idx], y_tr[idx]
                 logged = steps % log_every == 0
@@ -250,7 +230,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                     z.retain_grad()
                 loss = losses(z, yb)
                 model.grads.zero_()
-                (loss.sum() if bool(alive.all()) else torch.where(alive, loss, 0.0).sum()).backward()
+                (loss.sum() if everyone else torch.where(alive, loss, 0.0).sum()).backward()
                 wall = clock() - start
                 diag = None
                 if diagnose:
@@ -267,9 +247,8 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                     opt.step()
                     after = None
                 steps += 1
-                pending_steps += 1
-                events.append(("step", z, yb, loss.detach(), (steps, epoch, wall), size, logged, diag))
-                if pending_steps >= flush_steps or wall - last_flush >= interval:
+                buf.add(Step(z, yb, loss.detach(), (steps, epoch, wall), logged, diag))
+                if len(buf) >= flush_steps or wall - last_flush >= interval:
                     if flush():
                         stop = True
                         break
@@ -277,27 +256,22 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                     break
             if stop:
                 break
-            events.append(("end", epoch, steps, clock() - start, model.validate(x_va), model.bn_snapshot()))
+            buf.end_epoch(epoch, steps, clock() - start, model.validate(x_va), model.bn_snapshot())
             if max_steps is not None and steps >= max_steps:
                 break
-            if sum(ev[4].numel() for ev in events if ev[0] == "end") >= window and flush():
+            if buf.pending_values() >= window and flush():
                 stop = True
                 break
         if not stop:
             flush(last=True)
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - every failure becomes a stored status
         cancel = isinstance(exc, KeyboardInterrupt)
-        try:
-            if model is not None:
-                dispatch()
-        except Exception:  # noqa: BLE001 - the members' own error is the one to report
-            pass
         for m in [m for m in members if m.alive]:
             if cancel:
                 m.status, m.error = "cancelled", "interrupted by the user (Ctrl-C or SIGTERM)"
             else:
                 m.fail(exc)
-            report_pending(m.window, lambda got, m=m: m.report(got, steps))
+        report_pending()
     for m in members:
         if m.alive:
             m.finish(steps, clock() - start, inputs)

@@ -1,0 +1,295 @@
+"""A population's measurement window: the trainer's `Window`, for every member at once.
+
+`trainer.Window.fetch` computes a run's per-step diagnostics for a whole window of steps in a few vectorised
+operations; this computes them for a whole window of steps *and members*, with the same functions
+(`segment_output_diagnostics`, `GradLayout.norms` and `updates`, `dead_frac_from_max`, `BatchNormSnapshot.stats`,
+`roc_auc_rows`, `ece_rows`, `reliability`), called once per group of members that share a loss (its kind, clamp eps
+and pos_weight) or a parameter layout (BatchNorm on or off), and brings everything to the host in one transfer.
+What it hands each member is the `Fetched` its own `Window` would have: the same rows in the same order, the same
+columns for its `Summary`, the same first non-finite step. tests/test_population.py compares every key, step and
+value with the single-run trainer, so a measurement added to `Window` and not here fails there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.experiment.config import ExperimentConfig
+from core.experiment.losses import logits_loss, loss_fn
+from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, ece_rows, exact_dtype,
+                                       reliability, roc_auc_rows, segment_output_diagnostics)
+from core.training.reporting import MetricBatch
+from core.training.window import Fetched, LoggedStep
+
+
+@dataclass(slots=True)
+class Step:
+    z: torch.Tensor  # (members, batch) logits
+    y: torch.Tensor  # (members, batch) labels
+    loss: torch.Tensor  # (members,)
+    meta: tuple[int, int, float]  # step, epoch, wall time
+    logged: bool
+    full: tuple | None  # (z_grad, grads, before, after, relu outputs), each with the members first
+
+
+@dataclass(slots=True)
+class End:
+    epoch: int
+    step: int
+    wall: float
+    val_z: torch.Tensor  # (members, n_val)
+    bn: torch.Tensor | None  # (members, n) BatchNorm running statistics
+    offset: int  # training samples buffered before this epoch's end
+
+
+class PopulationWindow:
+    def __init__(self, cfgs: list[ExperimentConfig], layouts: list[GradLayout], snapshots: list[BatchNormSnapshot],
+                 own: list[torch.Tensor | None], relu: list[bool], *, output_relu: bool, y_val: torch.Tensor) -> None:
+        self.size = len(cfgs)
+        self.lrs = [c.lr for c in cfgs]
+        self.own, self.output_relu = own, output_relu
+        self.y_val = y_val
+        self.y_val_host = y_val.float().cpu().numpy()
+        dev = y_val.device
+
+        def grouped(key: Callable[[int], object]) -> list[tuple[int, torch.Tensor]]:
+            """(first member, members) of each group of equal `key`."""
+            groups: dict[object, list[int]] = {}
+            for k in range(self.size):
+                groups.setdefault(key(k), []).append(k)
+            return [(ks[0], torch.tensor(ks, device=dev)) for ks in groups.values()]
+
+        self.losses = [(cfgs[k], idx) for k, idx in grouped(lambda k: (cfgs[k].loss, cfgs[k].clamp_eps,
+                                                                        cfgs[k].pos_weight))]
+        self.layouts = [(layouts[k], idx, own[k]) for k, idx in grouped(lambda k: repr(layouts[k].ranges))]
+        self.relu_members = torch.tensor([k for k in range(self.size) if relu[k]], dtype=torch.long, device=dev)
+        self.other_members = torch.tensor([k for k in range(self.size) if not relu[k]], dtype=torch.long, device=dev)
+        self.bn = [(snapshots[k], idx) for k, idx in grouped(lambda k: tuple(snapshots[k].keys)) if snapshots[k].keys]
+        self.epoch_keys = [["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", "val_logit_min",
+                            "val_logit_max", *snap.keys] for snap in snapshots]
+        self.steps: list[Step] = []
+        self.ends: list[End] = []
+        self.samples = 0
+        self.hits = np.zeros(self.size)  # correct training predictions of the epoch in progress, earlier flushes
+        self.seen = 0
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def add(self, step: Step) -> None:
+        self.samples += step.z.shape[1]
+        self.steps.append(step)
+
+    def end_epoch(self, epoch: int, step: int, wall: float, val_z: torch.Tensor, bn: torch.Tensor | None) -> None:
+        self.ends.append(End(epoch, step, wall, val_z, bn, self.samples))
+
+    def pending_values(self) -> int:
+        return sum(e.val_z.numel() for e in self.ends)
+
+    def fetch(self, members: list[int]) -> dict[int, Fetched]:
+        """Each of `members`' `Fetched`, as its own `Window.fetch` would give it."""
+        with torch.no_grad():
+            return self._fetch(members)
+
+    def _fetch(self, members: list[int]) -> dict[int, Fetched]:
+        steps, ends, samples = self.steps, self.ends, self.samples
+        self.steps, self.ends, self.samples = [], [], 0
+        if not steps and not ends:
+            return {k: Fetched(MetricBatch(), None, {}, [], {}, []) for k in members}
+        m_all = self.size
+        dev = (steps[0].z if steps else ends[0].val_z).device
+        logged_at = [i for i, s in enumerate(steps) if s.logged]
+        n = len(logged_at)
+        parts: list[torch.Tensor] = []
+        if steps:
+            z, y = torch.cat([s.z for s in steps], dim=1), torch.cat([s.y for s in steps], dim=1)
+            losses = torch.stack([s.loss for s in steps], dim=1).float()  # (members, steps)
+            seg = _segments([s.z.shape[1] for s in steps], dev)
+            hits = torch.cat([torch.zeros(m_all, 1, device=dev), ((z >= 0) == (y > 0.5)).float().cumsum(1)], dim=1)
+            marks = hits[:, torch.tensor([e.offset for e in ends] + [samples], device=dev)]
+            bad = torch.zeros(m_all, len(steps), device=dev).index_add_(1, seg, (~torch.isfinite(z)).float()) > 0
+            bad |= ~torch.isfinite(losses)
+        else:
+            marks = torch.zeros(m_all, len(ends) + 1, device=dev)
+            bad = torch.zeros(m_all, 0, dtype=torch.bool, device=dev)
+        columns = self._diagnostics(steps, logged_at, losses if steps else None, bad)
+        parts += [bad.float().reshape(-1), marks.reshape(-1)]
+        for _, _, table in columns:
+            parts.append(table.float().reshape(-1))
+        if ends:
+            val_host, val_columns = self._validation(ends)
+            parts += [t.float().reshape(-1) for _, _, t in val_columns]
+        flat = torch.cat(parts).cpu().numpy().astype(np.float64)
+
+        # back to each member: its rows of every table
+        at = 0
+        bad_host = flat[at:at + m_all * len(steps)].reshape(m_all, len(steps)) > 0
+        at += bad_host.size
+        counts = flat[at:at + m_all * (len(ends) + 1)].reshape(m_all, len(ends) + 1)
+        at += counts.size
+        step_cols: dict[int, dict[str, list[float]]] = {k: {} for k in range(m_all)}
+        at = _split(flat, at, columns, step_cols, n)
+        epoch_vals: dict[int, dict[str, list[float]]] = {k: {} for k in range(m_all)}
+        if ends:
+            _split(flat, at, val_columns, epoch_vals, len(ends))
+        aucs = roc_auc_rows(val_host.reshape(-1, val_host.shape[-1]), self.y_val_host).reshape(len(ends), m_all) \
+            if ends else None
+        eces = ece_rows(val_host.reshape(-1, val_host.shape[-1]), self.y_val_host).reshape(len(ends), m_all) \
+            if ends else None
+        offsets = [0] + [e.offset for e in ends]
+        out: dict[int, Fetched] = {}
+        hits, seen = self.hits.copy(), self.seen
+        for k in members:
+            where = np.flatnonzero(bad_host[k])
+            bad_at = int(where[0]) if where.size else None
+            first_bad = None if bad_at is None else steps[bad_at].meta[:2]
+            bad_step = self.member_step(k, steps[bad_at].full) if bad_at in logged_at and steps[bad_at].full \
+                else None
+            kept = logged_at if first_bad is None else [i for i in logged_at if steps[i].meta[0] <= first_bad[0]]
+            cols = {key: col[:len(kept)] for key, col in step_cols[k].items()}
+            step_ids = [steps[i].meta[0] for i in kept]
+            epochs = [steps[i].meta[1] for i in kept]
+            walls = [steps[i].meta[2] for i in kept]
+            cols["lr"] = [self.lrs[k]] * len(kept)
+            batch = MetricBatch()
+            for key, col in cols.items():
+                batch.add_series(key, step_ids, epochs, col, walls)
+            epoch_columns: dict[str, list[float]] = {key: [] for key in ("train_acc", "val_auc", "val_ece",
+                                                                         *self.epoch_keys[k])}
+            epoch_ids = []
+            right_before, seen_before = hits[k], seen
+            c = counts[k].tolist()
+            for i, e in enumerate(ends):
+                right = right_before + c[i] - (c[i - 1] if i else 0.0)
+                seen_i = seen_before + offsets[i + 1] - offsets[i]
+                right_before = seen_before = 0
+                if first_bad is not None and e.epoch >= first_bad[1]:
+                    break
+                epoch_ids.append(e.epoch)
+                epoch_columns["train_acc"].append(right / max(seen_i, 1))
+                epoch_columns["val_auc"].append(float(aucs[i, k]))
+                epoch_columns["val_ece"].append(float(eces[i, k]))
+                for key in self.epoch_keys[k]:
+                    epoch_columns[key].append(epoch_vals[k][key][i])
+                for key, col in epoch_columns.items():
+                    batch.add(key, e.step, e.epoch, col[-1], e.wall)
+            self.hits[k] = (0.0 if ends else hits[k]) + c[-1] - (c[-2] if ends else 0.0)
+            curve = reliability(val_host[len(epoch_ids) - 1, k], self.y_val_host) if epoch_ids else None
+            out[k] = Fetched(batch, first_bad, cols, epochs, epoch_columns, epoch_ids, curve, bad_step)
+        self.seen = (0 if ends else seen) + samples - offsets[-1]
+        return out
+
+    def member_step(self, k: int, full: tuple) -> LoggedStep:
+        """Member k's share of a logged step, as the single-run trainer records it."""
+        z_grad, grads, before, after, relu = full
+
+        def row(t: torch.Tensor) -> torch.Tensor:
+            return t[k] if self.own[k] is None else t[k, self.own[k]]
+        return LoggedStep(z_grad[k], row(grads), row(before), row(after),
+                          [h[k] for h in relu] if bool((self.relu_members == k).any()) else [])
+
+    def _diagnostics(self, steps: list[Step], logged_at: list[int], losses: torch.Tensor | None,
+                     bad: torch.Tensor) -> list[tuple[list[str], torch.Tensor, torch.Tensor]]:
+        """Every per-step metric as (keys, members, (keys, members, logged steps) table), in `Window`'s key order;
+        marks the logged steps with a non-finite gradient norm in `bad`."""
+        if not steps:
+            return []
+        m_all, n, dev = self.size, len(logged_at), bad.device
+        everyone = torch.arange(m_all, device=dev)
+        at = torch.tensor(logged_at, dtype=torch.long, device=dev)
+        out = [(["train_loss"], everyone, losses[:, at][None] if n != len(steps) else losses[None])]
+        logged = [steps[i].full for i in logged_at if steps[i].full is not None]
+        if not logged:
+            return out
+        z = torch.cat([steps[i].z for i in logged_at], dim=1)
+        y = torch.cat([steps[i].y for i in logged_at], dim=1)
+        z_grad = torch.cat([f[0] for f in logged], dim=1)
+        seg = _segments([steps[i].z.shape[1] for i in logged_at], dev)
+        for cfg, idx in self.losses:
+            k = len(idx)
+            segs = (seg[None, :] + n * torch.arange(k, device=dev)[:, None]).reshape(-1)
+            cols = segment_output_diagnostics(z[idx].reshape(-1), y[idx].reshape(-1), segs, k * n, loss=cfg.loss,
+                                              clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
+                                              z_grad=z_grad[idx].reshape(-1))
+            out.append((list(cols), idx, torch.stack(list(cols.values())).view(len(cols), k, n)))
+        grads = torch.stack([f[1] for f in logged])  # (steps, members, n)
+        after = torch.stack([f[3] for f in logged])
+        delta = after - torch.stack([f[2] for f in logged])
+        updates = []
+        for layout, idx, own in self.layouts:
+            g, a, d = grads[:, idx], after[:, idx], delta[:, idx]
+            if own is not None:
+                g, a, d = g[..., own], a[..., own], d[..., own]
+            norms = layout.norms(g)
+            out.append((list(norms), idx, torch.stack(list(norms.values())).transpose(1, 2)))
+            bad[idx[:, None], at[None, :]] |= ~torch.isfinite(norms["grad_norm"].T)
+            ups = layout.updates(d.reshape(-1, d.shape[-1]), a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1]))
+            updates.append((list(ups), idx, torch.stack(list(ups.values())).view(len(ups), n, -1).transpose(1, 2)))
+        out += updates
+        out_max = None
+        if self.output_relu:
+            out_max = torch.full((m_all, n), -math.inf, dtype=z.dtype, device=dev).scatter_reduce_(
+                1, seg[None, :].expand_as(z), z, "amax")
+        if len(self.relu_members):
+            idx = self.relu_members
+            maxes = []
+            for j in range(len(logged[0][4])):
+                h = torch.cat([f[4][j][idx] for f in logged], dim=1)  # (members, samples, width)
+                top = torch.full((len(idx), n, h.shape[2]), -math.inf, dtype=h.dtype, device=dev)
+                maxes.append(top.scatter_reduce_(1, seg[None, :, None].expand_as(h), h, "amax")
+                             .reshape(-1, h.shape[2]))
+            dead = dead_frac_from_max(maxes, None if out_max is None else out_max[idx].reshape(-1))
+            out.append((["dead_relu_frac"], idx, dead.view(1, len(idx), n)))
+        if out_max is not None and len(self.other_members):
+            idx = self.other_members
+            out.append((["dead_relu_frac"], idx, dead_frac_from_max([], out_max[idx].reshape(-1)).view(1, len(idx), n)))
+        return out
+
+    def _validation(self, ends: list[End]) -> tuple[np.ndarray, list[tuple[list[str], torch.Tensor, torch.Tensor]]]:
+        """The epochs' validation logits on the host, (epochs, members, n_val), and the epoch tables as
+        (keys, members, (keys, members, epochs)), in `Window`'s key order."""
+        z = torch.stack([e.val_z for e in ends])  # (epochs, members, n_val)
+        y = self.y_val.expand_as(z)
+        zx = exact_dtype(z)
+        pred = z >= 0
+        shared = [(pred == (y > 0.5)).float().mean(dim=2), pred.float().mean(dim=2), zx.amin(dim=2).float(),
+                  zx.amax(dim=2).float()]
+        loss = torch.empty(z.shape[:2], device=z.device)
+        exact = torch.empty(z.shape[:2], device=z.device)
+        for cfg, idx in self.losses:
+            loss[:, idx] = loss_fn(cfg, reduction="none")(z[:, idx], y[:, idx]).float().mean(dim=2)
+            exact[:, idx] = logits_loss(zx[:, idx], y[:, idx].to(zx.dtype), pos_weight=cfg.pos_weight,
+                                        reduction="none").mean(dim=2).float()
+        everyone = torch.arange(self.size, device=z.device)
+        cols = [(["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", "val_logit_min", "val_logit_max"],
+                 everyone, torch.stack([loss, exact, *shared]).transpose(1, 2))]
+        if ends[0].bn is not None:
+            snaps = torch.stack([e.bn for e in ends])  # (epochs, members, n)
+            for snap, idx in self.bn:
+                stats = snap.stats(snaps[:, idx].reshape(-1, snaps.shape[2]))
+                cols.append((snap.keys, idx, torch.stack(stats).view(len(stats), len(ends), -1).transpose(1, 2)))
+        return zx.cpu().numpy(), cols
+
+
+def _split(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tensor, torch.Tensor]],
+           into: dict[int, dict[str, list[float]]], width: int) -> int:
+    """Read the (keys, members, width) tables of `columns` back from `flat` at `at` into each member's lists."""
+    for keys, idx, _ in columns:
+        members = idx.tolist()
+        size = len(keys) * len(members) * width
+        table = flat[at:at + size].reshape(len(keys), len(members), width)
+        for j, key in enumerate(keys):
+            for pos, k in enumerate(members):
+                into[k][key] = table[j, pos].tolist()
+        at += size
+    return at
+
+
+def _segments(sizes: list[int], device: torch.device) -> torch.Tensor:
+    """seg[i] = the index of the step that sample i of the concatenated batches belongs to."""
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
