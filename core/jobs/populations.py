@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 from core.experiment.config import ExperimentConfig
-from core.jobs.scheduler import Finished, Outcome, check_shareable
+from core.jobs.scheduler import Finished, Outcome, check_shareable, resume_study
 from core.jobs.spec import Slot, StudySpec, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, plan_study
 from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store
@@ -47,9 +47,16 @@ def tasks(slots: list[Slot], workers: int, *, max_size: int = MAX_POPULATION) ->
 
 def resume_study_populations(store: Store, study_id: int, *, workers: int | None = None,
                              on_finished: Callable[[Finished], None] | None = None, host: str | None = None,
-                             poll_s: float = 0.25) -> Outcome:
+                             poll_s: float = 0.25, population: bool = True, executor: str = "local",
+                             **others: Any) -> Outcome:
     """`scheduler.resume_study`, training groupable cells as populations. The same arguments and outcome; a
-    task's runs are reported to `on_finished` when its worker is done with all of them."""
+    task's runs are reported to `on_finished` when its worker is done with all of them. Without `population`,
+    or on another executor than the local one, this is `scheduler.resume_study` itself."""
+    if not population or executor != "local":
+        if executor != "local":
+            others["executor"] = executor
+        return resume_study(store, study_id, workers=workers, on_finished=on_finished, host=host, poll_s=poll_s,
+                            **others)
     check_shareable(store.url)
     host = host or socket.gethostname()
     spec = load_spec(store, study_id)

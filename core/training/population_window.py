@@ -213,16 +213,16 @@ class PopulationWindow:
         for cfg, idx in self.losses:
             k = len(idx)
             segs = (seg[None, :] + n * torch.arange(k, device=dev)[:, None]).reshape(-1)
-            cols = segment_output_diagnostics(z[idx].reshape(-1), y[idx].reshape(-1), segs, k * n, loss=cfg.loss,
-                                              clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
-                                              z_grad=z_grad[idx].reshape(-1))
+            cols = segment_output_diagnostics(_rows(z, idx).reshape(-1), _rows(y, idx).reshape(-1), segs, k * n,
+                                              loss=cfg.loss, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
+                                              z_grad=_rows(z_grad, idx).reshape(-1))
             out.append((list(cols), idx, torch.stack(list(cols.values())).view(len(cols), k, n)))
         grads = torch.stack([f[1] for f in logged])  # (steps, members, n)
         after = torch.stack([f[3] for f in logged])
         delta = after - torch.stack([f[2] for f in logged])
         updates = []
         for layout, idx, own in self.layouts:
-            g, a, d = grads[:, idx], after[:, idx], delta[:, idx]
+            g, a, d = (_rows(t, idx, dim=1) for t in (grads, after, delta))  # no copy for every member
             if own is not None:
                 g, a, d = g[..., own], a[..., own], d[..., own]
             norms = layout.norms(g)
@@ -271,7 +271,7 @@ class PopulationWindow:
         if ends[0].bn is not None:
             snaps = torch.stack([e.bn for e in ends])  # (epochs, members, n)
             for snap, idx in self.bn:
-                stats = snap.stats(snaps[:, idx].reshape(-1, snaps.shape[2]))
+                stats = snap.stats(_rows(snaps, idx, dim=1).reshape(-1, snaps.shape[2]))
                 cols.append((snap.keys, idx, torch.stack(stats).view(len(stats), len(ends), -1).transpose(1, 2)))
         return zx.cpu().numpy(), cols
 
@@ -288,6 +288,13 @@ def _split(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tenso
                 into[k][key] = table[j, pos].tolist()
         at += size
     return at
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
+    """`t`'s members `idx` along `dim`: `t` itself when they are all of them, in order (no copy)."""
+    if len(idx) == t.shape[dim] and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+        return t
+    return t.index_select(dim, idx)
 
 
 def _segments(sizes: list[int], device: torch.device) -> torch.Tensor:

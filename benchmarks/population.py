@@ -1,0 +1,225 @@
+"""Population training's speed (issue 16), written as its own section of benchmarks/RESULTS.md.
+
+    python benchmarks/population.py               # about 10 minutes on 2 CPU cores
+    python benchmarks/population.py --quick       # fewer repeats and members, a smoke check
+    python benchmarks/population.py --device cuda # the in-process figures on a GPU
+
+- Studies, as a user runs them (`python -m core study ...`, start-up included) against one `python -m core train`
+  command of one of their cells: a 200-cell study (5 learning rates x BatchNorm x activation x 10 seeds on the
+  article-fixed data, hidden 32; budget 2x) and `bn-act-loss` (24 cells; budget 1.5x).
+- Per-member cost: a population trained with full diagnostics (and with the loss only) against a bare batched loop
+  over the same stacked model, data, batches and optimizer, no diagnostics, no validation.
+- Populations of 1, 10, 100 and 1,000 members against training the same members one after another with
+  `trainer.train` (timed on a few members and multiplied: a thousand sequential runs would take half an hour).
+
+Each repeat runs both sides back to back in alternating order (`bench.interleaved`); ratios are medians of the
+per-repeat ratios (`bench.paired`), with quartiles. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks.bench import interleaved, machine  # noqa: E402
+from benchmarks.bench import paired as paired_quartiles  # noqa: E402
+from core.experiment.config import ExperimentConfig, preset  # noqa: E402
+from core.experiment.data import load_dataset  # noqa: E402
+from core.jobs.spec import expand, named_study  # noqa: E402
+from core.training.batched_optim import BatchedOptimizer  # noqa: E402
+from core.training.population import member_losses, train_population  # noqa: E402
+from core.training.reporting import MemoryReporter  # noqa: E402
+from core.training.stacked import StackedClassifier  # noqa: E402
+from core.training.trainer import batch_slices, train  # noqa: E402
+
+SECTION = "## Population training"
+LRS = ("0.003", "0.01", "0.03", "0.1", "0.3")
+BASE = preset("article-fixed").replace(hidden=(32,))
+
+
+def grid(seeds: int) -> list[ExperimentConfig]:
+    """The 200-cell study's configs (with `seeds` seeds)."""
+    return [BASE.replace(lr=float(lr), batchnorm=bn, activation=act, seed=s)
+            for s in range(seeds) for lr in LRS for bn in (False, True) for act in ("relu", "elu")]
+
+
+def paired(ours: list[float], baseline: list[float]) -> tuple[float, float, float]:
+    """`bench.paired`, also for a single repeat."""
+    if len(ours) < 2:
+        ratio = ours[0] / baseline[0]
+        return ratio, ratio, ratio
+    return paired_quartiles(ours, baseline)
+
+
+# ---------------------------------------------------------------------- studies, as commands
+def command(args: list[str], db: Path) -> None:
+    subprocess.run([sys.executable, "-m", "core", "--db", f"sqlite:///{db}", *args], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def bench_studies(repeats: int, quick: bool, workdir: Path) -> list[dict]:
+    seeds = 2 if quick else 10
+    cell = workdir / "cell.json"
+    study_200 = ["study", "--preset", "article-fixed", "--hidden", "32", "--vary", "lr=" + ",".join(LRS),
+                 "--vary", "batchnorm=false,true", "--vary", "activation=relu,elu", "--seeds", str(seeds)]
+    canonical = named_study("bn-act-loss")
+    canonical_cell = workdir / "bn-act-loss-cell.json"
+    canonical_cell.write_text(json.dumps(expand(canonical)[0].cfg.to_dict()))
+    cell.write_text(json.dumps(BASE.replace(lr=0.01).to_dict()))
+    cases = {
+        f"{5 * 2 * 2 * seeds}-cell study (5 lr x BatchNorm x activation x {seeds} seeds, article-fixed data, "
+        "hidden 32)": (study_200, ["train", "--config", str(cell)], 2.0),
+        "bn-act-loss study (2 x 2 x 2 variants x 3 seeds)": (["study", "--study", "bn-act-loss"],
+                                                             ["train", "--config", str(canonical_cell)], 1.5),
+    }
+    rows = []
+    for label, (study, train_cmd, budget) in cases.items():
+        run = iter(range(1_000_000))
+        fns = {"study": lambda: command(study, workdir / f"s{next(run)}.db"),
+               "cell": lambda: command(train_cmd, workdir / f"c{next(run)}.db")}
+        t = interleaved(fns, repeats)
+        ratio = paired(t["study"], t["cell"])
+        rows.append(dict(case=f"{label}: `python -m core study` vs one cell's `python -m core train`, start-up "
+                              "included", ours=statistics.median(t["study"]), base=statistics.median(t["cell"]),
+                         paired=ratio, budget=f"<= {budget}x", met=ratio[0] <= budget))
+    return rows
+
+
+# ---------------------------------------------------------------------- in process
+def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device) -> None:
+    """The minimum for a population: the same stacked model, batches and optimizer; no diagnostics, no
+    validation, no reporting."""
+    dtype = torch.float32
+    model = StackedClassifier(cfgs, data.n_features, device=device, dtype=dtype)
+    opt = BatchedOptimizer(cfgs, model.values, model.grads)
+    losses = member_losses(cfgs)
+    x = torch.as_tensor(data.x_train, dtype=dtype, device=device)
+    y = torch.as_tensor(data.y_train, dtype=dtype, device=device)
+    gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(c.seed for c in cfgs)}
+    slices = batch_slices(len(y), cfgs[0].batch_size, batchnorm=model.with_bn)
+    for _ in range(cfgs[0].epochs):
+        perms = {s: torch.randperm(len(y), generator=g) for s, g in gens.items()}
+        order = torch.stack([perms[c.seed] for c in cfgs]).to(device)
+        for sl in slices:
+            idx = order[:, sl]
+            z, _ = model.forward(x[idx])
+            model.grads.zero_()
+            losses(z, y[idx]).sum().backward()
+            opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def population(cfgs: list[ExperimentConfig], data, device: torch.device) -> None:
+    train_population(cfgs, [MemoryReporter() for _ in cfgs], data=data, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_overhead(repeats: int, quick: bool, device: torch.device) -> list[dict]:
+    cfgs = grid(2 if quick else 10)
+    data = load_dataset(cfgs[0])
+    fns = {"bare": lambda: bare_batched(cfgs, data, device)}
+    for diag in ("full", "loss"):
+        fns[diag] = lambda diag=diag: population([c.replace(diagnostics=diag) for c in cfgs], data, device)
+    for fn in fns.values():
+        fn()  # warm-up
+    t = interleaved(fns, repeats)
+    rows = []
+    for diag, budget in (("full", 1.15), ("loss", 1.05)):
+        ratio = paired(t[diag], t["bare"])
+        rows.append(dict(case=f"{len(cfgs)} members of the study above, diagnostics={diag}, {device.type}: "
+                              "train_population vs a bare batched loop (same model, batches, optimizer)",
+                         ours=statistics.median(t[diag]), base=statistics.median(t["bare"]), paired=ratio,
+                         budget=f"<= {budget}x", met=ratio[0] <= budget))
+    return rows
+
+
+def bench_sizes(repeats: int, quick: bool, device: torch.device) -> list[dict]:
+    """Populations of 1..1000 against sequential single runs of the same configs (timed on a few of them)."""
+    sizes = (1, 10, 100) if quick else (1, 10, 100, 1000)
+    cfgs = [BASE.replace(lr=float(LRS[i % 5]), batchnorm=bool(i // 5 % 2), seed=i) for i in range(max(sizes))]
+    data = load_dataset(cfgs[0])
+    sample = cfgs[:3]
+    rows = []
+    for fn in (lambda: train(sample[0], MemoryReporter(), data=data, device=device),
+               lambda: population(cfgs[:2], data, device)):
+        fn()  # warm-up
+    for n in sizes:
+        fns = {"population": lambda n=n: population(cfgs[:n], data, device),
+               "sequential": lambda: [train(c, MemoryReporter(), data=data, device=device) for c in sample]}
+        t = interleaved(fns, repeats if n < 1000 else max(1, repeats // 3))
+        per_run = [s / len(sample) for s in t["sequential"]]
+        ratio = paired([per_run_i * n for per_run_i in per_run], t["population"])  # throughput: sequential / ours
+        rows.append(dict(case=f"population of {n} (article-fixed data, hidden 32, BatchNorm on and off, full "
+                              f"diagnostics, {device.type}): throughput vs {n} sequential `trainer.train` runs",
+                         ours=statistics.median(t["population"]), base=statistics.median(per_run) * n,
+                         paired=ratio, budget=">= 50x at 1,000 (on a GPU)" if n == 1000 else "-",
+                         met=(ratio[0] >= 50) if n == 1000 else None, speedup=True))
+    return rows
+
+
+# ---------------------------------------------------------------------- report
+def section(rows: list[dict], *, repeats: int, quick: bool) -> str:
+    lines = [SECTION, "", f"Machine: {machine()}. Written by `python benchmarks/population.py`"
+             + (" --quick (smaller sizes: `met` not judged)" if quick else "") + f", {repeats} repeats.", "",
+             "Each repeat runs both sides back to back in alternating order; `ratio` is the median of the per-repeat "
+             "ratios (quartiles beside it). For the population sizes it is a speed-up: the sequential time over "
+             "the population's (the sequential time is that of a few single runs, times the population's size).",
+             "", "| case | ours | baseline | ratio | quartiles | budget | met |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "-" if quick or r["met"] is None else ("yes" if r["met"] else "no")
+        lines.append(f"| {r['case']} | {r['ours']:.2f} s | {r['base']:.2f} s | {r['paired'][0]:.2f}"
+                     + ("x faster" if r.get("speedup") else "") + f" | {r['paired'][1]:.2f}-{r['paired'][2]:.2f} "
+                     f"| {r['budget']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace this benchmark's section of RESULTS.md (up to the next `## ` heading), or append it."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", choices=("studies", "overhead", "sizes"), action="append")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    args = parser.parse_args()
+    repeats = args.repeats or (2 if args.quick else 3)
+    device = torch.device(args.device)
+    only = set(args.only or ("studies", "overhead", "sizes"))
+    rows: list[dict] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if "studies" in only and device.type == "cpu":  # the commands train where `auto` puts them
+            rows += bench_studies(repeats, args.quick, Path(tmp))
+        if "overhead" in only:
+            rows += bench_overhead(repeats, args.quick, device)
+        if "sizes" in only:
+            rows += bench_sizes(repeats, args.quick, device)
+    text = section(rows, repeats=repeats, quick=args.quick)
+    print(text)
+    print(f"({time.perf_counter() - started:.0f} s)")
+    write_section(text, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
