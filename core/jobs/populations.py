@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
-import signal
 import socket
 from collections import deque
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any, Callable
 
-from core.experiment.config import ExperimentConfig
+from core.jobs.population_worker import worker_main
 from core.jobs.scheduler import Finished, Outcome, check_shareable, resume_study
 from core.jobs.spec import Slot, StudySpec, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, plan_study
@@ -213,47 +211,3 @@ class _Worker:
             self.proc.kill()
             self.proc.join(timeout=5)
         self.conn.close()
-
-
-def worker_main(conn: Connection, url: str, threads: int) -> None:
-    """A worker process: trains the tasks it is sent, one at a time, until it is sent None. A task of one run
-    trains with `trainer.train`, a bigger one with `population.train_population`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scheduler handles Ctrl-C, through the store
-    import torch  # noqa: PLC0415 - only workers need torch
-
-    from core.experiment.data import load_dataset  # noqa: PLC0415
-    from core.store import StoreReporter  # noqa: PLC0415
-    from core.training.population import train_population  # noqa: PLC0415
-    from core.training.trainer import train  # noqa: PLC0415
-
-    torch.set_num_threads(threads)
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # torch._dynamo's import, before any run
-    store = Store(url)
-    host = socket.gethostname()
-    while True:
-        try:
-            task = conn.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        answer: tuple[str, str | None] = ("ok", None)
-        try:
-            cfgs = [ExperimentConfig.from_dict(config) for _, config in task]
-            reporters = [StoreReporter(store, run_id, pid=os.getpid(), host=host) for run_id, _ in task]
-            try:
-                data = load_dataset(cfgs[0])  # the members of a population share their data
-            except Exception as exc:  # noqa: BLE001 - a data set that cannot load is these runs' failure
-                for run_id, _ in task:
-                    store.finish_run(run_id, status="failed", summary={}, error=f"{type(exc).__name__}: {exc}")
-            else:
-                if len(task) == 1:
-                    train(cfgs[0], reporters[0], data=data)
-                else:
-                    train_population(cfgs, reporters, data=data)
-        except Exception as exc:  # noqa: BLE001 - the store could not be written; the scheduler records it
-            answer = ("error", f"{type(exc).__name__}: {exc}")
-        try:
-            conn.send(answer)
-        except (BrokenPipeError, OSError):
-            return
