@@ -18,7 +18,8 @@ from core.analysis.judges import DEFAULT_JUDGE, JUDGES
 from core.cli.output import dump_json
 from core.experiment.config import PRESETS, ConfigError, coerce, field_names
 from core.experiment.flags import add_config_flags, config_from_args
-from core.jobs.scheduler import Finished, check_shareable, resume_study
+from core.jobs.populations import resume_study_populations
+from core.jobs.scheduler import Finished, check_shareable
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, STUDIES, StudySpec, auto_name, named_study, parse_vary
 from core.jobs.studies import check_runnable, default_workers, open_study, plan_study, summarize
 from core.store import Store
@@ -43,6 +44,10 @@ def add_study_parser(subparsers: Any) -> Any:
                    help="a config field and its values (as `show --json` names them); repeat for more fields. "
                         "Widths: --vary hidden=[64],[64,64]")
     s.add_argument("--seeds", default=None, metavar="N", help=f"seeds per variant, 0..N-1 (default {DEFAULT_SEEDS})")
+    s.add_argument("--no-population", action="store_true",
+                   help="train every run on its own, one per worker; by default the runs that differ only in seed, "
+                        "lr, weight decay, activation, loss, BatchNorm, clamp eps or pos_weight train side by side "
+                        "as one batched model per worker (the same runs, values equal up to float rounding)")
     s.add_argument("--workers", default=None, metavar="K", help="worker processes (default: one per CPU core)")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object: id, name, runs, status counts, judge, ranking, effects, "
@@ -86,7 +91,8 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
 
     previous = _on_sigterm_raise()
     try:
-        outcome = resume_study(store, study_id, workers=workers, on_finished=line)
+        outcome = resume_study_populations(store, study_id, workers=workers, on_finished=line,
+                                           population=not getattr(args, "no_population", False))
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
