@@ -5,6 +5,9 @@ measurement added to the single trainer and missed here fails these tests."""
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
 import math
 import os
 import signal
@@ -15,6 +18,7 @@ import pytest
 import torch
 
 from core.analysis.findings import findings_for
+from core.cli.study import add_study_parser, cmd_study
 from core.experiment.config import ExperimentConfig
 from core.experiment.data import load_dataset
 from core.jobs.populations import resume_study_populations, tasks
@@ -279,3 +283,19 @@ def test_resume_of_a_killed_population_study_trains_no_cell_twice(db):
     assert kept <= set(after) and not set(killed) & set(after)  # the results kept, the interrupted replaced
     assert len({run_key(spec, r.config) for r in after.values()}) == 8 == len(after)
     assert {r.status for r in after.values()} == {"finished", "diverged"}
+
+
+@pytest.mark.parametrize("flag, shared", [([], True), (["--no-population"], False)])
+def test_the_study_command_trains_populations_unless_told_not_to(db, flag, shared):
+    parser = argparse.ArgumentParser()
+    add_study_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["study", "--vary", "batchnorm=false,true", "--seeds", "2", "--epochs", "1",
+                              "--n-samples", "200", "--workers", "1", "--json", *flag])
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_study(args, Store(db), out, err) == 0
+    runs = Store(db).list_runs()
+    assert len(runs) == 4 and {r.status for r in runs} == {"finished"}
+    assert json.loads(out.getvalue())["runs"] == 4
+    # one worker: as a population its four runs are one task, created together before any of them trains
+    created_before_started = max(r.created_at for r in runs) <= min(r.started_at for r in runs)
+    assert created_before_started == shared
