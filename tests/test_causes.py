@@ -245,3 +245,9 @@ def test_every_rule_has_a_cause_in_the_list_and_every_fix_is_a_valid_config_chan
                     assert f.cause in c.CAUSES
                     assert f.severity in ("problem", "warning", "info")
                     config.replace(**f.fix)  # raises if the fix is not a valid change of this config
+
+
+def test_a_swinging_validation_loss_falling_at_the_end_is_not_too_few_steps():
+    summary = {"val_loss_tail_drop": 0.1, "val_loss_tail_fall": 0.05, "steps": 8}
+    assert c.FEW_STEPS in named(cfg(), {**summary, "val_loss_osc": 0.29})
+    assert c.FEW_STEPS not in named(cfg(), {**summary, "val_loss_osc": 0.3})

@@ -23,6 +23,8 @@ def test_every_field_has_a_comment():
     ({"pos_fraction": 1.0}, "pos_fraction"), ({"val_fraction": 0}, "val_fraction"),
     ({"loss": "bce_with_logits", "clamp_eps": 0.01}, "clamp_eps"), ({"dataset": "csv"}, "csv_path"),
     ({"batchnorm": True, "batch_size": 1}, "batch_size"), ({"bn_eps": 0}, "bn_eps"),
+    ({"feature_scale": 0}, "feature_scale"), ({"dataset": "breast_cancer", "feature_scale": 10.0}, "feature_scale"),
+    ({"hidden_bias_init": 101.0}, "hidden_bias_init"),
 ])
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ConfigError) as info:

@@ -347,3 +347,54 @@ def test_validate_is_eval_mode_for_batchnorm_and_leaves_the_model_training():
     with torch.no_grad():
         batch_stats = model(x)
     assert torch.equal(z, expected) and not torch.allclose(z, batch_stats)
+
+
+# ---------------------------------------------------------------------- the measurements behind the causes
+def test_the_summary_holds_what_the_causes_read():
+    rep, result = run(ExperimentConfig(hidden=(8, 8), epochs=3, n_samples=300))
+    s = result.summary
+    for key in ("median_grad_norm", "median_grad_norm/fc0", "median_grad_norm/out", "median_update_ratio/fc0",
+                "median_update_ratio/out", "median_stuck_update_frac", "min_margin", "min_val_logit",
+                "max_val_logit", "final_val_ece", "train_loss_drop", "train_loss_osc", "val_loss_osc",
+                "val_loss_tail_drop", "loss_spikes", "val_pos_frac", "final_dead_relu_frac"):
+        assert key in s, key
+    assert {"update_ratio/fc0", "update_ratio/out", "stuck_update_frac", "margin_min", "val_ece",
+            "val_logit_min", "val_logit_max"} <= rep.keys()
+    assert s["min_margin"] == min(rep.series("margin_min"))
+    assert s["min_val_logit"] <= s["max_val_logit"]
+    assert 0 < s["median_update_ratio/fc0"] < 1 and s["median_stuck_update_frac"] == 0.0
+    assert s["final_val_ece"] == rep.series("val_ece")[-1]
+    curve = s["calibration"]
+    assert sum(curve["count"]) == 60 and len(curve["predicted"]) == len(curve["observed"])
+
+
+def test_sgd_update_ratio_is_the_step_over_the_weights():
+    # logistic regression, SGD without momentum: the step of every logged step is lr * gradient
+    rep, _ = run(ExperimentConfig(hidden=(), optimizer="sgd", lr=0.1, epochs=1, n_samples=100))
+    for g, u, r in zip(rep.series("grad_norm"), rep.series("update_norm"), rep.series("update_ratio/out")):
+        assert u == pytest.approx(0.1 * g, rel=1e-4)
+        assert 0 < r < 1
+
+
+def test_bfloat16_updates_that_round_away_are_counted():
+    _, result = run(ExperimentConfig(dtype="bfloat16", optimizer="sgd", lr=1e-5, epochs=1, n_samples=200))
+    assert result.summary["median_stuck_update_frac"] > 0.5
+
+
+def test_a_divergence_says_where_the_first_non_finite_value_came_from():
+    _, result = run(ExperimentConfig(optimizer="sgd", lr=90.0, loss="bce_with_logits", hidden=(64, 64), epochs=5))
+    assert result.status == "diverged"
+    assert result.summary["nonfinite_in"] in ("forward", "gradient", "update")
+    assert result.summary["nonfinite_layer"] in ("fc0", "act0", "fc1", "act1", "out", "input")
+
+
+def test_feature_scale_and_hidden_bias_init():
+    scaled = load_dataset(ExperimentConfig(feature_scale=1000.0, standardize=False))
+    plain = load_dataset(ExperimentConfig(standardize=False))
+    assert scaled.x_train == pytest.approx(1000.0 * plain.x_train)
+    assert load_dataset(ExperimentConfig(feature_scale=1000.0)).x_train == pytest.approx(
+        load_dataset(ExperimentConfig()).x_train)  # standardize undoes it
+    model = build_model(ExperimentConfig(hidden=(4, 4), hidden_bias_init=-3.0), 2)
+    assert all((block.fc.bias == -3.0).all() for block in model.hidden)
+    _, result = run(ExperimentConfig(hidden=(8,), hidden_bias_init=-5.0, epochs=2, n_samples=200))
+    assert result.summary["final_dead_relu_frac"] == 1.0

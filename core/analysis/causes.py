@@ -16,8 +16,9 @@ from typing import Any, Callable, Mapping
 
 from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, OVERFIT_PROBLEM,
                                     OVERFIT_RISE, OVERFIT_TRAIN_ACC, SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP,
-                                    TAIL_FALL, TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO,
-                                    WILD_MARGIN, evidence_of_instability, largest_update, lr_times, plateau, unstable)
+                                    TAIL_FALL, TAIL_STEADY, TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD,
+                                    VANISH_RATIO, WILD_MARGIN, evidence_of_instability, largest_update, lr_times,
+                                    plateau, unstable)
 from core.analysis.finding_types import SATURATES_AT, Finding, layer_medians, num, pct
 
 RELU_SIGMOID = "a ReLU before the sigmoid"
@@ -372,6 +373,8 @@ def few_steps(config, s, status) -> Finding | None:
     tail, fall = num(s, "val_loss_tail_drop"), num(s, "val_loss_tail_fall")
     epochs = config.get("epochs") or 1
     if status != "finished" or tail is None or fall is None or tail < TAIL_DROP or fall < TAIL_FALL:
+        return None
+    if (num(s, "val_loss_osc") or 0) >= TAIL_STEADY:
         return None
     steps = s.get("steps")
     return Finding("warning", f"Training stopped while the validation loss was still falling {tail:.0%} an epoch.",

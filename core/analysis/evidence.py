@@ -30,7 +30,8 @@ OVERFIT_RISE = 0.25  # the validation loss ended 25% above its best ...
 OVERFIT_PROBLEM = 1.0  # ... a problem when it doubled
 OVERFIT_TRAIN_ACC = 0.9  # while the training accuracy is at least this
 TAIL_DROP = 0.03  # the validation loss still fell 3% an epoch at the end ...
-TAIL_FALL = 0.01  # ... and at least 0.01 nats an epoch
+TAIL_FALL = 0.01  # ... and at least 0.01 nats an epoch,
+TAIL_STEADY = 0.3  # ... and had not been swinging (a noisy curve's last epochs fall as often as they rise)
 TINY_BATCH = 4  # BatchNorm on batches of at most this many samples
 BN_MOMENTUM_HIGH = 0.5  # running statistics that follow the last batch this closely
 
