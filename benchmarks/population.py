@@ -104,7 +104,7 @@ def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device) -> No
     dtype = torch.float32
     model = StackedClassifier(cfgs, data.n_features, device=device, dtype=dtype)
     opt = BatchedOptimizer(cfgs, model.values, model.grads)
-    losses = member_losses(cfgs)
+    losses = member_losses(cfgs, device)
     x = torch.as_tensor(data.x_train, dtype=dtype, device=device)
     y = torch.as_tensor(data.y_train, dtype=dtype, device=device)
     gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(c.seed for c in cfgs)}

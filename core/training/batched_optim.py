@@ -26,6 +26,9 @@ class BatchedOptimizer:
         wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float64).view(-1, 1)
         column = dict(dtype=values.dtype, device=values.device)
         self.neg_lr = (-self.lr).to(**column)
+        # the learning rates in float64 where the parameters are (MPS has no float64): the step size is computed
+        # there each step, with no transfer from the host
+        self.lr = self.lr.to(device=values.device) if values.device.type != "mps" else self.lr.float().to(values.device)
         self.decay = None if not wd.any() else wd.to(**column)
         if self.kind == "adamw" and self.decay is not None:
             self.decay = (1 - self.lr * wd).to(**column)  # decoupled: param *= 1 - lr * wd
@@ -59,7 +62,7 @@ class BatchedOptimizer:
         self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** self.t
         bias_correction2 = 1 - beta2 ** self.t
-        neg_step = (-(self.lr / bias_correction1)).to(dtype=p.dtype, device=p.device)
+        neg_step = (-(self.lr / bias_correction1)).to(dtype=p.dtype)
         denom = (self.exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(EPS)
         p.addcdiv_(self.exp_avg * neg_step, denom)  # param.addcdiv_(exp_avg, denom, value=-step_size)
 

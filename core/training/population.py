@@ -83,7 +83,8 @@ class _Member:
             pass
 
 
-def member_losses(cfgs: list[ExperimentConfig]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def member_losses(cfgs: list[ExperimentConfig], device: torch.device | None = None
+                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(z, y) of shape (members, batch) -> each member's mean loss (members,), every member with its own loss,
     clamp eps and pos_weight (`losses.loss_fn` of its config, on the rows of the members that share them)."""
     kinds: dict[tuple, list[int]] = {}
@@ -93,13 +94,11 @@ def member_losses(cfgs: list[ExperimentConfig]) -> Callable[[torch.Tensor, torch
     if len(parts) == 1:
         fn = parts[0][0]
         return lambda z, y: fn(z, y).mean(dim=1)
-    order = torch.tensor([k for _, ks in parts for k in ks])
-    inverse = torch.argsort(order)
-    rows = [torch.tensor(ks) for _, ks in parts]
+    inverse = torch.argsort(torch.tensor([k for _, ks in parts for k in ks], device=device))
+    rows = [torch.tensor(ks, device=device) for _, ks in parts]  # on the device once: no transfer a step
 
     def compute(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = [fn(z[r.to(z.device)], y[r.to(z.device)]).mean(dim=1) for (fn, _), r in zip(parts, rows)]
-        return torch.cat(out)[inverse.to(z.device)]
+        return torch.cat([fn(z[r], y[r]).mean(dim=1) for (fn, _), r in zip(parts, rows)])[inverse]
     return compute
 
 
@@ -150,7 +149,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         model = StackedClassifier(cfgs, data.n_features, device=device, dtype=dtype)
         full = base.diagnostics == "full"
         opt = BatchedOptimizer(cfgs, model.values, model.grads)
-        losses = member_losses(cfgs)
+        losses = member_losses(cfgs, device)
         inputs = input_scale(data.x_train)
         inputs["val_pos_frac"] = float(np.mean(data.y_val)) if len(data.y_val) else float("nan")
         x_tr = torch.as_tensor(data.x_train, dtype=dtype, device=device)
