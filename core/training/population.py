@@ -37,7 +37,12 @@ from core.training.population_window import PopulationWindow, Step
 from core.training.window import Fetched, Summary
 
 WINDOW = 4_000_000  # values a member's window may hold, as in trainer.train ...
-WINDOW_MEMBERS = 8  # ... and a population's window, that many members' worth
+WINDOW_MEMBERS = 16  # ... and a population's window, that many members' worth (256 MB in float32)
+# A flush writes every member's rows, a transaction and a chunk per metric for each, and the store merges a run's
+# chunks when it ends: a population flushes every 3 s (or when its window is full, and never sooner than twice
+# its last flush took), not every second; a cancel request is seen at the next flush.
+FLUSH_EVERY_S = 3.0
+FLUSH_EVERY_STEPS = 5000
 
 
 class _Member:
@@ -104,11 +109,12 @@ def member_losses(cfgs: list[ExperimentConfig], device: torch.device | None = No
 
 def train_population(cfgs: list[ExperimentConfig], reporters: list[Reporter], *, data: Dataset | None = None,
                      device: torch.device | None = None, clock: Callable[[], float] = time.perf_counter,
-                     flush_every_s: float = 1.0, flush_every_steps: int = 500, max_steps: int | None = None
-                     ) -> list[RunResult]:
+                     flush_every_s: float = FLUSH_EVERY_S, flush_every_steps: int = FLUSH_EVERY_STEPS,
+                     max_steps: int | None = None) -> list[RunResult]:
     """Train `cfgs` (equal `group_key`s) as one population, member i reporting through `reporters[i]`; the
-    arguments are `trainer.train`'s. Never raises for a training failure: each result's status says what happened
-    to that member. Flushes follow the clock, but at least twice as far apart as a flush of every member takes."""
+    arguments are `trainer.train`'s, with flushes further apart by default (`FLUSH_EVERY_S`). Never raises for a
+    training failure: each result's status says what happened to that member. Flushes follow the clock, but at
+    least twice as far apart as a flush of every member takes."""
     if len(cfgs) != len(reporters) or not cfgs:
         raise ValueError(f"a population needs one reporter per config; got {len(cfgs)} configs and "
                          f"{len(reporters)} reporters")
