@@ -243,7 +243,7 @@ def test_a_study_trains_as_populations_and_each_run_equals_its_single_run(db):
 
 def test_resume_of_a_killed_population_study_trains_no_cell_twice(db):
     store = Store(db)
-    base = ExperimentConfig(n_samples=1000, epochs=60, diagnostics="loss", optimizer="sgd", loss="bce_with_logits",
+    base = ExperimentConfig(n_samples=1000, epochs=200, diagnostics="loss", optimizer="sgd", loss="bce_with_logits",
                             hidden=(32, 32))
     spec = StudySpec(name="killed", base=base.to_dict(), vary={"lr": [0.01, 90.0], "activation": ["relu", "elu"]},
                      seeds=2)
