@@ -5,6 +5,7 @@ benchmarks/RESULTS.md (its own section) and prints it.
     python benchmarks/diagnosis.py               # everything: ~300 small runs, a few minutes on 2 cores
     python benchmarks/diagnosis.py --seeds 2     # fewer seeds per side of each fix
     python benchmarks/diagnosis.py --only lr-low-sgd --only ok-mlp-bce --no-write
+    python benchmarks/diagnosis.py --data-seed 1 --seeds 0   # detection on data drawn afresh, no fix proofs
 
 Measured:
 - detection: the top finding of severity problem or warning names the entry's known cause;
@@ -18,6 +19,7 @@ Measured:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -153,9 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per side of each fix (0 or 1: no fix proofs)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--only", action="append", metavar="NAME", help="catalogue entries to run (repeatable)")
+    parser.add_argument("--data-seed", type=int, default=None, metavar="N",
+                        help="draw every entry's data with this data_seed instead of its own: data the thresholds "
+                             "were not set on (the table is then printed, not written)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     args = parser.parse_args(argv)
     entries = [e for e in CATALOGUE if not args.only or e.name in args.only]
+    if args.data_seed is not None:
+        entries = [dataclasses.replace(e, config=e.config.replace(data_seed=args.data_seed)) for e in entries]
     rows, seconds = run_catalogue(entries, seeds=args.seeds, workers=args.workers)
     text = table(rows, seconds=seconds, seeds=args.seeds, workers=args.workers)
     print(text)
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {r['name']}: {r['error']}", file=sys.stderr)
         if r["cause"] and (r["top_cause"] != r["cause"] or r["verdict"] != "helped"):
             print(f"# {r['name']}: top finding {r['top_title']!r}; {r['sentence'] or r['verdict']}", file=sys.stderr)
-    if not args.no_write and not args.only:
+    if not args.no_write and not args.only and args.data_seed is None:
         write_section(text)
     return 0
 

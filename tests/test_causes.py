@@ -214,6 +214,15 @@ def test_overfitting(final, train_acc, severity):
         assert found[0].fix == {"epochs": 4}
 
 
+@pytest.mark.parametrize("best, final, severity", [(0.001, 0.0509, None), (0.001, 0.0511, "warning"),
+                                                   (0.05, 0.149, "warning"), (0.05, 0.1501, "problem")])
+def test_overfitting_from_a_tiny_loss_needs_a_rise_in_nats_too(best, final, severity):
+    summary = {"best_val_loss": best, "final_val_loss": final, "best_val_epoch": 3, "epochs_completed": 20,
+               "final_train_acc": 1.0}
+    found = [f for f in findings_for(cfg(), summary, status="finished") if f.cause == c.OVERFITTING]
+    assert [f.severity for f in found] == ([severity] if severity else [])
+
+
 @pytest.mark.parametrize("drop, fall, expected", [(0.03, 0.01, True), (0.029, 0.05, False), (0.1, 0.0099, False)])
 def test_too_few_steps(drop, fall, expected):
     summary = {"val_loss_tail_drop": drop, "val_loss_tail_fall": fall, "steps": 8}

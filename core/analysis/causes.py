@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
-from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, OVERFIT_PROBLEM,
-                                    OVERFIT_RISE, OVERFIT_TRAIN_ACC, SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP,
-                                    TAIL_FALL, TAIL_STEADY, TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD,
-                                    VANISH_RATIO, WILD_MARGIN, evidence_of_instability, largest_update, lr_times,
-                                    plateau, unstable)
+from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, OVERFIT_ABOVE,
+                                    OVERFIT_PROBLEM, OVERFIT_PROBLEM_ABOVE, OVERFIT_RISE, OVERFIT_TRAIN_ACC,
+                                    SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP, TAIL_FALL, TAIL_STEADY,
+                                    TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO, WILD_MARGIN,
+                                    evidence_of_instability, largest_update, lr_times, plateau, unstable)
 from core.analysis.finding_types import SATURATES_AT, Finding, layer_medians, num, pct
 
 RELU_SIGMOID = "a ReLU before the sigmoid"
@@ -359,9 +359,9 @@ def overfitting(config, s, status) -> Finding | None:
     if best is None or final is None or not isinstance(best_epoch, int) or best_epoch >= epochs - 1:
         return None
     rise = final / best - 1 if best > 0 else math.inf
-    if rise < OVERFIT_RISE or final - best < 0.01 or train_acc is None or train_acc < OVERFIT_TRAIN_ACC:
+    if rise < OVERFIT_RISE or final - best < OVERFIT_ABOVE or train_acc is None or train_acc < OVERFIT_TRAIN_ACC:
         return None
-    severity = "problem" if rise >= OVERFIT_PROBLEM else "warning"
+    severity = "problem" if rise >= OVERFIT_PROBLEM and final - best >= OVERFIT_PROBLEM_ABOVE else "warning"
     return Finding(severity, f"Overfitting: the validation loss rose {rise:.0%} after its best ({best:.3g} at epoch "
                              f"{best_epoch}) while training accuracy reached {train_acc:.0%}.",
                    f"The model went on fitting the training split, noise included, for {epochs - 1 - best_epoch} "
