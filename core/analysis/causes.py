@@ -117,7 +117,7 @@ def diverged(config, s, status) -> Finding | None:
     located = ""
     if layer:
         located = {"forward": f" The first non-finite value came out of layer {layer} in the forward pass.",
-                   "gradient": f" The first non-finite value was layer {layer}'s gradient.",
+                   "gradient": f" The first non-finite value was layer {layer}'s gradient (or its norm).",
                    "update": f" Layer {layer}'s weights became non-finite in the update."}.get(where, "")
     grad = num(s, "median_grad_norm")
     grown = f" The typical gradient norm was {grad:.3g}." if grad is not None else ""

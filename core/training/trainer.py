@@ -57,8 +57,9 @@ def where_nonfinite(model, layout: GradLayout, x: torch.Tensor, bad_step: Logged
     """Where a divergence started, looked at once when a run diverges (never on the hot path): the first layer, in
     forward order, whose output on the training inputs is non-finite with the parameters of just before the bad
     step (`nonfinite_in` "forward"); else the first layer whose gradient at that step was non-finite
-    ("gradient"); else the first whose parameters after it were ("update"). Without the bad step's values (it was
-    not logged), the parameters as they are now."""
+    ("gradient"); else the first whose parameters after it were ("update"); else, when only the gradient's norm
+    overflowed, the layer with the largest gradient ("gradient"). Without the bad step's values (it was not
+    logged), the parameters as they are now."""
     if bad_step is not None and layout.values is not None:
         layout.values.copy_(bad_step.before)
     layer = first_nonfinite_layer(model, x)
@@ -72,7 +73,11 @@ def where_nonfinite(model, layout: GradLayout, x: torch.Tensor, bad_step: Logged
     for name, spans in layout.ranges.items():
         if not all(torch.isfinite(bad_step.after[a:b]).all() for a, b in spans):
             return {"nonfinite_layer": name, "nonfinite_in": "update"}
-    return {}
+    # every value finite: the gradient's norm overflowed (its square passed float32's range); name the layer with
+    # the largest gradient
+    largest = {name: max(float(bad_step.grads[a:b].double().abs().max()) for a, b in spans if b > a)
+               for name, spans in layout.ranges.items()}
+    return {"nonfinite_layer": max(largest, key=largest.get), "nonfinite_in": "gradient"} if largest else {}
 
 
 def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
