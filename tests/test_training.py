@@ -398,3 +398,15 @@ def test_feature_scale_and_hidden_bias_init():
     assert all((block.fc.bias == -3.0).all() for block in model.hidden)
     _, result = run(ExperimentConfig(hidden=(8,), hidden_bias_init=-5.0, epochs=2, n_samples=200))
     assert result.summary["final_dead_relu_frac"] == 1.0
+
+
+def test_the_summary_keeps_an_even_sample_of_a_long_run(monkeypatch):
+    from core.training import summary as summary_module
+
+    monkeypatch.setattr(summary_module, "MAX_SAMPLES", 10)
+    s = summary_module.Summary()
+    for start in range(0, 40, 8):  # five flushes of 8 logged steps: 0..39
+        s.add_columns({"grad_norm": [float(v) for v in range(start, start + 8)]}, [0] * 8)
+    kept = list(s.samples["grad_norm"])
+    assert len(kept) <= 10 and kept == [float(v) for v in range(0, 40, s.stride)]
+    assert s.as_dict(steps=40, epochs=1, diverged_step=None)["median_grad_norm"] == pytest.approx(18.0, abs=2)

@@ -2,7 +2,9 @@
 from each fetched batch of rows so that findings can read one small dict instead of the series.
 
 Per-step values that findings judge by their typical size (gradient norms, relative update sizes, the share of
-updates that rounded away) are kept as float64 arrays, 8 bytes a value, and reduced to medians at the end.
+updates that rounded away) are kept as float64 arrays, 8 bytes a value, and reduced to medians at the end; past
+MAX_SAMPLES logged steps every other one is dropped (and from then on only every second, fourth, ... step is
+kept), so a long run keeps an even sample of at most that many per key.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from core.training.curves import curve_stats
 
 _MEDIAN_PREFIXES = ("grad_norm", "update_ratio/", "stuck_update_frac")
+MAX_SAMPLES = 100_000
 # summary names of run-wide extremes that read better than peak_/min_ + the metric's name
 _RENAMED = {"margin_min": "min_margin", "val_logit_min": "min_val_logit", "val_logit_max": "max_val_logit"}
 
@@ -35,7 +38,9 @@ class Summary:
         self.best_val_epoch: int | None = None
         self.best_val_acc = -math.inf
         self.zero_update_steps = 0
-        self.samples: dict[str, array] = {}  # per-step values reduced to medians
+        self.samples: dict[str, array] = {}  # per-step values reduced to medians, one logged step in `stride`
+        self.stride = 1
+        self.sampled_steps = 0  # logged steps offered to `samples` so far
         self.train_by_epoch: dict[int, list[float]] = {}  # epoch -> [sum, count] of the exact training loss
         self.step_losses = array("d")  # the exact training loss of every logged step (loss spikes)
         self.val_losses: list[float] = []  # the exact validation loss of every epoch
@@ -57,7 +62,13 @@ class Summary:
                 if finite and key == "pred_pos_rate":
                     self.peak[key] = max(self.peak.get(key, -math.inf), max(finite))
             if key.startswith(_MEDIAN_PREFIXES):
-                self.samples.setdefault(key, array("d")).extend(col)
+                skip = -self.sampled_steps % self.stride  # the first position of this batch on the stride
+                self.samples.setdefault(key, array("d")).extend(col[skip::self.stride])
+        self.sampled_steps += max((len(col) for k, col in columns.items() if k.startswith(_MEDIAN_PREFIXES)),
+                                  default=0)
+        if any(len(values) > MAX_SAMPLES for values in self.samples.values()):
+            self.samples = {k: array("d", values[::2]) for k, values in self.samples.items()}
+            self.stride *= 2
         exact = columns.get("train_loss_logits") or columns.get("train_loss") or []
         self.step_losses.extend(exact)
         for v, e in zip(exact, epochs):
