@@ -37,8 +37,10 @@ def open_page(page: str, *, query: dict | None = None, state: dict | None = None
     return at
 
 
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+def figures(at: AppTest, *, reliability: bool = False) -> list[dict]:
+    """The page's Plotly charts; the run view's reliability chart only with `reliability` (alone then)."""
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return [s for s in specs if reliability == any(t.get("meta", {}).get("kind") == "diagonal" for t in s["data"])]
 
 
 def text_of(elements) -> str:
@@ -190,11 +192,13 @@ def test_opening_one_run_shows_config_metrics_and_findings(populated_url, popula
     at = open_page("pages/runs.py", state={"runs_selected": [run.id]})
     assert [h.value for h in at.header] == [f"#{run.id} article-example"]
     assert "Every prediction is ≥ 0.5: a ReLU before the sigmoid" in text_of(at.error)
-    assert "labels are random" in text_of(at.info)
+    assert "labels are random" in text_of(at.warning)
+    (reliability,) = figures(at, reliability=True)  # the validation calibration curve, beside the findings
+    assert reliability["data"][1]["meta"] == {"kind": "reliability"}
     (figure,) = figures(at)
     assert {t["meta"]["metric"] for t in figure["data"]} == set(populated_store.metric_keys(run.id))
     config = next(d.value for d in at.dataframe if "field" in d.value.columns)
-    assert len(config) == 32 and config.set_index("field").loc["output_relu", "value"] == "True"
+    assert len(config) == 34 and config.set_index("field").loc["output_relu", "value"] == "True"
 
 
 def test_a_link_to_one_run_opens_its_view(populated_url, populated_store):
