@@ -11,7 +11,8 @@ Measured:
 - detection: the top finding of severity problem or warning names the entry's known cause;
 - false problems: findings of severity problem on the healthy configs (warnings are counted apart);
 - fixes confirmed: as `python -m core fix` does (core.jobs.counterfactual), the entry's config and the fix its
-  findings propose are trained over seeds 0..N-1 (in memory here, not stored) and judged by
+  findings propose are trained over seeds 0..N-1 (in memory here, not stored, and with diagnostics="loss": only
+  the final loss counts) and judged by
   `counterfactual.judge`: "helped" when the 95% CI of the exact validation loss's log ratio is below 1, or when
   every seed diverged as run and finished with the fix.
 """
@@ -68,10 +69,13 @@ def diagnose(job: tuple[Entry, int]) -> dict:
             row["verdict"] = "no fix proposed"
         elif entry.cause and seeds >= 2:
             row["fix"] = dict(proposed.fix)
-            fixed_cfg = cfg.replace(**proposed.fix)
+            # the proof's runs only need their final loss: per-step diagnostics off (they never change the
+            # training itself, tests/test_training.py::test_diagnostics_do_not_change_training)
+            quick = cfg.replace(diagnostics="loss")
+            fixed_cfg = quick.replace(**proposed.fix)
             baseline, fixed = [], []
             for seed in range(seeds):
-                same = result if seed == cfg.seed else _train(cfg.replace(seed=seed))  # seed 0 was just trained
+                same = result if seed == cfg.seed else _train(quick.replace(seed=seed))  # seed 0 was just trained
                 baseline.append(final_loss(same.status, same.summary))
                 done = _train(fixed_cfg.replace(seed=seed))
                 fixed.append(final_loss(done.status, done.summary))
