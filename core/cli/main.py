@@ -18,6 +18,7 @@ from core.cli.fix import add_fix_parser, cmd_fix
 from core.cli.runs import cmd_delete, cmd_metrics, cmd_note, cmd_runs, cmd_show, cmd_tag
 from core.cli.study import add_study_parser, cmd_study
 from core.cli.train import cmd_train
+from core.cli.worker import add_worker_parser, cmd_worker
 from core.experiment.config import PRESETS, ConfigError
 from core.experiment.flags import add_config_flags
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_study_parser(sub)
     add_fix_parser(sub)
+    add_worker_parser(sub)
     for command in sub.choices.values():  # where users look first: each subcommand's own --help
         command.add_argument("--db", dest="sub_db", default=None, metavar="URL",
                              help=DB_HELP + "; given here it wins over one given before the subcommand")
@@ -90,7 +92,8 @@ def db_url(args: argparse.Namespace) -> str | None:
 
 
 COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": cmd_metrics, "delete": cmd_delete,
-            "tag": cmd_tag, "note": cmd_note, "export": cmd_export, "study": cmd_study, "fix": cmd_fix}
+            "tag": cmd_tag, "note": cmd_note, "export": cmd_export, "study": cmd_study, "fix": cmd_fix,
+            "worker": cmd_worker}
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr,

@@ -18,6 +18,7 @@ from core.analysis.judges import DEFAULT_JUDGE, JUDGES
 from core.cli.output import dump_json
 from core.experiment.config import PRESETS, ConfigError, coerce, field_names
 from core.experiment.flags import add_config_flags, config_from_args
+from core.jobs.dask_executor import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, executor_options
 from core.jobs.populations import resume_study_populations
 from core.jobs.scheduler import Finished, check_shareable
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, STUDIES, StudySpec, auto_name, named_study, parse_vary
@@ -49,6 +50,11 @@ def add_study_parser(subparsers: Any) -> Any:
                         "lr, weight decay, activation, loss, BatchNorm, clamp eps or pos_weight train side by side "
                         "as one batched model per worker (the same runs, values equal up to float rounding)")
     s.add_argument("--workers", default=None, metavar="K", help="worker processes (default: one per CPU core)")
+    s.add_argument("--executor", default=None, choices=EXECUTORS,
+                   help=f"where the runs train: local worker processes (default), or a Dask cluster (needs "
+                        f"--scheduler); default ${ENV_EXECUTOR}, else local")
+    s.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help=f"the Dask scheduler's address for --executor dask; default ${ENV_SCHEDULER}")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object: id, name, runs, status counts, judge, ranking, effects, "
                         "interactions, sentences")
@@ -68,6 +74,7 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     has a result, 1 when some are left (cancelled or interrupted: run the same command again to resume)."""
     workers = _positive_int("workers", args.workers, 256) if args.workers is not None else None
     judge_name, difference = statistics_options(args)
+    executor, scheduler = executor_options(getattr(args, "executor", None), getattr(args, "scheduler", None))
     check_shareable(store.url)
     spec, study_id = spec_from_args(args, store)
     if study_id is None:
@@ -75,8 +82,11 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         study_id = open_study(store, spec)
     plan = plan_study(store, study_id)
     n = min(workers or default_workers(), len(plan.todo))
+    where = f" on {n} workers" if n else ""
+    if executor == "dask" and plan.todo:
+        where = f" on the Dask cluster at {scheduler}"
     err.write(f"study {study_id} {spec.name!r}: {spec.size} runs; {len(plan.kept)} done, "
-              f"{len(plan.busy)} running elsewhere, {len(plan.todo)} to run" + (f" on {n} workers" if n else "") + "\n")
+              f"{len(plan.busy)} running elsewhere, {len(plan.todo)} to run{where}\n")
     err.flush()
 
     def line(event: Finished) -> None:
@@ -91,8 +101,8 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
 
     previous = _on_sigterm_raise()
     try:
-        outcome = resume_study_populations(store, study_id, workers=workers, on_finished=line,
-                                           population=not getattr(args, "no_population", False))
+        outcome = resume_study_populations(store, study_id, workers=workers, on_finished=line, executor=executor,
+                                           scheduler=scheduler, population=not getattr(args, "no_population", False))
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -13,6 +13,10 @@ with it (recorded as interrupted) and is replaced; a run that fails or diverges 
 scheduler per study at a time: a second one skips runs that are running but may duplicate queued ones.
 Cancelling (`cancel_study`) sets the cancel flag on the study's runs: the running ones stop at their trainers'
 next flush, and the scheduler, seeing the flag on a run it started, starts no more runs.
+
+`executor="dask"` runs the study on a Dask cluster instead (`core.jobs.dask_executor`): each cell is claimed
+through the store with a lease, so any number of schedulers and `python -m core worker` processes can share a
+study and no cell is trained twice.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 from core.experiment.config import ConfigError, ExperimentConfig
-from core.jobs.spec import Slot, StudySpec, run_name, slot_key
+from core.jobs.spec import Slot, StudySpec, expand, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, open_study, plan_study
 from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store
 
@@ -61,11 +65,16 @@ def run_study(store: Store, spec: StudySpec, **kwargs: Any) -> Outcome:
 
 def resume_study(store: Store, study_id: int, *, workers: int | None = None,
                  on_finished: Callable[[Finished], None] | None = None, host: str | None = None,
-                 poll_s: float = 0.25) -> Outcome:
+                 poll_s: float = 0.25, executor: str = "local", scheduler: str | None = None,
+                 lease_timeout_s: float | None = None) -> Outcome:
     """Train every slot of the study that has no result yet, `workers` at a time (default one per core), and
     return when all have ended or the study was cancelled. Ctrl-C (KeyboardInterrupt) cancels the running runs
-    and waits for them to stop; a second one stops them at once."""
+    and waits for them to stop; a second one stops them at once. `executor="dask"`: on the Dask cluster whose
+    scheduler is at `scheduler` (`workers` is then the cluster's business)."""
     check_shareable(store.url)
+    if executor == "dask":
+        return _resume_on_dask(store, study_id, scheduler=scheduler, on_finished=on_finished,
+                               lease_timeout_s=lease_timeout_s)
     host = host or socket.gethostname()
     spec = load_spec(store, study_id)
     plan = plan_study(store, study_id, host=host)
@@ -123,6 +132,25 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
     left = plan_study(store, study_id, host=host)
     return Outcome(study_id=study_id, run_ids=ended, kept=len(plan.kept), busy=len(plan.busy), cancelled=stopping,
                    remaining=len(left.todo) + len(left.busy))
+
+
+def _resume_on_dask(store: Store, study_id: int, *, scheduler: str | None,
+                    on_finished: Callable[[Finished], None] | None, lease_timeout_s: float | None) -> Outcome:
+    from core.jobs.dask_executor import executor_options, run_on_dask  # noqa: PLC0415 - only dask needs it
+    from core.jobs.spec import run_key  # noqa: PLC0415
+
+    _, scheduler = executor_options("dask", scheduler)
+    spec = load_spec(store, study_id)
+
+    def ended(run: Run, done: int, total: int) -> None:
+        key = run_key(spec, run.config)
+        slot = next((s for s in expand(spec) if key == slot_key(s.variant, s.seed)), None)
+        if on_finished is not None and slot is not None:
+            on_finished(Finished(run, slot, done, total))
+
+    got = run_on_dask(store, study_id, scheduler=scheduler, timeout_s=lease_timeout_s, on_finished=ended)
+    return Outcome(study_id=study_id, run_ids=got["run_ids"], kept=got["kept"], busy=got["busy"],
+                   cancelled=got["cancelled"], remaining=got["remaining"])
 
 
 def _dispatch(store: Store, study_id: int, spec: StudySpec, plan: Plan, slot: Slot, worker: _Worker,

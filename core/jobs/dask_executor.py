@@ -1,0 +1,152 @@
+"""Running a study on a Dask cluster: the scheduler's address, the study's cells in the store, one task per cell.
+
+The study's cells are published in the store (`core.jobs.cells.publish`), then each Dask task claims one cell
+(any cell still open, or one whose holder died) and trains it on its worker (`core.jobs.dask_task.run_cell`).
+Tasks never name their cell: the store decides which cell a task gets, so a task Dask runs twice (its worker died
+and it was rescheduled), a second scheduler on the same study, or `python -m core worker` processes beside the
+cluster, never train a cell twice. This loop keeps as many tasks in flight as there are claimable cells, until
+every cell has a result or the study was cancelled; cells leased by live holders elsewhere are waited for, so a
+holder that dies is replaced once its lease times out.
+
+Needs `dask[distributed]` (`requirements-scale.txt`); the local executor needs nothing of it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Mapping
+
+from core.experiment.config import ConfigError
+from core.jobs.cells import publish
+from core.jobs.studies import cancel_study
+from core.store import Run, RunNotFound, Store
+from core.store.database import SCALE_INSTALL
+from core.store.leases import DEFAULT_TIMEOUT_S, Leases
+
+EXECUTORS = ("local", "dask")
+ENV_EXECUTOR = "LOSSBOARD_EXECUTOR"  # local (default) or dask
+ENV_SCHEDULER = "LOSSBOARD_DASK_SCHEDULER"  # tcp://HOST:PORT of the Dask scheduler
+ENV_LEASE_TIMEOUT = "LOSSBOARD_LEASE_TIMEOUT_S"  # seconds a lease lives without a heartbeat (default 60)
+
+
+def executor_options(executor: str | None = None, scheduler: str | None = None, *,
+                     env: Mapping[str, str] = os.environ) -> tuple[str, str | None]:
+    """The executor and scheduler address: as given, else from the environment, else local. A ConfigError names
+    the bad option: an unknown executor, dask without a scheduler, or dask not installed."""
+    executor = (executor or env.get(ENV_EXECUTOR, "") or "local").strip().lower()
+    scheduler = (scheduler or env.get(ENV_SCHEDULER, "") or "").strip() or None
+    if executor not in EXECUTORS:
+        raise ConfigError("executor", f"must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if executor == "dask":
+        if scheduler is None:
+            raise ConfigError("scheduler", f"--executor dask needs the Dask scheduler's address: --scheduler "
+                                           f"tcp://HOST:8786 or {ENV_SCHEDULER}")
+        check_dask()
+    return executor, scheduler
+
+
+def lease_timeout(env: Mapping[str, str] = os.environ) -> float:
+    raw = env.get(ENV_LEASE_TIMEOUT, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError("lease_timeout", f"{ENV_LEASE_TIMEOUT} must be a positive number of seconds; got {raw!r}")
+    return value
+
+
+def check_dask() -> None:
+    try:
+        import distributed  # noqa: F401, PLC0415
+    except ImportError:
+        raise ConfigError("executor", f"--executor dask needs dask[distributed], which is not installed: "
+                                      f"{SCALE_INSTALL}") from None
+
+
+def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float | None = None,
+                on_finished: Callable[[Run, int, int], None] | None = None, poll_s: float = 0.5,
+                connect_timeout_s: float = 30.0) -> dict[str, Any]:
+    """Train every cell of the study without a result on the Dask cluster at `scheduler`; returns kept, busy
+    (leased elsewhere at the start), run_ids (runs this pass trained, in the order they ended), cancelled and
+    remaining (cells without a result afterwards). `on_finished(run, done, total)` after each run. Ctrl-C
+    cancels the study's running runs and waits for them; a second one stops waiting."""
+    check_dask()
+    import cloudpickle  # noqa: PLC0415
+    from distributed import Client  # noqa: PLC0415
+
+    from core.jobs import dask_task  # noqa: PLC0415
+
+    cloudpickle.register_pickle_by_value(dask_task)  # workers import nothing of ours until the task runs
+    timeout_s = timeout_s or lease_timeout()
+    leases = Leases(store, timeout_s=timeout_s)
+    start = publish(store, study_id, leases)
+    total = start["open"] + start["stopped"]
+    ended: list[int] = []
+    stopping = False
+    try:
+        client = Client(scheduler, timeout=connect_timeout_s, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError("scheduler", f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+    futures: set[Any] = set()
+    try:
+        while True:
+            try:
+                left = leases.counts(study_id)
+                if not futures and (left["open"] + left["leased"] == 0 or stopping):
+                    break  # stopped: a lease of a dead holder is left for the study's next run
+                if not stopping and _cancel_requested(store, study_id):
+                    stopping = True
+                    leases.stop(study_id)
+                if stopping:
+                    client.cancel([f for f in futures if f.status == "pending"])
+                else:
+                    for _ in range(left["claimable"] - sum(f.status == "pending" for f in futures)):
+                        futures.add(client.submit(dask_task.run_cell, store.url, study_id, timeout_s, pure=False,
+                                                  key=f"lossboard-cell-{study_id}-{os.urandom(6).hex()}"))
+                time.sleep(poll_s)
+                done = {f for f in futures if f.done()}
+                futures -= done
+                for future in done:
+                    answer = _answer(future)
+                    if answer is not None:
+                        ended.append(answer["run_id"])
+                        run = _get(store, answer["run_id"])
+                        if on_finished is not None and run is not None:
+                            on_finished(run, len(ended), total)
+            except KeyboardInterrupt:
+                if stopping:
+                    raise
+                stopping = True
+                leases.stop(study_id)
+                cancel_study(store, study_id)
+    finally:
+        client.cancel(list(futures))
+        client.close()
+    left = leases.counts(study_id)
+    return {"kept": start["done"], "busy": start["leased"], "run_ids": ended, "cancelled": stopping,
+            "remaining": left["total"] - left["done"]}
+
+
+def _answer(future: Any) -> dict[str, Any] | None:
+    """A task's answer; None when it claimed nothing, or failed or was cancelled (its cell's lease then times
+    out, or was handed back, and another task takes it)."""
+    if future.status != "finished":
+        return None
+    try:
+        return future.result(timeout=10)
+    except Exception:  # noqa: BLE001 - a task that died is the lease's business, not this loop's
+        return None
+
+
+def _cancel_requested(store: Store, study_id: int) -> bool:
+    """A run of the study is running with the cancel flag set (`core.jobs.studies.cancel_study`)."""
+    return any(r.cancel_requested for r in store.list_runs(study_id=study_id, status="running"))
+
+
+def _get(store: Store, run_id: int) -> Run | None:
+    try:
+        return store.get_run(run_id)
+    except RunNotFound:
+        return None

@@ -1,0 +1,35 @@
+"""The task a Dask worker runs: claim one cell of a study from the store and train it.
+
+This module is sent to the workers by value (cloudpickle), so a plain `dask worker` started in the project
+folder needs nothing installed but Lossboard's requirements: the task puts the worker's folder on `sys.path`
+before it imports `core`. Keep it free of `core` imports at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+_STORES: dict[str, Any] = {}  # one Store (engine and pool) per database, for the life of the worker process
+
+
+def run_cell(url: str, study_id: int, timeout_s: float) -> dict[str, Any] | None:
+    """Claim a cell of study `study_id` in the store at `url` and train it in this worker; None when no cell
+    could be claimed. Returns the run id, its status, the cell's state afterwards and the host."""
+    here = os.getcwd()
+    if here not in sys.path and os.path.isdir(os.path.join(here, "core")):
+        sys.path.insert(0, here)
+    import torch  # noqa: PLC0415
+
+    from core.jobs.cells import claim_and_train  # noqa: PLC0415
+    from core.store import Store  # noqa: PLC0415
+
+    torch.set_num_threads(1)  # one core per worker thread: start workers with --nthreads 1 --nworkers CORES
+    store = _STORES.get(url)
+    if store is None:
+        store = _STORES[url] = Store(url)
+    result = claim_and_train(store, study_id=study_id, timeout_s=timeout_s)
+    if result is None:
+        return None
+    return {"run_id": result.run_id, "status": result.status, "state": result.state, "host": result.host}
