@@ -184,12 +184,6 @@ def show_run(run) -> None:
         fixable = next((f for f in found if f.fix), None)
         if fixable is not None:
             prove_fix(run, fixable)
-        reliability = calibration.calibration_figure(summary)
-        if reliability is not None:
-            st.plotly_chart(reliability, key=f"runs_calibration_{run.id}")
-            st.caption("Each point is a bin of validation predictions: its mean predicted probability against the "
-                       "share of positives in it (marker size: samples). On the diagonal the probabilities mean what "
-                       "they say; below it the model is over-confident.")
     with tab_metrics:
         keys_of_zoom = run_zoom(run.id)
         steps = keys_of_zoom.current(st.session_state)
@@ -207,6 +201,12 @@ def show_run(run) -> None:
             export_run(run, figure)
         else:
             st.caption("This run has not logged any metric yet.")
+        reliability = calibration.calibration_figure(summary)
+        if reliability is not None:
+            st.plotly_chart(reliability, key=f"runs_calibration_{run.id}")
+            st.caption("Each point is a bin of validation predictions: its mean predicted probability against the "
+                       "share of positives in it (marker size: samples). On the diagonal the probabilities mean what "
+                       "they say; below it the model is over-confident.")
     with tab_config:
         st.dataframe(run_tables.config_table(run.config), hide_index=True,
                      column_config={"changed": st.column_config.CheckboxColumn("≠ default", width="small"),

@@ -193,7 +193,7 @@ def test_opening_one_run_shows_config_metrics_and_findings(populated_url, popula
     assert [h.value for h in at.header] == [f"#{run.id} article-example"]
     assert "Every prediction is ≥ 0.5: a ReLU before the sigmoid" in text_of(at.error)
     assert "labels are random" in text_of(at.warning)
-    (reliability,) = figures(at, reliability=True)  # the validation calibration curve, beside the findings
+    (reliability,) = figures(at, reliability=True)  # the validation calibration curve, under the metrics
     assert reliability["data"][1]["meta"] == {"kind": "reliability"}
     (figure,) = figures(at)
     assert {t["meta"]["metric"] for t in figure["data"]} == set(populated_store.metric_keys(run.id))
