@@ -10,5 +10,13 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "note: chromium is not installed; browser and image-export tests will be skipped" >&2
   fi
 fi
+# PostgreSQL (Debian's server, started by the tests in a temporary folder) for the shared-store tests.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "note: postgresql is not installed; the PostgreSQL tests will be skipped" >&2
+  fi
+fi
 python3 -m pip install -q -r requirements-dev.txt
 python3 -m pytest -q "$@"

@@ -13,7 +13,8 @@ from core.experiment.config import ConfigError
 def run_record(run) -> dict[str, Any]:
     return {"id": run.id, "name": run.name, "status": run.status, "created_at": run.created_at,
             "started_at": run.started_at, "finished_at": run.finished_at, "duration_s": run.duration_s,
-            "device": run.device, "dtype": run.dtype, "torch_version": run.torch_version, "error": run.error,
+            "device": run.device, "host": run.host, "dtype": run.dtype, "torch_version": run.torch_version,
+            "error": run.error,
             "tags": list(run.tags), "notes": run.notes, "study_id": run.study_id, "config": run.config,
             "summary": run.summary}
 

@@ -14,6 +14,7 @@ Needs `dask[distributed]` (`requirements-scale.txt`); the local executor needs n
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from typing import Any, Callable, Mapping
 
@@ -78,8 +79,12 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
 
     from core.jobs import dask_task  # noqa: PLC0415
 
-    cloudpickle.register_pickle_by_value(dask_task)  # workers import nothing of ours until the task runs
+    # The task travels as bytes that call `run_cell` when unpickled, with `run_cell` itself inside them (by
+    # value): the scheduler and the workers unpickle a task graph of `pickle.loads` and bytes, and import
+    # nothing of ours until the task runs in the worker (which puts its folder on sys.path first).
+    cloudpickle.register_pickle_by_value(dask_task)
     timeout_s = timeout_s or lease_timeout()
+    task = cloudpickle.dumps(_Call(dask_task.run_cell, store.url, study_id, timeout_s))
     leases = Leases(store, timeout_s=timeout_s)
     start = publish(store, study_id, leases)
     total = start["open"] + start["stopped"]
@@ -103,7 +108,7 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
                     client.cancel([f for f in futures if f.status == "pending"])
                 else:
                     for _ in range(left["claimable"] - sum(f.status == "pending" for f in futures)):
-                        futures.add(client.submit(dask_task.run_cell, store.url, study_id, timeout_s, pure=False,
+                        futures.add(client.submit(pickle.loads, task, pure=False,
                                                   key=f"lossboard-cell-{study_id}-{os.urandom(6).hex()}"))
                 time.sleep(poll_s)
                 done = {f for f in futures if f.done()}
@@ -122,11 +127,22 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
                 leases.stop(study_id)
                 cancel_study(store, study_id)
     finally:
-        client.cancel(list(futures))
-        client.close()
+        if futures:
+            client.cancel(list(futures))
+        client.close(timeout=10)
     left = leases.counts(study_id)
     return {"kept": start["done"], "busy": start["leased"], "run_ids": ended, "cancelled": stopping,
             "remaining": left["total"] - left["done"]}
+
+
+class _Call:
+    """Unpickled, calls `fn(*args)`: `pickle.loads(cloudpickle.dumps(_Call(f, x)))` is `f(x)`."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.fn, self.args
 
 
 def _answer(future: Any) -> dict[str, Any] | None:
