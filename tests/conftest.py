@@ -88,3 +88,23 @@ def never_the_users_database(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("LOSSBOARD_DB", None)
     else:
         os.environ["LOSSBOARD_DB"] = before
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the session (tests/pg.py); skipped, with the reason, where none can run."""
+    from pg import PgServer, why_not  # noqa: PLC0415 - tests/ is on sys.path (rootdir conftest)
+
+    reason = why_not()
+    if reason is not None:
+        print(f"\nPostgreSQL tests skipped: {reason}")
+        pytest.skip(reason)
+    server = PgServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh, empty PostgreSQL database on the session's server."""
+    return pg_server.database()

@@ -1,0 +1,150 @@
+"""The store on a real PostgreSQL server: migrations applied once when processes open a new database together,
+runs and metric chunks, and study cells claimed exactly once by concurrent claimers (on SQLite too)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from core import PROJECT_ROOT
+from core.cli.main import main
+from core.store import Store
+from core.store.database import head_revision
+from core.store.leases import CellSpec, Leases
+from core.training.reporting import MetricRow
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cells.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def cells(n: int) -> list[CellSpec]:
+    return [CellSpec(position=i, cell=f"[[], {i}]", name=f"cell {i}", config={"seed": i}) for i in range(n)]
+
+
+def test_migrations_run_once_when_processes_open_a_new_database_together(pg_url):
+    child = "import sys; from core.store import Store; Store(sys.argv[1]).close()"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", child, pg_url], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    with Store(pg_url) as store, store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(head_revision(),)]
+        tables = set(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars())
+    assert {"runs", "studies", "tags", "metric_keys", "metric_chunks", "study_cells", "alembic_version"} <= tables
+
+
+def test_runs_and_metric_chunks_round_trip_on_postgresql(pg_url):
+    values = [0.5, math.nan, math.inf, -math.inf, -0.0, 5e-324]
+    with Store(pg_url) as store:
+        run_id = store.create_run(name="pg", config={"lr": 0.1, "hidden": [8]})
+        store.log_metrics(run_id, [MetricRow("loss", i, 0, v, 0.25 * i) for i, v in enumerate(values)],
+                          progress_step=6)
+        store.finish_run(run_id, status="finished", summary={"final": math.nan})
+        got = store.series(run_id, "loss")["value"]
+        assert [math.copysign(1, v) for v in got] == [math.copysign(1, v) for v in values]
+        assert math.isnan(got[1]) and got[2] == math.inf and got[5] == 5e-324
+        assert math.isnan(store.get_run(run_id).summary["final"])
+
+
+def test_the_command_line_on_postgresql(pg_url):
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["train", "--preset", "article-fixed", "--epochs", "1", "--n-samples", "200", "--json", "--db", pg_url],
+                out=out, err=err, env={})
+    assert code == 0, err.getvalue()
+    out = io.StringIO()
+    assert main(["show", "1", "--json", "--db", pg_url], out=out, err=err, env={}) == 0
+    assert '"host"' in out.getvalue() and '"status": "finished"' in out.getvalue()
+
+
+def test_a_claim_takes_each_cell_once_under_concurrent_claimers(url):
+    store = Store(url)
+    study_id = store.create_study("s", {})
+    Leases(store).publish(study_id, cells(12))
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(i: int) -> None:
+        mine = Store(url)
+        leases = Leases(mine)
+        while (claim := leases.claim(f"h{i}", study_id=study_id)) is not None:
+            with lock:
+                got.append(claim.position)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(12))
+    assert len(store.list_runs(study_id=study_id)) == 12
+    assert Leases(store).counts(study_id)["leased"] == 12
+
+
+def test_a_dead_holders_lease_is_taken_over_after_its_timeout_and_the_cell_rerun(url):
+    clock = Clock()
+    store = Store(url, clock=clock)
+    study_id = store.create_study("s", {})
+    leases = Leases(store, timeout_s=10)
+    leases.publish(study_id, cells(1))
+    first = leases.claim("dead", study_id=study_id)
+    store.start_run(first.run_id, device="cpu", dtype="float32", torch_version="x", total_steps=5)
+    clock.now += timedelta(seconds=9)
+    assert leases.claim("other", study_id=study_id) is None  # still alive
+    clock.now += timedelta(seconds=2)
+    second = leases.claim("other", study_id=study_id)
+    assert second is not None and second.position == 0 and second.attempt == 2
+    assert [r.id for r in store.list_runs(study_id=study_id)] == [second.run_id]  # the dead holder's run went
+    assert not leases.beat(first) and leases.beat(second)
+    store.finish_run(second.run_id, status="finished", summary={})
+    assert leases.release(first) is None and leases.release(second) == "done"
+    assert leases.counts(study_id) | {} == {"open": 0, "leased": 0, "done": 1, "stopped": 0, "claimable": 0,
+                                            "total": 1}
+
+
+def test_a_cancelled_run_stops_the_study_until_it_is_reopened(url):
+    store = Store(url)
+    study_id = store.create_study("s", {})
+    leases = Leases(store)
+    leases.publish(study_id, cells(3))
+    claim = leases.claim("h", study_id=study_id)
+    store.finish_run(claim.run_id, status="cancelled", summary={})
+    assert leases.release(claim) == "stopped"
+    assert leases.claim("h", study_id=study_id) is None and leases.counts(study_id)["stopped"] == 3
+    assert leases.reopen(study_id) == 3
+    again = leases.claim("h", study_id=study_id)
+    assert again.position == 0 and claim.run_id not in {r.id for r in store.list_runs()}
+
+
+def test_a_result_stored_by_a_holder_that_died_is_kept(url):
+    clock = Clock()
+    store = Store(url, clock=clock)
+    study_id = store.create_study("s", {})
+    leases = Leases(store, timeout_s=5)
+    leases.publish(study_id, cells(1))
+    claim = leases.claim("h", study_id=study_id)
+    store.finish_run(claim.run_id, status="finished", summary={})  # and died before handing the cell back
+    clock.now += timedelta(seconds=60)
+    assert leases.claim("other", study_id=study_id) is None
+    assert leases.counts(study_id)["done"] == 1 and store.get_run(claim.run_id).status == "finished"
