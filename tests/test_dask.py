@@ -1,0 +1,141 @@
+"""Studies on a real Dask cluster (a `dask scheduler` and two `dask worker` processes started in the project
+folder, as a user would) against a real PostgreSQL: every cell once, a worker killed mid-cell, two schedulers on
+one study at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core import PROJECT_ROOT
+from core.experiment.config import ExperimentConfig
+from core.jobs.scheduler import resume_study
+from core.jobs.spec import StudySpec, run_key
+from core.jobs.studies import load_spec, open_study
+from core.store import Store
+from core.store.leases import Leases
+
+pytest.importorskip("distributed", reason="dask[distributed] is not installed (pip install -r requirements-scale.txt)")
+
+GRID = {"batchnorm": [False, True], "loss": ["bce", "bce_with_logits"]}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """tcp://... of a scheduler with two single-threaded workers, each a plain `dask worker` in the project."""
+    folder = tmp_path_factory.mktemp("dask")
+    info = folder / "scheduler.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the workers find `core` on their own
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [subprocess.Popen([*dask, "--scheduler-file", str(info), "--port", "0", "--no-dashboard"],
+                              cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    deadline = time.monotonic() + 60
+    while not info.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for _ in range(2):
+        procs.append(subprocess.Popen(["dask", "worker", "--scheduler-file", str(info), "--nthreads", "1",
+                                       "--no-dashboard"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+    address = json.loads(info.read_text())["address"]
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=90)
+    yield address
+    for proc in procs[::-1]:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def study(store: Store, name: str, epochs: int = 1, n_samples: int = 200) -> int:
+    base = ExperimentConfig(n_samples=n_samples, epochs=epochs, diagnostics="loss").to_dict()
+    return open_study(store, StudySpec(name=name, base=base, vary=GRID, seeds=2))
+
+
+def assert_each_cell_once(store: Store, study_id: int) -> None:
+    runs = store.list_runs(study_id=study_id)
+    spec = load_spec(store, study_id)
+    keys = [run_key(spec, r.config) for r in runs]
+    assert len(runs) == 8 and {r.status for r in runs} == {"finished"}
+    assert None not in keys and len(set(keys)) == 8
+    assert all(r.host for r in runs)
+
+
+def test_an_8_cell_study_on_two_dask_workers_against_postgresql(cluster, pg_url):
+    store = Store(pg_url)
+    study_id = study(store, "on dask")
+    seen = []
+    outcome = resume_study(store, study_id, executor="dask", scheduler=cluster, on_finished=seen.append)
+    assert outcome.remaining == 0 and not outcome.cancelled and len(outcome.run_ids) == 8
+    assert sorted(e.done for e in seen) == list(range(1, 9))
+    assert_each_cell_once(store, study_id)
+    assert [c["attempts"] for c in Leases(store).cells(study_id)] == [1] * 8
+    assert len({r.pid for r in store.list_runs(study_id=study_id)}) == 2  # both workers trained
+    again = resume_study(store, study_id, executor="dask", scheduler=cluster)  # nothing left: nothing added
+    assert again.kept == 8 and again.run_ids == [] and len(store.list_runs(study_id=study_id)) == 8
+
+
+def test_a_worker_killed_mid_cell_leaves_one_finished_run_per_cell(cluster, pg_url):
+    store = Store(pg_url)
+    study_id = study(store, "killed on dask", epochs=150, n_samples=1000)
+    killed: list[int] = []
+
+    def kill_one():
+        watcher = Store(pg_url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for r in watcher.list_runs(study_id=study_id, status="running"):
+                if r.pid and r.total_steps and 0 < r.progress_step < r.total_steps // 2:
+                    os.kill(r.pid, signal.SIGKILL)  # the dask worker process (its nanny starts another)
+                    killed.append(r.id)
+                    break
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one)
+    killer.start()
+    outcome = resume_study(store, study_id, executor="dask", scheduler=cluster, lease_timeout_s=5)
+    killer.join()
+    assert killed and outcome.remaining == 0
+    assert_each_cell_once(store, study_id)
+    assert killed[0] not in {r.id for r in store.list_runs(study_id=study_id)}  # replaced by the rerun
+    assert sorted(c["attempts"] for c in Leases(store).cells(study_id)) == [1] * 7 + [2]
+
+
+def test_two_schedulers_on_one_study_train_no_cell_twice(cluster, pg_url):
+    store = Store(pg_url)
+    name = "two schedulers"
+    study(store, name)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "LOSSBOARD_EXECUTOR": "dask",
+           "LOSSBOARD_DASK_SCHEDULER": cluster}
+    procs = [subprocess.Popen([sys.executable, "-m", "core", "study", "--study", name, "--db", pg_url],
+                              cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    study_id = store.get_study_by_name(name).id
+    assert_each_cell_once(store, study_id)
+    assert [c["attempts"] for c in Leases(store).cells(study_id)] == [1] * 8
+
+
+def test_without_a_scheduler_or_with_a_bad_executor_the_command_says_what_is_missing(tmp_path):
+    from io import StringIO
+
+    from core.cli.main import main
+
+    err = StringIO()
+    code = main(["study", "--preset", "article-fixed", "--vary", "lr=0.1,0.2", "--executor", "dask",
+                 "--db", str(tmp_path / "x.db")], out=StringIO(), err=err, env={})
+    assert code == 2 and err.getvalue().count("\n") == 1 and "scheduler" in err.getvalue()
+    assert not Path(tmp_path / "x.db").exists() or Store(str(tmp_path / "x.db")).list_studies() == []
