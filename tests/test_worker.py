@@ -1,0 +1,88 @@
+"""`python -m core worker` on a shared PostgreSQL: two workers on one study train each cell once; a database
+server that goes away mid-run leaves the run marked with what happened, and every value stored before it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+
+from core import PROJECT_ROOT
+from core.experiment.config import ExperimentConfig
+from core.jobs.cells import train_claimed
+from core.jobs.spec import StudySpec, run_key
+from core.jobs.studies import load_spec, open_study
+from core.store import Store
+from core.store.leases import CellSpec, Leases
+
+
+def test_two_workers_on_one_study_train_each_cell_once(pg_url):
+    store = Store(pg_url)
+    base = ExperimentConfig(n_samples=200, epochs=2, diagnostics="loss").to_dict()
+    study_id = open_study(store, StudySpec(name="two workers", base=base,
+                                           vary={"batchnorm": [False, True], "lr": [0.01, 0.1]}, seeds=2))
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "core", "worker", "--study", "two workers", "--db", pg_url,
+                               "--poll", "0.2"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = []
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0
+        logs.append(proc.stderr.read())
+    runs = store.list_runs(study_id=study_id)
+    spec = load_spec(store, study_id)
+    assert len(runs) == 8 and {r.status for r in runs} == {"finished"}
+    assert len({run_key(spec, r.config) for r in runs}) == 8
+    assert [c["attempts"] for c in Leases(store).cells(study_id)] == [1] * 8
+    assert sum(log.count(": finished") for log in logs) == 8
+    assert len({r.pid for r in runs}) == 2 and all(r.host for r in runs)  # both trained, each recorded its host
+
+
+def test_a_worker_with_nothing_to_do_says_so(pg_url):
+    import io
+
+    from core.cli.main import main
+
+    err = io.StringIO()
+    assert main(["worker", "--db", pg_url], out=io.StringIO(), err=err, env={}) == 0
+    assert "trained 0 cells" in err.getvalue()
+    assert main(["worker", "--study", "nosuch", "--db", pg_url], out=io.StringIO(), err=err, env={}) == 2
+
+
+def test_a_server_that_goes_away_mid_run_leaves_the_run_marked_and_its_values(pg_server):
+    """The server stops (as on a power cut) while a cell trains: the trainer stops at its next flush, and once
+    the server is back the run is marked interrupted with what happened, every value stored before kept."""
+    url = pg_server.database("lost")
+    store = Store(url)
+    study_id = store.create_study("lost", {})
+    leases = Leases(store, timeout_s=30)
+    config = ExperimentConfig(n_samples=1000, epochs=2000, diagnostics="loss").to_dict()
+    leases.publish(study_id, [CellSpec(position=0, cell="[[], 0]", name="lost", config=config)])
+    claim = leases.claim("test", study_id=study_id, host="here", pid=os.getpid())
+    done = []
+    trainer = threading.Thread(target=lambda: done.append(train_claimed(store, leases, claim, host="here",
+                                                                        record_within_s=120)))
+    trainer.start()
+    watcher = Store(url)
+    deadline = time.monotonic() + 60
+    while watcher.get_run(claim.run_id).progress_step < 1000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before = watcher.series(claim.run_id, "train_loss")["step"]
+    watcher.close()
+    assert len(before) > 0
+    pg_server.stop("immediate")
+    try:
+        time.sleep(3)
+    finally:
+        pg_server.start()
+    trainer.join(timeout=180)
+    assert not trainer.is_alive() and done
+    run = store.get_run(claim.run_id)
+    assert run.status == "interrupted", run.error
+    assert "lost the connection to the database server" in run.error and "kept" in run.error
+    after = store.series(claim.run_id, "train_loss")["step"]
+    assert list(after[:len(before)]) == list(before)  # nothing stored before the loss went missing
+    assert done[0].state == "open" and leases.counts(study_id)["claimable"] == 1  # rerun when resumed
