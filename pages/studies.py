@@ -1,6 +1,8 @@
 """Studies: launch a grid of variants over seeds in the background, watch it, and read which choices mattered.
 The study shown lives in the URL (?study=3)."""
 
+import os
+
 import pandas as pd
 import streamlit as st
 
@@ -10,6 +12,7 @@ from core.analysis.statistics import StudyStatistics, power_caption, study_stati
 from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choices, describe, field_comment, field_kind,
                                     field_names)
 from core.jobs import runner
+from core.jobs.executors import ENV_SCHEDULER
 from core.jobs.studies import (default_workers, existing_study, list_studies_with_progress, load_spec, progress,
                                study_frame)
 from core.presentation import charts, export, formatting, forms, run_tables, study_views, tables, urls, zoom
@@ -102,7 +105,8 @@ def on_launch() -> None:
         st.session_state["studies_refused"] = {"spec": None, "errors": {}}
         return
     try:
-        study_id = runner.launch_study(store, draft.spec, workers=int(st.session_state["studies_workers"]))
+        study_id = runner.launch_study(store, draft.spec, workers=int(st.session_state["studies_workers"]),
+                                       executor=executor())
     except ConfigError as exc:  # what only launching can tell (a CSV that does not load): shown until it changes
         st.session_state["studies_refused"] = {"spec": draft.spec.to_dict(),
                                                "errors": {exc.field: forms.error_message(exc)}}
@@ -120,13 +124,20 @@ def on_pick() -> None:
 
 
 def on_resume(study_id: int) -> None:
-    runner.relaunch_study(store, study_id, workers=int(st.session_state.get("studies_workers") or default_workers()))
+    runner.relaunch_study(store, study_id, workers=int(st.session_state.get("studies_workers") or default_workers()),
+                          executor=executor())
+
+
+def executor() -> str | None:
+    """"dask" when a Dask scheduler is configured and chosen; None: the local worker processes."""
+    return "dask" if SCHEDULER and st.session_state.get("studies_executor") == "dask" else None
 
 
 if BASE + "dataset" not in st.session_state:  # first visit: the canonical study
     st.session_state["studies_start"] = next(iter(STARTS))
     on_start()
 st.session_state.setdefault("studies_workers", default_workers())
+SCHEDULER = os.environ.get(ENV_SCHEDULER, "").strip()
 
 
 # ---------------------------------------------------------------------- the launch form
@@ -210,6 +221,10 @@ def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | 
         at_once = int(st.session_state.get("studies_workers") or 1)
         st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
                     + (f" · resumes study #{resumes}" if resumes else ""))
+    if SCHEDULER:  # only where a Dask scheduler is configured
+        st.radio("Executor", ["local", "dask"], key="studies_executor", horizontal=True,
+                 help=f"local: worker processes on this machine; dask: the Dask cluster at {SCHEDULER}, each cell "
+                      "claimed through the store")
     button.button("Launch", key="studies_launch", type="primary", icon=":material/rocket_launch:", width="stretch",
                   on_click=on_launch)
     if "seeds" in errors:

@@ -18,7 +18,7 @@ from core.analysis.judges import DEFAULT_JUDGE, JUDGES
 from core.cli.output import dump_json
 from core.experiment.config import PRESETS, ConfigError, coerce, field_names
 from core.experiment.flags import add_config_flags, config_from_args
-from core.jobs.dask_executor import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, executor_options
+from core.jobs.executors import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, executor_options
 from core.jobs.populations import resume_study_populations
 from core.jobs.scheduler import Finished, check_shareable
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, STUDIES, StudySpec, auto_name, named_study, parse_vary

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from core.experiment.config import ConfigError
 from core.jobs.cells import CellResult, publish, work
-from core.jobs.dask_executor import ENV_LEASE_TIMEOUT, lease_timeout
+from core.jobs.executors import ENV_LEASE_TIMEOUT, lease_timeout
 from core.jobs.scheduler import check_shareable
 from core.store import Store
 from core.store.leases import Leases

@@ -73,7 +73,7 @@ _study_processes: dict[tuple[str, int], subprocess.Popen] = {}
 
 
 def launch_study(store: Store, spec: StudySpec, *, workers: int | None = None, log_dir: Path | None = None,
-                 python: str = sys.executable) -> int:
+                 python: str = sys.executable, executor: str | None = None) -> int:
     """Store the study (or find the stored one of that name and grid), start its scheduler,
     `python -m core study --study=NAME`, in a process and session of its own, and return the study id at once.
 
@@ -85,17 +85,18 @@ def launch_study(store: Store, spec: StudySpec, *, workers: int | None = None, l
     check_runnable(spec)
     study_id = open_study(store, spec)
     if not study_running(store, study_id):  # one scheduler per study: a second could train a run twice
-        _start_study(store, study_id, spec.name, workers=workers, log_dir=log_dir, python=python)
+        _start_study(store, study_id, spec.name, workers=workers, log_dir=log_dir, python=python, executor=executor)
     return study_id
 
 
 def relaunch_study(store: Store, study_id: int, *, workers: int | None = None, log_dir: Path | None = None,
-                   python: str = sys.executable) -> bool:
+                   python: str = sys.executable, executor: str | None = None) -> bool:
     """Resume a stored study in the background: its scheduler keeps the runs that have a result and trains the
     rest. Returns False (and starts nothing) while a scheduler this server started for it is still running."""
     if study_running(store, study_id):
         return False
-    _start_study(store, study_id, store.get_study(study_id).name, workers=workers, log_dir=log_dir, python=python)
+    _start_study(store, study_id, store.get_study(study_id).name, workers=workers, log_dir=log_dir, python=python,
+                 executor=executor)
     return True
 
 
@@ -137,18 +138,21 @@ def study_log_path(study_id: int, log_dir: Path | None = None) -> Path:
 
 
 def study_command(store: Store, name: str, *, workers: int | None = None,
-                  python: str = sys.executable) -> list[str]:
-    """The command line of a study's scheduler; `--study=NAME` resumes the stored study of that name."""
+                  python: str = sys.executable, executor: str | None = None) -> list[str]:
+    """The command line of a study's scheduler; `--study=NAME` resumes the stored study of that name. With
+    `executor="dask"` the scheduler's address comes from the environment (LOSSBOARD_DASK_SCHEDULER)."""
     return [python, "-m", "core", "--db", store.url, "study", f"--study={name}",
-            *([f"--workers={int(workers)}"] if workers is not None else [])]
+            *([f"--workers={int(workers)}"] if workers is not None else []),
+            *([f"--executor={executor}"] if executor else [])]
 
 
 def _start_study(store: Store, study_id: int, name: str, *, workers: int | None, log_dir: Path | None,
-                 python: str) -> None:
+                 python: str, executor: str | None = None) -> None:
     log_dir = log_dir or default_log_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(study_log_path(study_id, log_dir), "ab") as log:
-        proc = subprocess.Popen(study_command(store, name, workers=workers, python=python), cwd=PROJECT_ROOT,
+        proc = subprocess.Popen(study_command(store, name, workers=workers, python=python, executor=executor),
+                                cwd=PROJECT_ROOT,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     _study_processes[(store.url, study_id)] = proc
 

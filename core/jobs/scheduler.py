@@ -136,7 +136,8 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
 
 def _resume_on_dask(store: Store, study_id: int, *, scheduler: str | None,
                     on_finished: Callable[[Finished], None] | None, lease_timeout_s: float | None) -> Outcome:
-    from core.jobs.dask_executor import executor_options, run_on_dask  # noqa: PLC0415 - only dask needs it
+    from core.jobs.dask_executor import run_on_dask
+    from core.jobs.executors import executor_options  # noqa: PLC0415 - only dask needs it
     from core.jobs.spec import run_key  # noqa: PLC0415
 
     _, scheduler = executor_options("dask", scheduler)
