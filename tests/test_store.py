@@ -57,8 +57,23 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path, clock: FakeClock):
-    with Store(f"sqlite:///{db_path}", clock=clock) as s:
+def backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of the store through its interface run on SQLite and on PostgreSQL (a real server, tests/pg.py);
+    the ones that read the SQLite file directly (they take `db_path`) on SQLite only."""
+    import inspect
+
+    if "store" in metafunc.fixturenames and "db_path" not in inspect.signature(metafunc.function).parameters:
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def store(db_path: Path, clock: FakeClock, backend: str, request: pytest.FixtureRequest):
+    url = f"sqlite:///{db_path}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    with Store(url, clock=clock) as s:
         yield s
 
 
