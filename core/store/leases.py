@@ -86,8 +86,9 @@ class Leases:
         self.timeout_s = float(timeout_s)
 
     def publish(self, study_id: int, cells: Sequence[CellSpec]) -> int:
-        """Write the study's cells that are not in the store yet (by position; the ones there are left alone)
-        and reopen stopped ones (running a study again resumes it). Returns how many cells were added."""
+        """Write the study's cells that are not in the store yet (by position), mark open ones done (or leased)
+        where `cells` says another executor got there, and reopen stopped ones (running a study again resumes
+        it). Returns how many cells were added."""
         with write_transaction(self.store) as conn:
             have = set(conn.execute(select(CELLS.c.position).where(CELLS.c.study_id == study_id)).scalars())
             now = self.store.now()
@@ -98,6 +99,12 @@ class Leases:
                     for c in cells if c.position not in have]
             if rows:
                 conn.execute(insert(CELLS), rows)
+            for c in cells:  # a cell another executor finished (or is running) since: not claimable any more
+                if c.position in have and c.state in ("done", "leased"):
+                    conn.execute(update(CELLS).where(CELLS.c.study_id == study_id, CELLS.c.position == c.position,
+                                                     CELLS.c.state.in_(("open", "stopped")))
+                                 .values(state=c.state, run_id=c.run_id, holder=None,
+                                         heartbeat_at=None if c.state == "done" else now))
             conn.execute(update(CELLS).where(CELLS.c.study_id == study_id, CELLS.c.state == "stopped")
                          .values(state="open"))
         return len(rows)
@@ -180,17 +187,17 @@ class Leases:
         return (CELLS.c.study_id == claim.study_id, CELLS.c.position == claim.position,
                 CELLS.c.holder == claim.holder, CELLS.c.state == "leased", CELLS.c.run_id == claim.run_id)
 
-    def counts(self, study_id: int) -> dict[str, int]:
-        """The study's cells per state (every state, 0 when none), plus "claimable" (open, or leased by a
-        holder that died) and "total"."""
+    def counts(self, study_id: int | None = None) -> dict[str, int]:
+        """The study's cells (None: every study's) per state (every state, 0 when none), plus "claimable" (open,
+        or leased by a holder that died) and "total"."""
         cutoff = self.store.now() - timedelta(seconds=self.timeout_s)
+        which = [CELLS.c.study_id == study_id] if study_id is not None else []
         with self.store.engine.connect() as conn:
-            found = dict(conn.execute(select(CELLS.c.state, func.count()).where(CELLS.c.study_id == study_id)
+            found = dict(conn.execute(select(CELLS.c.state, func.count()).where(*which)
                                       .group_by(CELLS.c.state)).all())
             claimable = conn.execute(
                 select(func.count()).select_from(CELLS.outerjoin(RUNS, RUNS.c.id == CELLS.c.run_id))
-                .where(CELLS.c.study_id == study_id, CELLS.c.state.in_(("open", "leased")),
-                       self._claimable(cutoff))).scalar()
+                .where(*which, CELLS.c.state.in_(("open", "leased")), self._claimable(cutoff))).scalar()
         out = {state: int(found.get(state, 0)) for state in ("open", "leased", "done", "stopped")}
         return out | {"claimable": int(claimable or 0), "total": sum(out.values())}
 
