@@ -54,27 +54,28 @@ def test_launch_study_returns_at_once_and_trains_the_grid_in_a_detached_process(
 
 
 def test_cancel_then_relaunch_finishes_the_rest_without_duplicates(store, tmp_path):
-    slow = {**FAST, "epochs": 40, "n_samples": 1000}  # about 2 s a run: the cancel lands while one trains
-    study_id = runner.launch_study(store, StudySpec(name="slow", base=slow, vary={"batchnorm": [False, True]},
+    slow = {**FAST, "epochs": 120, "n_samples": 1000}  # seconds a population: the cancel lands while one trains
+    # Two batch sizes cannot share a population: one worker trains one population (its two seeds) after the other.
+    study_id = runner.launch_study(store, StudySpec(name="slow", base=slow, vary={"batch_size": [32, 64]},
                                                     seeds=2), workers=1, log_dir=tmp_path)
     proc = runner._study_processes[(store.url, study_id)]
     assert runner.relaunch_study(store, study_id, log_dir=tmp_path) is False  # one scheduler per study
     assert runner.launch_study(store, load_spec(store, study_id), log_dir=tmp_path) == study_id
     assert runner._study_processes[(store.url, study_id)] is proc
     deadline = time.monotonic() + WAIT_S
-    # Cancel while the second run trains. Between one run's end and the next one's start the scheduler simply
+    # Cancel while the second population trains. Between one's end and the next one's start the scheduler simply
     # starts no more runs, and then no run is left to be marked cancelled: wait for that gap to pass.
     while {"finished", "running"} - {r.status for r in store.list_runs(study_id=study_id)}:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     running = runner.cancel_study(store, study_id)
-    assert len(running) == 1
+    assert len(running) == 2  # the second population's two seeds
     runner.wait_study(store, study_id, timeout=WAIT_S)
     assert not runner.study_running(store, study_id)
     before = store.list_runs(study_id=study_id)
     assert "running" not in {r.status for r in before}
     kept = {r.id for r in before if r.status == "finished"}
-    assert 1 <= len(kept) < 4 and [r.status for r in before if r.id in running] == ["cancelled"]
+    assert len(kept) == 2 and [r.status for r in before if r.id in running] == ["cancelled", "cancelled"]
 
     assert runner.relaunch_study(store, study_id, workers=2, log_dir=tmp_path) is True
     assert runner.wait_study(store, study_id, timeout=WAIT_S) == 0

@@ -39,9 +39,9 @@ from core.training.window import Fetched, Summary
 WINDOW = 4_000_000  # values a member's window may hold, as in trainer.train ...
 WINDOW_MEMBERS = 16  # ... and a population's window, that many members' worth (256 MB in float32)
 # A flush writes every member's rows, a transaction and a chunk per metric for each, and the store merges a run's
-# chunks when it ends: a population flushes every 3 s (or when its window is full, and never sooner than twice
-# its last flush took), not every second; a cancel request is seen at the next flush.
-FLUSH_EVERY_S = 3.0
+# chunks when it ends. A population flushes every second, as a lone run does (or when its window is full, and
+# never sooner than twice its last flush took): live views and a cancel request are seen at the next flush.
+FLUSH_EVERY_S = 1.0
 FLUSH_EVERY_STEPS = 5000
 
 
