@@ -14,17 +14,17 @@ Cancelling works as for `resume_study`: every member polls its own run's cancel 
 from __future__ import annotations
 
 import math
-import multiprocessing
 import socket
 from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
 from core.jobs.population_worker import worker_main
-from core.jobs.scheduler import Finished, Outcome, check_shareable, resume_study
+from core.jobs import scheduler
+from core.jobs.scheduler import Finished, Outcome, _get, _request_cancel, check_shareable, resume_study
 from core.jobs.spec import Slot, StudySpec, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, plan_study
-from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store
+from core.store import INTERRUPTED_ERROR, RunNotFound, Store
 from core.training.groups import populations
 
 MIN_POPULATION = 4  # a group is split across workers only into populations at least this big
@@ -151,34 +151,11 @@ def _settle(store: Store, run_id: int, answer: tuple[str, str | None] | None, ex
         pass
 
 
-def _get(store: Store, run_id: int) -> Run | None:
-    try:
-        return store.get_run(run_id)
-    except RunNotFound:
-        return None
-
-
-def _request_cancel(store: Store, run_id: int) -> None:
-    try:
-        store.request_cancel(run_id)
-    except RunNotFound:
-        pass
-
-
-class _Worker:
-    """One spawned worker process and the pipe to it; `task` is the [(run id, slot)] it is training."""
+class _Worker(scheduler._Worker):
+    """The scheduler's worker process running `population_worker.worker_main`: its task is [(run id, slot)]."""
 
     def __init__(self, url: str, threads: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, url, threads), daemon=True,
-                                name="lossboard-population-worker")
-        self.proc.start()
-        child.close()
-        self.task: list[tuple[int, Slot]] | None = None
-
-    def alive(self) -> bool:
-        return self.proc.is_alive()
+        super().__init__(url, threads, target=worker_main, name="lossboard-population-worker")
 
     def start(self, task: list[tuple[int, Slot]]) -> None:
         self.task = task
@@ -186,28 +163,3 @@ class _Worker:
             self.conn.send([(run_id, slot.cfg.to_dict()) for run_id, slot in task])
         except (BrokenPipeError, OSError):
             pass  # it died: the next wait sees its sentinel and settles the runs as interrupted
-
-    def receive(self) -> tuple[str, str | None] | None:
-        try:
-            if self.conn.poll():
-                return self.conn.recv()
-        except (EOFError, OSError):
-            pass
-        self.proc.join(timeout=0 if self.proc.is_alive() else 5)
-        return None
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(timeout=5)
-
-    def close(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=5)
-        self.conn.close()

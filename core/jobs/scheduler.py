@@ -218,14 +218,14 @@ def check_shareable(url: str) -> None:
 class _Worker:
     """One spawned worker process and the pipe to it; `task` is the (run id, slot) it is training."""
 
-    def __init__(self, url: str, threads: int) -> None:
+    def __init__(self, url: str, threads: int, *, target: Callable[..., None] | None = None,
+                 name: str = "lossboard-study-worker") -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, url, threads), daemon=True,
-                                name="lossboard-study-worker")
+        self.proc = ctx.Process(target=target or worker_main, args=(child, url, threads), daemon=True, name=name)
         self.proc.start()
         child.close()
-        self.task: tuple[int, Slot] | None = None
+        self.task: Any = None
 
     def alive(self) -> bool:
         return self.proc.is_alive()
