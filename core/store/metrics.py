@@ -56,10 +56,12 @@ class KeyIds:
         self.ids: dict[str, int] = {}
 
     def get(self, conn: Connection, names: Iterable[str], *, create: bool) -> dict[str, int]:
+        names = list(names)
         wanted = [n for n in dict.fromkeys(names) if n not in self.ids]
         if wanted:
-            self._load(conn, wanted)
+            self.ids.update(self._load(conn, wanted))
         missing = [n for n in wanted if n not in self.ids]
+        fresh: dict[str, int] = {}
         if missing and create:
             for name in missing:
                 try:
@@ -67,12 +69,18 @@ class KeyIds:
                         conn.execute(insert(KEYS).values(name=name))
                 except IntegrityError:
                     pass
-            self._load(conn, missing)
-        return {n: self.ids[n] for n in names if n in self.ids}
+            # Not cached: these rows are the caller's until its transaction commits, and another thread's
+            # transaction must not use an id it cannot see yet (or one a rollback takes back). The next flush
+            # loads them, committed.
+            fresh = self._load(conn, missing)
+        return {n: self.ids.get(n, fresh.get(n)) for n in names if n in self.ids or n in fresh}
 
-    def _load(self, conn: Connection, names: list[str]) -> None:
+    @staticmethod
+    def _load(conn: Connection, names: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
         for part in chunks(names):
-            self.ids.update(conn.execute(select(KEYS.c.name, KEYS.c.id).where(KEYS.c.name.in_(part))).all())
+            out.update(conn.execute(select(KEYS.c.name, KEYS.c.id).where(KEYS.c.name.in_(part))).all())
+        return out
 
 
 def write_batch(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds) -> int:
