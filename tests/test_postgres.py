@@ -102,6 +102,34 @@ def test_a_claim_takes_each_cell_once_under_concurrent_claimers(url):
     assert Leases(store).counts(study_id)["leased"] == 12
 
 
+def test_workers_starting_one_study_together_publish_its_cells_once(url):
+    """Every `core worker --study` publishes the study's cells as it starts: publishers that start together take
+    turns, so none fails on the cells another has just written."""
+    for attempt in range(5):
+        store = Store(url)
+        study_id = store.create_study(f"s{attempt}", {})
+        start = threading.Barrier(4)
+        added: list[int] = []
+        failed: list[BaseException] = []
+
+        def publisher() -> None:
+            leases = Leases(Store(url))
+            start.wait()
+            try:
+                added.append(leases.publish(study_id, cells(6)))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+                failed.append(exc)
+
+        threads = [threading.Thread(target=publisher) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failed, failed[0]
+        assert sorted(added) == [0, 0, 0, 6]
+        assert Leases(store).counts(study_id)["open"] == 6
+
+
 def test_a_dead_holders_lease_is_taken_over_after_its_timeout_and_the_cell_rerun(url):
     clock = Clock()
     store = Store(url, clock=clock)

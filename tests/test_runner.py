@@ -54,9 +54,10 @@ def test_launch_study_returns_at_once_and_trains_the_grid_in_a_detached_process(
 
 
 def test_cancel_then_relaunch_finishes_the_rest_without_duplicates(store, tmp_path):
-    slow = {**FAST, "epochs": 120, "n_samples": 1000}  # seconds a population: the cancel lands while one trains
-    # Two batch sizes cannot share a population: one worker trains one population (its two seeds) after the other.
-    study_id = runner.launch_study(store, StudySpec(name="slow", base=slow, vary={"batch_size": [32, 64]},
+    slow = {**FAST, "n_samples": 1000}
+    # Two epoch counts cannot share a population: one worker trains one population (its two seeds) after the other,
+    # a short one and then one of several seconds, longer than a flush (a cancel is seen at a member's next flush).
+    study_id = runner.launch_study(store, StudySpec(name="slow", base=slow, vary={"epochs": [20, 600]},
                                                     seeds=2), workers=1, log_dir=tmp_path)
     proc = runner._study_processes[(store.url, study_id)]
     assert runner.relaunch_study(store, study_id, log_dir=tmp_path) is False  # one scheduler per study
@@ -65,7 +66,8 @@ def test_cancel_then_relaunch_finishes_the_rest_without_duplicates(store, tmp_pa
     deadline = time.monotonic() + WAIT_S
     # Cancel while the second population trains. Between one's end and the next one's start the scheduler simply
     # starts no more runs, and then no run is left to be marked cancelled: wait for that gap to pass.
-    while {"finished", "running"} - {r.status for r in store.list_runs(study_id=study_id)}:
+    while not ((statuses := [r.status for r in store.list_runs(study_id=study_id)]).count("finished") == 2
+               and statuses.count("running") == 2):  # the first population done, both of the second one's runs made
         assert time.monotonic() < deadline
         time.sleep(0.05)
     running = runner.cancel_study(store, study_id)

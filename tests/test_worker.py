@@ -21,7 +21,8 @@ from core.store.leases import CellSpec, Leases
 
 def test_two_workers_on_one_study_train_each_cell_once(pg_url):
     store = Store(pg_url)
-    base = ExperimentConfig(n_samples=200, epochs=2, diagnostics="loss").to_dict()
+    # Cells of a second or so: both workers start (a few seconds of imports) before the first is done with all.
+    base = ExperimentConfig(n_samples=200, epochs=150, diagnostics="loss").to_dict()
     study_id = open_study(store, StudySpec(name="two workers", base=base,
                                            vary={"batchnorm": [False, True], "lr": [0.01, 0.1]}, seeds=2))
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -30,8 +31,9 @@ def test_two_workers_on_one_study_train_each_cell_once(pg_url):
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     logs = []
     for proc in procs:
-        assert proc.wait(timeout=300) == 0
-        logs.append(proc.stderr.read())
+        code, log = proc.wait(timeout=300), proc.stderr.read()
+        assert code == 0, log
+        logs.append(log)
     runs = store.list_runs(study_id=study_id)
     spec = load_spec(store, study_id)
     assert len(runs) == 8 and {r.status for r in runs} == {"finished"}

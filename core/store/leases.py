@@ -29,11 +29,12 @@ from typing import Any, Iterator, Mapping, Sequence
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from core.store.schema import CellModel, RunModel
+from core.store.schema import CellModel, RunModel, StudyModel
 from core.store.sqlstore import Store
 
 CELLS = CellModel.__table__
 RUNS = RunModel.__table__
+STUDIES = StudyModel.__table__
 RESULTS = ("finished", "diverged", "failed")  # the outcomes a study keeps (core.jobs.studies.RESULT_STATUSES)
 DEFAULT_TIMEOUT_S = 60.0  # the same staleness `Store.mark_interrupted` gives a run on another host
 
@@ -90,6 +91,9 @@ class Leases:
         where `cells` says another executor got there, and reopen stopped ones (running a study again resumes
         it). Returns how many cells were added."""
         with write_transaction(self.store) as conn:
+            # Publishers of one study take turns (the study's row locked on PostgreSQL; SQLite's write lock is
+            # already held): two that both found no cells would both insert them (a unique violation).
+            conn.execute(select(STUDIES.c.id).where(STUDIES.c.id == study_id).with_for_update())
             have = set(conn.execute(select(CELLS.c.position).where(CELLS.c.study_id == study_id)).scalars())
             now = self.store.now()
             rows = [{"study_id": study_id, "position": c.position, "cell": c.cell, "name": c.name[:255],
