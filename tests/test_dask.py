@@ -87,6 +87,27 @@ def test_an_8_cell_study_on_two_dask_workers_against_postgresql(cluster, pg_url)
     assert again.kept == 8 and again.run_ids == [] and len(store.list_runs(study_id=study_id)) == 8
 
 
+def test_a_study_on_dask_trains_the_cells_that_group_as_populations(cluster, pg_url):
+    """With populations (the `study` command's default), each task claims an even share of the cells per worker
+    thread among those that can share a model (here all 8: BatchNorm and the loss are batched) and trains them
+    side by side: two populations of four, one on each worker."""
+    store = Store(pg_url)
+    study_id = study(store, "populations on dask")
+    seen = []
+    outcome = resume_study(store, study_id, executor="dask", scheduler=cluster, on_finished=seen.append,
+                           population=True)
+    assert outcome.remaining == 0 and len(outcome.run_ids) == 8 and sorted(e.done for e in seen) == list(range(1, 9))
+    assert_each_cell_once(store, study_id)
+    cells = Leases(store).cells(study_id)
+    assert [c["attempts"] for c in cells] == [1] * 8
+    by_holder: dict[str, int] = {}
+    for cell in cells:
+        by_holder[cell["holder"]] = by_holder.get(cell["holder"], 0) + 1
+    assert sorted(by_holder.values()) == [4, 4]
+    runs = store.list_runs(study_id=study_id)
+    assert len({r.pid for r in runs}) == 2  # one population on each worker
+
+
 def test_a_worker_killed_mid_cell_leaves_one_finished_run_per_cell(cluster, pg_url):
     store = Store(pg_url)
     study_id = study(store, "killed on dask", epochs=150, n_samples=1000)

@@ -102,6 +102,47 @@ def test_a_claim_takes_each_cell_once_under_concurrent_claimers(url):
     assert Leases(store).counts(study_id)["leased"] == 12
 
 
+def test_a_group_claim_takes_the_first_cell_and_the_next_ones_that_share_its_group(url):
+    store = Store(url)
+    study_id = store.create_study("s", {})
+    leases = Leases(store)
+    leases.publish(study_id, cells(7))
+    even = lambda config: config["seed"] % 2  # noqa: E731 - the grouping: seeds of one parity share a model
+    first = leases.claim_group("a", study_id=study_id, max_cells=3, same=even, host="h", pid=7)
+    assert [c.position for c in first] == [0, 2, 4] and {c.holder for c in first} == {"a"}
+    assert sorted(r.id for r in store.list_runs(study_id=study_id)) == sorted(c.run_id for c in first)
+    second = leases.claim_group("b", study_id=study_id, max_cells=10, same=even)
+    assert [c.position for c in second] == [1, 3, 5]  # its group is the first claimable cell's: odd seeds
+    assert [c.position for c in leases.claim_group("c", study_id=study_id, max_cells=10, same=even)] == [6]
+    assert leases.claim_group("d", study_id=study_id, max_cells=10, same=even) == []
+    assert leases.counts(study_id)["leased"] == 7
+    with pytest.raises(ValueError, match="max_cells"):
+        leases.claim_group("e", study_id=study_id, max_cells=0)
+
+
+def test_group_claims_take_each_cell_once_under_concurrent_claimers(url):
+    store = Store(url)
+    study_id = store.create_study("s", {})
+    Leases(store).publish(study_id, cells(24))
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(i: int) -> None:
+        leases = Leases(Store(url))
+        while claims := leases.claim_group(f"h{i}", study_id=study_id, max_cells=5, same=lambda c: c["seed"] % 3):
+            assert len({c["seed"] % 3 for c in (claim.config for claim in claims)}) == 1
+            with lock:
+                got.extend(claim.position for claim in claims)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(24))
+    assert len(store.list_runs(study_id=study_id)) == 24
+
+
 def test_workers_starting_one_study_together_publish_its_cells_once(url):
     """Every `core worker --study` publishes the study's cells as it starts: publishers that start together take
     turns, so none fails on the cells another has just written."""

@@ -3,12 +3,12 @@ server that goes away mid-run leaves the run marked with what happened, and ever
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
-
 
 from core import PROJECT_ROOT
 from core.experiment.config import ExperimentConfig
@@ -41,6 +41,43 @@ def test_two_workers_on_one_study_train_each_cell_once(pg_url):
     assert [c["attempts"] for c in Leases(store).cells(study_id)] == [1] * 8
     assert sum(log.count(": finished") for log in logs) == 8
     assert len({r.pid for r in runs}) == 2 and all(r.host for r in runs)  # both trained, each recorded its host
+
+
+def test_a_worker_with_population_trains_the_cells_that_group_as_one_population(pg_url):
+    """`--population N`: each claim takes up to N cells that can share a model (here the two batch sizes make two
+    groups) and trains them side by side; every member's values are those of its cell trained alone."""
+    import io
+
+    import numpy as np
+
+    from core.cli.main import main
+
+    store = Store(pg_url)
+    base = ExperimentConfig(n_samples=200, epochs=4, diagnostics="loss").to_dict()
+    vary = {"lr": [0.01, 0.3], "batch_size": [16, 32]}
+    ids = {name: open_study(store, StudySpec(name=name, base=base, vary=vary, seeds=2)) for name in ("pop", "alone")}
+    for name, flags in (("pop", ["--population", "8"]), ("alone", [])):
+        err = io.StringIO()
+        assert main(["worker", "--study", name, "--db", pg_url, *flags], out=io.StringIO(), err=err, env={}) == 0, \
+            err.getvalue()
+    groups: dict[str, set[int]] = {}
+    for cell in Leases(store).cells(ids["pop"]):
+        groups.setdefault(cell["holder"], set()).add(json.loads(cell["cell"])[0][1])  # holder -> batch sizes
+    assert sorted(groups.values(), key=min) == [{16}, {32}]  # two populations of four, one per batch size
+    assert len({c["holder"] for c in Leases(store).cells(ids["alone"])}) == 8  # one claim a cell
+    spec = load_spec(store, ids["pop"])
+    alone = {run_key(spec, r.config): r for r in store.list_runs(study_id=ids["alone"])}
+    members = store.list_runs(study_id=ids["pop"])
+    assert len(members) == 8 and {r.status for r in members} == {"finished"}
+    for run in members:
+        twin = alone[run_key(spec, run.config)]
+        for key in ("train_loss", "val_loss"):
+            got, want = store.series(run.id, key), store.series(twin.id, key)
+            assert np.array_equal(got["step"], want["step"])
+            np.testing.assert_allclose(got["value"], want["value"], rtol=1e-5, atol=1e-6)
+    err = io.StringIO()
+    assert main(["worker", "--population", "0", "--db", pg_url], out=io.StringIO(), err=err, env={}) == 2
+    assert "population" in err.getvalue() and "1 to 1024" in err.getvalue()
 
 
 def test_a_worker_with_nothing_to_do_says_so(pg_url):

@@ -4,7 +4,8 @@ No engine is needed: start one on each machine that should help (`--db` naming t
 `LOSSBOARD_DB`). With `--study NAME` the worker takes that study's cells (and starts or resumes it: its cells are
 written to the store if they are not there yet); without it, the cells of every study a scheduler or worker has
 started. Each cell is claimed through the store (`core.store.leases`), so workers, Dask tasks and schedulers can
-share a study without training a cell twice. One cell at a time: start one worker per core to use them all.
+share a study without training a cell twice. One cell at a time (start one worker per core to use them all), or
+with `--population N` up to N cells that can share a model, trained side by side as one batched population.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.jobs.executors import ENV_LEASE_TIMEOUT, lease_timeout
 from core.jobs.scheduler import check_shareable
 from core.store import Store
 from core.store.leases import Leases
+from core.training.groups import MAX_POPULATION
 
 
 def add_worker_parser(subparsers: Any) -> Any:
@@ -29,6 +31,9 @@ def add_worker_parser(subparsers: Any) -> Any:
                     "without a heartbeat; then another worker takes the cell over and reruns it.")
     w.add_argument("--study", default=None, metavar="NAME", help="only this stored study's cells (and start it)")
     w.add_argument("--poll", default=None, metavar="S", help="seconds between looks for work (default 1)")
+    w.add_argument("--population", default=None, metavar="N",
+                   help="claim up to N cells of a study that can share a model and train them as one batched "
+                        "population (default 1: one cell at a time)")
     return w
 
 
@@ -37,6 +42,7 @@ def cmd_worker(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     check_shareable(store.url)
     timeout_s = lease_timeout()
     poll_s = _seconds(args.poll) if args.poll is not None else 1.0
+    max_cells = _cells(args.population) if args.population is not None else 1
     leases = Leases(store, timeout_s=timeout_s)
     study_id = None
     if args.study is not None:
@@ -55,7 +61,8 @@ def cmd_worker(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         err.write(f"run {result.run_id} (study {result.study_id}): {result.status}\n")
         err.flush()
 
-    done = work(store, study_id=study_id, timeout_s=timeout_s, poll_s=poll_s, on_cell=line, host=host)
+    done = work(store, study_id=study_id, timeout_s=timeout_s, poll_s=poll_s, on_cell=line, host=host,
+                max_cells=max_cells)
     left = leases.counts(study_id)
     err.write(f"trained {len(done)} cells; none left to claim" + (f" ({left['stopped']} stopped: resume the study "
               "to run them)" if left["stopped"] else "") + "\n")
@@ -69,4 +76,14 @@ def _seconds(value: Any) -> float:
         number = -1.0
     if not 0 < number <= 3600:
         raise ConfigError("poll", f"must be a number of seconds from 0 to 3600; got {value!r}")
+    return number
+
+
+def _cells(value: Any) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_POPULATION:
+        raise ConfigError("population", f"must be a whole number of cells from 1 to {MAX_POPULATION}; got {value!r}")
     return number

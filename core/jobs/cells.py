@@ -4,10 +4,11 @@ is the store's (`core.store.leases`).
 
 `publish` writes the study's cells from its grid and its stored runs (a result makes a cell done, a run running
 elsewhere leased); `train_claimed` trains one claimed cell in this process while a thread renews its lease, then
-hands the cell back. If the database server goes away mid-run, the trainer is stopped at its next flush (nothing
-more can be stored), and the run is marked interrupted with what happened, as soon as the server answers again
-(within `record_within_s`); every value stored before stays. If it never answers in that time, the run stays
-"running" until its lease (and heartbeat) times out: then the next claim, or `mark_interrupted`, takes it.
+hands the cell back; `train_claimed_group` trains several cells that group as one population, the same way. If
+the database server goes away mid-run, the trainer is stopped at its next flush (nothing more can be stored), and
+the run is marked interrupted with what happened, as soon as the server answers again (within
+`record_within_s`); every value stored before stays. If it never answers in that time, the run stays "running"
+until its lease (and heartbeat) times out: then the next claim, or `mark_interrupted`, takes it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.jobs.spec import expand, run_name, slot_key
 from core.jobs.studies import load_spec, plan_study
 from core.store import RunNotFound, Store, StoreReporter, pid_alive
 from core.store.leases import DEFAULT_TIMEOUT_S, CellSpec, Claim, Leases
+from core.training.groups import group_key
 from core.training.reporting import MetricBatch, RunInfo, RunResult
 
 
@@ -144,22 +146,27 @@ class CellReporter(StoreReporter):
 
 
 class _Heartbeat(threading.Thread):
-    """Renews a lease every `every_s` while its cell trains; sets `lost` when the lease is not ours any more."""
+    """Renews the leases of cells trained together every `every_s` while they train; sets a cell's `lost` when its
+    lease is not ours any more."""
 
-    def __init__(self, leases: Leases, claim: Claim, every_s: float) -> None:
+    def __init__(self, leases: Leases, claims: list[Claim], every_s: float) -> None:
         super().__init__(daemon=True, name="lossboard-lease-heartbeat")
-        self.leases, self.claim, self.every_s = leases, claim, every_s
-        self.lost = threading.Event()
+        self.leases, self.claims, self.every_s = leases, claims, every_s
+        self.lost = [threading.Event() for _ in claims]
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(self.every_s):
-            try:
-                if not self.leases.beat(self.claim):
-                    self.lost.set()
-                    return
-            except DBAPIError:  # the server is away: the trainer's reporter sees it too
-                continue
+            for claim, lost in zip(self.claims, self.lost):
+                if lost.is_set():
+                    continue
+                try:
+                    if not self.leases.beat(claim):
+                        lost.set()
+                except DBAPIError:  # the server is away: the trainer's reporter sees it too
+                    continue
+            if all(lost.is_set() for lost in self.lost):
+                return
 
 
 @dataclass(frozen=True)
@@ -176,30 +183,47 @@ class CellResult:
 def train_claimed(store: Store, leases: Leases, claim: Claim, *, host: str,
                   record_within_s: float | None = None) -> CellResult:
     """Train the claimed cell here, its lease renewed a few times per timeout, then hand the cell back."""
+    return train_claimed_group(store, leases, [claim], host=host, record_within_s=record_within_s)[0]
+
+
+def train_claimed_group(store: Store, leases: Leases, claims: list[Claim], *, host: str,
+                        record_within_s: float | None = None) -> list[CellResult]:
+    """Train the claimed cells here, one alone with `trainer.train`, several (cells that group: `claim_group`
+    with `group_key`) side by side as one population, their leases renewed a few times per timeout, then hand
+    each cell back. A cell whose lease is lost (taken over) stops alone; the others go on."""
     from core.experiment.data import load_dataset  # noqa: PLC0415 - torch only where cells are trained
+    from core.training.population import train_population  # noqa: PLC0415
     from core.training.trainer import train  # noqa: PLC0415
 
-    beat = _Heartbeat(leases, claim, every_s=max(0.05, leases.timeout_s / 4))
+    beat = _Heartbeat(leases, claims, every_s=max(0.05, leases.timeout_s / 4))
     beat.start()
-    reporter = CellReporter(store, claim.run_id, pid=os.getpid(), host=host, lease_lost=beat.lost,
-                            record_within_s=leases.timeout_s if record_within_s is None else record_within_s)
+    within_s = leases.timeout_s if record_within_s is None else record_within_s
+    reporters = [CellReporter(store, claim.run_id, pid=os.getpid(), host=host, lease_lost=lost,
+                              record_within_s=within_s) for claim, lost in zip(claims, beat.lost)]
     try:
-        cfg = ExperimentConfig.from_dict(claim.config)
+        cfgs = [ExperimentConfig.from_dict(claim.config) for claim in claims]
         try:
-            data = load_dataset(cfg)
-        except Exception as exc:  # noqa: BLE001 - a data set that cannot load is this run's failure
-            reporter.on_finish(RunResult(status="failed", error=f"{type(exc).__name__}: {exc}", wall_time_s=0.0,
-                                         summary={}))
+            data = load_dataset(cfgs[0])  # the cells of a group share their data
+        except Exception as exc:  # noqa: BLE001 - a data set that cannot load is these runs' failure
+            for reporter in reporters:
+                reporter.on_finish(RunResult(status="failed", error=f"{type(exc).__name__}: {exc}",
+                                             wall_time_s=0.0, summary={}))
         else:
-            train(cfg, reporter, data=data)
+            if len(claims) == 1:
+                train(cfgs[0], reporters[0], data=data)
+            else:
+                train_population(cfgs, reporters, data=data)
     finally:
         beat.done.set()
         beat.join()
-    state = None
-    if not beat.lost.is_set():
-        state = _retry(lambda: leases.release(claim), within_s=reporter.record_within_s)
-    status = _retry(lambda: store.get_run(claim.run_id).status, within_s=1.0)
-    return CellResult(claim.study_id, claim.run_id, status, state, host)
+    results = []
+    for claim, lost in zip(claims, beat.lost):
+        state = None
+        if not lost.is_set():
+            state = _retry(lambda c=claim: leases.release(c), within_s=within_s)
+        status = _retry(lambda c=claim: store.get_run(c.run_id).status, within_s=1.0)
+        results.append(CellResult(claim.study_id, claim.run_id, status, state, host))
+    return results
 
 
 def _retry(call: Callable[[], Any], *, within_s: float) -> Any:
@@ -216,34 +240,43 @@ def _retry(call: Callable[[], Any], *, within_s: float) -> Any:
 
 
 def claim_and_train(store: Store, *, study_id: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                    host: str | None = None) -> CellResult | None:
-    """Claim one cell (of `study_id`, else of any study) and train it; None when none could be claimed. Runs of
-    this host whose process died are marked interrupted first, so their cells are claimable at once."""
+                    host: str | None = None, max_cells: int = 1) -> list[CellResult]:
+    """Claim a cell (of `study_id`, else of any study) and train it; with `max_cells` above 1, up to that many
+    cells of one study that can train together (`core.training.groups.group_key`), as one population. Empty when
+    none could be claimed. Runs of this host whose process died are marked interrupted first, so their cells are
+    claimable at once."""
     host = host or socket.gethostname()
     leases = Leases(store, timeout_s=timeout_s)
     store.mark_interrupted(host=host, pid_alive=pid_alive, stale_after_s=timeout_s)
-    claim = leases.claim(holder_name(host), study_id=study_id, host=host, pid=os.getpid())
-    if claim is None:
-        return None
-    return train_claimed(store, leases, claim, host=host)
+    claims = leases.claim_group(holder_name(host), study_id=study_id, max_cells=max_cells, host=host,
+                                pid=os.getpid(), same=_group_of if max_cells > 1 else None)
+    if not claims:
+        return []
+    return train_claimed_group(store, leases, claims, host=host)
+
+
+def _group_of(config: dict[str, Any]) -> Any:
+    return group_key(ExperimentConfig.from_dict(config))
 
 
 def work(store: Store, *, study_id: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
          poll_s: float = 1.0, on_cell: Callable[[CellResult], None] | None = None,
-         host: str | None = None) -> list[CellResult]:
+         host: str | None = None, max_cells: int = 1) -> list[CellResult]:
     """Claim and train cells until no cell (of the study, or of any study) is open or leased: cells that live
-    holders elsewhere train are waited for, so one whose holder dies is taken over after its timeout."""
+    holders elsewhere train are waited for, so one whose holder dies is taken over after its timeout. With
+    `max_cells` above 1, each claim takes up to that many cells that group, trained as one population."""
     import torch  # noqa: PLC0415 - the first optimizer imports torch._dynamo (~2 s): not in a run's wall time
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     leases = Leases(store, timeout_s=timeout_s)
     done: list[CellResult] = []
     while True:
-        result = claim_and_train(store, study_id=study_id, timeout_s=timeout_s, host=host)
-        if result is not None:
+        results = claim_and_train(store, study_id=study_id, timeout_s=timeout_s, host=host, max_cells=max_cells)
+        for result in results:
             done.append(result)
             if on_cell is not None:
                 on_cell(result)
+        if results:
             continue
         left = leases.counts(study_id)
         if left["open"] + left["leased"] == 0:

@@ -13,6 +13,7 @@ Needs `dask[distributed]` (`requirements-scale.txt`); the local executor needs n
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import time
@@ -20,20 +21,22 @@ from typing import Any, Callable
 
 from core.experiment.config import ConfigError
 from core.jobs.cells import publish
+from core.jobs.executors import check_dask, lease_timeout
 from core.jobs.studies import cancel_study
 from core.store import Run, RunNotFound, Store
-from core.jobs.executors import check_dask, lease_timeout
 from core.store.leases import Leases
-
+from core.training.groups import MAX_POPULATION, MIN_POPULATION
 
 
 def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float | None = None,
                 on_finished: Callable[[Run, int, int], None] | None = None, poll_s: float = 0.5,
-                connect_timeout_s: float = 30.0) -> dict[str, Any]:
+                connect_timeout_s: float = 30.0, population: bool = False) -> dict[str, Any]:
     """Train every cell of the study without a result on the Dask cluster at `scheduler`; returns kept, busy
     (leased elsewhere at the start), run_ids (runs this pass trained, in the order they ended), cancelled and
     remaining (cells without a result afterwards). `on_finished(run, done, total)` after each run. Ctrl-C
-    cancels the study's running runs and waits for them; a second one stops waiting."""
+    cancels the study's running runs and waits for them; a second one stops waiting. With `population`, each
+    task claims up to an even share of the cells per worker thread (at least `MIN_POPULATION`) among those that
+    can share a model, and trains them as one population."""
     check_dask()
     import cloudpickle  # noqa: PLC0415
     from distributed import Client  # noqa: PLC0415
@@ -45,7 +48,6 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
     # nothing of ours until the task runs in the worker (which puts its folder on sys.path first).
     cloudpickle.register_pickle_by_value(dask_task)
     timeout_s = timeout_s or lease_timeout()
-    task = cloudpickle.dumps(_Call(dask_task.run_cell, store.url, study_id, timeout_s))
     leases = Leases(store, timeout_s=timeout_s)
     start = publish(store, study_id, leases)
     total = start["open"] + start["stopped"]
@@ -55,6 +57,11 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
         client = Client(scheduler, timeout=connect_timeout_s, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ConfigError("scheduler", f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+    cells = 1
+    if population:
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+        cells = min(MAX_POPULATION, max(MIN_POPULATION, math.ceil(start["claimable"] / max(1, threads))))
+    task = cloudpickle.dumps(_Call(dask_task.run_cell, store.url, study_id, timeout_s, cells))
     futures: set[Any] = set()
     try:
         while True:
@@ -68,15 +75,15 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
                 if stopping:
                     client.cancel([f for f in futures if f.status == "pending"])
                 else:
-                    for _ in range(left["claimable"] - sum(f.status == "pending" for f in futures)):
+                    wanted = math.ceil(left["claimable"] / cells)
+                    for _ in range(wanted - sum(f.status == "pending" for f in futures)):
                         futures.add(client.submit(pickle.loads, task, pure=False,
                                                   key=f"lossboard-cell-{study_id}-{os.urandom(6).hex()}"))
                 time.sleep(poll_s)
                 done = {f for f in futures if f.done()}
                 futures -= done
                 for future in done:
-                    answer = _answer(future)
-                    if answer is not None:
+                    for answer in _answers(future):
                         ended.append(answer["run_id"])
                         run = _get(store, answer["run_id"])
                         if on_finished is not None and run is not None:
@@ -106,15 +113,15 @@ class _Call:
         return self.fn, self.args
 
 
-def _answer(future: Any) -> dict[str, Any] | None:
-    """A task's answer; None when it claimed nothing, or failed or was cancelled (its cell's lease then times
-    out, or was handed back, and another task takes it)."""
+def _answers(future: Any) -> list[dict[str, Any]]:
+    """A task's cells; none when it claimed nothing, or failed or was cancelled (its cells' leases then time
+    out, or were handed back, and other tasks take them)."""
     if future.status != "finished":
-        return None
+        return []
     try:
-        return future.result(timeout=10)
+        return list(future.result(timeout=10) or [])
     except Exception:  # noqa: BLE001 - a task that died is the lease's business, not this loop's
-        return None
+        return []
 
 
 def _cancel_requested(store: Store, study_id: int) -> bool:

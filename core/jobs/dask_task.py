@@ -1,4 +1,5 @@
-"""The task a Dask worker runs: claim one cell of a study from the store and train it.
+"""The task a Dask worker runs: claim a cell of a study (or a group of cells, trained as one population) from the
+store and train it.
 
 This module is sent to the workers by value (cloudpickle), so a plain `dask worker` started in the project
 folder needs nothing installed but Lossboard's requirements: the task puts the worker's folder on `sys.path`
@@ -14,9 +15,10 @@ from typing import Any
 _STORES: dict[str, Any] = {}  # one Store (engine and pool) per database, for the life of the worker process
 
 
-def run_cell(url: str, study_id: int, timeout_s: float) -> dict[str, Any] | None:
-    """Claim a cell of study `study_id` in the store at `url` and train it in this worker; None when no cell
-    could be claimed. Returns the run id, its status, the cell's state afterwards and the host."""
+def run_cell(url: str, study_id: int, timeout_s: float, max_cells: int = 1) -> list[dict[str, Any]]:
+    """Claim a cell of study `study_id` in the store at `url` and train it in this worker, or with `max_cells`
+    above 1 up to that many cells that can share a model, trained as one population; empty when no cell could be
+    claimed. Returns each cell's run id, its status, the cell's state afterwards and the host."""
     here = os.getcwd()
     if here not in sys.path and os.path.isdir(os.path.join(here, "core")):
         sys.path.insert(0, here)
@@ -29,7 +31,5 @@ def run_cell(url: str, study_id: int, timeout_s: float) -> dict[str, Any] | None
     store = _STORES.get(url)
     if store is None:
         store = _STORES[url] = Store(url)
-    result = claim_and_train(store, study_id=study_id, timeout_s=timeout_s)
-    if result is None:
-        return None
-    return {"run_id": result.run_id, "status": result.status, "state": result.state, "host": result.host}
+    return [{"run_id": r.run_id, "status": r.status, "state": r.state, "host": r.host}
+            for r in claim_and_train(store, study_id=study_id, timeout_s=timeout_s, max_cells=max_cells)]

@@ -19,16 +19,13 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
-from core.jobs.population_worker import worker_main
 from core.jobs import scheduler
+from core.jobs.population_worker import worker_main
 from core.jobs.scheduler import Finished, Outcome, _get, _request_cancel, check_shareable, resume_study
 from core.jobs.spec import Slot, StudySpec, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, plan_study
 from core.store import INTERRUPTED_ERROR, RunNotFound, Store
-from core.training.groups import populations
-
-MIN_POPULATION = 4  # a group is split across workers only into populations at least this big
-MAX_POPULATION = 1024  # members of one population at most (memory)
+from core.training.groups import MAX_POPULATION, MIN_POPULATION, populations
 
 
 def tasks(slots: list[Slot], workers: int, *, max_size: int = MAX_POPULATION) -> list[list[Slot]]:
@@ -49,10 +46,11 @@ def resume_study_populations(store: Store, study_id: int, *, workers: int | None
                              **others: Any) -> Outcome:
     """`scheduler.resume_study`, training groupable cells as populations. The same arguments and outcome; a
     task's runs are reported to `on_finished` when its worker is done with all of them. Without `population`,
-    or on another executor than the local one, this is `scheduler.resume_study` itself."""
+    or on another executor than the local one, this is `scheduler.resume_study` itself (which on Dask groups the
+    cells each task claims)."""
     if not population or executor != "local":
-        if executor != "local":
-            others["executor"] = executor
+        if executor != "local":  # the executor groups the cells its tasks claim (`core.jobs.dask_executor`)
+            others |= {"executor": executor, "population": population}
         return resume_study(store, study_id, workers=workers, on_finished=on_finished, host=host, poll_s=poll_s,
                             **others)
     check_shareable(store.url)

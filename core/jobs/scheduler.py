@@ -66,15 +66,17 @@ def run_study(store: Store, spec: StudySpec, **kwargs: Any) -> Outcome:
 def resume_study(store: Store, study_id: int, *, workers: int | None = None,
                  on_finished: Callable[[Finished], None] | None = None, host: str | None = None,
                  poll_s: float = 0.25, executor: str = "local", scheduler: str | None = None,
-                 lease_timeout_s: float | None = None) -> Outcome:
+                 lease_timeout_s: float | None = None, population: bool = False) -> Outcome:
     """Train every slot of the study that has no result yet, `workers` at a time (default one per core), and
     return when all have ended or the study was cancelled. Ctrl-C (KeyboardInterrupt) cancels the running runs
     and waits for them to stop; a second one stops them at once. `executor="dask"`: on the Dask cluster whose
-    scheduler is at `scheduler` (`workers` is then the cluster's business)."""
+    scheduler is at `scheduler` (`workers` is then the cluster's business), with `population` each task training
+    the cells it claims that can share a model as one population (locally that is
+    `core.jobs.populations.resume_study_populations`)."""
     check_shareable(store.url)
     if executor == "dask":
         return _resume_on_dask(store, study_id, scheduler=scheduler, on_finished=on_finished,
-                               lease_timeout_s=lease_timeout_s)
+                               lease_timeout_s=lease_timeout_s, population=population)
     host = host or socket.gethostname()
     spec = load_spec(store, study_id)
     plan = plan_study(store, study_id, host=host)
@@ -135,7 +137,8 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
 
 
 def _resume_on_dask(store: Store, study_id: int, *, scheduler: str | None,
-                    on_finished: Callable[[Finished], None] | None, lease_timeout_s: float | None) -> Outcome:
+                    on_finished: Callable[[Finished], None] | None, lease_timeout_s: float | None,
+                    population: bool) -> Outcome:
     from core.jobs.dask_executor import run_on_dask
     from core.jobs.executors import executor_options  # noqa: PLC0415 - only dask needs it
     from core.jobs.spec import run_key  # noqa: PLC0415
@@ -149,7 +152,8 @@ def _resume_on_dask(store: Store, study_id: int, *, scheduler: str | None,
         if on_finished is not None and slot is not None:
             on_finished(Finished(run, slot, done, total))
 
-    got = run_on_dask(store, study_id, scheduler=scheduler, timeout_s=lease_timeout_s, on_finished=ended)
+    got = run_on_dask(store, study_id, scheduler=scheduler, timeout_s=lease_timeout_s, on_finished=ended,
+                      population=population)
     return Outcome(study_id=study_id, run_ids=got["run_ids"], kept=got["kept"], busy=got["busy"],
                    cancelled=got["cancelled"], remaining=got["remaining"])
 

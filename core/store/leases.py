@@ -24,7 +24,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -136,7 +136,18 @@ class Leases:
         """Take the first claimable cell (of `study_id`, else of any study), replace the run a dead holder left,
         create the cell's run (status running, with `host` and `pid`) and hold its lease. None: nothing left to
         claim now (cells may still be leased by live holders)."""
+        got = self.claim_group(holder, study_id=study_id, host=host, pid=pid)
+        return got[0] if got else None
+
+    def claim_group(self, holder: str, *, study_id: int | None = None, max_cells: int = 1,
+                    same: Callable[[dict[str, Any]], Hashable] | None = None, host: str | None = None,
+                    pid: int | None = None) -> list[Claim]:
+        """`claim` of up to `max_cells` cells in one transaction: the first claimable cell, and the next claimable
+        cells of its study whose configs `same` maps to what it maps the first one's to (cells that can train
+        together; every cell of the study when `same` is None), in grid order. Empty: nothing to claim now."""
         holder = holder[:255]
+        if max_cells < 1:
+            raise ValueError(f"max_cells must be at least 1, got {max_cells!r}")
         while True:
             with write_transaction(self.store) as conn:
                 now = self.store.now()
@@ -145,27 +156,39 @@ class Leases:
                         .select_from(CELLS.outerjoin(RUNS, RUNS.c.id == CELLS.c.run_id))
                         .where(CELLS.c.state.in_(("open", "leased")),
                                self._claimable(now - timedelta(seconds=self.timeout_s)))
-                        .order_by(CELLS.c.study_id, CELLS.c.position).limit(1)
+                        .order_by(CELLS.c.study_id, CELLS.c.position)
                         .with_for_update(skip_locked=True, of=CELLS))
                 if study_id is not None:
                     stmt = stmt.where(CELLS.c.study_id == study_id)
-                row = conn.execute(stmt).first()
-                if row is None:
-                    return None
-                where = and_(CELLS.c.study_id == row.study_id, CELLS.c.position == row.position)
-                if row.status in RESULTS:  # its holder stored the result but died before handing the cell back
-                    conn.execute(update(CELLS).where(where).values(state="done", holder=None))
-                    continue
-                if row.run_id is not None:  # what a dead holder (or an interrupted run) left: rerun from scratch
-                    conn.execute(delete(RUNS).where(RUNS.c.id == row.run_id))
-                run_id = conn.execute(insert(RUNS).values(
-                    name=row.name, status="running", config_json=row.config_json, created_at=now,
-                    study_id=row.study_id, host=host, pid=pid)).inserted_primary_key[0]
-                conn.execute(update(CELLS).where(where).values(state="leased", run_id=run_id, holder=holder,
-                                                               heartbeat_at=now, attempts=row.attempts + 1))
-                return Claim(study_id=row.study_id, position=row.position, cell=row.cell, run_id=run_id,
-                             name=row.name, config=json.loads(row.config_json), holder=holder,
-                             attempt=row.attempts + 1)
+                if max_cells == 1:
+                    stmt = stmt.limit(1)
+                taken: list[Claim] = []
+                settled = False
+                first_study, key = None, None
+                for row in conn.execute(stmt).all():
+                    if len(taken) == max_cells:
+                        break
+                    where = and_(CELLS.c.study_id == row.study_id, CELLS.c.position == row.position)
+                    if row.status in RESULTS:  # its holder stored the result but died before handing the cell back
+                        conn.execute(update(CELLS).where(where).values(state="done", holder=None))
+                        settled = True
+                        continue
+                    config = json.loads(row.config_json)
+                    mine = same(config) if same is not None else None
+                    if taken and (row.study_id != first_study or mine != key):
+                        continue
+                    first_study, key = row.study_id, mine
+                    if row.run_id is not None:  # what a dead holder (or an interrupted run) left: rerun from scratch
+                        conn.execute(delete(RUNS).where(RUNS.c.id == row.run_id))
+                    run_id = conn.execute(insert(RUNS).values(
+                        name=row.name, status="running", config_json=row.config_json, created_at=now,
+                        study_id=row.study_id, host=host, pid=pid)).inserted_primary_key[0]
+                    conn.execute(update(CELLS).where(where).values(state="leased", run_id=run_id, holder=holder,
+                                                                   heartbeat_at=now, attempts=row.attempts + 1))
+                    taken.append(Claim(study_id=row.study_id, position=row.position, cell=row.cell, run_id=run_id,
+                                       name=row.name, config=config, holder=holder, attempt=row.attempts + 1))
+            if taken or not settled:
+                return taken
 
     def beat(self, claim: Claim) -> bool:
         """Renew the lease; False when it is no longer this holder's (taken over, or the study was deleted)."""

@@ -9,6 +9,8 @@ from core.experiment.config import ExperimentConfig
 
 # Config fields in which the members of one population may differ.
 BATCHABLE = ("seed", "lr", "weight_decay", "activation", "loss", "batchnorm", "clamp_eps", "pos_weight")
+MIN_POPULATION = 4  # a group is split across workers only into populations at least this big
+MAX_POPULATION = 1024  # members of one population at most (memory)
 _KNOWN_SIZES = {"breast_cancer": 569}  # samples of the data sets whose size is not a config field
 
 
@@ -25,7 +27,7 @@ def group_key(cfg: ExperimentConfig) -> tuple[tuple[str, Any], ...]:
     return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(fixed.items()))
 
 
-def populations(cfgs: list[ExperimentConfig], *, max_size: int = 1024) -> list[list[int]]:
+def populations(cfgs: list[ExperimentConfig], *, max_size: int = MAX_POPULATION) -> list[list[int]]:
     """The positions of `cfgs` grouped by `group_key`, in first-seen order, at most `max_size` a group."""
     groups: dict[tuple, list[list[int]]] = {}
     for i, cfg in enumerate(cfgs):
