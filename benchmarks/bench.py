@@ -8,7 +8,9 @@ median over repeats of ours / baseline within a repeat, with its quartiles. This
 speed by 10-25% from one second to the next, so even paired ratios of training times move by several percent
 between invocations: `--instructions` adds CPU instruction counts from valgrind, which do not move, to check the
 5% budget. Nothing here asserts a time: the table is for people. `--device cuda` adds the training figures on a
-GPU.
+GPU, and population training's (populations of 1, 10, 100 and 1,000 members against sequential training, and a
+population's per-member cost against a bare batched loop; `--only populations` on any device), written to the
+"Population training" section by `benchmarks/population.py`'s code.
 
     python benchmarks/bench.py --instructions   # also the instruction counts (about 13 more minutes)
 """
@@ -177,7 +179,9 @@ def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats
         lines.append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} | {r.ratio:.3f} | {spread} "
                      f"| {fastest} | {r.budget} | {met} |")
     text = "\n".join(lines) + "\n"
-    path.write_text(text)
+    old = path.read_text() if path.exists() else ""
+    at = old.find("\n## ")  # the other benchmarks' sections (population, diagnosis, scale-out) stay
+    path.write_text(text + (old[at:] if at >= 0 else ""))
     return text
 
 
@@ -188,7 +192,8 @@ def main() -> None:
     parser.add_argument("--training-repeats", type=int, default=None, help="repeats of the training figures")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    parser.add_argument("--only", choices=("training", "store", "dashboard", "instructions"), action="append")
+    parser.add_argument("--only", choices=("training", "store", "dashboard", "instructions", "populations"),
+                        action="append")
     parser.add_argument("--migration", type=int, default=None, metavar="MB",
                         help="also convert a schema-0001 database of about MB megabytes and report the converting "
                              "process's peak memory (1000: a few minutes)")
@@ -197,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     training_repeats = args.training_repeats or (4 if args.quick else 30)
-    only = set(args.only or ("training", "store", "dashboard"))
+    only = set(args.only or ("training", "store", "dashboard", *(("populations",) if args.device != "cpu" else ())))
     if args.instructions:
         only.add("instructions")
     torch.set_num_threads(1)  # timings comparable across machines; both sides run under the same setting
@@ -229,7 +234,18 @@ def main() -> None:
                 rows += instructions.bench_instructions()
             else:
                 print("valgrind is not installed: no instruction counts", file=sys.stderr)
-    print(write_results(rows, Path(args.out), repeats=repeats, training_repeats=training_repeats, quick=args.quick))
+        if "populations" in only:
+            from benchmarks import population  # noqa: PLC0415
+
+            device, pop_repeats = torch.device(args.device), 2 if args.quick else 3
+            found = population.bench_overhead(pop_repeats, args.quick, device)
+            found += population.bench_sizes(pop_repeats, args.quick, device)
+            text = population.section(found, repeats=pop_repeats, quick=args.quick)
+            print(text)
+            population.write_section(text, Path(args.out))
+    if rows:
+        print(write_results(rows, Path(args.out), repeats=repeats, training_repeats=training_repeats,
+                            quick=args.quick))
 
 
 if __name__ == "__main__":

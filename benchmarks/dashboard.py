@@ -110,6 +110,11 @@ def bench_dashboard(repeats: int, quick: bool, workdir: Path):
                  page_s <= 0.2 and ratio[0] <= 3, ratio),
              Row("dashboard", f"{label}: figure JSON sent to the browser, vs the 2 MB budget", pages[0][1] / 1e6, 2.0,
                  "MB", "< 1 (under 2 MB)", pages[0][1] < 2_000_000)]
+    # what Streamlit's run of the page costs with nothing to draw: the part of the page run no store can change
+    empty = [page_once(url, "pages/compare.py")[0] for _ in range(repeats)]
+    rows.append(Row("dashboard", "Compare page with no run chosen, fresh session: page run (Streamlit's own cost of "
+                    "the page) vs frombuffer of the 50-run values above", float(np.median(empty)),
+                    float(np.median(t["floor"])), "s", "-", None))
     # the page's own read, as it calls it (sized to the chart, the fields the step axis needs), against the floor
     from core.presentation import zoom  # noqa: PLC0415
 

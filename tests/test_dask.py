@@ -100,12 +100,14 @@ def test_a_study_on_dask_trains_the_cells_that_group_as_populations(cluster, pg_
     assert_each_cell_once(store, study_id)
     cells = Leases(store).cells(study_id)
     assert [c["attempts"] for c in cells] == [1] * 8
-    by_holder: dict[str, int] = {}
+    pid_of = {r.id: r.pid for r in store.list_runs(study_id=study_id)}
+    by_holder: dict[str, set[int]] = {}
     for cell in cells:
-        by_holder[cell["holder"]] = by_holder.get(cell["holder"], 0) + 1
-    assert sorted(by_holder.values()) == [4, 4]
-    runs = store.list_runs(study_id=study_id)
-    assert len({r.pid for r in runs}) == 2  # one population on each worker
+        by_holder.setdefault(cell["holder"], set()).add(cell["run_id"])
+    assert sorted(len(runs) for runs in by_holder.values()) == [4, 4]
+    # each population trained in one worker process, each on its own worker (the executor spreads them)
+    assert all(len({pid_of[r] for r in runs}) == 1 for runs in by_holder.values())
+    assert len(set(pid_of.values())) == 2
 
 
 def test_a_worker_killed_mid_cell_leaves_one_finished_run_per_cell(cluster, pg_url):

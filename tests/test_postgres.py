@@ -125,14 +125,18 @@ def test_group_claims_take_each_cell_once_under_concurrent_claimers(url):
     study_id = store.create_study("s", {})
     Leases(store).publish(study_id, cells(24))
     got: list[int] = []
+    sizes: list[int] = []
     lock = threading.Lock()
+    start = threading.Barrier(4)
 
     def claimer(i: int) -> None:
         leases = Leases(Store(url))
+        start.wait()
         while claims := leases.claim_group(f"h{i}", study_id=study_id, max_cells=5, same=lambda c: c["seed"] % 3):
             assert len({c["seed"] % 3 for c in (claim.config for claim in claims)}) == 1
             with lock:
                 got.extend(claim.position for claim in claims)
+                sizes.append(len(claims))
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
     for t in threads:
@@ -141,6 +145,7 @@ def test_group_claims_take_each_cell_once_under_concurrent_claimers(url):
         t.join()
     assert sorted(got) == list(range(24))
     assert len(store.list_runs(study_id=study_id)) == 24
+    assert sorted(sizes) == [3, 3, 3, 5, 5, 5]  # group claimers take turns: whole groups of 8 as 5 + 3
 
 
 def test_workers_starting_one_study_together_publish_its_cells_once(url):

@@ -59,10 +59,11 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
         raise ConfigError("scheduler", f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
     cells = 1
     if population:
-        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+        threads = sum(_threads(client).values())
         cells = min(MAX_POPULATION, max(MIN_POPULATION, math.ceil(start["claimable"] / max(1, threads))))
     task = cloudpickle.dumps(_Call(dask_task.run_cell, store.url, study_id, timeout_s, cells))
     futures: set[Any] = set()
+    placed: dict[Any, str | None] = {}  # a population task's worker
     try:
         while True:
             try:
@@ -75,13 +76,24 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
                 if stopping:
                     client.cancel([f for f in futures if f.status == "pending"])
                 else:
-                    wanted = math.ceil(left["claimable"] / cells)
-                    for _ in range(wanted - sum(f.status == "pending" for f in futures)):
-                        futures.add(client.submit(pickle.loads, task, pure=False,
-                                                  key=f"lossboard-cell-{study_id}-{os.urandom(6).hex()}"))
+                    wanted = math.ceil(left["claimable"] / cells) - sum(f.status == "pending" for f in futures)
+                    workers = _threads(client) if population and wanted > 0 else {}
+                    for _ in range(wanted):
+                        # A population is a big task: each goes to the worker with the fewest of ours per thread
+                        # (a preference: if that worker goes away, another takes it), not two onto one worker.
+                        where = {}
+                        if workers:
+                            busy = {w: sum(placed.get(f) == w for f in futures) / n for w, n in workers.items()}
+                            where = {"workers": [min(busy, key=busy.get)], "allow_other_workers": True}
+                        future = client.submit(pickle.loads, task, pure=False,
+                                               key=f"lossboard-cell-{study_id}-{os.urandom(6).hex()}", **where)
+                        futures.add(future)
+                        placed[future] = where.get("workers", [None])[0]
                 time.sleep(poll_s)
                 done = {f for f in futures if f.done()}
                 futures -= done
+                for future in done:
+                    placed.pop(future, None)
                 for future in done:
                     for answer in _answers(future):
                         ended.append(answer["run_id"])
@@ -122,6 +134,12 @@ def _answers(future: Any) -> list[dict[str, Any]]:
         return list(future.result(timeout=10) or [])
     except Exception:  # noqa: BLE001 - a task that died is the lease's business, not this loop's
         return []
+
+
+def _threads(client: Any) -> dict[str, int]:
+    """The cluster's workers (addresses) and their threads."""
+    workers = client.scheduler_info().get("workers", {})
+    return {address: max(1, int(info.get("nthreads", 1))) for address, info in workers.items()}
 
 
 def _cancel_requested(store: Store, study_id: int) -> bool:

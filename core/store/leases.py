@@ -156,28 +156,35 @@ class Leases:
                         .select_from(CELLS.outerjoin(RUNS, RUNS.c.id == CELLS.c.run_id))
                         .where(CELLS.c.state.in_(("open", "leased")),
                                self._claimable(now - timedelta(seconds=self.timeout_s)))
-                        .order_by(CELLS.c.study_id, CELLS.c.position)
-                        .with_for_update(skip_locked=True, of=CELLS))
+                        .order_by(CELLS.c.study_id, CELLS.c.position))
                 if study_id is not None:
                     stmt = stmt.where(CELLS.c.study_id == study_id)
-                if max_cells == 1:
-                    stmt = stmt.limit(1)
+                locked = stmt.with_for_update(skip_locked=True, of=CELLS)
+                if max_cells > 1 and (peek := conn.execute(stmt.limit(1)).first()) is not None:
+                    # Group claimers of one study take turns (its row locked; SQLite's write lock is held already):
+                    # each then sees the cells the one before took, and takes a whole group of its own.
+                    conn.execute(select(STUDIES.c.id).where(STUDIES.c.id == peek.study_id).with_for_update())
+                rows = conn.execute(locked.limit(1)).all()
+                if rows and max_cells > 1:
+                    # The first cell's group, read without locks; then only the cells chosen are locked (skipping
+                    # any a single-cell claimer holds), so the study's other cells stay claimable meanwhile.
+                    first = rows[0]
+                    key = same(json.loads(first.config_json)) if same is not None else None
+                    pick = [r.position for r in conn.execute(
+                        stmt.where(CELLS.c.study_id == first.study_id, CELLS.c.position != first.position)).all()
+                        if same is None or same(json.loads(r.config_json)) == key][:max_cells - 1]
+                    if pick:
+                        rows += conn.execute(locked.where(CELLS.c.study_id == first.study_id,
+                                                          CELLS.c.position.in_(pick))).all()
                 taken: list[Claim] = []
                 settled = False
-                first_study, key = None, None
-                for row in conn.execute(stmt).all():
-                    if len(taken) == max_cells:
-                        break
+                for row in rows:
                     where = and_(CELLS.c.study_id == row.study_id, CELLS.c.position == row.position)
                     if row.status in RESULTS:  # its holder stored the result but died before handing the cell back
                         conn.execute(update(CELLS).where(where).values(state="done", holder=None))
                         settled = True
                         continue
                     config = json.loads(row.config_json)
-                    mine = same(config) if same is not None else None
-                    if taken and (row.study_id != first_study or mine != key):
-                        continue
-                    first_study, key = row.study_id, mine
                     if row.run_id is not None:  # what a dead holder (or an interrupted run) left: rerun from scratch
                         conn.execute(delete(RUNS).where(RUNS.c.id == row.run_id))
                     run_id = conn.execute(insert(RUNS).values(
