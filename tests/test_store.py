@@ -323,6 +323,21 @@ def test_attach_process_before_the_trainer_starts(store: Store, clock: FakeClock
         store.attach_process(999, pid=1, host="h")
 
 
+def test_runs_created_and_read_in_one_query_each(store: Store) -> None:
+    study_id = store.create_study("batch", {})
+    ids = store.create_runs([("a", {"lr": 0.1}), ("b", {"lr": 0.2})], study_id=study_id, pid=77, host="here")
+    runs = store.get_runs([ids[1], 999, ids[0], ids[1]])  # missing ids left out, each once, in the order asked
+    assert [r.id for r in runs] == [ids[1], ids[0]]
+    assert [(r.name, r.config["lr"], r.status, r.pid, r.host, r.study_id) for r in runs] == [
+        ("b", 0.2, "running", 77, "here", study_id), ("a", 0.1, "running", 77, "here", study_id)]
+    assert store.get_runs([]) == [] and len(store.get_runs(list(range(1, 2500)))) == 2  # past one query's ids
+    with pytest.raises(StudyNotFound):
+        store.create_runs([("c", {})], study_id=12345)
+    with pytest.raises(ValueError):
+        store.create_runs([("  ", {})])
+    assert len(store.list_runs()) == 2  # a refused batch adds nothing
+
+
 def test_one_store_shared_by_threads(store: Store) -> None:
     run_ids = [store.create_run(name=f"t{i}", config={}) for i in range(4)]
     errors: list[BaseException] = []

@@ -8,9 +8,11 @@ grid, so the same command resumes it.
 
 from __future__ import annotations
 
+import importlib
 import math
 import shlex
 import signal
+import threading
 from typing import Any, Mapping, TextIO
 
 from core.analysis.effects import variant_label
@@ -99,6 +101,10 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
                   + (f" ({run.duration_s:.1f} s)" if run.duration_s is not None else "") + "\n")
         err.flush()
 
+    if plan.todo:
+        # The statistics' scipy.stats takes about a second to import: load it while the runs train, not after.
+        threading.Thread(target=importlib.import_module, args=("scipy.stats",), daemon=True,
+                         name="lossboard-import-scipy").start()
     previous = _on_sigterm_raise()
     try:
         outcome = resume_study_populations(store, study_id, workers=workers, on_finished=line, executor=executor,

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from multiprocessing.connection import Connection
+from typing import Any, NoReturn
 
 from core.experiment.config import ExperimentConfig
 
@@ -25,16 +27,16 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
     from core.training.trainer import train  # noqa: PLC0415
 
     torch.set_num_threads(threads)
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # torch._dynamo's import, before any run
+    warm = False
     store = Store(url)
     host = socket.gethostname()
     while True:
         try:
             task = conn.recv()
         except EOFError:
-            return
+            leave(store)
         if task is None:
-            return
+            leave(store)
         answer: tuple[str, str | None] = ("ok", None)
         try:
             cfgs = [ExperimentConfig.from_dict(config) for _, config in task]
@@ -46,6 +48,10 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
                     store.finish_run(run_id, status="failed", summary={}, error=f"{type(exc).__name__}: {exc}")
             else:
                 if len(task) == 1:
+                    if not warm:  # torch.optim's first optimizer imports torch._dynamo (~1-2 s): not in the
+                        # run's wall time. Populations never need it (their optimizer is batched_optim's).
+                        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+                        warm = True
                     train(cfgs[0], reporters[0], data=data)
                 else:
                     train_population(cfgs, reporters, data=data)
@@ -53,5 +59,15 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
             answer = ("error", f"{type(exc).__name__}: {exc}")
         try:
             conn.send(answer)
-        except (BrokenPipeError, OSError):
-            return
+        except (BrokenPipeError, OSError):  # the scheduler is gone; the runs are stored all the same
+            leave(store)
+
+
+def leave(store: Any) -> NoReturn:
+    """End a worker process at once. Every run it trained is stored and the scheduler has every answer; what is
+    left is the interpreter's teardown, which with torch (and torch._dynamo) loaded takes about a second - a
+    second the study's command would wait for."""
+    store.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -70,10 +70,13 @@ def resume_study_populations(store: Store, study_id: int, *, workers: int | None
     def settle(w: _Worker, **how: Any) -> None:
         task, w.task = w.task, None
         answer = w.receive()
+        runs = {r.id: r for r in store.get_runs([run_id for run_id, _ in task])}  # one query for the task
         for run_id, slot in task:
-            _settle(store, run_id, answer, w.proc.exitcode, **how)
+            run = runs.get(run_id)
+            if run is not None and run.status == "running":  # the worker died or could not store its end
+                _settle(store, run_id, answer, w.proc.exitcode, **how)
+                run = _get(store, run_id)
             ended.append(run_id)
-            run = _get(store, run_id)
             if on_finished is not None and run is not None:
                 on_finished(Finished(run, slot, len(ended), total))
 
@@ -118,17 +121,14 @@ def resume_study_populations(store: Store, study_id: int, *, workers: int | None
 def _dispatch(store: Store, study_id: int, spec: StudySpec, plan: Plan, task: list[Slot], worker: _Worker,
               host: str) -> list[int]:
     """Replace the task's interrupted or cancelled runs by new runs, hand them to `worker`, return their ids."""
-    run_ids = []
     for slot in task:
         for old in plan.replace.get(slot_key(slot.variant, slot.seed), []):
             try:
                 store.delete_run(old)
             except RunNotFound:
                 pass
-        run_id = store.create_run(name=run_name(spec, slot.variant, slot.seed), config=slot.cfg.to_dict(),
-                                  study_id=study_id)
-        store.attach_process(run_id, pid=worker.proc.pid, host=host)
-        run_ids.append(run_id)
+    run_ids = store.create_runs([(run_name(spec, slot.variant, slot.seed), slot.cfg.to_dict()) for slot in task],
+                                study_id=study_id, pid=worker.proc.pid, host=host)
     worker.start(list(zip(run_ids, task)))
     return run_ids
 

@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 from core.experiment.config import ConfigError, ExperimentConfig
+from core.jobs.population_worker import leave
 from core.jobs.spec import Slot, StudySpec, expand, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, open_study, plan_study
 from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store
@@ -288,9 +289,9 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
         try:
             task = conn.recv()
         except EOFError:
-            return
+            leave(store)
         if task is None:
-            return
+            leave(store)
         run_id, config = task
         reporter = StoreReporter(store, run_id, pid=os.getpid(), host=host)
         answer: tuple[str, str | None] = ("ok", None)
@@ -307,4 +308,4 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
         try:
             conn.send(answer)
         except (BrokenPipeError, OSError):  # the scheduler is gone; the run is stored all the same
-            return
+            leave(store)

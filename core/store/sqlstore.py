@@ -139,6 +139,20 @@ class Store:
             session.flush()
             return row.id
 
+    def create_runs(self, runs: Sequence[tuple[str, Mapping[str, Any]]], *, study_id: int | None = None,
+                    pid: int | None = None, host: str | None = None) -> list[int]:
+        """`create_run` for many (name, config) in one transaction, each running and attached to the process
+        `pid` on `host` (`attach_process`) when given; returns their ids in order."""
+        now = self._now()
+        rows = [RunModel(name=_clean(name, "run name"), status="running", config_json=_dumps(config), created_at=now,
+                         study_id=study_id, pid=pid, host=host) for name, config in runs]
+        with self._sessions.begin() as session:
+            if study_id is not None and session.get(StudyModel, study_id) is None:
+                raise StudyNotFound(study_id)
+            session.add_all(rows)
+            session.flush()
+            return [row.id for row in rows]
+
     def start_run(self, run_id: int, *, device: str, dtype: str, torch_version: str, total_steps: int,
                   pid: int | None = None, host: str | None = None) -> None:
         """Marks the run started (status running). A pid or host left None keeps what `attach_process` set."""
@@ -229,6 +243,17 @@ class Store:
             if row is None:
                 raise RunNotFound(run_id)
             return _run_record(row)
+
+    def get_runs(self, run_ids: Sequence[int]) -> list[Run]:
+        """The runs of `run_ids` that exist, in the order asked (one query a thousand ids, tags included)."""
+        ids = list(dict.fromkeys(int(i) for i in run_ids))
+        found: dict[int, Run] = {}
+        with self._sessions() as session:
+            for at in range(0, len(ids), 1000):
+                stmt = (select(RunModel).options(selectinload(RunModel.tags))
+                        .where(RunModel.id.in_(ids[at:at + 1000])))
+                found.update((row.id, _run_record(row)) for row in session.scalars(stmt))
+        return [found[i] for i in ids if i in found]
 
     def list_runs(self, *, status: str | Sequence[str] | None = None, study_id: int | None = None,
                   limit: int | None = None) -> list[Run]:
