@@ -102,9 +102,10 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         err.flush()
 
     if plan.todo:
-        # The statistics' scipy.stats takes about a second to import: load it while the runs train, not after.
-        threading.Thread(target=importlib.import_module, args=("scipy.stats",), daemon=True,
-                         name="lossboard-import-scipy").start()
+        # The statistics' scipy.stats and scipy.optimize take about a second to import: load them while the runs
+        # train, not after.
+        threading.Thread(target=lambda: [importlib.import_module(m) for m in ("scipy.stats", "scipy.optimize")],
+                         daemon=True, name="lossboard-import-scipy").start()
     previous = _on_sigterm_raise()
     try:
         outcome = resume_study_populations(store, study_id, workers=workers, on_finished=line, executor=executor,

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +30,9 @@ from core.store.chunks import DATA_COLUMNS, FIELDS, GROUP, SUMMARY_COLUMNS, Poin
 from core.store.cursors import chunks, fetch, placeholder
 from core.store.schema import ChunkModel, MetricKeyModel
 from core.training.reporting import MetricBatch
+
+if TYPE_CHECKING:  # pandas loads (~0.3 s) only where a frame is made: training never needs it
+    import pandas as pd
 
 CHUNKS = ChunkModel.__table__
 KEYS = MetricKeyModel.__table__
@@ -299,6 +301,8 @@ def _fetch_data(conn: Connection, chunk_ids: list[int], columns: tuple[str, ...]
 
 def traces_frame(traces: Sequence[Trace]) -> pd.DataFrame:
     """Traces as one long frame: run_id, key, step, epoch, value, wall_time (the shape charts and CSV take)."""
+    import pandas as pd  # noqa: PLC0415
+
     lengths = np.array([len(t.points) for t in traces], dtype=np.int64)
     def column(name: str, dtype: type) -> np.ndarray:
         return np.concatenate([getattr(t.points, name) for t in traces]) if traces else np.empty(0, dtype)
