@@ -83,8 +83,26 @@ def test_other_runs_are_left_alone(store: Store):
     a, b = store.create_run(name="a", config={}), store.create_run(name="b", config={})
     log_flushes(store, a, flushes=3, size=200)
     log_flushes(store, b, flushes=3, size=200)
-    store.finish_run(a, status="finished", summary={})
+    assert store.compact(a) == 6
     assert (chunk_count(store, a), chunk_count(store, b)) == (3, 9)
+
+
+def test_finishing_compacts_only_the_metrics_where_it_pays(store: Store, monkeypatch: pytest.MonkeyPatch):
+    """A short run's few small chunks stay as they are when it finishes (a read of them costs what one chunk's
+    does); a metric with more than PAYING_CHUNKS chunks, or more than PAYING_POINTS points, is compacted."""
+    short = store.create_run(name="short", config={})
+    log_flushes(store, short, flushes=metrics.PAYING_CHUNKS, size=200)  # 8 x 200 = 1,600 points a metric
+    store.finish_run(short, status="finished", summary={})
+    assert chunk_count(store, short) == 3 * metrics.PAYING_CHUNKS
+    longer = store.create_run(name="more chunks", config={})
+    log_flushes(store, longer, flushes=metrics.PAYING_CHUNKS + 1, size=200)
+    store.finish_run(longer, status="finished", summary={})
+    assert chunk_count(store, longer) == 3
+    monkeypatch.setattr(metrics, "PAYING_POINTS", 1000)  # train_loss's 1,600 points pay; the others' 16 do not
+    bigger = store.create_run(name="more points", config={})
+    log_flushes(store, bigger, flushes=metrics.PAYING_CHUNKS, size=200)
+    store.finish_run(bigger, status="finished", summary={})
+    assert chunk_count(store, bigger) == 1 + 2 * metrics.PAYING_CHUNKS
 
 
 def test_a_reader_whose_chunks_were_compacted_under_it_reads_again(store: Store, monkeypatch: pytest.MonkeyPatch):

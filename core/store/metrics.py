@@ -122,15 +122,21 @@ def _insert_sql(conn: Connection) -> Any:
 
 COMPACT_POINTS = 1 << 16  # a compacted chunk's most points: one chunk per metric for runs up to 65,536 steps
 COMPACT_BATCH = 1 << 20  # points compacted per read, insert and delete: a bound on the memory it takes
+# A finished run's metric is compacted when that pays: more than this many chunks, or more than this many points
+# in more chunks than they need. A short run's few small chunks read as fast as one, and compacting them would
+# cost its finish more than they ever cost a read (a population's members finish by the hundred).
+PAYING_CHUNKS = 8
+PAYING_POINTS = 1 << 12
 
 
-def compact_run(conn: Connection, run_id: int) -> int:
+def compact_run(conn: Connection, run_id: int, *, when_it_pays: bool = False) -> int:
     """Merge each metric's chunks of a run that has stopped writing into chunks of up to `COMPACT_POINTS` points
     (returns how many chunks went). A run of 20,000 steps flushed every 500 is 40 chunks a metric, and reading
     a chart's 100 curves would decode 4,000; compacted it decodes 100. Values, steps, epochs and wall times are
     decoded and encoded again bit for bit; the new chunks go in and the old ones out in the caller's transaction,
     so a reader sees the run whole before or after, never both or neither (`read_traces` reads in one
-    transaction, and reads again if a chunk it planned has gone)."""
+    transaction, and reads again if a chunk it planned has gone). `when_it_pays`: only the metrics whose chunks
+    are many or big (`PAYING_CHUNKS`, `PAYING_POINTS`), as `Store.finish_run` asks."""
     mark = placeholder(conn)
     meta = fetch(conn, f"SELECT id, key_id, n FROM metric_chunks WHERE run_id = {mark} ORDER BY key_id, step_first, "
                        "id", (int(run_id),))
@@ -138,7 +144,8 @@ def compact_run(conn: Connection, run_id: int) -> int:
     for chunk_id, key_id, n in meta:
         by_key.setdefault(key_id, []).append((chunk_id, n))
     todo = [(key_id, parts) for key_id, parts in by_key.items()
-            if len(parts) > math.ceil(sum(n for _, n in parts) / COMPACT_POINTS)]  # else as few as it would leave
+            if len(parts) > math.ceil(sum(n for _, n in parts) / COMPACT_POINTS)  # else as few as it would leave
+            and (not when_it_pays or len(parts) > PAYING_CHUNKS or sum(n for _, n in parts) > PAYING_POINTS)]
     removed = 0
     time_cache: dict[tuple[str, bytes], bytes] = {}  # the metrics' steps, epochs and times: encoded once,
     shared: dict[tuple[int, int, bytes], np.ndarray] = {}  # and decoded once

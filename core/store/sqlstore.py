@@ -184,13 +184,15 @@ class Store:
         self._update_run(run_id, status=_check_status(status, FINAL_STATUSES), summary_json=_dumps(summary),
                          error=error, wall_time_s=wall_time_s, finished_at=self._now())
         try:
-            self.compact(run_id)
+            with self.engine.begin() as conn:
+                compact_run(conn, run_id, when_it_pays=True)
         except SQLAlchemyError:  # only slower reads: the run's chunks stay as they were, every value in them
             pass
 
     def compact(self, run_id: int) -> int:
         """Merge a run's metric chunks (one per flush) into a few large ones, in one transaction
-        (`core.store.metrics.compact_run`); returns how many chunks went. `finish_run` does it."""
+        (`core.store.metrics.compact_run`); returns how many chunks went. `finish_run` does it for the metrics where it
+        pays (many or big chunks); this compacts every metric."""
         with self.engine.begin() as conn:
             return compact_run(conn, run_id)
 
