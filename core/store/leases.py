@@ -77,6 +77,12 @@ def write_transaction(store: Store) -> Iterator[Connection]:
         yield conn
 
 
+def _lock_study(conn: Connection, study_id: int) -> None:
+    """Hold the study's row until the transaction ends, so that writers of its cells take turns (on PostgreSQL;
+    on SQLite `write_transaction` already holds the database's write lock)."""
+    conn.execute(select(STUDIES.c.id).where(STUDIES.c.id == study_id).with_for_update())
+
+
 class Leases:
     """The cells of the store's studies. `timeout_s`: how long a lease lives without a heartbeat."""
 
@@ -91,9 +97,8 @@ class Leases:
         where `cells` says another executor got there, and reopen stopped ones (running a study again resumes
         it). Returns how many cells were added."""
         with write_transaction(self.store) as conn:
-            # Publishers of one study take turns (the study's row locked on PostgreSQL; SQLite's write lock is
-            # already held): two that both found no cells would both insert them (a unique violation).
-            conn.execute(select(STUDIES.c.id).where(STUDIES.c.id == study_id).with_for_update())
+            # Publishers of one study take turns: two that both found no cells would both insert them.
+            _lock_study(conn, study_id)
             have = set(conn.execute(select(CELLS.c.position).where(CELLS.c.study_id == study_id)).scalars())
             now = self.store.now()
             rows = [{"study_id": study_id, "position": c.position, "cell": c.cell, "name": c.name[:255],
@@ -161,9 +166,9 @@ class Leases:
                     stmt = stmt.where(CELLS.c.study_id == study_id)
                 locked = stmt.with_for_update(skip_locked=True, of=CELLS)
                 if max_cells > 1 and (peek := conn.execute(stmt.limit(1)).first()) is not None:
-                    # Group claimers of one study take turns (its row locked; SQLite's write lock is held already):
-                    # each then sees the cells the one before took, and takes a whole group of its own.
-                    conn.execute(select(STUDIES.c.id).where(STUDIES.c.id == peek.study_id).with_for_update())
+                    # Group claimers of one study take turns: each then sees the cells the one before took, and
+                    # takes a whole group of its own.
+                    _lock_study(conn, peek.study_id)
                 rows = conn.execute(locked.limit(1)).all()
                 if rows and max_cells > 1:
                     # The first cell's group, read without locks; then only the cells chosen are locked (skipping

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from core.store.chunks import Points
-from core.store.cursors import fetch, gc_paused, placeholder
+from core.store.cursors import chunks, fetch, gc_paused, placeholder
 from core.store.database import database_url, default_url, make_engine, upgrade
 from core.store.records import FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound
 from core.store.metrics import KeyIds, Trace, compact_run, metric_names, read_traces, traces_frame, write_batch
@@ -132,22 +132,15 @@ class Store:
 
     def create_run(self, *, name: str, config: Mapping[str, Any], status: str = "running",
                    study_id: int | None = None) -> int:
-        row = RunModel(name=_clean(name, "run name"), status=_check_status(status), config_json=_dumps(config),
-                       created_at=self._now(), study_id=study_id)
-        with self._sessions.begin() as session:
-            if study_id is not None and session.get(StudyModel, study_id) is None:
-                raise StudyNotFound(study_id)
-            session.add(row)
-            session.flush()
-            return row.id
+        return self.create_runs([(name, config)], status=status, study_id=study_id)[0]
 
-    def create_runs(self, runs: Sequence[tuple[str, Mapping[str, Any]]], *, study_id: int | None = None,
-                    pid: int | None = None, host: str | None = None) -> list[int]:
-        """`create_run` for many (name, config) in one transaction, each running and attached to the process
-        `pid` on `host` (`attach_process`) when given; returns their ids in order."""
+    def create_runs(self, runs: Sequence[tuple[str, Mapping[str, Any]]], *, status: str = "running",
+                    study_id: int | None = None, pid: int | None = None, host: str | None = None) -> list[int]:
+        """`create_run` for many (name, config) in one transaction, each attached to the process `pid` on `host`
+        (`attach_process`) when given; returns their ids in order."""
         now = self._now()
-        rows = [RunModel(name=_clean(name, "run name"), status="running", config_json=_dumps(config), created_at=now,
-                         study_id=study_id, pid=pid, host=host) for name, config in runs]
+        rows = [RunModel(name=_clean(name, "run name"), status=_check_status(status), config_json=_dumps(config),
+                         created_at=now, study_id=study_id, pid=pid, host=host) for name, config in runs]
         with self._sessions.begin() as session:
             if study_id is not None and session.get(StudyModel, study_id) is None:
                 raise StudyNotFound(study_id)
@@ -184,17 +177,16 @@ class Store:
         self._update_run(run_id, status=_check_status(status, FINAL_STATUSES), summary_json=_dumps(summary),
                          error=error, wall_time_s=wall_time_s, finished_at=self._now())
         try:
-            with self.engine.begin() as conn:
-                compact_run(conn, run_id, when_it_pays=True)
+            self.compact(run_id, when_it_pays=True)
         except SQLAlchemyError:  # only slower reads: the run's chunks stay as they were, every value in them
             pass
 
-    def compact(self, run_id: int) -> int:
+    def compact(self, run_id: int, *, when_it_pays: bool = False) -> int:
         """Merge a run's metric chunks (one per flush) into a few large ones, in one transaction
-        (`core.store.metrics.compact_run`); returns how many chunks went. `finish_run` does it for the metrics where it
-        pays (many or big chunks); this compacts every metric."""
+        (`core.store.metrics.compact_run`); returns how many chunks went. Every metric, or with `when_it_pays` (as
+        `finish_run` does) those with many or big chunks."""
         with self.engine.begin() as conn:
-            return compact_run(conn, run_id)
+            return compact_run(conn, run_id, when_it_pays=when_it_pays)
 
     def heartbeat(self, run_id: int) -> None:
         self._update_run(run_id, heartbeat_at=self._now())
@@ -249,13 +241,12 @@ class Store:
             return _run_record(row)
 
     def get_runs(self, run_ids: Sequence[int]) -> list[Run]:
-        """The runs of `run_ids` that exist, in the order asked (one query a thousand ids, tags included)."""
+        """The runs of `run_ids` that exist, in the order asked (one query per `cursors.CHUNK` ids, tags included)."""
         ids = list(dict.fromkeys(int(i) for i in run_ids))
         found: dict[int, Run] = {}
         with self._sessions() as session:
-            for at in range(0, len(ids), 1000):
-                stmt = (select(RunModel).options(selectinload(RunModel.tags))
-                        .where(RunModel.id.in_(ids[at:at + 1000])))
+            for part in chunks(ids):
+                stmt = select(RunModel).options(selectinload(RunModel.tags)).where(RunModel.id.in_(part))
                 found.update((row.id, _run_record(row)) for row in session.scalars(stmt))
         return [found[i] for i in ids if i in found]
 
