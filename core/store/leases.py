@@ -181,6 +181,15 @@ class Leases:
                     if pick:
                         rows += conn.execute(locked.where(CELLS.c.study_id == first.study_id,
                                                           CELLS.c.position.in_(pick))).all()
+                raced = False
+                if rows:
+                    # PostgreSQL hands back a row another claimer committed while this statement waited as that
+                    # claimer left it, but joined to the run this statement's snapshot saw (it re-checks only the
+                    # locked table), so a cell just leased can look claimable. The rows are ours now: read them
+                    # again, with a fresh snapshot, and keep those still claimable.
+                    fresh = conn.execute(stmt.where(CELLS.c.study_id == rows[0].study_id,
+                                                    CELLS.c.position.in_([r.position for r in rows]))).all()
+                    raced, rows = len(fresh) < len(rows), fresh
                 taken: list[Claim] = []
                 settled = False
                 for row in rows:
@@ -199,7 +208,7 @@ class Leases:
                                                                    heartbeat_at=now, attempts=row.attempts + 1))
                     taken.append(Claim(study_id=row.study_id, position=row.position, cell=row.cell, run_id=run_id,
                                        name=row.name, config=config, holder=holder, attempt=row.attempts + 1))
-            if taken or not settled:
+            if taken or not (settled or raced):
                 return taken
 
     def beat(self, claim: Claim) -> bool:
