@@ -55,6 +55,13 @@ def grid(seeds: int) -> list[ExperimentConfig]:
             for s in range(seeds) for lr in LRS for bn in (False, True) for act in ("relu", "elu")]
 
 
+def done(row: dict) -> dict:
+    """Print a row as soon as it is measured (a run stopped part-way keeps what it measured), and return it."""
+    print(f"{row['case']}: ours {row['ours']:.3f} s, baseline {row['base']:.3f} s, ratio {row['paired'][0]:.2f} "
+          f"({row['paired'][1]:.2f}-{row['paired'][2]:.2f}), fastest {row['fastest']:.2f}", flush=True)
+    return row
+
+
 def paired(ours: list[float], baseline: list[float]) -> tuple[float, float, float]:
     """`bench.paired`, also for a single repeat."""
     if len(ours) < 2:
@@ -91,10 +98,10 @@ def bench_studies(repeats: int, quick: bool, workdir: Path) -> list[dict]:
                "cell": lambda: command(train_cmd, workdir / f"c{next(run)}.db")}
         t = interleaved(fns, repeats)
         ratio = paired(t["study"], t["cell"])
-        rows.append(dict(case=f"{label}: `python -m core study` vs one cell's `python -m core train`, start-up "
+        rows.append(done(dict(case=f"{label}: `python -m core study` vs one cell's `python -m core train`, start-up "
                               "included", ours=statistics.median(t["study"]), base=statistics.median(t["cell"]),
                          paired=ratio, fastest=min(t["study"]) / min(t["cell"]), budget=f"<= {budget}x",
-                         met=ratio[0] <= budget))
+                         met=ratio[0] <= budget)))
     return rows
 
 
@@ -141,10 +148,10 @@ def bench_overhead(repeats: int, quick: bool, device: torch.device) -> list[dict
     rows = []
     for diag, budget in (("full", 1.15), ("loss", 1.05)):
         ratio = paired(t[diag], t["bare"])
-        rows.append(dict(case=f"{len(cfgs)} members of the study above, diagnostics={diag}, {device.type}: "
+        rows.append(done(dict(case=f"{len(cfgs)} members of the study above, diagnostics={diag}, {device.type}: "
                               "train_population vs a bare batched loop (same model, batches, optimizer)",
                          ours=statistics.median(t[diag]), base=statistics.median(t["bare"]), paired=ratio,
-                         fastest=min(t[diag]) / min(t["bare"]), budget=f"<= {budget}x", met=ratio[0] <= budget))
+                         fastest=min(t[diag]) / min(t["bare"]), budget=f"<= {budget}x", met=ratio[0] <= budget)))
     return rows
 
 
@@ -164,12 +171,12 @@ def bench_sizes(repeats: int, quick: bool, device: torch.device) -> list[dict]:
         t = interleaved(fns, repeats if n < 1000 else max(1, repeats // 3))
         per_run = [s / len(sample) for s in t["sequential"]]
         ratio = paired([per_run_i * n for per_run_i in per_run], t["population"])  # throughput: sequential / ours
-        rows.append(dict(case=f"population of {n} (article-fixed data, hidden 32, BatchNorm on and off, full "
+        rows.append(done(dict(case=f"population of {n} (article-fixed data, hidden 32, BatchNorm on and off, full "
                               f"diagnostics, {device.type}): throughput vs {n} sequential `trainer.train` runs",
                          ours=statistics.median(t["population"]), base=statistics.median(per_run) * n,
                          paired=ratio, fastest=min(per_run) * n / min(t["population"]),
                          budget=">= 50x at 1,000 (on a GPU)" if n == 1000 else "-",
-                         met=(ratio[0] >= 50) if n == 1000 else None, speedup=True))
+                         met=(ratio[0] >= 50) if n == 1000 else None, speedup=True)))
     return rows
 
 

@@ -37,16 +37,16 @@ BASE = ExperimentConfig(dataset="gaussian", n_samples=160, hidden=(8,), epochs=3
                         device="cpu")
 
 
-def single(cfg: ExperimentConfig, data, **kw) -> MemoryReporter:
+def single(cfg: ExperimentConfig, data, device: torch.device = CPU, **kw) -> MemoryReporter:
     rep = MemoryReporter(stop_after_flushes=kw.pop("stop_after_flushes", None))
-    train(cfg, rep, data=data, device=CPU, flush_every_s=NEVER, **kw)
+    train(cfg, rep, data=data, device=device, flush_every_s=NEVER, **kw)
     return rep
 
 
-def population(cfgs: list[ExperimentConfig], data, stops: dict[int, int] | None = None, **kw
-               ) -> list[MemoryReporter]:
+def population(cfgs: list[ExperimentConfig], data, stops: dict[int, int] | None = None,
+               device: torch.device = CPU, **kw) -> list[MemoryReporter]:
     reps = [MemoryReporter(stop_after_flushes=(stops or {}).get(i)) for i in range(len(cfgs))]
-    train_population(cfgs, reps, data=data, device=CPU, flush_every_s=NEVER, **kw)
+    train_population(cfgs, reps, data=data, device=device, flush_every_s=NEVER, **kw)
     return reps
 
 
@@ -83,11 +83,11 @@ def assert_same_run(one: MemoryReporter, member: MemoryReporter, *, rel: float =
         assert close(s1[key], s2[key], rel, ROUNDING_COUNTS.get(key, abs_)), (key, s1[key], s2[key])
 
 
-def check(cfgs: list[ExperimentConfig], **kw) -> list[MemoryReporter]:
+def check(cfgs: list[ExperimentConfig], device: torch.device = CPU, **kw) -> list[MemoryReporter]:
     data = load_dataset(cfgs[0])
-    members = population(cfgs, data, **kw)
+    members = population(cfgs, data, device=device, **kw)
     for cfg, member in zip(cfgs, members):
-        assert_same_run(single(cfg, data, **kw), member)
+        assert_same_run(single(cfg, data, device=device, **kw), member)
     return members
 
 

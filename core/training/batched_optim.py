@@ -22,16 +22,16 @@ class BatchedOptimizer:
         self.kind = cfgs[0].optimizer
         self.momentum = cfgs[0].momentum
         self.values, self.grads = values, grads
-        self.lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64).view(-1, 1)
+        lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64).view(-1, 1)
         wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float64).view(-1, 1)
         column = dict(dtype=values.dtype, device=values.device)
-        self.neg_lr = (-self.lr).to(**column)
-        # the learning rates in float64 where the parameters are (MPS has no float64): the step size is computed
-        # there each step, with no transfer from the host
-        self.lr = self.lr.to(device=values.device) if values.device.type != "mps" else self.lr.float().to(values.device)
+        self.neg_lr = (-lr).to(**column)
         self.decay = None if not wd.any() else wd.to(**column)
         if self.kind == "adamw" and self.decay is not None:
-            self.decay = (1 - self.lr * wd).to(**column)  # decoupled: param *= 1 - lr * wd
+            self.decay = (1 - lr * wd).to(**column)  # decoupled: param *= 1 - lr * wd
+        # the learning rates in float64 where the parameters are (MPS has no float64): the step size is computed
+        # there each step, with no transfer from the host
+        self.lr = lr.to(device=values.device) if values.device.type != "mps" else lr.float().to(values.device)
         self.buf: torch.Tensor | None = None  # SGD momentum
         self.exp_avg = torch.zeros_like(values) if self.kind != "sgd" else None
         self.exp_avg_sq = torch.zeros_like(values) if self.kind != "sgd" else None
