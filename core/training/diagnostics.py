@@ -178,26 +178,43 @@ class GradLayout:
 
     def norms(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """`grad_norm` and `grad_norm/<layer>` from flat gradient vectors (..., n) -> (...,) each."""
-        out = {f"grad_norm/{name}": v for name, v in self.layer_squares(flat).items()}
-        total = torch.stack(list(out.values())).sum(dim=0).sqrt()
-        return {"grad_norm": total.float(), **{k: v.sqrt().float() for k, v in out.items()}}
+        return norms_from_squares(self.layer_squares(flat))
 
     def layer_squares(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per layer, the sum of squares of its elements of flat vectors (..., n) -> (...,), in float32 or 64."""
-        sq = flat.double().square() if flat.dtype == torch.float64 else flat.float().square()
-        return {name: sum(sq[..., a:b].sum(dim=-1) for a, b in spans) for name, spans in self.ranges.items()}
+        return layer_squares(flat, self.ranges)
 
     def updates(self, delta: torch.Tensor, after: torch.Tensor, grads: torch.Tensor) -> dict[str, torch.Tensor]:
         """From (steps, n) stacks of parameter changes, values after each step and gradients: `update_norm`,
         `update_ratio/<layer>` (|delta| / |values|, per layer) and `stuck_update_frac`."""
-        moved = self.layer_squares(delta)
-        size = self.layer_squares(after)
-        out = {"update_norm": torch.stack(list(moved.values())).sum(dim=0).sqrt().float()}
-        for name in moved:
-            out[f"update_ratio/{name}"] = (moved[name].sqrt() / size[name].sqrt().clamp(min=1e-30)).float()
         live = grads != 0
-        out["stuck_update_frac"] = ((delta == 0) & live).sum(dim=1).float() / live.sum(dim=1).clamp(min=1).float()
-        return out
+        return updates_from_squares(self.layer_squares(delta), self.layer_squares(after),
+                                    ((delta == 0) & live).sum(dim=1), live.sum(dim=1))
+
+
+def layer_squares(flat: torch.Tensor, ranges: dict[str, list[tuple[int, int]]]) -> dict[str, torch.Tensor]:
+    """Per layer of `ranges` (its elements' (start, stop) spans), the sum of squares of its elements of flat
+    vectors (..., n) -> (...,), in float64 for float64 values, else float32."""
+    sq = flat.double().square() if flat.dtype == torch.float64 else flat.float().square()
+    return {name: sum(sq[..., a:b].sum(dim=-1) for a, b in spans) for name, spans in ranges.items()}
+
+
+def norms_from_squares(squares: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`grad_norm` and `grad_norm/<layer>` from each layer's sum of squared gradients (`layer_squares`)."""
+    total = torch.stack(list(squares.values())).sum(dim=0).sqrt()
+    return {"grad_norm": total.float(), **{f"grad_norm/{name}": v.sqrt().float() for name, v in squares.items()}}
+
+
+def updates_from_squares(moved: dict[str, torch.Tensor], size: dict[str, torch.Tensor], stuck: torch.Tensor,
+                         live: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`update_norm`, `update_ratio/<layer>` and `stuck_update_frac` from each layer's sums of squared parameter
+    changes (`moved`) and values after the step (`size`), and the counts of elements whose gradient was not zero
+    (`live`) and, of those, whose value did not change (`stuck`)."""
+    out = {"update_norm": torch.stack(list(moved.values())).sum(dim=0).sqrt().float()}
+    for name in moved:
+        out[f"update_ratio/{name}"] = (moved[name].sqrt() / size[name].sqrt().clamp(min=1e-30)).float()
+    out["stuck_update_frac"] = stuck.float() / live.clamp(min=1).float()
+    return out
 
 
 def grad_norms(named_layers: list[tuple[str, torch.nn.Module]]) -> dict[str, torch.Tensor]:

@@ -169,10 +169,9 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             m.layout = GradLayout(single.named_layers(), list(single.parameters())).flatten()
             layouts.append(m.layout)
             snapshots.append(BatchNormSnapshot(single.batchnorms()))
-            per_step += base.batch_size + ((3 * m.layout.size + base.batch_size * sum(base.hidden)
-                                            * model.relu[m.k]) if full else 0)
-        buf = PopulationWindow(cfgs, layouts, snapshots, model.own, model.relu, output_relu=model.output_relu,
-                               y_val=y_va)
+            per_step += base.batch_size + ((3 * m.layout.size + sum(base.hidden) * model.relu[m.k]) if full else 0)
+        buf = PopulationWindow(cfgs, layouts, snapshots, model.own, model.relu, layer_ranges=model.layer_ranges,
+                               output_relu=model.output_relu, y_val=y_va)
         window = WINDOW * min(len(members), WINDOW_MEMBERS)
         flush_steps = max(1, min(flush_every_steps, window // per_step))
         slices = batch_slices(len(y_tr), base.batch_size, batchnorm=model.with_bn)
@@ -245,7 +244,8 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                     before = after if after is not None else model.values.clone()
                     opt.step()
                     after = model.values.clone()
-                    diag = (z.grad, grads, before, after, relu)
+                    maxes = [h.detach().amax(dim=1) for h in relu]  # each unit's batch maximum: dead or not
+                    diag = (z.grad, grads, before, after, maxes, buf.step_stats(grads, before, after))
                 else:
                     if clip is not None:
                         clip_(model.grads, model.spans, clip)

@@ -5,6 +5,9 @@ operations; this computes them for a whole window of steps *and members*, with t
 (`segment_output_diagnostics`, `GradLayout.norms` and `updates`, `dead_frac_from_max`, `BatchNormSnapshot.stats`,
 `roc_auc_rows`, `ece_rows`, `reliability`), called once per group of members that share a loss (its kind, clamp eps
 and pos_weight) or a parameter layout (BatchNorm on or off), and brings everything to the host in one transfer.
+The update statistics (per-layer sums of squares of gradients, values and changes; stuck updates) are reduced at
+each logged step instead (`step_stats`), while one row per member is in cache: a flush then stacks (members,
+layers) columns, not every parameter of every step, and copies none of them per layout group.
 What it hands each member is the `Fetched` its own `Window` would have: the same rows in the same order, the same
 columns for its `Summary`, the same first non-finite step. tests/test_population.py compares every key, step and
 value with the single-run trainer, so a measurement added to `Window` and not here fails there.
@@ -22,7 +25,8 @@ import torch
 from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
 from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, ece_rows, exact_dtype,
-                                       reliability, roc_auc_rows, segment_output_diagnostics)
+                                       layer_squares, norms_from_squares, reliability, roc_auc_rows,
+                                       segment_output_diagnostics, updates_from_squares)
 from core.training.reporting import MetricBatch
 from core.training.window import Fetched, LoggedStep
 
@@ -34,7 +38,9 @@ class Step:
     loss: torch.Tensor  # (members,)
     meta: tuple[int, int, float]  # step, epoch, wall time
     logged: bool
-    full: tuple | None  # (z_grad, grads, before, after, relu outputs), each with the members first
+    # (z_grad, grads, before, after, each ReLU layer's batch maxima, `PopulationWindow.step_stats`), each with the
+    # members first
+    full: tuple | None
 
 
 @dataclass(slots=True)
@@ -49,7 +55,8 @@ class End:
 
 class PopulationWindow:
     def __init__(self, cfgs: list[ExperimentConfig], layouts: list[GradLayout], snapshots: list[BatchNormSnapshot],
-                 own: list[torch.Tensor | None], relu: list[bool], *, output_relu: bool, y_val: torch.Tensor) -> None:
+                 own: list[torch.Tensor | None], relu: list[bool], *, layer_ranges: dict[str, list[tuple[int, int]]],
+                 output_relu: bool, y_val: torch.Tensor) -> None:
         self.size = len(cfgs)
         self.lrs = [c.lr for c in cfgs]
         self.own, self.output_relu = own, output_relu
@@ -66,7 +73,11 @@ class PopulationWindow:
 
         self.losses = [(cfgs[k], idx) for k, idx in grouped(lambda k: (cfgs[k].loss, cfgs[k].clamp_eps,
                                                                         cfgs[k].pos_weight))]
-        self.layouts = [(layouts[k], idx, own[k]) for k, idx in grouped(lambda k: repr(layouts[k].ranges))]
+        # the stacked row's layers (`StackedClassifier.layer_ranges`), and each member layout's layers among them
+        self.layer_ranges = layer_ranges
+        names = list(layer_ranges)
+        self.layouts = [(layouts[k], idx, [names.index(name) for name in layouts[k].ranges])
+                        for k, idx in grouped(lambda k: repr(layouts[k].ranges))]
         self.relu_members = torch.tensor([k for k in range(self.size) if relu[k]], dtype=torch.long, device=dev)
         self.other_members = torch.tensor([k for k in range(self.size) if not relu[k]], dtype=torch.long, device=dev)
         self.bn = [(snapshots[k], idx) for k, idx in grouped(lambda k: tuple(snapshots[k].keys)) if snapshots[k].keys]
@@ -87,6 +98,23 @@ class PopulationWindow:
 
     def end_epoch(self, epoch: int, step: int, wall: float, val_z: torch.Tensor, bn: torch.Tensor | None) -> None:
         self.ends.append(End(epoch, step, wall, val_z, bn, self.samples))
+
+    def step_stats(self, grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """A logged step's update statistics for every member, (members, 5 x layers), from its (members, n)
+        gradients (as computed, before clipping) and values before and after the step. Per layer of the stacked
+        row: the sums of squares of the gradient, of the values after and of the change (`layer_squares`), then the
+        counts of the elements whose gradient is not zero and, of those, whose value did not change. Taken at the
+        step, on tensors of one row per member that are still in cache, so that a flush stacks only these; a
+        member's own layers add up to what `GradLayout.norms` and `updates` give its single run (the counts
+        exactly: float32 holds them up to 2**24 elements a layer)."""
+        delta = after - before
+        cols = [v for t in (grads, after, delta) for v in layer_squares(t, self.layer_ranges).values()]
+        live = grads != 0
+        for flags in (live, (delta == 0) & live):
+            u = flags.view(torch.uint8)  # summed as bytes: a bool sum is several times slower
+            cols += [sum(u[:, a:b].sum(dim=1, dtype=torch.int32) for a, b in spans)
+                     for spans in self.layer_ranges.values()]
+        return torch.stack([c.to(cols[0].dtype) for c in cols], dim=1)
 
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
@@ -144,18 +172,20 @@ class PopulationWindow:
         offsets = [0] + [e.offset for e in ends]
         out: dict[int, Fetched] = {}
         hits, seen = self.hits.copy(), self.seen
+        logged_meta = [[steps[i].meta[j] for i in logged_at] for j in range(3)]  # step, epoch and wall of each row
         for k in members:
             where = np.flatnonzero(bad_host[k])
             bad_at = int(where[0]) if where.size else None
             first_bad = None if bad_at is None else steps[bad_at].meta[:2]
             bad_step = self.member_step(k, steps[bad_at].full) if bad_at in logged_at and steps[bad_at].full \
                 else None
-            kept = logged_at if first_bad is None else [i for i in logged_at if steps[i].meta[0] <= first_bad[0]]
-            cols = {key: col[:len(kept)] for key, col in step_cols[k].items()}
-            step_ids = [steps[i].meta[0] for i in kept]
-            epochs = [steps[i].meta[1] for i in kept]
-            walls = [steps[i].meta[2] for i in kept]
-            cols["lr"] = [self.lrs[k]] * len(kept)
+            if first_bad is None:  # every logged step, as for most members: the columns as they are
+                cols, (step_ids, epochs, walls) = step_cols[k], logged_meta
+            else:
+                kept = [i for i in logged_at if steps[i].meta[0] <= first_bad[0]]
+                cols = {key: col[:len(kept)] for key, col in step_cols[k].items()}
+                step_ids, epochs, walls = ([steps[i].meta[j] for i in kept] for j in range(3))
+            cols["lr"] = [self.lrs[k]] * len(step_ids)
             batch = MetricBatch()
             for key, col in cols.items():
                 batch.add_series(key, step_ids, epochs, col, walls)
@@ -186,12 +216,11 @@ class PopulationWindow:
 
     def member_step(self, k: int, full: tuple) -> LoggedStep:
         """Member k's share of a logged step, as the single-run trainer records it."""
-        z_grad, grads, before, after, relu = full
+        z_grad, grads, before, after = full[:4]
 
         def row(t: torch.Tensor) -> torch.Tensor:
             return t[k] if self.own[k] is None else t[k, self.own[k]]
-        return LoggedStep(z_grad[k], row(grads), row(before), row(after),
-                          [h[k] for h in relu] if bool((self.relu_members == k).any()) else [])
+        return LoggedStep(z_grad[k], row(grads), row(before), row(after), [])  # (where_nonfinite reads no ReLU)
 
     def _diagnostics(self, steps: list[Step], logged_at: list[int], losses: torch.Tensor | None,
                      bad: torch.Tensor) -> list[tuple[list[str], torch.Tensor, torch.Tensor]]:
@@ -217,19 +246,22 @@ class PopulationWindow:
                                               loss=cfg.loss, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
                                               z_grad=_rows(z_grad, idx).reshape(-1))
             out.append((list(cols), idx, torch.stack(list(cols.values())).view(len(cols), k, n)))
-        grads = torch.stack([f[1] for f in logged])  # (steps, members, n)
-        after = torch.stack([f[3] for f in logged])
-        delta = after - torch.stack([f[2] for f in logged])
+        stats = torch.stack([f[5] for f in logged])  # (steps, members, 5 x layers): `step_stats`
+        layers = len(self.layer_ranges)
+        g_sq, a_sq, d_sq, live, stuck = (stats[..., i * layers:(i + 1) * layers] for i in range(5))
         updates = []
-        for layout, idx, own in self.layouts:
-            g, a, d = (_rows(t, idx, dim=1) for t in (grads, after, delta))  # no copy for every member
-            if own is not None:
-                g, a, d = g[..., own], a[..., own], d[..., own]
-            norms = layout.norms(g)
+        for layout, idx, cols in self.layouts:
+            def per_layer(t: torch.Tensor) -> dict[str, torch.Tensor]:
+                t = _rows(t, idx, dim=1)
+                return {name: t[..., c] for name, c in zip(layout.ranges, cols)}
+
+            def total(t: torch.Tensor) -> torch.Tensor:
+                return _rows(t, idx, dim=1)[..., cols].sum(dim=-1)
+            norms = norms_from_squares(per_layer(g_sq))  # each (steps, members of the layout)
             out.append((list(norms), idx, torch.stack(list(norms.values())).transpose(1, 2)))
             bad[idx[:, None], at[None, :]] |= ~torch.isfinite(norms["grad_norm"].T)
-            ups = layout.updates(d.reshape(-1, d.shape[-1]), a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1]))
-            updates.append((list(ups), idx, torch.stack(list(ups.values())).view(len(ups), n, -1).transpose(1, 2)))
+            ups = updates_from_squares(per_layer(d_sq), per_layer(a_sq), total(stuck), total(live))
+            updates.append((list(ups), idx, torch.stack(list(ups.values())).transpose(1, 2)))
         out += updates
         out_max = None
         if self.output_relu:
@@ -239,10 +271,8 @@ class PopulationWindow:
             idx = self.relu_members
             maxes = []
             for j in range(len(logged[0][4])):
-                h = torch.cat([f[4][j][idx] for f in logged], dim=1)  # (members, samples, width)
-                top = torch.full((len(idx), n, h.shape[2]), -math.inf, dtype=h.dtype, device=dev)
-                maxes.append(top.scatter_reduce_(1, seg[None, :, None].expand_as(h), h, "amax")
-                             .reshape(-1, h.shape[2]))
+                top = _rows(torch.stack([f[4][j] for f in logged], dim=1), idx)  # (members, steps, width)
+                maxes.append(top.reshape(-1, top.shape[2]))
             dead = dead_frac_from_max(maxes, None if out_max is None else out_max[idx].reshape(-1))
             out.append((["dead_relu_frac"], idx, dead.view(1, len(idx), n)))
         if out_max is not None and len(self.other_members):

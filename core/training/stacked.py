@@ -59,6 +59,14 @@ class StackedClassifier:
             spans.append((at, at + n))
             at += n
         self.spans = spans  # each parameter's (start, stop) in a row
+        # each layer's elements of a row, as `GradLayout.ranges` (a layer's parameters are adjacent: one span)
+        self.layer_ranges: dict[str, list[tuple[int, int]]] = {}
+        for (layer, _, _), (a, b) in zip(slots, spans):
+            ranges = self.layer_ranges.setdefault(layer, [])
+            if ranges and ranges[-1][1] == a:
+                ranges[-1] = (ranges[-1][0], b)
+            else:
+                ranges.append((a, b))
         self.values = torch.zeros(m, at, dtype=dtype, device=device)
         self.grads = torch.zeros_like(self.values)
         plain = torch.tensor([j for (layer, _, _), (a, b) in zip(slots, spans) if not layer.startswith("bn")
