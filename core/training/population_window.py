@@ -100,21 +100,21 @@ class PopulationWindow:
         self.ends.append(End(epoch, step, wall, val_z, bn, self.samples))
 
     def step_stats(self, grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """A logged step's update statistics for every member, (members, 5 x layers), from its (members, n)
+        """A logged step's update statistics for every member, (5, members, layers), from its (members, n)
         gradients (as computed, before clipping) and values before and after the step. Per layer of the stacked
-        row: the sums of squares of the gradient, of the values after and of the change (`layer_squares`), then the
-        counts of the elements whose gradient is not zero and, of those, whose value did not change. Taken at the
-        step, on tensors of one row per member that are still in cache, so that a flush stacks only these; a
+        row: the sums of squares of the gradient, of the values after and of the change (as `layer_squares`), then
+        the counts of the elements whose gradient is not zero and, of those, whose value did not change. Taken at
+        the step, on tensors of one row per member that are still in cache, so that a flush stacks only these; a
         member's own layers add up to what `GradLayout.norms` and `updates` give its single run (the counts
         exactly: float32 holds them up to 2**24 elements a layer)."""
         delta = after - before
-        cols = [v for t in (grads, after, delta) for v in layer_squares(t, self.layer_ranges).values()]
+        squares = torch.stack(list(layer_squares(torch.stack([grads, after, delta]), self.layer_ranges).values()),
+                              dim=-1)
         live = grads != 0
-        for flags in (live, (delta == 0) & live):
-            u = flags.view(torch.uint8)  # summed as bytes: a bool sum is several times slower
-            cols += [sum(u[:, a:b].sum(dim=1, dtype=torch.int32) for a, b in spans)
-                     for spans in self.layer_ranges.values()]
-        return torch.stack([c.to(cols[0].dtype) for c in cols], dim=1)
+        flags = torch.stack([live, (delta == 0) & live]).view(torch.uint8)  # summed as bytes: bool sums are slower
+        counts = torch.stack([sum(flags[..., a:b].sum(dim=-1, dtype=torch.int32) for a, b in layer)
+                              for layer in self.layer_ranges.values()], dim=-1)
+        return torch.cat([squares, counts.to(squares.dtype)])
 
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
@@ -246,9 +246,8 @@ class PopulationWindow:
                                               loss=cfg.loss, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
                                               z_grad=_rows(z_grad, idx).reshape(-1))
             out.append((list(cols), idx, torch.stack(list(cols.values())).view(len(cols), k, n)))
-        stats = torch.stack([f[5] for f in logged])  # (steps, members, 5 x layers): `step_stats`
-        layers = len(self.layer_ranges)
-        g_sq, a_sq, d_sq, live, stuck = (stats[..., i * layers:(i + 1) * layers] for i in range(5))
+        stats = torch.stack([f[5] for f in logged], dim=1)  # (5, steps, members, layers): `step_stats`
+        g_sq, a_sq, d_sq, live, stuck = stats.unbind(0)
         updates = []
         for layout, idx, cols in self.layouts:
             def per_layer(t: torch.Tensor) -> dict[str, torch.Tensor]:

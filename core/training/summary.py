@@ -54,13 +54,12 @@ class Summary:
                 continue
             self.final[key] = col[-1]
             if key in self.PEAKS or key in self.LOWEST:
-                finite = [v for v in col if math.isfinite(v)]
-                if finite and key in self.PEAKS:
-                    self.peak[key] = max(self.peak.get(key, -math.inf), max(finite))
-                if finite and key in self.LOWEST:
-                    self.lowest[key] = min(self.lowest.get(key, math.inf), min(finite))
-                if finite and key == "pred_pos_rate":
-                    self.peak[key] = max(self.peak.get(key, -math.inf), max(finite))
+                values = np.asarray(col, dtype=np.float64)
+                finite = values[np.isfinite(values)]
+                if finite.size and (key in self.PEAKS or key == "pred_pos_rate"):
+                    self.peak[key] = max(self.peak.get(key, -math.inf), float(finite.max()))
+                if finite.size and key in self.LOWEST:
+                    self.lowest[key] = min(self.lowest.get(key, math.inf), float(finite.min()))
             if key.startswith(_MEDIAN_PREFIXES):
                 skip = -self.sampled_steps % self.stride  # the first position of this batch on the stride
                 self.samples.setdefault(key, array("d")).extend(col[skip::self.stride])
@@ -71,11 +70,8 @@ class Summary:
             self.stride *= 2
         exact = columns.get("train_loss_logits") or columns.get("train_loss") or []
         self.step_losses.extend(exact)
-        for v, e in zip(exact, epochs):
-            if math.isfinite(v):
-                acc = self.train_by_epoch.setdefault(e, [0.0, 0])
-                acc[0] += v
-                acc[1] += 1
+        if exact:
+            self._add_train_losses(np.asarray(exact, dtype=np.float64), np.asarray(epochs[:len(exact)]))
         self.val_losses.extend(columns.get("val_loss_logits", ()))
         for i, v in enumerate(columns.get("val_loss", ())):
             if v < self.best_val_loss:
@@ -85,6 +81,17 @@ class Summary:
         if "update_norm" in columns:
             self.zero_update_steps += sum(1 for g, u in zip(columns["grad_norm"], columns["update_norm"])
                                           if u == 0.0 and g > 0.0)
+
+    def _add_train_losses(self, values: np.ndarray, epochs: np.ndarray) -> None:
+        """Add the finite training losses to their epochs' sums and counts, one after another as a loop would
+        (numpy's cumulative sum adds in order), each epoch's values being adjacent."""
+        finite = np.isfinite(values)
+        values, epochs = values[finite], epochs[finite]
+        starts = np.flatnonzero(np.concatenate([[True], epochs[1:] != epochs[:-1]])) if values.size else []
+        for a, b in zip(starts, [*starts[1:], values.size]):
+            acc = self.train_by_epoch.setdefault(int(epochs[a]), [0.0, 0])
+            acc[0] = float(np.cumsum(np.concatenate([[acc[0]], values[a:b]]))[-1])
+            acc[1] += int(b - a)
 
     def as_dict(self, *, steps: int, epochs: int, diverged_step: int | None) -> dict[str, Any]:
         out: dict[str, Any] = {"steps": steps, "epochs_completed": epochs}
