@@ -156,7 +156,7 @@ def test_a_reduced_read_keeps_every_bucket_extreme_and_every_non_finite_point(tm
             assert not trace.reduced and kept == set(range(lo - 1, hi))  # fewer points than the budget: all
             return
         edge, end, count = drawing_buckets(lo, hi, 4 * width, whole_groups=(hi - lo + 1) / width >= GROUP)
-        bucket = np.minimum(((steps - edge) // ((end - edge) / count)).astype(int), count - 1)
+        bucket = np.minimum(np.floor((steps - edge) / ((end - edge) / count)).astype(int), count - 1)
         for b in range(count):  # every bucket: its first, last, minimum and maximum point
             members = np.flatnonzero(inside & (bucket == b))
             if not members.size:

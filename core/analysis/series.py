@@ -134,24 +134,31 @@ def bucket_indices_many(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], *, l
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     if not y_parts or offsets[-1] == 0:
         return [np.arange(n, dtype=np.intp) for n in sizes]
-    x = np.concatenate([np.asarray(v, dtype=float) for v in xs])
+    x = np.concatenate(xs).astype(float, copy=False)
     y = np.concatenate(y_parts)
     n = y.size
     nb = np.array(counts, dtype=np.int64)
     low, high = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
     width = np.where(high > low, (high - low) / nb, 1.0)
-    # every series' buckets numbered apart: series i's run from the sum of the earlier series' counts
-    first_bucket = np.concatenate([[0], np.cumsum(nb)[:-1]])
-    local = np.clip(((x - np.repeat(low, sizes)) // np.repeat(width, sizes)).astype(np.int64), 0,
-                    np.repeat(nb - 1, sizes))
-    bucket = np.repeat(first_bucket, sizes) + local
+    # A point's bucket: floor((x - lo) / width), by a true division (a floor division of floats is 15 times
+    # slower); with whole-number edges and widths, as the store's summaries are read, the same as `//`.
+    bucket = np.floor((x - np.repeat(low, sizes)) / np.repeat(width, sizes))
+    np.maximum(bucket, 0, out=bucket)
+    np.minimum(bucket, np.repeat(nb - 1.0, sizes), out=bucket)
+    # every series' buckets numbered apart (whole numbers in float64, exact): series i's run from the sum of the
+    # earlier series' counts
+    bucket += np.repeat(np.concatenate([[0], np.cumsum(nb)[:-1]]).astype(float), sizes)
     starts = np.flatnonzero(np.concatenate([[True], bucket[1:] != bucket[:-1]]))
     ends = np.concatenate([starts[1:], [n]]) - 1
     finite = np.isfinite(y)
     per_bucket = ends - starts + 1
     keep = [starts, ends]
-    for src in (np.where(finite, y, np.inf), np.where(finite, -y, np.inf)):  # each bucket's first min, first max
-        best = np.minimum.reduceat(src, starts)
+    # each bucket's first minimum, then its first maximum, of its finite values: fmin and fmax pass over NaN, so
+    # only an infinity needs its own copy of the values
+    extremes = ((np.fmin, y), (np.fmax, y)) if not np.isinf(y).any() else \
+        ((np.minimum, np.where(finite, y, np.inf)), (np.maximum, np.where(finite, y, -np.inf)))
+    for reduce, src in extremes:
+        best = reduce.reduceat(src, starts)
         hits = np.flatnonzero(src == np.repeat(best, per_bucket))
         first = np.ones(hits.size, dtype=bool)  # hits are in x order: a bucket's first hit follows another bucket's
         first[1:] = bucket[hits[1:]] != bucket[hits[:-1]]
