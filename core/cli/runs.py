@@ -31,7 +31,8 @@ def cmd_runs(args, store, out: TextIO, err: TextIO) -> int:
     for r in runs:
         loss = r.summary.get("final_val_loss")
         loss_text = f"{loss:9.4f}" if isinstance(loss, (int, float)) else f"{'-':>9}"
-        out.write(f"{r.id:>5}  {r.status:<11} {r.created_at:%Y-%m-%d %H:%M}  {(r.device or '-'):<7} {loss_text}  {r.name}\n")
+        device = r.device or "-"
+        out.write(f"{r.id:>5}  {r.status:<11} {r.created_at:%Y-%m-%d %H:%M}  {device:<7} {loss_text}  {r.name}\n")
     return 0
 
 

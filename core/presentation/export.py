@@ -1,7 +1,7 @@
 """Export: figures and data out of Lossboard as files, from the Compare page and from `python -m core export`.
 
-- `style_for_export`: a copy of a `core.presentation.charts` figure in a light theme that does not depend on the browser's,
-  with readable fonts, a title and a legend, and every text plotly.js would read as markup made literal.
+- `style_for_export`: a copy of a `core.presentation.charts` figure in a light theme that does not depend on the
+  browser's, with readable fonts, a title and a legend, and every text plotly.js would read as markup made literal.
 - `figure_image` (from `core.presentation.images`): PNG, SVG or PDF bytes from Kaleido over a local Chromium,
   one browser for every image; without a browser it raises `ExportUnavailable` saying what to install.
 - `figure_html` (from `core.presentation.offline_html`): an interactive page that works fully offline.

@@ -202,8 +202,8 @@ def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, 
     """What Compare offers, each file made only when its button is clicked: `figure` (the chart as the page
     shows it, drawn with `settings`, the keywords it gave `charts.comparison_figure`) as PNG, SVG, PDF and
     interactive HTML, titled `comparison_title(runs, metrics)`; the stored values of `metrics` at full
-    resolution (CSV and Parquet); the summary and config-difference tables (CSV); and the report of these runs with the same
-    chart settings. Figure and data are named after the title, the tables and the report after the runs.
+    resolution (CSV and Parquet); the summary and config-difference tables (CSV); and the report of these runs with
+    the same chart settings. Figure and data are named after the title, the tables and the report after the runs.
     Bad settings or sizes raise here (ValueError, ConfigError), before any button exists."""
     runs = list(runs)
     ids, metrics = [r.id for r in runs], list(metrics)
