@@ -1,11 +1,12 @@
 """The loss-curve shape numbers the trainer puts in the summary, on hand-made curves."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
-from core.training.curves import curve_stats, oscillation, spikes
+from core.training.curves import _nan_medians, curve_stats, oscillation, spikes
 
 
 def test_oscillation_is_zero_for_a_monotone_curve_and_counts_back_and_forth_travel():
@@ -40,3 +41,18 @@ def test_curve_stats_plateau_tail_and_missing_values():
     assert out["val_loss_tail_fall"] == pytest.approx(0.15)
     assert out["loss_spikes"] == 0
     assert curve_stats([], [], np.zeros(0)) == {"loss_spikes": 0}
+
+
+def test_the_spike_reference_is_numpys_nanmedian():
+    """`spikes` takes its window medians without numpy's slow masked path; they must be numpy's, bit for bit:
+    odd and even counts of finite values, NaN-only rows, infinities on either side."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        rows = rng.normal(size=(int(rng.integers(1, 40)), 20)) * 10.0 ** int(rng.integers(-6, 6))
+        rows[rng.random(rows.shape) < rng.choice([0.0, 0.1, 0.5, 1.0])] = np.nan
+        rows[rng.random(rows.shape) < 0.05] = np.inf
+        rows[rng.random(rows.shape) < 0.05] = -np.inf
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns of an all-NaN row
+            expected = np.nanmedian(rows, axis=1)
+        assert np.array_equal(_nan_medians(rows), expected, equal_nan=True)

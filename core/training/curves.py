@@ -35,11 +35,23 @@ def spikes(losses: np.ndarray) -> int:
     if x.size <= SPIKE_WINDOW:
         return 0
     windows = np.lib.stride_tricks.sliding_window_view(x[:-1], SPIKE_WINDOW)
-    reference = np.nanmedian(windows, axis=1)
+    reference = _nan_medians(windows)
     later = x[SPIKE_WINDOW:]
     with np.errstate(invalid="ignore"):
         hit = (later > SPIKE_RATIO * reference) & (later > reference + SPIKE_ABOVE) | ~np.isfinite(later)
     return int(hit.sum())
+
+
+def _nan_medians(rows: np.ndarray) -> np.ndarray:
+    """`np.nanmedian(rows, axis=1)` (NaN for a row of NaN only), without its masked-array path for short rows,
+    several times slower: each row sorted (NaN last), the mean of its middle finite value or two."""
+    ordered = np.sort(rows, axis=1)
+    n = np.count_nonzero(~np.isnan(rows), axis=1)
+    at = np.arange(len(rows))
+    low, high = ordered[at, np.maximum((n - 1) // 2, 0)], ordered[at, n // 2]  # equal for an odd count
+    with np.errstate(invalid="ignore"):  # inf and -inf in the middle: NaN, as numpy's own median gives
+        middle = np.where(n % 2 == 1, low, (low + high) / 2)
+    return np.where(n > 0, middle, np.nan)
 
 
 def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses: np.ndarray) -> dict[str, float]:
