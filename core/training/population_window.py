@@ -2,9 +2,10 @@
 
 `trainer.Window.fetch` computes a run's per-step diagnostics for a whole window of steps in a few vectorised
 operations; this computes them for a whole window of steps *and members*, with the same functions
-(`segment_output_diagnostics`, `GradLayout.norms` and `updates`, `dead_frac_from_max`, `BatchNormSnapshot.stats`,
-`roc_auc_rows`, `ece_rows`, `reliability`), called once per group of members that share a loss (its kind, clamp eps
-and pos_weight) or a parameter layout (BatchNorm on or off), and brings everything to the host in one transfer.
+(`segment_output_diagnostics`, `norms_from_squares` and `updates_from_squares` as in `GradLayout.norms` and
+`updates`, `dead_frac_from_max`, `BatchNormSnapshot.stats`, `roc_auc_rows`, `ece_rows`, `reliability`), called once
+per group of members that share a loss (its kind, clamp eps and pos_weight) or a parameter layout (BatchNorm on or
+off), and brings everything to the host in one transfer.
 The update statistics (per-layer sums of squares of gradients, values and changes; stuck updates) are reduced at
 each logged step instead (`step_stats`), while one row per member is in cache: a flush then stacks (members,
 layers) columns, not every parameter of every step, and copies none of them per layout group.
