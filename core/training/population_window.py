@@ -312,10 +312,10 @@ def _split(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tenso
     for keys, idx, _ in columns:
         members = idx.tolist()
         size = len(keys) * len(members) * width
-        table = flat[at:at + size].reshape(len(keys), len(members), width)
-        for j, key in enumerate(keys):
-            for pos, k in enumerate(members):
-                into[k][key] = table[j, pos].tolist()
+        table = flat[at:at + size].reshape(len(keys), len(members), width).tolist()  # one call, not one a row
+        for key, rows in zip(keys, table):
+            for k, row in zip(members, rows):
+                into[k][key] = row
         at += size
     return at
 
