@@ -248,19 +248,17 @@ class PopulationWindow:
                                               z_grad=_rows(z_grad, idx).reshape(-1))
             out.append((list(cols), idx, torch.stack(list(cols.values())).view(len(cols), k, n)))
         stats = torch.stack([f[5] for f in logged], dim=1)  # (5, steps, members, layers): `step_stats`
-        g_sq, a_sq, d_sq, live, stuck = stats.unbind(0)
         updates = []
         for layout, idx, cols in self.layouts:
-            def per_layer(t: torch.Tensor) -> dict[str, torch.Tensor]:
-                t = _rows(t, idx, dim=1)
-                return {name: t[..., c] for name, c in zip(layout.ranges, cols)}
+            # the layout's members and layers, once: each (steps, members of the layout, its layers)
+            g_sq, a_sq, d_sq, live, stuck = _rows(stats, idx, dim=2)[..., cols].unbind(0)
 
-            def total(t: torch.Tensor) -> torch.Tensor:
-                return _rows(t, idx, dim=1)[..., cols].sum(dim=-1)
+            def per_layer(t: torch.Tensor) -> dict[str, torch.Tensor]:
+                return {name: t[..., j] for j, name in enumerate(layout.ranges)}
             norms = norms_from_squares(per_layer(g_sq))  # each (steps, members of the layout)
             out.append((list(norms), idx, torch.stack(list(norms.values())).transpose(1, 2)))
             bad[idx[:, None], at[None, :]] |= ~torch.isfinite(norms["grad_norm"].T)
-            ups = updates_from_squares(per_layer(d_sq), per_layer(a_sq), total(stuck), total(live))
+            ups = updates_from_squares(per_layer(d_sq), per_layer(a_sq), stuck.sum(dim=-1), live.sum(dim=-1))
             updates.append((list(ups), idx, torch.stack(list(ups.values())).transpose(1, 2)))
         out += updates
         out_max = None
