@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -34,6 +35,12 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def in_threads(work, n: int) -> None:
+    """work(0), ..., work(n - 1), each in its own thread at once; an exception in any of them fails the test."""
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(work, range(n)))
 
 
 def cells(n: int) -> list[CellSpec]:
@@ -92,11 +99,7 @@ def test_a_claim_takes_each_cell_once_under_concurrent_claimers(url):
             with lock:
                 got.append(claim.position)
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(claimer, 4)
     assert sorted(got) == list(range(12))
     assert len(store.list_runs(study_id=study_id)) == 12
     assert Leases(store).counts(study_id)["leased"] == 12
@@ -138,11 +141,7 @@ def test_group_claims_take_each_cell_once_under_concurrent_claimers(url):
                 got.extend(claim.position for claim in claims)
                 sizes.append(len(claims))
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(claimer, 4)
     assert sorted(got) == list(range(24))
     assert len(store.list_runs(study_id=study_id)) == 24
     assert sorted(sizes) == [3, 3, 3, 5, 5, 5]  # group claimers take turns: whole groups of 8 as 5 + 3
@@ -156,22 +155,13 @@ def test_workers_starting_one_study_together_publish_its_cells_once(url):
         study_id = store.create_study(f"s{attempt}", {})
         start = threading.Barrier(4)
         added: list[int] = []
-        failed: list[BaseException] = []
 
-        def publisher() -> None:
+        def publisher(_: int) -> None:
             leases = Leases(Store(url))
             start.wait()
-            try:
-                added.append(leases.publish(study_id, cells(6)))
-            except BaseException as exc:  # noqa: BLE001 - reported by the assert below
-                failed.append(exc)
+            added.append(leases.publish(study_id, cells(6)))
 
-        threads = [threading.Thread(target=publisher) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not failed, failed[0]
+        in_threads(publisher, 4)
         assert sorted(added) == [0, 0, 0, 6]
         assert Leases(store).counts(study_id)["open"] == 6
 
