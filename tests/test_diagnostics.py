@@ -164,3 +164,29 @@ def test_first_nonfinite_layer_in_forward_order():
         model.hidden[1].fc.weight[0, 0] = math.inf
     assert first_nonfinite_layer(model, x) in ("fc1", "act1")  # inf * a zero ReLU output is NaN, else inf
     assert first_nonfinite_layer(model, torch.full((5, 3), math.nan)) == "input"
+
+
+@pytest.mark.parametrize("loss, clamp_eps, pos_weight, dtype", [("bce", 1e-4, 1.0, torch.float32),
+                                                                ("bce_with_logits", None, 3.0, torch.float32),
+                                                                ("bce", None, 1.0, torch.float16)])
+def test_row_output_diagnostics_are_each_rows_segment_diagnostics(loss, clamp_eps, pos_weight, dtype):
+    """A population reduces its steps' outputs a row a batch (`row_output_diagnostics`); the single-run trainer
+    by a batch index per sample (`segment_output_diagnostics`). Same keys, same values up to the order of the
+    sums, NaN and infinities included (a row with NaN, one with +inf, one saturated, one exactly at z = 0)."""
+    from core.training.diagnostics import row_output_diagnostics, segment_output_diagnostics
+
+    gen = torch.Generator().manual_seed(5)
+    z = (torch.randn(6, 32, generator=gen) * 30).to(dtype)
+    z[1, 3], z[2, 5], z[4] = math.nan, math.inf, 0.0
+    y = (torch.rand(6, 32, generator=gen) > 0.5).to(dtype)
+    z_grad = (torch.randn(6, 32, generator=gen) * 1e-3).to(dtype)
+    seg = torch.arange(6).repeat_interleave(32)
+    want = segment_output_diagnostics(z.reshape(-1), y.reshape(-1), seg, 6, loss=loss, clamp_eps=clamp_eps,
+                                      pos_weight=pos_weight, z_grad=z_grad.reshape(-1))
+    got = row_output_diagnostics(z, y, loss=loss, clamp_eps=clamp_eps, pos_weight=pos_weight, z_grad=z_grad)
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].shape == (6,)
+        assert torch.allclose(got[key], want[key], rtol=1e-6, atol=0, equal_nan=True), key
+    assert math.isnan(got["logit_mean"][1]) and got["logit_abs_max"][2] == math.inf
+    assert got["pred_pos_rate"][4] == 1.0 and got["logit_std"][4] == 0.0

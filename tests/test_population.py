@@ -128,6 +128,10 @@ MIXED = [BASE.replace(seed=s, lr=lr, weight_decay=wd, activation=act, loss=loss,
     {"hidden": (6, 5), "grad_clip": 0.5},
     {"log_every": 3, "hidden": ()},
     {"diagnostics": "loss", "output_relu": True},
+    # 120 training samples: batches of 32, 32, 32 and 24, as a flush reduces each batch size's steps apart;
+    # with and without every step logged, and with the output ReLU (its batch maximum)
+    {"n_samples": 150, "output_relu": True},
+    {"n_samples": 150, "log_every": 2, "hidden": (6, 5)},
 ])
 def test_every_difference_mixed_in_one_population_equals_single_runs(options):
     check([cfg.replace(**options) for cfg in MIXED])

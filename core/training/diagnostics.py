@@ -61,17 +61,74 @@ def segment_output_diagnostics(z: torch.Tensor, y: torch.Tensor, seg: torch.Tens
     The trainer keeps each step's z and its gradient and computes everything here once per flush: a handful of
     vectorised operations instead of dozens of tiny ones per step.
     """
+    return _output_diagnostics(z, y, _Segments(seg, n_seg, exact_dtype(z).dtype), loss=loss, clamp_eps=clamp_eps,
+                               pos_weight=pos_weight, z_grad=z_grad)
+
+
+def row_output_diagnostics(z: torch.Tensor, y: torch.Tensor, *, loss: str, clamp_eps: float | None = None,
+                           pos_weight: float = 1.0, z_grad: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`segment_output_diagnostics` of batches of one size, one a row of `z`, `y` (and `z_grad`), (rows, batch):
+    each value is a (rows,) float tensor. Reduced along the rows, with no index to scatter by: a population's
+    flush, whose batches are the members' steps, computes its outputs' diagnostics this way."""
+    return _output_diagnostics(z, y, _Rows(z.shape[0], z.shape[1], exact_dtype(z).dtype, z.device), loss=loss,
+                               clamp_eps=clamp_eps, pos_weight=pos_weight, z_grad=z_grad)
+
+
+class _Segments:
+    """Reductions of samples to their batches, by a batch index per sample."""
+
+    def __init__(self, seg: torch.Tensor, n_seg: int, dtype: torch.dtype) -> None:
+        self.seg, self.n_seg = seg, n_seg
+        self.counts = torch.bincount(seg, minlength=n_seg).to(dtype)
+
+    def spread(self, per_batch: torch.Tensor) -> torch.Tensor:
+        """Each sample's batch's value."""
+        return per_batch[self.seg]
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        dtype = self.counts.dtype
+        return torch.zeros(self.n_seg, dtype=dtype, device=values.device).index_add_(0, self.seg,
+                                                                                     values.to(dtype)) / self.counts
+
+    def amax(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.full((self.n_seg,), -math.inf, dtype=values.dtype, device=values.device).scatter_reduce_(
+            0, self.seg, values, "amax")
+
+    def amin(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.full((self.n_seg,), math.inf, dtype=values.dtype, device=values.device).scatter_reduce_(
+            0, self.seg, values, "amin")
+
+
+class _Rows:
+    """Reductions of samples to their batches, a batch a row."""
+
+    def __init__(self, rows: int, size: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.size = size
+        self.counts = torch.full((rows,), float(size), dtype=dtype, device=device)
+
+    def spread(self, per_batch: torch.Tensor) -> torch.Tensor:
+        return per_batch[:, None]
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        return values.sum(dim=1, dtype=self.counts.dtype) / self.size
+
+    def amax(self, values: torch.Tensor) -> torch.Tensor:
+        return values.amax(dim=1)
+
+    def amin(self, values: torch.Tensor) -> torch.Tensor:
+        return values.amin(dim=1)
+
+
+def _output_diagnostics(z: torch.Tensor, y: torch.Tensor, by: _Segments | _Rows, *, loss: str,
+                        clamp_eps: float | None, pos_weight: float,
+                        z_grad: torch.Tensor | None) -> dict[str, torch.Tensor]:
     z = z.detach()
     p = torch.sigmoid(z)  # in the compute dtype: that is where it rounds to exactly 0 or 1
     at_one, at_zero = p == 1, p == 0
     zx, yx = exact_dtype(z), exact_dtype(y.detach())
-    counts = torch.bincount(seg, minlength=n_seg).to(zx.dtype)
-
-    def mean(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n_seg, dtype=zx.dtype, device=z.device).index_add_(0, seg, values.to(zx.dtype)) / counts
-
+    counts, mean = by.counts, by.mean
     logit_mean = mean(zx)
-    centred = zx - logit_mean[seg]
+    centred = zx - by.spread(logit_mean)
     dof = (counts - 1).clamp(min=1)
     out: dict[str, torch.Tensor] = {
         "train_loss_logits": mean(logits_loss(zx, yx, pos_weight=pos_weight, reduction="none")),
@@ -79,17 +136,15 @@ def segment_output_diagnostics(z: torch.Tensor, y: torch.Tensor, seg: torch.Tens
         "clamp_wrong_frac": mean((at_one & (y == 0)) | (at_zero & (y == 1))),
         "logit_mean": logit_mean,
         "logit_std": torch.where(counts > 1, (mean(centred * centred) * counts / dof).sqrt(), 0.0),
-        "logit_abs_max": torch.full((n_seg,), -math.inf, dtype=zx.dtype, device=z.device).scatter_reduce_(
-            0, seg, zx.abs(), "amax"),
+        "logit_abs_max": by.amax(zx.abs()),
         "pred_pos_rate": mean(z >= 0),
-        "margin_min": torch.full((n_seg,), math.inf, dtype=zx.dtype, device=z.device).scatter_reduce_(
-            0, seg, (2 * yx - 1) * zx, "amin"),
+        "margin_min": by.amin((2 * yx - 1) * zx),
     }
     if loss == "bce" and clamp_eps is not None:
         out["eps_clamp_frac"] = mean((p < clamp_eps) | (p > 1 - clamp_eps))
     if z_grad is not None:
         # z_grad comes from a mean-reduced loss, so each sample's own gradient is n * z_grad / weight.
-        g = exact_dtype(z_grad.detach()) * counts[seg]
+        g = exact_dtype(z_grad.detach()) * by.spread(counts)
         w = sample_weights(yx, pos_weight)
         if w is not None:
             g = g / w

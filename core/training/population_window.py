@@ -2,7 +2,7 @@
 
 `trainer.Window.fetch` computes a run's per-step diagnostics for a whole window of steps in a few vectorised
 operations; this computes them for a whole window of steps *and members*, with the same functions
-(`segment_output_diagnostics`, `norms_from_squares` and `updates_from_squares` as in `GradLayout.norms` and
+(`row_output_diagnostics`, `norms_from_squares` and `updates_from_squares` as in `GradLayout.norms` and
 `updates`, `dead_frac_from_max`, `BatchNormSnapshot.stats`, `roc_auc_rows`, `ece_rows`, `reliability`), called once
 per group of members that share a loss (its kind, clamp eps and pos_weight) or a parameter layout (BatchNorm on or
 off), and brings everything to the host in one transfer.
@@ -16,7 +16,6 @@ value with the single-run trainer, so a measurement added to `Window` and not he
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,8 +25,8 @@ import torch
 from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
 from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, ece_rows, exact_dtype,
-                                       layer_squares, norms_from_squares, reliability, roc_auc_rows,
-                                       segment_output_diagnostics, updates_from_squares)
+                                       norms_from_squares, reliability, roc_auc_rows,
+                                       row_output_diagnostics, updates_from_squares)
 from core.training.reporting import MetricBatch
 from core.training.window import Fetched, LoggedStep
 
@@ -52,6 +51,7 @@ class End:
     val_z: torch.Tensor  # (members, n_val)
     bn: torch.Tensor | None  # (members, n) BatchNorm running statistics
     offset: int  # training samples buffered before this epoch's end
+    at_step: int  # ... and steps
 
 
 class PopulationWindow:
@@ -98,7 +98,7 @@ class PopulationWindow:
         self.steps.append(step)
 
     def end_epoch(self, epoch: int, step: int, wall: float, val_z: torch.Tensor, bn: torch.Tensor | None) -> None:
-        self.ends.append(End(epoch, step, wall, val_z, bn, self.samples))
+        self.ends.append(End(epoch, step, wall, val_z, bn, self.samples, len(self.steps)))
 
     def step_stats(self, grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """A logged step's update statistics for every member, (5, members, layers), from its (members, n)
@@ -108,14 +108,21 @@ class PopulationWindow:
         the step, on tensors of one row per member that are still in cache, so that a flush stacks only these; a
         member's own layers add up to what `GradLayout.norms` and `updates` give its single run (the counts
         exactly: float32 holds them up to 2**24 elements a layer)."""
-        delta = after - before
-        squares = torch.stack(list(layer_squares(torch.stack([grads, after, delta]), self.layer_ranges).values()),
-                              dim=-1)
-        live = grads != 0
-        flags = torch.stack([live, (delta == 0) & live]).view(torch.uint8)  # summed as bytes: bool sums are slower
-        counts = torch.stack([sum(flags[..., a:b].sum(dim=-1, dtype=torch.int32) for a, b in layer)
-                              for layer in self.layer_ranges.values()], dim=-1)
-        return torch.cat([squares, counts.to(squares.dtype)])
+        wide = torch.float64 if grads.dtype == torch.float64 else torch.float32  # as `layer_squares`
+        x = torch.empty((5, *grads.shape), dtype=wide, device=grads.device)  # one buffer: a dozen operations
+        torch.sub(after, before, out=x[2])  # the change, in the compute dtype as the single run's
+        torch.eq(x[2], 0, out=x[4])
+        torch.ne(grads, 0, out=x[3])
+        x[4].mul_(x[3])  # stuck: unchanged and live
+        x[2].square_()
+        if grads.dtype == wide:
+            torch.mul(grads, grads, out=x[0])
+            torch.mul(after, after, out=x[1])
+        else:  # squared after widening, as `layer_squares` does
+            x[0].copy_(grads).square_()
+            x[1].copy_(after).square_()
+        # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
+        return torch.stack([_span_sum(x, spans) for spans in self.layer_ranges.values()], dim=-1)
 
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
@@ -135,18 +142,20 @@ class PopulationWindow:
         logged_at = [i for i, s in enumerate(steps) if s.logged]
         n = len(logged_at)
         parts: list[torch.Tensor] = []
+        batches = _Sizes([s.z.shape[1] for s in steps], dev)
         if steps:
-            z, y = torch.cat([s.z for s in steps], dim=1), torch.cat([s.y for s in steps], dim=1)
+            zs, ys = batches.stack([s.z for s in steps]), batches.stack([s.y for s in steps])
             losses = torch.stack([s.loss for s in steps], dim=1).float()  # (members, steps)
-            seg = _segments([s.z.shape[1] for s in steps], dev)
-            hits = torch.cat([torch.zeros(m_all, 1, device=dev), ((z >= 0) == (y > 0.5)).float().cumsum(1)], dim=1)
-            marks = hits[:, torch.tensor([e.offset for e in ends] + [samples], device=dev)]
-            bad = torch.zeros(m_all, len(steps), device=dev).index_add_(1, seg, (~torch.isfinite(z)).float()) > 0
-            bad |= ~torch.isfinite(losses)
+            right = batches.join([((z >= 0) == (y > 0.5)).sum(dim=2, dtype=torch.float32) for z, y in zip(zs, ys)])
+            hits = torch.cat([torch.zeros(m_all, 1, device=dev), right.cumsum(1)], dim=1)  # exact: whole numbers
+            marks = hits[:, torch.tensor([e.at_step for e in ends] + [len(steps)], device=dev)]
+            bad = batches.join([(~torch.isfinite(z)).any(dim=2) for z in zs]) | ~torch.isfinite(losses)
         else:
             marks = torch.zeros(m_all, len(ends) + 1, device=dev)
             bad = torch.zeros(m_all, 0, dtype=torch.bool, device=dev)
-        columns = self._diagnostics(steps, logged_at, losses if steps else None, bad)
+        every = len(logged_at) == len(steps)  # every step logged: the stacks above serve the diagnostics too
+        columns = self._diagnostics(steps, logged_at, losses if steps else None, bad,
+                                    (batches, zs, ys) if steps and every else None)
         parts += [bad.float().reshape(-1), marks.reshape(-1)]
         for _, _, table in columns:
             parts.append(table.float().reshape(-1))
@@ -224,9 +233,10 @@ class PopulationWindow:
         return LoggedStep(z_grad[k], row(grads), row(before), row(after), [])  # (where_nonfinite reads no ReLU)
 
     def _diagnostics(self, steps: list[Step], logged_at: list[int], losses: torch.Tensor | None,
-                     bad: torch.Tensor) -> list[tuple[list[str], torch.Tensor, torch.Tensor]]:
+                     bad: torch.Tensor, stacked: tuple | None) -> list[tuple[list[str], torch.Tensor, torch.Tensor]]:
         """Every per-step metric as (keys, members, (keys, members, logged steps) table), in `Window`'s key order;
-        marks the logged steps with a non-finite gradient norm in `bad`."""
+        marks the logged steps with a non-finite gradient norm in `bad`. `stacked`: the logged steps' `_Sizes`
+        and stacks of z and y, when the caller has them."""
         if not steps:
             return []
         m_all, n, dev = self.size, len(logged_at), bad.device
@@ -236,17 +246,22 @@ class PopulationWindow:
         logged = [steps[i].full for i in logged_at if steps[i].full is not None]
         if not logged:
             return out
-        z = torch.cat([steps[i].z for i in logged_at], dim=1)
-        y = torch.cat([steps[i].y for i in logged_at], dim=1)
-        z_grad = torch.cat([f[0] for f in logged], dim=1)
-        seg = _segments([steps[i].z.shape[1] for i in logged_at], dev)
+        if stacked is None:
+            batches = _Sizes([steps[i].z.shape[1] for i in logged_at], dev)
+            stacked = (batches, batches.stack([steps[i].z for i in logged_at]),
+                       batches.stack([steps[i].y for i in logged_at]))
+        batches, zs, ys = stacked
+        z_grads = batches.stack([f[0] for f in logged])
         for cfg, idx in self.losses:
             k = len(idx)
-            segs = (seg[None, :] + n * torch.arange(k, device=dev)[:, None]).reshape(-1)
-            cols = segment_output_diagnostics(_rows(z, idx).reshape(-1), _rows(y, idx).reshape(-1), segs, k * n,
+            parts = []
+            for z, y, z_grad in zip(zs, ys, z_grads):  # each (members, steps, batch): a row a member's step
+                rows = z.shape[1]
+                cols = row_output_diagnostics(_rows(z, idx).reshape(k * rows, -1), _rows(y, idx).reshape(k * rows, -1),
                                               loss=cfg.loss, clamp_eps=cfg.clamp_eps, pos_weight=cfg.pos_weight,
-                                              z_grad=_rows(z_grad, idx).reshape(-1))
-            out.append((list(cols), idx, torch.stack(list(cols.values())).view(len(cols), k, n)))
+                                              z_grad=_rows(z_grad, idx).reshape(k * rows, -1))
+                parts.append(torch.stack(list(cols.values())).view(len(cols), k, rows))
+            out.append((list(cols), idx, batches.join(parts)))
         stats = torch.stack([f[5] for f in logged], dim=1)  # (5, steps, members, layers): `step_stats`
         updates = []
         for layout, idx, cols in self.layouts:
@@ -263,8 +278,7 @@ class PopulationWindow:
         out += updates
         out_max = None
         if self.output_relu:
-            out_max = torch.full((m_all, n), -math.inf, dtype=z.dtype, device=dev).scatter_reduce_(
-                1, seg[None, :].expand_as(z), z, "amax")
+            out_max = batches.join([z.amax(dim=2) for z in zs])  # (members, steps)
         if len(self.relu_members):
             idx = self.relu_members
             maxes = []
@@ -318,6 +332,12 @@ def _split(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tenso
     return at
 
 
+def _span_sum(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """The sum over the last dimension of `x`'s elements in `spans`, (start, stop) ranges."""
+    parts = [x[..., a:b].sum(dim=-1) for a, b in spans]
+    return sum(parts[1:], parts[0])
+
+
 def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
     """`t`'s members `idx` along `dim`: `t` itself when they are all of them, in order (no copy)."""
     if len(idx) == t.shape[dim] and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
@@ -325,6 +345,26 @@ def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
     return t.index_select(dim, idx)
 
 
-def _segments(sizes: list[int], device: torch.device) -> torch.Tensor:
-    """seg[i] = the index of the step that sample i of the concatenated batches belongs to."""
-    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+class _Sizes:
+    """A window's steps grouped by batch size (one group in most windows), so that each group's (members, steps,
+    batch) stack reduces along its batches, a row a member's step, with no index to scatter by."""
+
+    def __init__(self, sizes: list[int], device: torch.device) -> None:
+        groups: dict[int, list[int]] = {}
+        for j, size in enumerate(sizes):
+            groups.setdefault(size, []).append(j)
+        self.n, self.groups = len(sizes), list(groups.values())
+        self.positions = [torch.tensor(js, device=device) for js in self.groups]
+
+    def stack(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each group's (members, steps of the group, batch) stack of the steps' (members, batch) tensors."""
+        return [torch.stack([tensors[j] for j in js], dim=1) for js in self.groups]
+
+    def join(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Each group's (..., steps of the group) values -> (..., steps), in step order."""
+        if len(parts) == 1:
+            return parts[0]
+        out = parts[0].new_empty((*parts[0].shape[:-1], self.n))
+        for where, part in zip(self.positions, parts):
+            out.index_copy_(out.dim() - 1, where, part)
+        return out
