@@ -41,7 +41,7 @@ from core.jobs.spec import expand, named_study  # noqa: E402
 from core.training.batched_optim import BatchedOptimizer  # noqa: E402
 from core.training.population import member_losses, train_population  # noqa: E402
 from core.training.reporting import MemoryReporter  # noqa: E402
-from core.training.stacked import StackedClassifier  # noqa: E402
+from core.training.stacked import StackedClassifier, stacking_order  # noqa: E402
 from core.training.trainer import batch_slices, train  # noqa: E402
 
 SECTION = "## Population training"
@@ -110,6 +110,7 @@ def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device) -> No
     """The minimum for a population: the same stacked model, batches and optimizer; no diagnostics, no
     validation, no reporting."""
     dtype = torch.float32
+    cfgs = [cfgs[i] for i in stacking_order(cfgs)]  # as train_population orders its members
     model = StackedClassifier(cfgs, data.n_features, device=device, dtype=dtype)
     opt = BatchedOptimizer(cfgs, model.values, model.grads)
     losses = member_losses(cfgs, device)

@@ -345,3 +345,34 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts():
         for key in want:
             assert torch.allclose(got[key], want[key], rtol=1e-12, atol=0), (k, key)
         assert float(got["stuck_update_frac"]) == float(want["stuck_update_frac"]) > 0
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(ordered):
+    """The stacked model's forward pass, its BatchNorm running statistics and its gradients are each member's own
+    model's, whether members sharing a branch are adjacent (`stacking_order`: each branch on a slice of members)
+    or interleaved past MAX_RUNS (each branch for every member, selected by a mask)."""
+    from core.training.stacked import MAX_RUNS, StackedClassifier, stacking_order
+
+    cfgs = [BASE.replace(hidden=(6, 5), seed=k, batchnorm=k % 2 == 0, activation=("relu", "elu", "tanh")[k % 3])
+            for k in range(12)]
+    if ordered:
+        cfgs = [cfgs[i] for i in stacking_order(cfgs)]
+    model = StackedClassifier(cfgs, 4, device=CPU, dtype=torch.float64)
+    assert (len(model.bn_runs) <= MAX_RUNS and len(model.act_runs) <= MAX_RUNS) == ordered
+    assert (model.bn_mask is None and model.activations is None) == ordered
+    x = torch.randn(len(cfgs), 16, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    z, _ = model.forward(x)
+    z.sum().backward()
+    z_val = model.validate(x[0])
+    for k, single in enumerate(model.singles):
+        single.train()
+        own = single(x[k]).squeeze(-1)
+        assert torch.allclose(own, z[k], rtol=1e-12, atol=1e-12), k
+        own.sum().backward()
+        grads = torch.cat([p.grad.reshape(-1) for p in single.parameters()])
+        row = model.grads[k] if model.own[k] is None else model.grads[k, model.own[k]]
+        assert torch.allclose(grads, row, rtol=1e-10, atol=1e-12), k
+        single.eval()
+        with torch.no_grad():
+            assert torch.allclose(single(x[0]).squeeze(-1), z_val[k], rtol=1e-12, atol=1e-12), k

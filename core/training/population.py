@@ -30,7 +30,7 @@ from core.training.batched_optim import BatchedOptimizer, clip_
 from core.training.diagnostics import BatchNormSnapshot, GradLayout
 from core.training.groups import BATCHABLE, group_key
 from core.training.reporting import Reporter, RunInfo, RunResult
-from core.training.stacked import StackedClassifier
+from core.training.stacked import StackedClassifier, stacking_order
 from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
                                    where_nonfinite)
 from core.training.population_window import PopulationWindow, Step
@@ -121,11 +121,15 @@ def train_population(cfgs: list[ExperimentConfig], reporters: list[Reporter], *,
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("a population's configs may differ only in " + ", ".join(BATCHABLE) + "; group them "
                          "with groups.populations()")
-    members = [_Member(k, cfg, r) for k, (cfg, r) in enumerate(zip(cfgs, reporters))]
+    order = stacking_order(cfgs)  # members sharing a branch of the model adjacent: each layer runs on slices
+    members = [_Member(k, cfgs[i], reporters[i]) for k, i in enumerate(order)]
     with _quiet_collector():
         _train(members, data=data, device=device, clock=clock, flush_every_s=flush_every_s,
                flush_every_steps=flush_every_steps, max_steps=max_steps)
-    return [m.result for m in members]
+    results: list[RunResult] = [None] * len(cfgs)  # type: ignore[list-item]
+    for i, m in zip(order, members):
+        results[i] = m.result
+    return results
 
 
 def _train(members: list[_Member], *, data: Dataset | None, device: torch.device | None,
