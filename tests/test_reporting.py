@@ -26,3 +26,19 @@ def test_memory_reporter_keeps_every_batch():
     assert rep.flushes == 2
     assert rep.series("a") == [1.0, 3.0] and rep.keys() == {"a", "b"}
     assert [r.step for r in rep.rows] == [1, 1, 2]
+
+
+def test_add_columns_is_add_series_of_each_column():
+    steps, epochs, walls = [1, 2, 3], [0, 0, 1], [0.1, 0.2, 0.3]
+    columns = {"train_loss": [0.7, math.nan, math.inf], "grad_norm": [1.0, 2.0, 3.0], "lr": [0.1] * 3}
+    bulk, each = MetricBatch(), MetricBatch()
+    bulk.add("first", 0, 0, 9.0, 0.0)
+    each.add("first", 0, 0, 9.0, 0.0)
+    bulk.add_columns(columns, steps, epochs, walls)
+    for key, col in columns.items():
+        each.add_series(key, steps, epochs, col, walls)
+    bulk.check()
+    assert [tuple(map(str, r)) for r in bulk] == [tuple(map(str, r)) for r in each]  # str: NaN equals NaN
+    assert len(bulk) == 10 and bulk.keys[1:4] == ["train_loss"] * 3 and bulk.steps[4:7] == steps
+    bulk.add_columns({}, steps, epochs, walls)
+    assert len(bulk) == 10

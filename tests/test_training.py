@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -410,3 +411,81 @@ def test_the_summary_keeps_an_even_sample_of_a_long_run(monkeypatch):
     kept = list(s.samples["grad_norm"])
     assert len(kept) <= 10 and kept == [float(v) for v in range(0, 40, s.stride)]
     assert s.as_dict(steps=40, epochs=1, diverged_step=None)["median_grad_norm"] == pytest.approx(18.0, abs=2)
+
+
+def test_summary_add_many_is_add_columns_of_each_run():
+    """A population's flush summarises its members together (`Summary.add_many`); each summary must be what the
+    single-run `add_columns` makes of that member's own columns, over several flushes: finals, peaks and lows
+    past NaN and infinities, sampled medians, per-epoch training-loss sums (a non-finite loss left out, an epoch
+    split across flushes), the best validation loss (ties: the first; NaN never best), zero updates, and keys
+    only some runs have."""
+    from core.training.summary import Summary
+
+    gen = np.random.default_rng(4)
+    runs, n = 5, 12
+    many = [Summary() for _ in range(runs)]
+    one = [Summary() for _ in range(runs)]
+    seen, seen_val = [], []
+    for flush in range(3):
+        epochs = [flush] * 6 + [flush + 1] * 6
+        cols = {key: gen.normal(size=(runs, n)) for key in ("train_loss_logits", "grad_norm", "update_norm",
+                                                               "clamp_frac", "margin_min", "pred_pos_rate",
+                                                               "update_ratio/fc0", "logit_std")}
+        cols["train_loss_logits"] = np.abs(cols["train_loss_logits"])
+        cols["train_loss_logits"][1, 3] = math.nan
+        cols["train_loss_logits"][2, :6] = math.inf  # an epoch of this flush with no finite loss
+        cols["clamp_frac"][0] = math.nan  # nothing finite: no peak from this flush
+        cols["margin_min"][3, 2] = -math.inf
+        cols["update_norm"][:, ::4] = 0.0
+        cols["grad_norm"][:, ::8] = -1.0
+        has = {"update_ratio/fc0": np.array([True, False, True, False, True])}
+        cols["update_ratio/fc0"][~has["update_ratio/fc0"]] = math.nan
+        val = {"val_loss": np.array([[0.5, 0.4, 0.4, math.nan]] * runs) + np.arange(runs)[:, None] * 0.1,
+               "val_loss_logits": gen.normal(size=(runs, 4)), "val_acc": gen.uniform(size=(runs, 4))}
+        val["val_acc"][4, 1] = math.nan
+        val_epochs = [4 * flush + j for j in range(4)]
+        Summary.add_many(many, cols, epochs, has)
+        Summary.add_many(many, val, val_epochs)
+        seen.append((cols, epochs))
+        seen_val.append(val["val_acc"])
+        for i, s in enumerate(one):
+            s.add_columns({key: v[i].tolist() for key, v in cols.items() if key not in has or has[key][i]}, epochs)
+            s.add_columns({key: v[i].tolist() for key, v in val.items()}, val_epochs)
+    for a, b in zip(many, one):
+        got, want = a.as_dict(steps=36, epochs=3, diverged_step=None), b.as_dict(steps=36, epochs=3,
+                                                                                   diverged_step=None)
+        assert list(got) == list(want)
+        assert all(got[k] == want[k] or (got[k] != got[k] and want[k] != want[k]) for k in want), (got, want)
+        assert a.train_by_epoch == b.train_by_epoch
+        assert np.array_equal(a.step_losses, b.step_losses, equal_nan=True)
+    # and what each run's summary holds, by hand from its raw values (plain loops)
+    for i, s in enumerate(many):
+        losses = [(e, v) for flush_cols, flush_epochs in seen for e, v in
+                  zip(flush_epochs, flush_cols["train_loss_logits"][i].tolist())]
+        want_sums: dict[int, list] = {}
+        for e, v in losses:
+            if math.isfinite(v):
+                acc = want_sums.setdefault(e, [0.0, 0])
+                acc[0] += v
+                acc[1] += 1
+        assert s.train_by_epoch == want_sums
+        for key in ("clamp_frac", "pred_pos_rate"):
+            finite = [v for flush_cols, _ in seen for v in flush_cols[key][i].tolist() if math.isfinite(v)]
+            assert s.peak.get(key) == (max(finite) if finite else None)  # run 0's clamp_frac: NaN only
+        finite = [v for flush_cols, _ in seen for v in flush_cols["margin_min"][i].tolist() if math.isfinite(v)]
+        assert s.lowest["margin_min"] == min(finite) and s.final["grad_norm"] == seen[-1][0]["grad_norm"][i, -1]
+        zero = sum(1 for flush_cols, _ in seen for g, u in zip(flush_cols["grad_norm"][i], flush_cols["update_norm"][i])
+                   if u == 0.0 and g > 0.0)
+        assert s.zero_update_steps == zero
+        norms = [v for flush_cols, _ in seen for v in flush_cols["grad_norm"][i].tolist()]
+        assert s.as_dict(steps=36, epochs=3, diverged_step=None)["median_grad_norm"] == float(np.median(norms))
+    best = (math.inf, None)
+    for flush in range(3):
+        for j, v in enumerate([0.5, 0.4, 0.4, math.nan]):
+            if v < best[0]:
+                best = (v, 4 * flush + j)
+    assert (many[0].best_val_loss, many[0].best_val_epoch) == best == (0.4, 1)
+    assert many[4].best_val_acc == max(v for flush_val in seen_val for v in flush_val[4].tolist() if v == v)
+    assert "median_update_ratio/fc0" not in one[1].as_dict(steps=36, epochs=3, diverged_step=None)
+    assert 2 not in one[2].train_by_epoch or one[2].train_by_epoch[2][1] == 6  # flush 2's first epoch: inf only
+    assert one[0].best_val_epoch == 1 and one[0].zero_update_steps > 0

@@ -340,17 +340,32 @@ def ece_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS)
 def reliability(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> dict[str, list[float]]:
     """The reliability curve of one set of logits: per non-empty bin, the mean predicted probability, the share
     of positives and the number of samples."""
+    return reliability_rows(np.asarray(z)[None], labels, bins=bins)[0]
+
+
+def reliability_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS
+                     ) -> list[dict[str, list[float]]]:
+    """`reliability` of every row of logits `z` (rows, n) against the same `labels` (n,), binned in one pass (each
+    bin's sums added in sample order, as one row's own would be)."""
     z = np.asarray(z, dtype=np.float64)
-    if not np.isfinite(z).all() or z.size == 0:
-        return {"predicted": [], "observed": [], "count": []}
-    p = _probabilities(z)
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    count = np.bincount(which, minlength=bins)
-    mean_p = np.bincount(which, weights=p, minlength=bins)
-    mean_y = np.bincount(which, weights=np.asarray(labels, dtype=np.float64), minlength=bins)
-    kept = count > 0
-    return {"predicted": (mean_p[kept] / count[kept]).tolist(), "observed": (mean_y[kept] / count[kept]).tolist(),
-            "count": count[kept].astype(int).tolist()}
+    rows, n = z.shape
+    empty = {"predicted": [], "observed": [], "count": []}
+    if n == 0:
+        return [dict(empty) for _ in range(rows)]
+    finite = np.isfinite(z).all(axis=1)
+    p = _probabilities(np.where(np.isfinite(z), z, 0.0))
+    which = np.minimum((p * bins).astype(np.int64), bins - 1) + bins * np.arange(rows)[:, None]
+    count = np.bincount(which.ravel(), minlength=rows * bins).reshape(rows, bins)
+    mean_p = np.bincount(which.ravel(), weights=p.ravel(), minlength=rows * bins).reshape(rows, bins)
+    mean_y = np.bincount(which.ravel(), weights=np.broadcast_to(np.asarray(labels, dtype=np.float64), z.shape)
+                         .ravel(), minlength=rows * bins).reshape(rows, bins)
+    out = []
+    for r in range(rows):
+        kept = count[r] > 0
+        out.append({"predicted": (mean_p[r, kept] / count[r, kept]).tolist(),
+                    "observed": (mean_y[r, kept] / count[r, kept]).tolist(),
+                    "count": count[r, kept].astype(int).tolist()} if finite[r] else dict(empty))
+    return out
 
 
 def first_nonfinite_layer(model, x: torch.Tensor) -> str | None:

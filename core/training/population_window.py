@@ -9,9 +9,12 @@ off), and brings everything to the host in one transfer.
 The update statistics (per-layer sums of squares of gradients, values and changes; stuck updates) are reduced at
 each logged step instead (`step_stats`), while one row per member is in cache: a flush then stacks (members,
 layers) columns, not every parameter of every step, and copies none of them per layout group.
-What it hands each member is the `Fetched` its own `Window` would have: the same rows in the same order, the same
-columns for its `Summary`, the same first non-finite step. tests/test_population.py compares every key, step and
-value with the single-run trainer, so a measurement added to `Window` and not here fails there.
+What it hands each member is the `Fetched` its own `Window` would have: the same rows, the same columns for its
+`Summary`, the same first non-finite step; and it adds those columns to the members' summaries itself, every member
+without a non-finite step in one `Summary.add_many` over the (members, steps) tables as they came back, not one
+`add_columns` a member (a flush's per-member Python was most of a 200-member population's diagnostics cost).
+tests/test_population.py compares every key, step and value with the single-run trainer, so a measurement added
+to `Window` and not here fails there.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import torch
 from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
 from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, ece_rows, exact_dtype,
-                                       norms_from_squares, reliability, roc_auc_rows,
+                                       norms_from_squares, reliability, reliability_rows, roc_auc_rows,
                                        row_output_diagnostics, updates_from_squares)
 from core.training.reporting import MetricBatch
+from core.training.summary import Summary
 from core.training.window import Fetched, LoggedStep
 
 
@@ -127,12 +131,13 @@ class PopulationWindow:
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
 
-    def fetch(self, members: list[int]) -> dict[int, Fetched]:
-        """Each of `members`' `Fetched`, as its own `Window.fetch` would give it."""
+    def fetch(self, members: list[int], summaries: dict[int, Summary] | None = None) -> dict[int, Fetched]:
+        """Each of `members`' `Fetched`, as its own `Window.fetch` would give it; with `summaries`, also adds each
+        member's rows to its `Summary`, as the trainer's `report` does (most members' in one `Summary.add_many`)."""
         with torch.no_grad():
-            return self._fetch(members)
+            return self._fetch(members, summaries)
 
-    def _fetch(self, members: list[int]) -> dict[int, Fetched]:
+    def _fetch(self, members: list[int], summaries: dict[int, Summary] | None) -> dict[int, Fetched]:
         steps, ends, samples = self.steps, self.ends, self.samples
         self.steps, self.ends, self.samples = [], [], 0
         if not steps and not ends:
@@ -164,25 +169,42 @@ class PopulationWindow:
             parts += [t.float().reshape(-1) for _, _, t in val_columns]
         flat = torch.cat(parts).cpu().numpy().astype(np.float64)
 
-        # back to each member: its rows of every table
+        # back on the host: every table by key, (members, width), and which members have the key
         at = 0
         bad_host = flat[at:at + m_all * len(steps)].reshape(m_all, len(steps)) > 0
         at += bad_host.size
         counts = flat[at:at + m_all * (len(ends) + 1)].reshape(m_all, len(ends) + 1)
         at += counts.size
-        step_cols: dict[int, dict[str, list[float]]] = {k: {} for k in range(m_all)}
-        at = _split(flat, at, columns, step_cols, n)
-        epoch_vals: dict[int, dict[str, list[float]]] = {k: {} for k in range(m_all)}
-        if ends:
-            _split(flat, at, val_columns, epoch_vals, len(ends))
-        aucs = roc_auc_rows(val_host.reshape(-1, val_host.shape[-1]), self.y_val_host).reshape(len(ends), m_all) \
-            if ends else None
-        eces = ece_rows(val_host.reshape(-1, val_host.shape[-1]), self.y_val_host).reshape(len(ends), m_all) \
-            if ends else None
+        step_values, has = _by_key(flat, at, columns, m_all, n)
+        at += sum(table.numel() for _, _, table in columns)
+        step_values["lr"] = np.repeat(np.asarray(self.lrs, dtype=np.float64)[:, None], n, axis=1)
+        epoch_values: dict[str, np.ndarray] = {}
         offsets = [0] + [e.offset for e in ends]
-        out: dict[int, Fetched] = {}
-        hits, seen = self.hits.copy(), self.seen
+        if ends:
+            n_ends = len(ends)
+            scores = val_host.reshape(-1, val_host.shape[-1])
+            seen = np.diff(offsets).astype(np.float64)
+            seen[0] += self.seen
+            right = np.diff(counts[:, :n_ends], axis=1, prepend=0.0)
+            right[:, 0] += self.hits
+            epoch_values = {"train_acc": right / np.maximum(seen, 1),
+                            "val_auc": roc_auc_rows(scores, self.y_val_host).reshape(n_ends, m_all).T,
+                            "val_ece": ece_rows(scores, self.y_val_host).reshape(n_ends, m_all).T}
+            tables, epoch_has = _by_key(flat, at, val_columns, m_all, n_ends)
+            epoch_values.update(tables)
+            has.update(epoch_has)
+            self.hits = counts[:, -1] - counts[:, -2]
+            self.seen = samples - offsets[-1]
+            curves = reliability_rows(val_host[-1], self.y_val_host)
+        else:
+            self.hits = self.hits + counts[:, -1]
+            self.seen += samples
+        step_lists = {key: values.tolist() for key, values in step_values.items()}  # one call a key
+        epoch_lists = {key: values.tolist() for key, values in epoch_values.items()}
         logged_meta = [[steps[i].meta[j] for i in logged_at] for j in range(3)]  # step, epoch and wall of each row
+        end_meta = [[e.step for e in ends], [e.epoch for e in ends], [e.wall for e in ends]]
+        out: dict[int, Fetched] = {}
+        whole = []  # the members with every row of the window (no non-finite step): summarised together
         for k in members:
             where = np.flatnonzero(bad_host[k])
             bad_at = int(where[0]) if where.size else None
@@ -190,38 +212,35 @@ class PopulationWindow:
             bad_step = self.member_step(k, steps[bad_at].full) if bad_at in logged_at and steps[bad_at].full \
                 else None
             if first_bad is None:  # every logged step, as for most members: the columns as they are
-                cols, (step_ids, epochs, walls) = step_cols[k], logged_meta
-            else:
-                kept = [i for i in logged_at if steps[i].meta[0] <= first_bad[0]]
-                cols = {key: col[:len(kept)] for key, col in step_cols[k].items()}
-                step_ids, epochs, walls = ([steps[i].meta[j] for i in kept] for j in range(3))
-            cols["lr"] = [self.lrs[k]] * len(step_ids)
+                rows, kept_ends, (step_ids, epochs, walls) = n, len(ends), logged_meta
+                whole.append(k)
+            else:  # up to the first non-finite step, and the epochs before its own
+                rows = sum(1 for i in logged_at if steps[i].meta[0] <= first_bad[0])
+                kept_ends = sum(1 for e in ends if e.epoch < first_bad[1])
+                step_ids, epochs, walls = (meta[:rows] for meta in logged_meta)
+            cols = {key: col[k] if rows == n else col[k][:rows] for key, col in step_lists.items()
+                    if key not in has or has[key][k]}
             batch = MetricBatch()
-            for key, col in cols.items():
-                batch.add_series(key, step_ids, epochs, col, walls)
-            epoch_columns: dict[str, list[float]] = {key: [] for key in ("train_acc", "val_auc", "val_ece",
-                                                                         *self.epoch_keys[k])}
-            epoch_ids = []
-            right_before, seen_before = hits[k], seen
-            c = counts[k].tolist()
-            for i, e in enumerate(ends):
-                right = right_before + c[i] - (c[i - 1] if i else 0.0)
-                seen_i = seen_before + offsets[i + 1] - offsets[i]
-                right_before = seen_before = 0
-                if first_bad is not None and e.epoch >= first_bad[1]:
-                    break
-                epoch_ids.append(e.epoch)
-                epoch_columns["train_acc"].append(right / max(seen_i, 1))
-                epoch_columns["val_auc"].append(float(aucs[i, k]))
-                epoch_columns["val_ece"].append(float(eces[i, k]))
-                for key in self.epoch_keys[k]:
-                    epoch_columns[key].append(epoch_vals[k][key][i])
-                for key, col in epoch_columns.items():
-                    batch.add(key, e.step, e.epoch, col[-1], e.wall)
-            self.hits[k] = (0.0 if ends else hits[k]) + c[-1] - (c[-2] if ends else 0.0)
-            curve = reliability(val_host[len(epoch_ids) - 1, k], self.y_val_host) if epoch_ids else None
+            batch.add_columns(cols, step_ids, epochs, walls)
+            epoch_columns = {key: col[k][:kept_ends] for key, col in epoch_lists.items()
+                             if key not in has or has[key][k]}
+            epoch_ids = end_meta[1][:kept_ends]
+            batch.add_columns(epoch_columns, end_meta[0][:kept_ends], epoch_ids, end_meta[2][:kept_ends])
+            curve = None
+            if kept_ends:
+                curve = curves[k] if kept_ends == len(ends) else reliability(val_host[kept_ends - 1, k],
+                                                                              self.y_val_host)
             out[k] = Fetched(batch, first_bad, cols, epochs, epoch_columns, epoch_ids, curve, bad_step)
-        self.seen = (0 if ends else seen) + samples - offsets[-1]
+            if first_bad is not None and summaries is not None:
+                summaries[k].add_columns(cols, epochs)
+                summaries[k].add_columns(epoch_columns, epoch_ids)
+        if summaries is not None and whole:  # every other member's summary, in one pass over their rows
+            rows_of = None if len(whole) == m_all else np.asarray(whole)
+            for values, ids in ((step_values, logged_meta[1]), (epoch_values, end_meta[1])):
+                Summary.add_many([summaries[k] for k in whole],
+                                 {key: v if rows_of is None else v[rows_of] for key, v in values.items()}, ids,
+                                 {key: has[key] if rows_of is None else has[key][rows_of] for key in values
+                                  if key in has})
         return out
 
     def member_step(self, k: int, full: tuple) -> LoggedStep:
@@ -318,18 +337,27 @@ class PopulationWindow:
         return zx.cpu().numpy(), cols
 
 
-def _split(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tensor, torch.Tensor]],
-           into: dict[int, dict[str, list[float]]], width: int) -> int:
-    """Read the (keys, members, width) tables of `columns` back from `flat` at `at` into each member's lists."""
-    for keys, idx, _ in columns:
-        members = idx.tolist()
-        size = len(keys) * len(members) * width
-        table = flat[at:at + size].reshape(len(keys), len(members), width).tolist()  # one call, not one a row
-        for key, rows in zip(keys, table):
-            for k, row in zip(members, rows):
-                into[k][key] = row
-        at += size
-    return at
+def _by_key(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tensor, torch.Tensor]], size: int,
+            width: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The (keys, members, width) tables of `columns`, read back from `flat` at `at`, as one (size, width) array a
+    key (NaN for a member without it), and for each key not every member has, which members have it."""
+    values: dict[str, np.ndarray] = {}
+    has: dict[str, np.ndarray] = {}
+    for keys, idx, table in columns:
+        rows = idx.tolist()
+        block = flat[at:at + table.numel()].reshape(len(keys), len(rows), width)
+        at += table.numel()
+        everyone = rows == list(range(size))
+        for key, part in zip(keys, block):
+            if everyone:
+                values[key] = part
+                continue
+            if key not in values:
+                values[key] = np.full((size, width), np.nan)
+                has[key] = np.zeros(size, dtype=bool)
+            values[key][rows] = part
+            has[key][rows] = True
+    return values, has
 
 
 def _span_sum(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:

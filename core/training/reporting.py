@@ -8,7 +8,7 @@ another (`MemoryReporter`). Metric values arrive as plain Python floats (NaN and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol
 
 
@@ -45,6 +45,16 @@ class MetricBatch:
         self.epochs.extend(epochs)
         self.values.extend(values)
         self.wall_times.extend(wall_times)
+
+    def add_columns(self, columns: dict[str, list[float]], steps: list[int], epochs: list[int],
+                    wall_times: list[float]) -> None:
+        """Many metrics at the same steps (every column as long as `steps`): `add_series` of each, in a handful of
+        list operations instead of five a metric."""
+        self.keys.extend(chain.from_iterable(repeat(key, len(col)) for key, col in columns.items()))
+        self.steps.extend(steps * len(columns))
+        self.epochs.extend(epochs * len(columns))
+        self.values.extend(chain.from_iterable(columns.values()))
+        self.wall_times.extend(wall_times * len(columns))
 
     def add(self, key: str, step: int, epoch: int, value: float, wall_time: float) -> None:
         self.keys.append(key)

@@ -49,49 +49,97 @@ class Summary:
 
     def add_columns(self, columns: dict[str, list[float]], epochs: list[int]) -> None:
         """Values by key, position i of every column measured in epoch `epochs[i]`."""
+        by_length: dict[int, dict[str, np.ndarray]] = {}  # one length in practice: every column a logged step
         for key, col in columns.items():
-            if not col:
-                continue
-            self.final[key] = col[-1]
-            if key in self.PEAKS or key in self.LOWEST:
-                values = np.asarray(col, dtype=np.float64)
-                finite = values[np.isfinite(values)]
-                if finite.size and (key in self.PEAKS or key == "pred_pos_rate"):
-                    self.peak[key] = max(self.peak.get(key, -math.inf), float(finite.max()))
-                if finite.size and key in self.LOWEST:
-                    self.lowest[key] = min(self.lowest.get(key, math.inf), float(finite.min()))
-            if key.startswith(_MEDIAN_PREFIXES):
-                skip = -self.sampled_steps % self.stride  # the first position of this batch on the stride
-                self.samples.setdefault(key, array("d")).extend(col[skip::self.stride])
-        self.sampled_steps += max((len(col) for k, col in columns.items() if k.startswith(_MEDIAN_PREFIXES)),
-                                  default=0)
-        if any(len(values) > MAX_SAMPLES for values in self.samples.values()):
-            self.samples = {k: array("d", values[::2]) for k, values in self.samples.items()}
-            self.stride *= 2
-        exact = columns.get("train_loss_logits") or columns.get("train_loss") or []
-        self.step_losses.extend(exact)
-        if exact:
-            self._add_train_losses(np.asarray(exact, dtype=np.float64), np.asarray(epochs[:len(exact)]))
-        self.val_losses.extend(columns.get("val_loss_logits", ()))
-        for i, v in enumerate(columns.get("val_loss", ())):
-            if v < self.best_val_loss:
-                self.best_val_loss, self.best_val_epoch = v, epochs[i]
-        for v in columns.get("val_acc", ()):
-            self.best_val_acc = max(self.best_val_acc, v)
-        if "update_norm" in columns:
-            self.zero_update_steps += sum(1 for g, u in zip(columns["grad_norm"], columns["update_norm"])
-                                          if u == 0.0 and g > 0.0)
+            if len(col):
+                by_length.setdefault(len(col), {})[key] = np.asarray(col, dtype=np.float64)[None]
+        for n, part in by_length.items():
+            Summary.add_many([self], part, epochs[:n])
 
-    def _add_train_losses(self, values: np.ndarray, epochs: np.ndarray) -> None:
-        """Add the finite training losses to their epochs' sums and counts, one after another as a loop would
-        (numpy's cumulative sum adds in order), each epoch's values being adjacent."""
-        finite = np.isfinite(values)
-        values, epochs = values[finite], epochs[finite]
-        starts = np.flatnonzero(np.concatenate([[True], epochs[1:] != epochs[:-1]])) if values.size else []
-        for a, b in zip(starts, [*starts[1:], values.size]):
-            acc = self.train_by_epoch.setdefault(int(epochs[a]), [0.0, 0])
-            acc[0] = float(np.cumsum(np.concatenate([[acc[0]], values[a:b]]))[-1])
-            acc[1] += int(b - a)
+    @staticmethod
+    def add_many(summaries: list["Summary"], columns: dict[str, np.ndarray], epochs: list[int],
+                 has: dict[str, np.ndarray] | None = None) -> None:
+        """`add_columns` for many runs measured at the same steps: `columns[key]` holds run i's values in row i,
+        (runs, n), position j measured in epoch `epochs[j]`; `has[key]` says which runs have the key (all when
+        not given). The arithmetic runs over every run at once; what is left per run is storing its results.
+        A population's flush adds its members this way; a single run's `add_columns` is the case of one."""
+        n = len(epochs)
+        if not n or not summaries:
+            return
+        runs = len(summaries)
+        everyone = np.ones(runs, dtype=bool)
+        has = has or {}
+        with np.errstate(invalid="ignore"):
+            for key, values in columns.items():
+                present = has.get(key, everyone)
+                last = values[:, -1].tolist()
+                peak = lowest = None
+                if key in Summary.PEAKS or key in Summary.LOWEST:
+                    finite = np.isfinite(values)
+                    any_finite = finite.any(axis=1).tolist()
+                    if key in Summary.PEAKS or key == "pred_pos_rate":
+                        peak = np.where(finite, values, -math.inf).max(axis=1).tolist()
+                    if key in Summary.LOWEST:
+                        lowest = np.where(finite, values, math.inf).min(axis=1).tolist()
+                sampled = key.startswith(_MEDIAN_PREFIXES)
+                for i, s in enumerate(summaries):
+                    if not present[i]:
+                        continue
+                    s.final[key] = last[i]
+                    if peak is not None and any_finite[i]:
+                        s.peak[key] = max(s.peak.get(key, -math.inf), peak[i])
+                    if lowest is not None and any_finite[i]:
+                        s.lowest[key] = min(s.lowest.get(key, math.inf), lowest[i])
+                    if sampled:
+                        skip = -s.sampled_steps % s.stride  # the first position of this batch on the stride
+                        s.samples.setdefault(key, array("d")).frombytes(values[i, skip::s.stride].tobytes())
+            sampled_keys = [key for key in columns if key.startswith(_MEDIAN_PREFIXES)]
+            exact_key = "train_loss_logits" if "train_loss_logits" in columns else \
+                "train_loss" if "train_loss" in columns else None
+            epoch_ids = np.asarray(epochs)
+            if exact_key is not None:
+                exact = columns[exact_key]
+                present = has.get(exact_key, everyone)
+                starts = np.flatnonzero(np.concatenate([[True], epoch_ids[1:] != epoch_ids[:-1]]))
+                spans = [(int(epoch_ids[a]), a, b) for a, b in zip(starts, [*starts[1:], n])]
+                finite = np.isfinite(exact)
+                kept = np.where(finite, exact, 0.0)  # + 0.0 leaves a sum of losses as it was
+                counts = [finite[:, a:b].sum(axis=1).tolist() for _, a, b in spans]
+                for (epoch, a, b), count in zip(spans, counts):
+                    before = [s.train_by_epoch.get(epoch, (0.0, 0))[0] for s in summaries]
+                    # added one after another, as a loop would: numpy's cumulative sum adds in order
+                    total = np.cumsum(np.concatenate([np.asarray(before)[:, None], kept[:, a:b]], axis=1),
+                                      axis=1)[:, -1].tolist()
+                    for i, s in enumerate(summaries):
+                        if present[i] and count[i]:
+                            acc = s.train_by_epoch.setdefault(epoch, [0.0, 0])
+                            acc[0], acc[1] = total[i], acc[1] + count[i]
+            val_exact = columns.get("val_loss_logits")
+            val = columns.get("val_loss")
+            best = best_at = None
+            if val is not None:
+                low = np.where(np.isnan(val), math.inf, val)  # NaN is never better
+                best, best_at = low.min(axis=1).tolist(), low.argmin(axis=1).tolist()  # the first of equals
+            acc = columns.get("val_acc")
+            top = np.where(np.isnan(acc), -math.inf, acc).max(axis=1).tolist() if acc is not None else None
+            zero = None
+            if "update_norm" in columns and "grad_norm" in columns:
+                zero = ((columns["update_norm"] == 0.0) & (columns["grad_norm"] > 0.0)).sum(axis=1).tolist()
+            for i, s in enumerate(summaries):
+                s.sampled_steps += n if any(has.get(key, everyone)[i] for key in sampled_keys) else 0
+                if any(len(values) > MAX_SAMPLES for values in s.samples.values()):
+                    s.samples = {k: array("d", values[::2]) for k, values in s.samples.items()}
+                    s.stride *= 2
+                if exact_key is not None and has.get(exact_key, everyone)[i]:
+                    s.step_losses.frombytes(np.ascontiguousarray(columns[exact_key][i]).tobytes())
+                if val_exact is not None and has.get("val_loss_logits", everyone)[i]:
+                    s.val_losses.extend(val_exact[i].tolist())
+                if best is not None and has.get("val_loss", everyone)[i] and best[i] < s.best_val_loss:
+                    s.best_val_loss, s.best_val_epoch = best[i], int(epoch_ids[best_at[i]])
+                if top is not None and has.get("val_acc", everyone)[i]:
+                    s.best_val_acc = max(s.best_val_acc, top[i])
+                if zero is not None and has.get("update_norm", everyone)[i]:
+                    s.zero_update_steps += zero[i]
 
     def as_dict(self, *, steps: int, epochs: int, diverged_step: int | None) -> dict[str, Any]:
         out: dict[str, Any] = {"steps": steps, "epochs_completed": epochs}
