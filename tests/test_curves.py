@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from core.training.curves import _nan_medians, curve_stats, oscillation, spikes
+from core.training.curves import nan_medians, curve_stats, oscillation, spikes
 
 
 def test_oscillation_is_zero_for_a_monotone_curve_and_counts_back_and_forth_travel():
@@ -55,4 +55,4 @@ def test_the_spike_reference_is_numpys_nanmedian():
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns of an all-NaN row
             expected = np.nanmedian(rows, axis=1)
-        assert np.array_equal(_nan_medians(rows), expected, equal_nan=True)
+        assert np.array_equal(nan_medians(rows), expected, equal_nan=True)

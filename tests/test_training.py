@@ -489,3 +489,33 @@ def test_summary_add_many_is_add_columns_of_each_run():
     assert "median_update_ratio/fc0" not in one[1].as_dict(steps=36, epochs=3, diverged_step=None)
     assert 2 not in one[2].train_by_epoch or one[2].train_by_epoch[2][1] == 6  # flush 2's first epoch: inf only
     assert one[0].best_val_epoch == 1 and one[0].zero_update_steps > 0
+
+
+def test_summaries_made_together_have_each_runs_medians_and_spikes():
+    """`Summary.as_dicts` (a population's members ending together) computes medians and loss spikes for runs of
+    equal length at once: each run's are still its own (np.median of its finite samples; no key without one),
+    with runs of other lengths, NaN, infinities and an empty sample among them."""
+    from array import array
+
+    from core.training.curves import spikes
+    from core.training.summary import Summary
+
+    gen = np.random.default_rng(7)
+    summaries = []
+    for i, n in enumerate((30, 30, 30, 12, 0)):
+        s = Summary()
+        values = gen.normal(size=n)
+        if n:
+            values[i % n] = (math.nan, math.inf, -math.inf, 1.0, 0.0)[i]
+        s.samples = {"grad_norm": array("d", values), "update_ratio/fc0": array("d", values[::3])}
+        s.step_losses = array("d", np.abs(gen.normal(size=n)) + (np.arange(n) == 25) * 50)
+        summaries.append(s)
+    summaries[2].samples["grad_norm"] = array("d", [math.nan] * 30)  # no finite sample: no median
+    got = Summary.as_dicts(summaries, steps=[30] * 5, epochs=[1] * 5, diverged_steps=[None] * 5)
+    for s, out in zip(summaries, got):
+        for key, values in s.samples.items():
+            finite = np.asarray(values)[np.isfinite(values)]
+            assert out.get(f"median_{key}") == (float(np.median(finite)) if finite.size else None), key
+        assert out["loss_spikes"] == spikes(np.asarray(s.step_losses))
+        assert out == s.as_dict(steps=30, epochs=1, diverged_step=None)
+    assert got[0]["loss_spikes"] == 1 and got[3]["loss_spikes"] == 0

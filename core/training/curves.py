@@ -31,18 +31,24 @@ def oscillation(values: list[float]) -> float:
 def spikes(losses: np.ndarray) -> int:
     """Logged steps whose loss is SPIKE_RATIO times the median of the SPIKE_WINDOW steps before, and at least
     SPIKE_ABOVE above it. A non-finite loss is a spike too."""
+    return int(spikes_rows(np.asarray(losses, dtype=np.float64)[None])[0])
+
+
+def spikes_rows(losses: np.ndarray) -> np.ndarray:
+    """`spikes` of every row of `losses` (runs, steps), in one pass."""
     x = np.asarray(losses, dtype=np.float64)
-    if x.size <= SPIKE_WINDOW:
-        return 0
-    windows = np.lib.stride_tricks.sliding_window_view(x[:-1], SPIKE_WINDOW)
-    reference = _nan_medians(windows)
-    later = x[SPIKE_WINDOW:]
+    rows, n = x.shape
+    if n <= SPIKE_WINDOW:
+        return np.zeros(rows, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(x[:, :-1], SPIKE_WINDOW, axis=1)
+    reference = nan_medians(windows.reshape(-1, SPIKE_WINDOW)).reshape(rows, -1)
+    later = x[:, SPIKE_WINDOW:]
     with np.errstate(invalid="ignore"):
         hit = (later > SPIKE_RATIO * reference) & (later > reference + SPIKE_ABOVE) | ~np.isfinite(later)
-    return int(hit.sum())
+    return hit.sum(axis=1)
 
 
-def _nan_medians(rows: np.ndarray) -> np.ndarray:
+def nan_medians(rows: np.ndarray) -> np.ndarray:
     """`np.nanmedian(rows, axis=1)` (NaN for a row of NaN only), without its masked-array path for short rows,
     several times slower: each row sorted (NaN last), the mean of its middle finite value or two."""
     ordered = np.sort(rows, axis=1)
@@ -54,7 +60,8 @@ def _nan_medians(rows: np.ndarray) -> np.ndarray:
     return np.where(n > 0, middle, np.nan)
 
 
-def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses: np.ndarray) -> dict[str, float]:
+def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses: np.ndarray | None, *,
+                loss_spikes: int | None = None) -> dict[str, float]:
     """Summary keys from the exact training loss averaged per epoch, the exact validation loss per epoch and the
     exact training loss of every logged step:
 
@@ -62,9 +69,9 @@ def curve_stats(train_epochs: list[float], val_epochs: list[float], step_losses:
     - `train_loss_osc`, `val_loss_osc`: `oscillation` of the two curves.
     - `val_loss_tail_drop`, `val_loss_tail_fall`: the validation loss's mean fall per epoch over the last two
       epochs, relative and in nats (> 0 when it was still falling as training stopped).
-    - `loss_spikes`: `spikes` of the step losses.
+    - `loss_spikes`: `spikes` of the step losses (or `loss_spikes`, counted already).
     """
-    out: dict[str, float] = {"loss_spikes": spikes(step_losses)}
+    out: dict[str, float] = {"loss_spikes": spikes(step_losses) if loss_spikes is None else loss_spikes}
     train = [v for v in train_epochs if math.isfinite(v)]
     if len(train) >= 2 and train[0] > 0:
         out["train_loss_drop"] = 1 - min(train[-2:]) / train[0]

@@ -76,14 +76,25 @@ class _Member:
         self.error = f"{self.error}\n{tb}" if len(tb) < 4000 else self.error
 
     def finish(self, steps: int, wall: float, inputs: dict[str, float]) -> None:
-        d = self.diverged
-        self.result = RunResult(status=self.status, error=self.error, wall_time_s=wall,
-                                summary={**self.summary.as_dict(steps=d[0] if d else steps, epochs=self.epochs_done,
-                                                                diverged_step=d[0] if d else None), **inputs})
+        finish_all([self], steps, wall, inputs)
+
+    def finished(self, summary: dict, wall: float) -> None:
+        """End with this summary (`finish_all`): the result, and the reporter told."""
+        self.result = RunResult(status=self.status, error=self.error, wall_time_s=wall, summary=summary)
         try:
             self.reporter.on_finish(self.result)
         except Exception:  # noqa: BLE001 - one member's reporter must not stop the others
             pass
+
+
+def finish_all(members: list[_Member], steps: int, wall: float, inputs: dict[str, float]) -> None:
+    """End `members` (as `_Member.finish`), their summaries made together (`Summary.as_dicts`)."""
+    bad = [m.diverged for m in members]
+    summaries = Summary.as_dicts([m.summary for m in members], steps=[d[0] if d else steps for d in bad],
+                                 epochs=[m.epochs_done for m in members],
+                                 diverged_steps=[d[0] if d else None for d in bad])
+    for m, summary in zip(members, summaries):
+        m.finished({**summary, **inputs}, wall)
 
 
 def member_losses(cfgs: list[ExperimentConfig], device: torch.device | None = None
@@ -280,6 +291,4 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             else:
                 m.fail(exc)
         report_pending()
-    for m in members:
-        if m.alive:
-            m.finish(steps, clock() - start, inputs)
+    finish_all([m for m in members if m.alive], steps, clock() - start, inputs)

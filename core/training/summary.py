@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.training.curves import curve_stats
+from core.training.curves import nan_medians, curve_stats, spikes_rows
 
 _MEDIAN_PREFIXES = ("grad_norm", "update_ratio/", "stuck_update_frac")
 MAX_SAMPLES = 100_000
@@ -142,6 +142,33 @@ class Summary:
                     s.zero_update_steps += zero[i]
 
     def as_dict(self, *, steps: int, epochs: int, diverged_step: int | None) -> dict[str, Any]:
+        return Summary.as_dicts([self], steps=[steps], epochs=[epochs], diverged_steps=[diverged_step])[0]
+
+    @staticmethod
+    def as_dicts(summaries: list["Summary"], *, steps: list[int], epochs: list[int],
+                 diverged_steps: list[int | None]) -> list[dict[str, Any]]:
+        """`as_dict` of many runs: the medians and the loss spikes of runs with samples of one length are
+        computed over all of them at once (a population's members end together)."""
+        medians = [dict() for _ in summaries]
+        for key in sorted({key for s in summaries for key in s.samples}):
+            runs = [i for i, s in enumerate(summaries) if key in s.samples]
+            for group, table in _by_length([summaries[i].samples[key] for i in runs]):
+                if not table.shape[1]:
+                    continue
+                with np.errstate(invalid="ignore"):
+                    middle = nan_medians(np.where(np.isfinite(table), table, np.nan))
+                for j, value in zip(group, middle.tolist()):
+                    if value == value:  # NaN: no finite sample
+                        medians[runs[j]][f"median_{key}"] = value
+        spikes = [0] * len(summaries)
+        for group, table in _by_length([s.step_losses for s in summaries]):
+            for j, count in zip(group, spikes_rows(table).tolist()):
+                spikes[j] = count
+        return [s._as_dict(steps=n, epochs=e, diverged_step=d, medians=m, loss_spikes=c)
+                for s, n, e, d, m, c in zip(summaries, steps, epochs, diverged_steps, medians, spikes)]
+
+    def _as_dict(self, *, steps: int, epochs: int, diverged_step: int | None, medians: dict[str, float],
+                 loss_spikes: int) -> dict[str, Any]:
         out: dict[str, Any] = {"steps": steps, "epochs_completed": epochs}
         for key in ("train_loss", "train_loss_logits", "val_loss", "val_loss_logits", "val_acc", "val_auc",
                     "train_acc", "val_pred_pos_rate", "pred_pos_rate", "grad_norm", "update_norm", "logit_abs_max",
@@ -158,15 +185,20 @@ class Summary:
             out["best_val_acc"] = self.best_val_acc
         if "update_norm" in self.final:
             out["zero_update_steps"] = self.zero_update_steps
-        for key, values in sorted(self.samples.items()):
-            finite = np.asarray(values)
-            finite = finite[np.isfinite(finite)]
-            if finite.size:
-                out[f"median_{key}"] = float(np.median(finite))
+        out.update(medians)  # median_<key>, in key order
         train = [s / n for _, (s, n) in sorted(self.train_by_epoch.items()) if n]
-        out.update(curve_stats(train, self.val_losses, np.asarray(self.step_losses)))
+        out.update(curve_stats(train, self.val_losses, None, loss_spikes=loss_spikes))
         if self.reliability is not None:
             out["calibration"] = self.reliability
         out["diverged_step"] = diverged_step
         out.update(self.extra)
         return out
+
+
+def _by_length(rows: list[array]) -> list[tuple[list[int], np.ndarray]]:
+    """Rows of float64 values grouped by length: (their positions, their (rows, length) table)."""
+    groups: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(len(row), []).append(i)
+    return [(group, np.frombuffer(b"".join(rows[i].tobytes() for i in group), dtype=np.float64)
+             .reshape(len(group), length)) for length, group in groups.items()]
