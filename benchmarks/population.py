@@ -1,6 +1,6 @@
 """Population training's speed (issue 16), written as its own section of benchmarks/RESULTS.md.
 
-    python benchmarks/population.py               # about 10 minutes on 2 CPU cores
+    python benchmarks/population.py               # about 3 minutes on 2 CPU cores
     python benchmarks/population.py --quick       # fewer repeats and members, a smoke check
     python benchmarks/population.py --device cuda # the in-process figures on a GPU
 
