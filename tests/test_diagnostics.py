@@ -7,7 +7,8 @@ from sklearn.metrics import roc_auc_score
 
 from core.experiment.losses import bce_loss, logits_loss
 from core.training.diagnostics import (batchnorm_stats, dead_relu_frac, grad_norms, grad_vanish_frac,
-                                       output_diagnostics, roc_auc, roc_auc_rows)
+                                       output_diagnostics)
+from core.training.scores import roc_auc, roc_auc_rows
 
 
 def diag_with_grad(z, y, loss="bce", **kw):
@@ -123,7 +124,7 @@ def test_margin_min_is_the_most_wrong_signed_logit():
 
 
 def test_ece_and_reliability_by_hand():
-    from core.training.diagnostics import ece_rows, reliability
+    from core.training.scores import ece_rows, reliability
 
     # two samples predicted 0.5 (one positive: calibrated), two predicted ~0.88 (both negative: off by 0.88)
     z = np.array([0.0, 0.0, 2.0, 2.0])

@@ -18,15 +18,13 @@ contract with the store and the dashboard:
 - `update_ratio/<layer>`: the relative size of the optimizer's step, |delta W| / |W| (weights and bias together).
 - `stuck_update_frac`: share of parameters with a non-zero gradient that the optimizer step left unchanged (the
   update rounded away in the compute dtype).
-- `val_ece`: expected calibration error on validation (10 equal-width probability bins), with `reliability` giving
-  the curve itself.
+- `val_auc`, `val_ece` and the reliability curve, from the validation logits: `core.training.scores`.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from core.experiment.losses import logits_loss, sample_weights
@@ -276,96 +274,6 @@ def grad_norms(named_layers: list[tuple[str, torch.nn.Module]]) -> dict[str, tor
     """`grad_norm` (all parameters) and `grad_norm/<layer>` for each parametrised layer, from the current grads."""
     layout = GradLayout(named_layers, [p for _, m in named_layers for p in m.parameters()])
     return layout.norms(layout.flat_grads())
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve: the chance that a random positive scores above a random negative, ties counted
-    half (the Mann-Whitney statistic). NaN with one class or a non-finite score."""
-    return float(roc_auc_rows(np.asarray(scores)[None, :], labels)[0])
-
-
-def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """`roc_auc` of every row of `scores` (rows, n) against the same `labels` (n,), in one pass: each row's
-    average ranks (ties share theirs), then U = the positives' rank sum - P(P+1)/2 and AUC = U / (P N). U is a
-    sum of half-integers, exact in float64, so this equals counting the pairs."""
-    scores = np.asarray(scores, dtype=np.float64)
-    positive = np.asarray(labels) > 0.5
-    rows, n = scores.shape
-    n_pos = int(positive.sum())
-    n_neg = n - n_pos
-    if rows == 0 or n_pos == 0 or n_neg == 0:
-        return np.full(rows, math.nan)
-    order = np.argsort(scores, axis=1)
-    ranked = np.take_along_axis(scores, order, axis=1)
-    starts = np.ones((rows, n), dtype=bool)  # where a run of equal scores starts; runs never cross rows
-    starts[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
-    rank = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64), (rows, n))
-    if starts.all():
-        average = rank
-    else:
-        group = np.cumsum(starts.ravel()) - 1
-        average = (np.bincount(group, weights=rank.ravel()) / np.bincount(group))[group].reshape(rows, n)
-    u = (average * positive[order]).sum(axis=1) - n_pos * (n_pos + 1) / 2
-    auc = u / (n_pos * n_neg)
-    auc[~np.isfinite(scores).all(axis=1)] = math.nan
-    return auc
-
-
-CALIBRATION_BINS = 10
-
-
-def _probabilities(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -60.0, 60.0)))
-
-
-def ece_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> np.ndarray:
-    """Expected calibration error of every row of logits `z` (rows, n) against `labels` (n,): over equal-width
-    probability bins, the share of samples in the bin times |mean predicted probability - share of positives|.
-    NaN for a row with a non-finite logit."""
-    z = np.asarray(z, dtype=np.float64)
-    rows, n = z.shape
-    if rows == 0 or n == 0:
-        return np.full(rows, math.nan)
-    finite = np.isfinite(z).all(axis=1)
-    p = _probabilities(np.where(np.isfinite(z), z, 0.0))
-    which = np.minimum((p * bins).astype(np.int64), bins - 1) + bins * np.arange(rows)[:, None]
-    total_p = np.bincount(which.ravel(), weights=p.ravel(), minlength=rows * bins).reshape(rows, bins)
-    total_y = np.bincount(which.ravel(), weights=np.broadcast_to(labels, z.shape).ravel(),
-                          minlength=rows * bins).reshape(rows, bins)
-    ece = np.abs(total_p - total_y).sum(axis=1) / n  # sum over bins of n_b/n * |mean p - mean y|
-    ece[~finite] = math.nan
-    return ece
-
-
-def reliability(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> dict[str, list[float]]:
-    """The reliability curve of one set of logits: per non-empty bin, the mean predicted probability, the share
-    of positives and the number of samples."""
-    return reliability_rows(np.asarray(z)[None], labels, bins=bins)[0]
-
-
-def reliability_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS
-                     ) -> list[dict[str, list[float]]]:
-    """`reliability` of every row of logits `z` (rows, n) against the same `labels` (n,), binned in one pass (each
-    bin's sums added in sample order, as one row's own would be)."""
-    z = np.asarray(z, dtype=np.float64)
-    rows, n = z.shape
-    empty = {"predicted": [], "observed": [], "count": []}
-    if n == 0:
-        return [dict(empty) for _ in range(rows)]
-    finite = np.isfinite(z).all(axis=1)
-    p = _probabilities(np.where(np.isfinite(z), z, 0.0))
-    which = np.minimum((p * bins).astype(np.int64), bins - 1) + bins * np.arange(rows)[:, None]
-    count = np.bincount(which.ravel(), minlength=rows * bins).reshape(rows, bins)
-    mean_p = np.bincount(which.ravel(), weights=p.ravel(), minlength=rows * bins).reshape(rows, bins)
-    mean_y = np.bincount(which.ravel(), weights=np.broadcast_to(np.asarray(labels, dtype=np.float64), z.shape)
-                         .ravel(), minlength=rows * bins).reshape(rows, bins)
-    out = []
-    for r in range(rows):
-        kept = count[r] > 0
-        out.append({"predicted": (mean_p[r, kept] / count[r, kept]).tolist(),
-                    "observed": (mean_y[r, kept] / count[r, kept]).tolist(),
-                    "count": count[r, kept].astype(int).tolist()} if finite[r] else dict(empty))
-    return out
 
 
 def first_nonfinite_layer(model, x: torch.Tensor) -> str | None:

@@ -27,10 +27,10 @@ import torch
 
 from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
-from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, ece_rows, exact_dtype,
-                                       norms_from_squares, reliability, reliability_rows, roc_auc_rows,
-                                       row_output_diagnostics, updates_from_squares)
+from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype,
+                                       norms_from_squares, row_output_diagnostics, updates_from_squares)
 from core.training.reporting import MetricBatch
+from core.training.scores import ece_rows, reliability, reliability_rows, roc_auc_rows
 from core.training.summary import Summary
 from core.training.window import Fetched, LoggedStep
 

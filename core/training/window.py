@@ -16,8 +16,9 @@ import torch
 
 from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
-from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, ece_rows, exact_dtype,
-                                       reliability, roc_auc_rows, segment_output_diagnostics)
+from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype,
+                                       segment_output_diagnostics)
+from core.training.scores import ece_rows, reliability, roc_auc_rows
 from core.training.reporting import MetricBatch
 from core.training.summary import Summary
 
