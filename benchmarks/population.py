@@ -1,6 +1,6 @@
 """Population training's speed (issue 16), written as its own section of benchmarks/RESULTS.md.
 
-    python benchmarks/population.py               # about 3 minutes on 2 CPU cores
+    python benchmarks/population.py               # about 4 minutes on 2 CPU cores (6 repeats)
     python benchmarks/population.py --quick       # fewer repeats and members, a smoke check
     python benchmarks/population.py --device cuda # the in-process figures on a GPU
 
@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("studies", "overhead", "sizes"), action="append")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or (2 if args.quick else 6)  # this machine moves a single figure by a third
     device = torch.device(args.device)
     only = set(args.only or ("studies", "overhead", "sizes"))
     rows: list[dict] = []
