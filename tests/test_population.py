@@ -376,3 +376,58 @@ def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(order
         single.eval()
         with torch.no_grad():
             assert torch.allclose(single(x[0]).squeeze(-1), z_val[k], rtol=1e-12, atol=1e-12), k
+
+
+@pytest.mark.parametrize("host_flags, log_every", [(True, 1), (False, 1), (True, 3), (False, 2)])
+def test_where_a_diverging_member_went_non_finite_is_its_single_runs(monkeypatch, host_flags, log_every):
+    """A population keeps each member's first non-finite logged step (`FirstBad`: on the CPU by copying the rows
+    that went bad, on a GPU by a `where` on every row); the stopped member's summary names the layer and the
+    phase its single run names, also when that step was not logged (then, as a single run, from the values as
+    they are)."""
+    from core.training import population_window
+
+    init = population_window.FirstBad.__init__
+
+    def forced(self, size, device):
+        init(self, size, device)
+        self.host_flags = host_flags
+    monkeypatch.setattr(population_window.FirstBad, "__init__", forced)
+    cfgs = [BASE.replace(optimizer="sgd", lr=lr, loss="bce_with_logits", hidden=(32, 32), epochs=5, seed=s,
+                         log_every=log_every, activation=act)
+            for lr, s, act in ((0.05, 0, "relu"), (90.0, 1, "relu"), (0.01, 2, "relu"), (90.0, 2, "elu"))]
+    members = check(cfgs, flush_every_steps=4)
+    assert [m.result.status for m in members] == ["finished", "diverged", "finished", "diverged"]
+    if log_every == 1:  # from the kept step: two different layers
+        assert [members[k].result.summary["nonfinite_layer"] for k in (1, 3)] == ["fc1", "out"]
+
+
+@pytest.mark.parametrize("host_flags", [True, False])
+def test_first_bad_keeps_each_members_first_non_finite_step(host_flags):
+    """`FirstBad.offer`, step by step: a member is caught at its first step with a non-finite logit, loss or
+    gradient norm (the sum of its layers' squares overflowing counts too), its gradients and values of that step
+    kept; later steps, bad or not, change nothing of it; members never bad keep nothing. Both ways of copying:
+    rows picked on the host (CPU) and a `where` on every row (GPU)."""
+    from core.training.population_window import FirstBad
+
+    first = FirstBad(4, CPU)
+    first.host_flags = host_flags
+    history = []
+    for step in range(1, 6):
+        z = torch.zeros(4, 3)
+        loss = torch.zeros(4)
+        stats = torch.zeros(5, 4, 2)
+        if step >= 2:
+            z[1, 2] = math.nan  # member 1: logits from step 2 on
+        if step == 3:
+            loss[2] = math.inf  # member 2: its loss at step 3 only
+        if step >= 4:
+            stats[0, 2, 1] = math.inf  # ... then its gradient norm
+            stats[0, 3] = 3e38  # member 3: each layer finite, their sum overflows
+        grads, before, after = (torch.full((4, 6), float(10 * step + j)) for j in range(3))
+        first.offer(step, z, loss, stats, grads, before, after)
+        history.append((grads, before, after))
+    assert first.caught_at() == [-1, 2, 3, 4]
+    for k, step in ((1, 2), (2, 3), (3, 4)):
+        for kept, now in zip(first.kept, history[step - 1]):
+            assert torch.equal(kept[k], now[k]), (k, step)
+    assert all(float(kept[0].abs().sum()) == 0 for kept in first.kept)

@@ -33,7 +33,7 @@ from core.training.reporting import Reporter, RunInfo, RunResult
 from core.training.stacked import StackedClassifier, stacking_order
 from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
                                    where_nonfinite)
-from core.training.population_window import PopulationWindow, Step
+from core.training.population_window import FirstBad, PopulationWindow, Step
 from core.training.window import Fetched, Summary
 
 WINDOW = 4_000_000  # values a member's window may hold, as in trainer.train ...
@@ -177,15 +177,19 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         x_va = torch.as_tensor(data.x_val, dtype=dtype, device=device)
         y_va = torch.as_tensor(data.y_val, dtype=dtype, device=device)
         record = full and any(model.relu)
+        # what the window holds a step, each member: logits and labels, and with full diagnostics the logits'
+        # gradient, each ReLU unit's batch maximum and the update statistics (5 a layer)
         per_step = 0
         layouts, snapshots = [], []
         for m, single in zip(members, model.singles):
             m.layout = GradLayout(single.named_layers(), list(single.parameters())).flatten()
             layouts.append(m.layout)
             snapshots.append(BatchNormSnapshot(single.batchnorms()))
-            per_step += base.batch_size + ((3 * m.layout.size + sum(base.hidden) * model.relu[m.k]) if full else 0)
+            per_step += 2 * base.batch_size + ((base.batch_size + sum(base.hidden) * model.relu[m.k]
+                                                + 5 * len(model.layer_ranges)) if full else 0)
         buf = PopulationWindow(cfgs, layouts, snapshots, model.own, model.relu, layer_ranges=model.layer_ranges,
                                output_relu=model.output_relu, y_val=y_va)
+        first_bad = buf.first_bad = FirstBad(len(members), device)
         window = WINDOW * min(len(members), WINDOW_MEMBERS)
         flush_steps = max(1, min(flush_every_steps, window // per_step))
         slices = batch_slices(len(y_tr), base.batch_size, batchnorm=model.with_bn)
@@ -234,7 +238,6 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
 
         clip, log_every = base.grad_clip, base.log_every
         stop = False
-        after: torch.Tensor | None = None
         for epoch in range(base.epochs):
             perms = {s: torch.randperm(len(y_tr), generator=g) for s, g in gens.items()}
             order = torch.stack([perms[c.seed] for c in cfgs]).to(device)
@@ -251,20 +254,20 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                 (loss.sum() if everyone else torch.where(alive, loss, 0.0).sum()).backward()
                 wall = clock() - start
                 diag = None
-                if diagnose:
-                    grads = model.grads.clone()  # before clipping: the gradient as computed
+                if diagnose:  # the statistics at the step, while the rows are in cache: no copy kept
+                    grads = model.grads if clip is None else model.grads.clone()  # as computed, before clipping
                     if clip is not None:
                         clip_(model.grads, model.spans, clip)
-                    before = after if after is not None else model.values.clone()
+                    before = model.values.clone()
                     opt.step()
-                    after = model.values.clone()
                     maxes = [h.detach().amax(dim=1) for h in relu]  # each unit's batch maximum: dead or not
-                    diag = (z.grad, grads, before, after, maxes, buf.step_stats(grads, before, after))
+                    stats = buf.step_stats(grads, before, model.values)
+                    first_bad.offer(steps + 1, z, loss, stats, grads, before, model.values)
+                    diag = (z.grad, maxes, stats)
                 else:
                     if clip is not None:
                         clip_(model.grads, model.spans, clip)
                     opt.step()
-                    after = None
                 steps += 1
                 buf.add(Step(z, yb, loss.detach(), (steps, epoch, wall), logged, diag))
                 if len(buf) >= flush_steps or wall - last_flush >= interval:

@@ -42,8 +42,7 @@ class Step:
     loss: torch.Tensor  # (members,)
     meta: tuple[int, int, float]  # step, epoch, wall time
     logged: bool
-    # (z_grad, grads, before, after, each ReLU layer's batch maxima, `PopulationWindow.step_stats`), each with the
-    # members first
+    # (z_grad, each ReLU layer's batch maxima, `PopulationWindow.step_stats`), each with the members first
     full: tuple | None
 
 
@@ -58,6 +57,45 @@ class End:
     at_step: int  # ... and steps
 
 
+class FirstBad:
+    """Each member's first logged step with a non-finite logit, loss or gradient norm, judged as a flush judges it
+    (`PopulationWindow.fetch`), with its gradients and its values before and after that step: what
+    `where_nonfinite` reads when the member is stopped. Kept at each logged step on the device, in place of every
+    step's copies until the flush (which held a 200-member population's window to about 230 steps and most of a
+    gigabyte). On a GPU the copy is a `where` on every row (no host sync a step); on the CPU, where reading a flag
+    costs nothing, only the rows of members that went bad are copied."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.caught = torch.zeros(size, dtype=torch.bool, device=device)
+        self.at = torch.full((size,), -1, dtype=torch.long, device=device)  # the caught step's number
+        self.kept: list[torch.Tensor] | None = None  # gradients, before, after: (members, n) each, once needed
+        self.host_flags = device.type == "cpu"
+
+    def offer(self, step: int, z: torch.Tensor, loss: torch.Tensor, stats: torch.Tensor, grads: torch.Tensor,
+              before: torch.Tensor, after: torch.Tensor) -> None:
+        """Step number `step`'s logits (members, batch), losses, `step_stats`, gradients (before clipping) and
+        values before and after it."""
+        norm = stats[0].sum(dim=-1).sqrt().float()  # as the flush's grad_norm: a member's layers (others are 0)
+        bad = ~torch.isfinite(z.detach()).all(dim=1) | ~torch.isfinite(loss.detach().float()) | ~torch.isfinite(norm)
+        new = bad & ~self.caught
+        if self.host_flags and not bool(new.any()):
+            return
+        if self.kept is None:
+            self.kept = [torch.zeros_like(grads) for _ in range(3)]
+        for kept, now in zip(self.kept, (grads, before, after)):
+            if self.host_flags:
+                rows = new.nonzero().squeeze(1)
+                kept[rows] = now[rows]
+            else:
+                kept.copy_(torch.where(new[:, None], now, kept))
+        self.at = torch.where(new, step, self.at)
+        self.caught |= new
+
+    def caught_at(self) -> list[int]:
+        """Each member's caught step number (-1: none), on the host (a flush reads it once)."""
+        return self.at.tolist()
+
+
 class PopulationWindow:
     def __init__(self, cfgs: list[ExperimentConfig], layouts: list[GradLayout], snapshots: list[BatchNormSnapshot],
                  own: list[torch.Tensor | None], relu: list[bool], *, layer_ranges: dict[str, list[tuple[int, int]]],
@@ -67,6 +105,7 @@ class PopulationWindow:
         self.own, self.output_relu = own, output_relu
         self.y_val = y_val
         self.y_val_host = y_val.float().cpu().numpy()
+        self.first_bad: FirstBad | None = None  # set by the trainer when it takes full diagnostics
         dev = y_val.device
 
         def grouped(key: Callable[[int], object]) -> list[tuple[int, torch.Tensor]]:
@@ -205,12 +244,14 @@ class PopulationWindow:
         end_meta = [[e.step for e in ends], [e.epoch for e in ends], [e.wall for e in ends]]
         out: dict[int, Fetched] = {}
         whole = []  # the members with every row of the window (no non-finite step): summarised together
+        caught_at = self.first_bad.caught_at() if self.first_bad is not None and bad_host.any() else None
         for k in members:
             where = np.flatnonzero(bad_host[k])
             bad_at = int(where[0]) if where.size else None
             first_bad = None if bad_at is None else steps[bad_at].meta[:2]
-            bad_step = self.member_step(k, steps[bad_at].full) if bad_at in logged_at and steps[bad_at].full \
-                else None
+            bad_step = None
+            if first_bad is not None and caught_at is not None and caught_at[k] == first_bad[0]:
+                bad_step = self.member_step(k, steps[bad_at].full[0])  # that step was logged, and kept
             if first_bad is None:  # every logged step, as for most members: the columns as they are
                 rows, kept_ends, (step_ids, epochs, walls) = n, len(ends), logged_meta
                 whole.append(k)
@@ -243,9 +284,10 @@ class PopulationWindow:
                                   if key in has})
         return out
 
-    def member_step(self, k: int, full: tuple) -> LoggedStep:
-        """Member k's share of a logged step, as the single-run trainer records it."""
-        z_grad, grads, before, after = full[:4]
+    def member_step(self, k: int, z_grad: torch.Tensor) -> LoggedStep:
+        """Member k's share of its first non-finite logged step (`FirstBad`), as the single-run trainer records
+        it, from that step's z gradient (members, batch)."""
+        grads, before, after = self.first_bad.kept
 
         def row(t: torch.Tensor) -> torch.Tensor:
             return t[k] if self.own[k] is None else t[k, self.own[k]]
@@ -281,7 +323,7 @@ class PopulationWindow:
                                               z_grad=_rows(z_grad, idx).reshape(k * rows, -1))
                 parts.append(torch.stack(list(cols.values())).view(len(cols), k, rows))
             out.append((list(cols), idx, batches.join(parts)))
-        stats = torch.stack([f[5] for f in logged], dim=1)  # (5, steps, members, layers): `step_stats`
+        stats = torch.stack([f[2] for f in logged], dim=1)  # (5, steps, members, layers): `step_stats`
         updates = []
         for layout, idx, cols in self.layouts:
             # the layout's members and layers, once: each (steps, members of the layout, its layers)
@@ -301,8 +343,8 @@ class PopulationWindow:
         if len(self.relu_members):
             idx = self.relu_members
             maxes = []
-            for j in range(len(logged[0][4])):
-                top = _rows(torch.stack([f[4][j] for f in logged], dim=1), idx)  # (members, steps, width)
+            for j in range(len(logged[0][1])):
+                top = _rows(torch.stack([f[1][j] for f in logged], dim=1), idx)  # (members, steps, width)
                 maxes.append(top.reshape(-1, top.shape[2]))
             dead = dead_frac_from_max(maxes, None if out_max is None else out_max[idx].reshape(-1))
             out.append((["dead_relu_frac"], idx, dead.view(1, len(idx), n)))
