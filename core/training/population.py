@@ -33,7 +33,8 @@ from core.training.reporting import Reporter, RunInfo, RunResult
 from core.training.stacked import StackedClassifier, stacking_order
 from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
                                    where_nonfinite)
-from core.training.population_window import FirstBad, PopulationWindow, Step
+from core.training.population_step import FirstBad, Step
+from core.training.population_window import PopulationWindow
 from core.training.window import Fetched, Summary
 
 WINDOW = 4_000_000  # values a member's window may hold, as in trainer.train ...

@@ -7,8 +7,8 @@ operations; this computes them for a whole window of steps *and members*, with t
 per group of members that share a loss (its kind, clamp eps and pos_weight) or a parameter layout (BatchNorm on or
 off), and brings everything to the host in one transfer.
 The update statistics (per-layer sums of squares of gradients, values and changes; stuck updates) are reduced at
-each logged step instead (`step_stats`), while one row per member is in cache: a flush then stacks (members,
-layers) columns, not every parameter of every step, and copies none of them per layout group.
+each logged step instead (`population_step.step_stats`), while one row per member is in cache: a flush then stacks
+(members, layers) columns, not every parameter of every step, and copies none of them per layout group.
 What it hands each member is the `Fetched` its own `Window` would have: the same rows, the same columns for its
 `Summary`, the same first non-finite step; and it adds those columns to the members' summaries itself, every member
 without a non-finite step in one `Summary.add_many` over the (members, steps) tables as they came back, not one
@@ -29,21 +29,11 @@ from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
 from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype,
                                        norms_from_squares, row_output_diagnostics, updates_from_squares)
+from core.training.population_step import FirstBad, Step, step_stats
 from core.training.reporting import MetricBatch
 from core.training.scores import ece_rows, reliability, reliability_rows, roc_auc_rows
 from core.training.summary import Summary
 from core.training.window import Fetched, LoggedStep
-
-
-@dataclass(slots=True)
-class Step:
-    z: torch.Tensor  # (members, batch) logits
-    y: torch.Tensor  # (members, batch) labels
-    loss: torch.Tensor  # (members,)
-    meta: tuple[int, int, float]  # step, epoch, wall time
-    logged: bool
-    # (z_grad, each ReLU layer's batch maxima, `PopulationWindow.step_stats`), each with the members first
-    full: tuple | None
 
 
 @dataclass(slots=True)
@@ -55,45 +45,6 @@ class End:
     bn: torch.Tensor | None  # (members, n) BatchNorm running statistics
     offset: int  # training samples buffered before this epoch's end
     at_step: int  # ... and steps
-
-
-class FirstBad:
-    """Each member's first logged step with a non-finite logit, loss or gradient norm, judged as a flush judges it
-    (`PopulationWindow.fetch`), with its gradients and its values before and after that step: what
-    `where_nonfinite` reads when the member is stopped. Kept at each logged step on the device, in place of every
-    step's copies until the flush (which held a 200-member population's window to about 230 steps and most of a
-    gigabyte). On a GPU the copy is a `where` on every row (no host sync a step); on the CPU, where reading a flag
-    costs nothing, only the rows of members that went bad are copied."""
-
-    def __init__(self, size: int, device: torch.device) -> None:
-        self.caught = torch.zeros(size, dtype=torch.bool, device=device)
-        self.at = torch.full((size,), -1, dtype=torch.long, device=device)  # the caught step's number
-        self.kept: list[torch.Tensor] | None = None  # gradients, before, after: (members, n) each, once needed
-        self.host_flags = device.type == "cpu"
-
-    def offer(self, step: int, z: torch.Tensor, loss: torch.Tensor, stats: torch.Tensor, grads: torch.Tensor,
-              before: torch.Tensor, after: torch.Tensor) -> None:
-        """Step number `step`'s logits (members, batch), losses, `step_stats`, gradients (before clipping) and
-        values before and after it."""
-        norm = stats[0].sum(dim=-1).sqrt().float()  # as the flush's grad_norm: a member's layers (others are 0)
-        bad = ~torch.isfinite(z.detach()).all(dim=1) | ~torch.isfinite(loss.detach().float()) | ~torch.isfinite(norm)
-        new = bad & ~self.caught
-        if self.host_flags and not bool(new.any()):
-            return
-        if self.kept is None:
-            self.kept = [torch.zeros_like(grads) for _ in range(3)]
-        for kept, now in zip(self.kept, (grads, before, after)):
-            if self.host_flags:
-                rows = new.nonzero().squeeze(1)
-                kept[rows] = now[rows]
-            else:
-                kept.copy_(torch.where(new[:, None], now, kept))
-        self.at = torch.where(new, step, self.at)
-        self.caught |= new
-
-    def caught_at(self) -> list[int]:
-        """Each member's caught step number (-1: none), on the host (a flush reads it once)."""
-        return self.at.tolist()
 
 
 class PopulationWindow:
@@ -144,28 +95,8 @@ class PopulationWindow:
         self.ends.append(End(epoch, step, wall, val_z, bn, self.samples, len(self.steps)))
 
     def step_stats(self, grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """A logged step's update statistics for every member, (5, members, layers), from its (members, n)
-        gradients (as computed, before clipping) and values before and after the step. Per layer of the stacked
-        row: the sums of squares of the gradient, of the values after and of the change (as `layer_squares`), then
-        the counts of the elements whose gradient is not zero and, of those, whose value did not change. Taken at
-        the step, on tensors of one row per member that are still in cache, so that a flush stacks only these; a
-        member's own layers add up to what `GradLayout.norms` and `updates` give its single run (the counts
-        exactly: float32 holds them up to 2**24 elements a layer)."""
-        wide = torch.float64 if grads.dtype == torch.float64 else torch.float32  # as `layer_squares`
-        x = torch.empty((5, *grads.shape), dtype=wide, device=grads.device)  # one buffer: a dozen operations
-        torch.sub(after, before, out=x[2])  # the change, in the compute dtype as the single run's
-        torch.eq(x[2], 0, out=x[4])
-        torch.ne(grads, 0, out=x[3])
-        x[4].mul_(x[3])  # stuck: unchanged and live
-        x[2].square_()
-        if grads.dtype == wide:
-            torch.mul(grads, grads, out=x[0])
-            torch.mul(after, after, out=x[1])
-        else:  # squared after widening, as `layer_squares` does
-            x[0].copy_(grads).square_()
-            x[1].copy_(after).square_()
-        # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
-        return torch.stack([_span_sum(x, spans) for spans in self.layer_ranges.values()], dim=-1)
+        """`population_step.step_stats` on this population's layers."""
+        return step_stats(grads, before, after, self.layer_ranges)
 
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
@@ -400,12 +331,6 @@ def _by_key(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tens
             values[key][rows] = part
             has[key][rows] = True
     return values, has
-
-
-def _span_sum(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
-    """The sum over the last dimension of `x`'s elements in `spans`, (start, stop) ranges."""
-    parts = [x[..., a:b].sum(dim=-1) for a, b in spans]
-    return sum(parts[1:], parts[0])
 
 
 def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:

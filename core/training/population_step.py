@@ -1,0 +1,93 @@
+"""What a population's step leaves for its flush, computed at the step while the stacked rows are in cache: the
+`Step` itself (logits, labels, losses and, with full diagnostics, the logits' gradient, each ReLU unit's batch
+maximum and the update statistics of `step_stats`), and each member's first non-finite step (`FirstBad`). Nothing
+else of a step is kept: a flush (`PopulationWindow.fetch`) reads only these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(slots=True)
+class Step:
+    z: torch.Tensor  # (members, batch) logits
+    y: torch.Tensor  # (members, batch) labels
+    loss: torch.Tensor  # (members,)
+    meta: tuple[int, int, float]  # step, epoch, wall time
+    logged: bool
+    # (z_grad, each ReLU layer's batch maxima, `step_stats`), each with the members first
+    full: tuple | None
+
+
+def step_stats(grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
+               layer_ranges: dict[str, list[tuple[int, int]]]) -> torch.Tensor:
+    """A logged step's update statistics for every member, (5, members, layers), from its (members, n)
+    gradients (as computed, before clipping) and values before and after the step. Per layer of the stacked
+    row: the sums of squares of the gradient, of the values after and of the change (as `layer_squares`), then
+    the counts of the elements whose gradient is not zero and, of those, whose value did not change. Taken at
+    the step, on tensors of one row per member that are still in cache, so that a flush stacks only these; a
+    member's own layers add up to what `GradLayout.norms` and `updates` give its single run (the counts
+    exactly: float32 holds them up to 2**24 elements a layer)."""
+    wide = torch.float64 if grads.dtype == torch.float64 else torch.float32  # as `layer_squares`
+    x = torch.empty((5, *grads.shape), dtype=wide, device=grads.device)  # one buffer: a dozen operations
+    torch.sub(after, before, out=x[2])  # the change, in the compute dtype as the single run's
+    torch.eq(x[2], 0, out=x[4])
+    torch.ne(grads, 0, out=x[3])
+    x[4].mul_(x[3])  # stuck: unchanged and live
+    x[2].square_()
+    if grads.dtype == wide:
+        torch.mul(grads, grads, out=x[0])
+        torch.mul(after, after, out=x[1])
+    else:  # squared after widening, as `layer_squares` does
+        x[0].copy_(grads).square_()
+        x[1].copy_(after).square_()
+    # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
+    return torch.stack([_span_sum(x, spans) for spans in layer_ranges.values()], dim=-1)
+
+
+class FirstBad:
+    """Each member's first logged step with a non-finite logit, loss or gradient norm, judged as a flush judges it
+    (`PopulationWindow.fetch`), with its gradients and its values before and after that step: what
+    `where_nonfinite` reads when the member is stopped. Kept at each logged step on the device, in place of every
+    step's copies until the flush (which held a 200-member population's window to about 230 steps and most of a
+    gigabyte). On a GPU the copy is a `where` on every row (no host sync a step); on the CPU, where reading a flag
+    costs nothing, only the rows of members that went bad are copied."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.caught = torch.zeros(size, dtype=torch.bool, device=device)
+        self.at = torch.full((size,), -1, dtype=torch.long, device=device)  # the caught step's number
+        self.kept: list[torch.Tensor] | None = None  # gradients, before, after: (members, n) each, once needed
+        self.host_flags = device.type == "cpu"
+
+    def offer(self, step: int, z: torch.Tensor, loss: torch.Tensor, stats: torch.Tensor, grads: torch.Tensor,
+              before: torch.Tensor, after: torch.Tensor) -> None:
+        """Step number `step`'s logits (members, batch), losses, `step_stats`, gradients (before clipping) and
+        values before and after it."""
+        norm = stats[0].sum(dim=-1).sqrt().float()  # as the flush's grad_norm: a member's layers (others are 0)
+        bad = ~torch.isfinite(z.detach()).all(dim=1) | ~torch.isfinite(loss.detach().float()) | ~torch.isfinite(norm)
+        new = bad & ~self.caught
+        if self.host_flags and not bool(new.any()):
+            return
+        if self.kept is None:
+            self.kept = [torch.zeros_like(grads) for _ in range(3)]
+        for kept, now in zip(self.kept, (grads, before, after)):
+            if self.host_flags:
+                rows = new.nonzero().squeeze(1)
+                kept[rows] = now[rows]
+            else:
+                kept.copy_(torch.where(new[:, None], now, kept))
+        self.at = torch.where(new, step, self.at)
+        self.caught |= new
+
+    def caught_at(self) -> list[int]:
+        """Each member's caught step number (-1: none), on the host (a flush reads it once)."""
+        return self.at.tolist()
+
+
+def _span_sum(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """The sum over the last dimension of `x`'s elements in `spans`, (start, stop) ranges."""
+    parts = [x[..., a:b].sum(dim=-1) for a, b in spans]
+    return sum(parts[1:], parts[0])
