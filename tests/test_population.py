@@ -384,14 +384,13 @@ def test_where_a_diverging_member_went_non_finite_is_its_single_runs(monkeypatch
     that went bad, on a GPU by a `where` on every row); the stopped member's summary names the layer and the
     phase its single run names, also when that step was not logged (then, as a single run, from the values as
     they are)."""
-    from core.training import population_window
+    from core.training import population_step
 
-    init = population_window.FirstBad.__init__
+    init = population_step.FirstBad.__init__
 
-    def forced(self, size, device):
-        init(self, size, device)
-        self.host_flags = host_flags
-    monkeypatch.setattr(population_window.FirstBad, "__init__", forced)
+    def forced(self, size, device, on_host=None):
+        init(self, size, device, on_host=host_flags)
+    monkeypatch.setattr(population_step.FirstBad, "__init__", forced)
     cfgs = [BASE.replace(optimizer="sgd", lr=lr, loss="bce_with_logits", hidden=(32, 32), epochs=5, seed=s,
                          log_every=log_every, activation=act)
             for lr, s, act in ((0.05, 0, "relu"), (90.0, 1, "relu"), (0.01, 2, "relu"), (90.0, 2, "elu"))]
@@ -407,10 +406,9 @@ def test_first_bad_keeps_each_members_first_non_finite_step(host_flags):
     gradient norm (the sum of its layers' squares overflowing counts too), its gradients and values of that step
     kept; later steps, bad or not, change nothing of it; members never bad keep nothing. Both ways of copying:
     rows picked on the host (CPU) and a `where` on every row (GPU)."""
-    from core.training.population_window import FirstBad
+    from core.training.population_step import FirstBad
 
-    first = FirstBad(4, CPU)
-    first.host_flags = host_flags
+    first = FirstBad(4, CPU, on_host=host_flags)
     history = []
     for step in range(1, 6):
         z = torch.zeros(4, 3)

@@ -7,7 +7,9 @@ else of a step is kept: a flush (`PopulationWindow.fetch`) reads only these.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -51,40 +53,61 @@ def step_stats(grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
 class FirstBad:
     """Each member's first logged step with a non-finite logit, loss or gradient norm, judged as a flush judges it
     (`PopulationWindow.fetch`), with its gradients and its values before and after that step: what
-    `where_nonfinite` reads when the member is stopped. Kept at each logged step on the device, in place of every
-    step's copies until the flush (which held a 200-member population's window to about 230 steps and most of a
-    gigabyte). On a GPU the copy is a `where` on every row (no host sync a step); on the CPU, where reading a flag
-    costs nothing, only the rows of members that went bad are copied."""
+    `where_nonfinite` reads when the member is stopped. Kept at each logged step, in place of every step's copies
+    until the flush (which held a 200-member population's window to about 230 steps and most of a gigabyte).
+    On a GPU the flags stay on the device and the copy is a `where` on every row: no host sync a step. On the CPU
+    (`on_host`), where reading a tensor costs nothing, the flags are numpy's (a tenth of the time of torch's small
+    operations) and only the rows of members that went bad are copied."""
 
-    def __init__(self, size: int, device: torch.device) -> None:
-        self.caught = torch.zeros(size, dtype=torch.bool, device=device)
-        self.at = torch.full((size,), -1, dtype=torch.long, device=device)  # the caught step's number
+    def __init__(self, size: int, device: torch.device, *, on_host: bool | None = None) -> None:
+        self.on_host = device.type == "cpu" if on_host is None else on_host
+        if self.on_host:
+            self.caught: torch.Tensor | np.ndarray = np.zeros(size, dtype=bool)
+            self.at: torch.Tensor | np.ndarray = np.full(size, -1, dtype=np.int64)  # the caught step's number
+        else:
+            self.caught = torch.zeros(size, dtype=torch.bool, device=device)
+            self.at = torch.full((size,), -1, dtype=torch.long, device=device)
         self.kept: list[torch.Tensor] | None = None  # gradients, before, after: (members, n) each, once needed
-        self.host_flags = device.type == "cpu"
 
     def offer(self, step: int, z: torch.Tensor, loss: torch.Tensor, stats: torch.Tensor, grads: torch.Tensor,
               before: torch.Tensor, after: torch.Tensor) -> None:
         """Step number `step`'s logits (members, batch), losses, `step_stats`, gradients (before clipping) and
         values before and after it."""
-        norm = stats[0].sum(dim=-1).sqrt().float()  # as the flush's grad_norm: a member's layers (others are 0)
+        if self.on_host:
+            with np.errstate(over="ignore", invalid="ignore"):
+                norm = np.sqrt(_host(stats[0]).sum(axis=-1)).astype(np.float32)  # as the flush's grad_norm
+                ok = np.isfinite(_host(z)).all(axis=1) & np.isfinite(_host(loss).astype(np.float32)) \
+                    & np.isfinite(norm)
+            new = ~ok & ~self.caught
+            if not new.any():
+                return
+            rows = torch.from_numpy(np.flatnonzero(new))
+            self._keep(lambda kept, now: kept.index_copy_(0, rows, now[rows]), grads, before, after)
+            self.at[new] = step
+            self.caught |= new
+            return
+        norm = stats[0].sum(dim=-1).sqrt().float()  # a member's layers (the others' squares are 0)
         bad = ~torch.isfinite(z.detach()).all(dim=1) | ~torch.isfinite(loss.detach().float()) | ~torch.isfinite(norm)
         new = bad & ~self.caught
-        if self.host_flags and not bool(new.any()):
-            return
-        if self.kept is None:
-            self.kept = [torch.zeros_like(grads) for _ in range(3)]
-        for kept, now in zip(self.kept, (grads, before, after)):
-            if self.host_flags:
-                rows = new.nonzero().squeeze(1)
-                kept[rows] = now[rows]
-            else:
-                kept.copy_(torch.where(new[:, None], now, kept))
+        self._keep(lambda kept, now: kept.copy_(torch.where(new[:, None], now, kept)), grads, before, after)
         self.at = torch.where(new, step, self.at)
         self.caught |= new
+
+    def _keep(self, copy: Callable[[torch.Tensor, torch.Tensor], object], *now: torch.Tensor) -> None:
+        if self.kept is None:
+            self.kept = [torch.zeros_like(t) for t in now]
+        for kept, t in zip(self.kept, now):
+            copy(kept, t)
 
     def caught_at(self) -> list[int]:
         """Each member's caught step number (-1: none), on the host (a flush reads it once)."""
         return self.at.tolist()
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's values as numpy's, without a copy (bfloat16, which numpy lacks, widened: exactly)."""
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def _span_sum(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
