@@ -154,8 +154,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
     def report_pending() -> None:
         """Keep what was measured before an interrupt or a failure, where it can still be fetched."""
         try:
-            alive = [m.k for m in members if m.alive]
-            got = buf.fetch(alive, {k: members[k].summary for k in alive}) if buf is not None else {}
+            got = buf.fetch({m.k: m.summary for m in members if m.alive}) if buf is not None else {}
             for k, fetched in got.items():
                 members[k].report(fetched, steps)
         except Exception:  # noqa: BLE001 - the run's own error is the one to report
@@ -214,7 +213,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             none is left."""
             nonlocal last_flush, interval, alive, everyone
             began = clock()
-            fetched = buf.fetch([m.k for m in members if m.alive], {m.k: m.summary for m in members if m.alive})
+            fetched = buf.fetch({m.k: m.summary for m in members if m.alive})
             for m in [m for m in members if m.alive]:
                 try:
                     got = fetched[m.k]

@@ -101,13 +101,14 @@ class PopulationWindow:
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
 
-    def fetch(self, members: list[int], summaries: dict[int, Summary] | None = None) -> dict[int, Fetched]:
-        """Each of `members`' `Fetched`, as its own `Window.fetch` would give it; with `summaries`, also adds each
-        member's rows to its `Summary`, as the trainer's `report` does (most members' in one `Summary.add_many`)."""
+    def fetch(self, summaries: dict[int, Summary]) -> dict[int, Fetched]:
+        """The `Fetched` of each member k of `summaries`, as its own `Window.fetch` would give it, its rows added
+        to its `Summary` as the trainer's `report` does (most members' in one `Summary.add_many`)."""
         with torch.no_grad():
-            return self._fetch(members, summaries)
+            return self._fetch(summaries)
 
-    def _fetch(self, members: list[int], summaries: dict[int, Summary] | None) -> dict[int, Fetched]:
+    def _fetch(self, summaries: dict[int, Summary]) -> dict[int, Fetched]:
+        members = list(summaries)
         steps, ends, samples = self.steps, self.ends, self.samples
         self.steps, self.ends, self.samples = [], [], 0
         if not steps and not ends:
@@ -203,10 +204,10 @@ class PopulationWindow:
                 curve = curves[k] if kept_ends == len(ends) else reliability(val_host[kept_ends - 1, k],
                                                                               self.y_val_host)
             out[k] = Fetched(batch, first_bad, cols, epochs, epoch_columns, epoch_ids, curve, bad_step)
-            if first_bad is not None and summaries is not None:
+            if first_bad is not None:
                 summaries[k].add_columns(cols, epochs)
                 summaries[k].add_columns(epoch_columns, epoch_ids)
-        if summaries is not None and whole:  # every other member's summary, in one pass over their rows
+        if whole:  # every other member's summary, in one pass over their rows
             rows_of = None if len(whole) == m_all else np.asarray(whole)
             for values, ids in ((step_values, logged_meta[1]), (epoch_values, end_meta[1])):
                 Summary.add_many([summaries[k] for k in whole],
