@@ -24,6 +24,8 @@ contract with the store and the dashboard:
 from __future__ import annotations
 
 import math
+from itertools import accumulate
+from typing import Iterable
 
 import torch
 
@@ -192,16 +194,9 @@ class GradLayout:
         self.params = params
         # Each layer's elements as (start, stop) ranges of the flat vector; a layer's parameters are usually
         # adjacent, so this is one range per layer.
-        self.ranges: dict[str, list[tuple[int, int]]] = {}
-        offset = 0
-        for p in params:
-            spans = self.ranges.setdefault(owner[id(p)], [])
-            if spans and spans[-1][1] == offset:
-                spans[-1] = (spans[-1][0], offset + p.numel())
-            else:
-                spans.append((offset, offset + p.numel()))
-            offset += p.numel()
-        self.size = offset
+        ends = [0, *accumulate(p.numel() for p in params)]
+        self.ranges = layer_spans((owner[id(p)], a, b) for p, a, b in zip(params, ends, ends[1:]))
+        self.size = ends[-1]
         self.values: torch.Tensor | None = None  # set by flatten()
         self.grads: torch.Tensor | None = None
 
@@ -245,11 +240,30 @@ class GradLayout:
                                     ((delta == 0) & live).sum(dim=1), live.sum(dim=1))
 
 
+def layer_spans(pieces: Iterable[tuple[str, int, int]]) -> dict[str, list[tuple[int, int]]]:
+    """Each layer's (start, stop) spans of a flat row, from its pieces (layer, start, stop) in row order: a piece
+    that starts where its layer's last span stops extends that span."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for layer, a, b in pieces:
+        spans = out.setdefault(layer, [])
+        if spans and spans[-1][1] == a:
+            spans[-1] = (spans[-1][0], b)
+        else:
+            spans.append((a, b))
+    return out
+
+
+def span_sum(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """The sum over the last dimension of `x`'s elements in `spans`, (start, stop) ranges: (...,)."""
+    parts = [x[..., a:b].sum(dim=-1) for a, b in spans]
+    return sum(parts[1:], parts[0])
+
+
 def layer_squares(flat: torch.Tensor, ranges: dict[str, list[tuple[int, int]]]) -> dict[str, torch.Tensor]:
     """Per layer of `ranges` (its elements' (start, stop) spans), the sum of squares of its elements of flat
     vectors (..., n) -> (...,), in float64 for float64 values, else float32."""
     sq = flat.double().square() if flat.dtype == torch.float64 else flat.float().square()
-    return {name: sum(sq[..., a:b].sum(dim=-1) for a, b in spans) for name, spans in ranges.items()}
+    return {name: span_sum(sq, spans) for name, spans in ranges.items()}
 
 
 def norms_from_squares(squares: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core.training.diagnostics import span_sum
+
 
 @dataclass(slots=True)
 class Step:
@@ -47,7 +49,7 @@ def step_stats(grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
         x[0].copy_(grads).square_()
         x[1].copy_(after).square_()
     # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
-    return torch.stack([_span_sum(x, spans) for spans in layer_ranges.values()], dim=-1)
+    return torch.stack([span_sum(x, spans) for spans in layer_ranges.values()], dim=-1)
 
 
 class FirstBad:
@@ -108,9 +110,3 @@ def _host(t: torch.Tensor) -> np.ndarray:
     """A CPU tensor's values as numpy's, without a copy (bfloat16, which numpy lacks, widened: exactly)."""
     t = t.detach()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-
-
-def _span_sum(x: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
-    """The sum over the last dimension of `x`'s elements in `spans`, (start, stop) ranges."""
-    parts = [x[..., a:b].sum(dim=-1) for a, b in spans]
-    return sum(parts[1:], parts[0])

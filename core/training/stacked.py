@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from core.experiment.config import ExperimentConfig
 from core.experiment.models import Classifier, build_model, make_activation
+from core.training.diagnostics import layer_spans
 
 
 # A parameter here is a strided view of a member row, its gradient the same view of `grads`: autograd accumulates
@@ -83,13 +84,7 @@ class StackedClassifier:
             at += n
         self.spans = spans  # each parameter's (start, stop) in a row
         # each layer's elements of a row, as `GradLayout.ranges` (a layer's parameters are adjacent: one span)
-        self.layer_ranges: dict[str, list[tuple[int, int]]] = {}
-        for (layer, _, _), (a, b) in zip(slots, spans):
-            ranges = self.layer_ranges.setdefault(layer, [])
-            if ranges and ranges[-1][1] == a:
-                ranges[-1] = (ranges[-1][0], b)
-            else:
-                ranges.append((a, b))
+        self.layer_ranges = layer_spans((layer, a, b) for (layer, _, _), (a, b) in zip(slots, spans))
         self.values = torch.zeros(m, at, dtype=dtype, device=device)
         self.grads = torch.zeros_like(self.values)
         plain = torch.tensor([j for (layer, _, _), (a, b) in zip(slots, spans) if not layer.startswith("bn")
