@@ -12,6 +12,15 @@ def test_defaults_validate_and_round_trip_through_json():
     assert again == cfg and isinstance(again.hidden, tuple)
 
 
+def test_to_dict_is_every_field_in_order_with_hidden_as_a_list():
+    cfg = ExperimentConfig(hidden=(8, 4), clamp_eps=1e-7, batchnorm=True, seed=3)
+    d = cfg.to_dict()
+    assert tuple(d) == tuple(field_names()) and d["hidden"] == [8, 4] and d["clamp_eps"] == 1e-7 and d["seed"] == 3
+    d["hidden"].append(2)  # a copy: the config is unchanged
+    assert cfg.hidden == (8, 4)
+    assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
+
+
 def test_every_field_has_a_comment():
     assert all(field_comment(name) for name in field_names())
 

