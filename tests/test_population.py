@@ -347,19 +347,21 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts():
         assert float(got["stuck_update_frac"]) == float(want["stuck_update_frac"]) > 0
 
 
-@pytest.mark.parametrize("ordered", [True, False])
-def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(ordered):
+@pytest.mark.parametrize("ordered, hidden, output_relu", [(True, (6, 5), False), (False, (6, 5), False),
+                                                          (True, (7,), True), (True, (), True)])
+def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(ordered, hidden, output_relu):
     """The stacked model's forward pass, its BatchNorm running statistics and its gradients are each member's own
     model's, whether members sharing a branch are adjacent (`stacking_order`: each branch on a slice of members)
-    or interleaved past MAX_RUNS (each branch for every member, selected by a mask)."""
+    or interleaved past MAX_RUNS (each branch for every member, selected by a mask); and so are its validation
+    logits (each branch through the model on its own), with one hidden layer, two, or none."""
     from core.training.stacked import MAX_RUNS, StackedClassifier, stacking_order
 
-    cfgs = [BASE.replace(hidden=(6, 5), seed=k, batchnorm=k % 2 == 0, activation=("relu", "elu", "tanh")[k % 3])
-            for k in range(12)]
+    cfgs = [BASE.replace(hidden=hidden, seed=k, batchnorm=k % 2 == 0, activation=("relu", "elu", "tanh")[k % 3],
+                         output_relu=output_relu) for k in range(12)]
     if ordered:
         cfgs = [cfgs[i] for i in stacking_order(cfgs)]
     model = StackedClassifier(cfgs, 4, device=CPU, dtype=torch.float64)
-    assert (len(model.bn_runs) <= MAX_RUNS and len(model.act_runs) <= MAX_RUNS) == ordered
+    assert (len(model.bn_runs) <= MAX_RUNS and len(model.act_runs) <= MAX_RUNS) == ordered or not hidden
     assert (model.bn_mask is None and model.activations is None) == ordered
     x = torch.randn(len(cfgs), 16, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     z, _ = model.forward(x)

@@ -120,6 +120,9 @@ class StackedClassifier:
         kind = [kinds.setdefault((cfg.activation, cfg.elu_alpha), len(kinds)) for cfg in cfgs]
         acts = [make_activation(cfgs[kind.index(j)]) for j in range(len(kinds))]
         self.act_runs = [(a, b, acts[j]) for a, b, j in _runs(kind)]
+        # the runs of members sharing both: (start, stop, BatchNorm or not, activation)
+        cuts = sorted({a for a, _, _ in self.bn_runs} | {a for a, _, _ in self.act_runs} | {m})
+        self.branches = [(a, b, has_bn[a], acts[kind[a]]) for a, b in zip(cuts, cuts[1:])]
         self.bn_mask = None
         if len(self.bn_runs) > MAX_RUNS:
             self.bn_mask = torch.tensor(has_bn, device=device).view(m, 1, 1)
@@ -148,9 +151,37 @@ class StackedClassifier:
         return z, outputs
 
     def validate(self, x: torch.Tensor) -> torch.Tensor:
-        """The validation logits (members, n) of the shared inputs x (n, features), BatchNorm in eval mode."""
+        """The validation logits (members, n) of the shared inputs x (n, features), BatchNorm in eval mode: each
+        branch (members sharing BatchNorm or not and an activation) through the whole model on its own, its rows
+        kept as (samples, members, width), so that BatchNorm's channels are a view and no layer joins slices;
+        the shared inputs meet every member's first layer in one matrix product."""
         with torch.no_grad():
-            return self.forward(x.expand(self.size, *x.shape), training=False)[0]
+            if self.bn_mask is not None or self.activations is not None:
+                return self.forward(x.expand(self.size, *x.shape), training=False)[0]
+            return torch.cat([self._evaluate(x, a, b, bn, act) for a, b, bn, act in self.branches])
+
+    def _evaluate(self, x: torch.Tensor, a: int, b: int, bn: bool, act: torch.nn.Module) -> torch.Tensor:
+        """Members a..b's logits (b - a, n) of x (n, features), all of them with (`bn`) or without BatchNorm and
+        with activation `act`."""
+        p, k, n = self.params, b - a, x.shape[0]
+        h = x
+        for i, width in enumerate(self.hidden):
+            weight, bias = p[f"fc{i}.weight"][a:b], p[f"fc{i}.bias"][a:b]  # (k, width, inputs), (k, width)
+            if i == 0:  # (n, features) @ (features, k * width): every member's units side by side
+                h = torch.addmm(bias.reshape(1, -1), x, weight.reshape(k * width, -1).t())
+            else:  # (n, k, inputs) -> (n, k, width), a member's units by its own weights
+                h = torch.einsum("nki,kwi->nkw", h.view(n, k, -1), weight).add_(bias).reshape(n, k * width)
+            if bn:
+                mean, var = (t[a * width:b * width] for t in self.running[i])
+                h = F.batch_norm(h, mean, var, p[f"bn{i}.weight"][a:b].reshape(-1),
+                                 p[f"bn{i}.bias"][a:b].reshape(-1), False, self.bn_momentum, self.bn_eps)
+            h = act(h)
+        weight, bias = p["out.weight"][a:b], p["out.bias"][a:b]  # (k, 1, inputs), (k, 1)
+        if self.hidden:
+            z = (h.view(n, k, -1) * weight.view(1, k, -1)).sum(dim=2).t() + bias
+        else:
+            z = torch.addmm(bias.reshape(1, -1), x, weight.reshape(k, -1).t()).t()
+        return torch.relu(z) if self.output_relu else z
 
     def _batchnorm(self, i: int, x: torch.Tensor, training: bool) -> torch.Tensor:
         if self.bn_mask is not None:
