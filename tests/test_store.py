@@ -309,6 +309,20 @@ def test_heartbeat_and_cancel_flags(store: Store, clock: FakeClock) -> None:
     assert store.is_cancel_requested(run_id) is True
 
 
+def test_cancel_requests_are_the_flagged_runs_of_one_study(store: Store) -> None:
+    study, other = store.create_study("s", {}), store.create_study("t", {})
+    a, b, c = store.create_runs([("a", {}), ("b", {}), ("c", {})], study_id=study)
+    (d,) = store.create_runs([("d", {})], study_id=other)
+    assert store.cancel_requests(study) == set()
+    for run_id in (a, c, d):
+        store.request_cancel(run_id)
+    store.finish_run(c, status="cancelled", summary={}, error=None, wall_time_s=1.0)
+    assert store.cancel_requests(study) == {a, c} and store.cancel_requests(other) == {d}
+    assert store.cancel_requests(study, status="running") == {a}
+    with pytest.raises(ValueError, match="status"):
+        store.cancel_requests(study, status="paused")
+
+
 def test_attach_process_before_the_trainer_starts(store: Store, clock: FakeClock) -> None:
     run_id = store.create_run(name="launched", config={})
     store.attach_process(run_id, pid=31337, host="here")

@@ -144,7 +144,7 @@ def _threads(client: Any) -> dict[str, int]:
 
 def _cancel_requested(store: Store, study_id: int) -> bool:
     """A run of the study is running with the cancel flag set (`core.jobs.studies.cancel_study`)."""
-    return any(r.cancel_requested for r in store.list_runs(study_id=study_id, status="running"))
+    return bool(store.cancel_requests(study_id, status="running"))
 
 
 def _get(store: Store, run_id: int) -> Run | None:

@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 from core.jobs import scheduler
 from core.jobs.population_worker import worker_main
-from core.jobs.scheduler import Finished, Outcome, _get, _request_cancel, check_shareable, resume_study
+from core.jobs.scheduler import (Finished, Outcome, _cancelled, _get, _request_cancel, check_shareable,
+                                 resume_study)
 from core.jobs.spec import Slot, StudySpec, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, plan_study
 from core.store import INTERRUPTED_ERROR, RunNotFound, Store
@@ -96,8 +97,7 @@ def resume_study_populations(store: Store, study_id: int, *, workers: int | None
                 for w in busy:
                     if w.conn in ready or w.proc.sentinel in ready:
                         settle(w)
-                stopping = stopping or (bool(launched) and any(
-                    r.cancel_requested for r in store.list_runs(study_id=study_id) if r.id in launched))
+                stopping = stopping or _cancelled(store, study_id, launched)
             except KeyboardInterrupt:
                 if stopping:
                     raise

@@ -200,7 +200,7 @@ def _get(store: Store, run_id: int) -> Run | None:
 
 
 def _cancelled(store: Store, study_id: int, launched: set[int]) -> bool:
-    return bool(launched) and any(r.cancel_requested for r in store.list_runs(study_id=study_id) if r.id in launched)
+    return bool(launched) and not launched.isdisjoint(store.cancel_requests(study_id))
 
 
 def _request_cancel(store: Store, run_id: int) -> None:
