@@ -229,3 +229,71 @@ def test_a_reader_polling_while_a_writer_appends_sees_whole_flushes(store: Store
     assert seen == sorted(seen)  # it only grows
     final = {t.key: t.points for t in store.traces([run_id], list(keys))}
     assert all(final[k].value.tolist() == [float(s) for s in range(flushes * size)] for k in keys)
+
+
+# ---------------------------------------------------------------------- a flush's blocks, written together
+def _block_values(n: int, seed: int) -> np.ndarray:
+    """Metric rows of every kind a flush has: float32-exact, float64, with NaN and infinities, all NaN, constant."""
+    rng = np.random.default_rng(seed)
+    rows = [np.float32(rng.standard_normal(n)).astype(np.float64), rng.standard_normal(n),
+            np.float32(np.cumsum(rng.standard_normal(n))).astype(np.float64), np.full(n, math.nan), np.full(n, 0.25),
+            np.float32(rng.standard_normal(n) * 1e30).astype(np.float64) ** 2]  # the last overflows to inf
+    rows[2][n // 3] = math.nan
+    rows[1][-1] = -math.inf
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("steps", [np.arange(37, 37 + 250), np.arange(0, 500, 2), np.arange(5, 45), np.array([9]),
+                                   np.arange(64, 64 + 65), np.array([3, 3, 4, 9, 9, 10] * 20).cumsum()])
+def test_chunk_rows_are_chunk_row_of_each_metric(steps):
+    steps = np.asarray(steps, dtype=np.int64)
+    n = steps.size
+    values = _block_values(n, n)
+    epochs, walls = steps // 25, np.linspace(0.0, 1.0, n) ** 2
+    cache: dict = {}
+    got = __import__("core.store.chunks", fromlist=["chunk_rows"]).chunk_rows(values, steps, epochs, walls,
+                                                                              time_cache=cache)
+    for row, want in zip(got, (chunk_row(Points(steps, epochs, v, walls)) for v in values), strict=True):
+        assert row.keys() == want.keys()
+        for col in want:  # v_min and v_max as floats, the rest bit for bit
+            assert row[col] == want[col] or (row[col] != row[col] and want[col] != want[col]), col
+    assert any(row["s_n"] for row in got) == (n > 2 * GROUP)
+
+
+def test_a_batch_of_blocks_writes_what_the_same_rows_as_lists_write(store: Store):
+    """Blocks (a flush's arrays) and the same rows added as lists make the same chunks, byte for byte: blocks
+    alone, a block whose metric also has list rows, two blocks of one metric, a block's steps out of order."""
+    from sqlalchemy import select
+
+    from core.store.metrics import CHUNKS
+
+    steps, epochs = np.arange(1, 301), np.arange(1, 301) // 30
+    walls = np.linspace(0, 3, 300)
+    values = _block_values(300, 3)
+    keys = [f"m{i}" for i in range(len(values))]
+    batches = {"blocks": MetricBatch(), "lists": MetricBatch()}
+    batches["blocks"].add("early", 0, 0, 1.5, 0.0)
+    batches["blocks"].add_block(keys, values, steps, epochs, walls)
+    batches["blocks"].add_block(["val", "m9"], [[0.5, 0.25], [1.0, 2.0]], [30, 60], [0, 1], [0.3, 0.6])
+    batches["blocks"].add_block(["val"], [[0.125]], [90], [2], [0.9])  # a metric in two blocks
+    batches["blocks"].add_block(["late"], [[3.0, 1.0, 2.0]], [7, 3, 5], [0, 0, 0], [0.7, 0.3, 0.5])  # unsorted
+    lists = batches["lists"]
+    lists.add("early", 0, 0, 1.5, 0.0)
+    for key, row in zip(keys, values):
+        lists.add_series(key, steps.tolist(), epochs.tolist(), row.tolist(), walls.tolist())
+    lists.add_series("val", [30, 60], [0, 1], [0.5, 0.25], [0.3, 0.6])
+    lists.add_series("m9", [30, 60], [0, 1], [1.0, 2.0], [0.3, 0.6])
+    lists.add("val", 90, 2, 0.125, 0.9)
+    lists.add_series("late", [7, 3, 5], [0, 0, 0], [3.0, 1.0, 2.0], [0.7, 0.3, 0.5])
+    assert len(batches["blocks"]) == len(lists) == 1 + values.size + 4 + 1 + 3
+    runs = {name: store.create_run(name=name, config={}) for name in batches}
+    for name, batch in batches.items():
+        store.log_metrics(runs[name], batch)
+    with store.engine.connect() as conn:
+        chunks = {name: sorted(tuple(v for k, v in row._mapping.items() if k not in ("id", "run_id"))
+                               for row in conn.execute(select(CHUNKS).where(CHUNKS.c.run_id == run_id)))
+                  for name, run_id in runs.items()}
+    assert len(chunks["blocks"]) == len(keys) + 4 and chunks["blocks"] == chunks["lists"]
+    late = store.series(runs["blocks"], "late")
+    assert late["step"].tolist() == [3, 5, 7] and late["value"].tolist() == [1.0, 2.0, 3.0]
+    assert bits(store.series(runs["blocks"], "m2")["value"]) == bits(values[2])

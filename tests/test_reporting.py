@@ -42,3 +42,32 @@ def test_add_columns_is_add_series_of_each_column():
     assert len(bulk) == 10 and bulk.keys[1:4] == ["train_loss"] * 3 and bulk.steps[4:7] == steps
     bulk.add_columns({}, steps, epochs, walls)
     assert len(bulk) == 10
+
+
+def test_a_block_reads_as_its_rows_in_the_order_they_were_added():
+    import pickle
+
+    import numpy as np
+    import pytest
+
+    batch, lists = MetricBatch(), MetricBatch()
+    for b in (batch, lists):
+        b.add("first", 0, 0, 9.0, 0.0)
+    batch.add_block(["loss", "grad_norm"], np.array([[0.5, math.nan], [2.0, math.inf]]), [1, 2], [0, 0], [0.1, 0.2])
+    lists.add_columns({"loss": [0.5, math.nan], "grad_norm": [2.0, math.inf]}, [1, 2], [0, 0], [0.1, 0.2])
+    assert len(batch) == 5 and len(batch.parts()[1]) == 1  # held as arrays until the lists are read
+    batch.add("val_loss", 2, 0, 0.25, 0.3)  # after the block: settles it first
+    lists.add("val_loss", 2, 0, 0.25, 0.3)
+    assert batch.parts()[1] == [] and len(batch) == 6
+    assert [tuple(map(str, r)) for r in batch] == [tuple(map(str, r)) for r in lists]
+    assert all(type(v) is float for v in batch.values) and all(type(s) is int for s in batch.steps)
+    batch.add_block(["x"], [[1.0]], [3], [1], [0.4])
+    again = pickle.loads(pickle.dumps(batch))
+    assert again.keys == batch.keys == ["first", "loss", "loss", "grad_norm", "grad_norm", "val_loss", "x"]
+    assert str(again.values) == str(batch.values) and again.steps == [0, 1, 2, 1, 2, 2, 3]
+    batch.add_block([], np.empty((0, 2)), [1, 2], [0, 0], [0.0, 0.0])  # nothing to add
+    batch.add_block(["y"], np.empty((1, 0)), [], [], [])
+    assert len(batch) == 7
+    with pytest.raises(ValueError, match=r"\(keys, steps\) = \(2, 2\)"):
+        batch.add_block(["a", "b"], np.zeros((2, 3)), [1, 2], [0, 0], [0.0, 0.0])
+    assert len(batch) == 7

@@ -17,7 +17,9 @@ for those buckets.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
@@ -26,10 +28,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from core.analysis.series import bucket_indices_many
-from core.store.chunks import DATA_COLUMNS, FIELDS, GROUP, SUMMARY_COLUMNS, Points, chunk_row, decode, split_batch
+from core.store.chunks import (DATA_COLUMNS, FIELDS, GROUP, SUMMARY_COLUMNS, Points, chunk_row, chunk_rows, decode,
+                               split_batch)
 from core.store.cursors import chunks, fetch, placeholder
 from core.store.schema import ChunkModel, MetricKeyModel
-from core.training.reporting import MetricBatch
+from core.training.reporting import Block, MetricBatch
 
 if TYPE_CHECKING:  # pandas loads (~0.3 s) only where a frame is made: training never needs it
     import pandas as pd
@@ -88,16 +91,29 @@ class KeyIds:
 def write_batch(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds) -> int:
     """Insert one chunk per metric of `batch` (checked: columns of one length); returns the values written."""
     batch.check()
-    bad = [k for k in set(batch.keys) if not isinstance(k, str) or not k.strip() or len(k) > 255]
+    lists, blocks = batch.parts()  # a block's metrics are written from its arrays, together (`chunk_rows`)
+    names = set(lists[0]).union(*(b.keys for b in blocks))
+    bad = [k for k in names if not isinstance(k, str) or not k.strip() or len(k) > 255]
     if bad:
         raise ValueError(f"a metric key must be a non-empty string of at most 255 characters; got {bad[0]!r}")
-    parts = split_batch(batch.keys, batch.steps, batch.epochs, batch.values, batch.wall_times)
-    if not parts:
+    parts: dict[str, list[Points]] = {name: [points] for name, points in split_batch(*lists).items()}
+    seen = Counter(chain(parts, *(b.keys for b in blocks)))
+    whole: list[Block] = []  # blocks whose every metric is in no other part of the batch, steps sorted
+    for block in blocks:
+        if all(seen[k] == 1 for k in block.keys) and (np.diff(block.steps) >= 0).all():
+            whole.append(block)
+            continue
+        order = np.argsort(block.steps, kind="stable")  # as split_batch sorts a key's rows
+        for key, values in zip(block.keys, block.values):
+            parts.setdefault(key, []).append(Points(block.steps, block.epochs, values, block.wall_times).take(order))
+    if not parts and not whole:
         return 0
-    ids = keys.get(conn, parts, create=True)
+    ids = keys.get(conn, sorted(names), create=True)
     time_cache: dict[tuple[str, bytes], bytes] = {}  # a flush's shared steps, epochs and wall times
-    rows = [{"run_id": run_id, "key_id": ids[name], **chunk_row(points, time_cache=time_cache)}
-            for name, points in parts.items()]
+    made = {name: chunk_row(Points.concat(pieces), time_cache=time_cache) for name, pieces in parts.items()}
+    for b in whole:
+        made.update(zip(b.keys, chunk_rows(b.values, b.steps, b.epochs, b.wall_times, time_cache=time_cache)))
+    rows = [{"run_id": run_id, "key_id": ids[name], **made[name]} for name in sorted(made)]
     sql = _insert_sql(conn)
     if sql.positional:  # the compiled INSERT straight to the driver: none of these columns needs processing
         conn.exec_driver_sql(sql.string, [tuple(row[c] for c in sql.positiontup) for row in rows])

@@ -170,10 +170,13 @@ class PopulationWindow:
         else:
             self.hits = self.hits + counts[:, -1]
             self.seen += samples
-        step_lists = {key: values.tolist() for key, values in step_values.items()}  # one call a key
-        epoch_lists = {key: values.tolist() for key, values in epoch_values.items()}
+        # each member's rows go to its batch as arrays (`MetricBatch.add_block`), cut from one table of every key
+        step_rows = _Table(step_values, has, m_all, n)
+        epoch_rows = _Table(epoch_values, has, m_all, len(ends))
         logged_meta = [[steps[i].meta[j] for i in logged_at] for j in range(3)]  # step, epoch and wall of each row
         end_meta = [[e.step for e in ends], [e.epoch for e in ends], [e.wall for e in ends]]
+        step_arrays = [np.asarray(col) for col in logged_meta]
+        end_arrays = [np.asarray(col) for col in end_meta]
         out: dict[int, Fetched] = {}
         whole = []  # the members with every row of the window (no non-finite step): summarised together
         caught_at = self.first_bad.caught_at() if self.first_bad is not None and bad_host.any() else None
@@ -185,20 +188,18 @@ class PopulationWindow:
             if first_bad is not None and caught_at is not None and caught_at[k] == first_bad[0]:
                 bad_step = self.member_step(k, steps[bad_at].full[0])  # that step was logged, and kept
             if first_bad is None:  # every logged step, as for most members: the columns as they are
-                rows, kept_ends, (step_ids, epochs, walls) = n, len(ends), logged_meta
+                rows, kept_ends = n, len(ends)
                 whole.append(k)
             else:  # up to the first non-finite step, and the epochs before its own
                 rows = sum(1 for i in logged_at if steps[i].meta[0] <= first_bad[0])
                 kept_ends = sum(1 for e in ends if e.epoch < first_bad[1])
-                step_ids, epochs, walls = (meta[:rows] for meta in logged_meta)
-            cols = {key: col[k] if rows == n else col[k][:rows] for key, col in step_lists.items()
-                    if key not in has or has[key][k]}
             batch = MetricBatch()
-            batch.add_columns(cols, step_ids, epochs, walls)
-            epoch_columns = {key: col[k][:kept_ends] for key, col in epoch_lists.items()
-                             if key not in has or has[key][k]}
-            epoch_ids = end_meta[1][:kept_ends]
-            batch.add_columns(epoch_columns, end_meta[0][:kept_ends], epoch_ids, end_meta[2][:kept_ends])
+            keys, values = step_rows.member(k, rows)
+            batch.add_block(keys, values, *(meta[:rows] for meta in step_arrays))
+            epoch_keys, epoch_table = epoch_rows.member(k, kept_ends)
+            batch.add_block(epoch_keys, epoch_table, *(meta[:kept_ends] for meta in end_arrays))
+            cols, epoch_columns = dict(zip(keys, values)), dict(zip(epoch_keys, epoch_table))
+            epochs, epoch_ids = logged_meta[1][:rows], end_meta[1][:kept_ends]
             curve = None
             if kept_ends:
                 curve = curves[k] if kept_ends == len(ends) else reliability(val_host[kept_ends - 1, k],
@@ -332,6 +333,26 @@ def _by_key(flat: np.ndarray, at: int, columns: list[tuple[list[str], torch.Tens
             values[key][rows] = part
             has[key][rows] = True
     return values, has
+
+
+class _Table:
+    """The (members, width) arrays of `_by_key` as one (keys, members, width) table, and each member's keys (those
+    it has: `has`) and rows, cut from it."""
+
+    def __init__(self, values: dict[str, np.ndarray], has: dict[str, np.ndarray], size: int, width: int) -> None:
+        self.keys = list(values)
+        self.table = np.stack([values[key] for key in self.keys]) if self.keys else np.empty((0, size, width))
+        self.has = [(j, has[key]) for j, key in enumerate(self.keys) if key in has]
+        self.picks: dict[tuple[int, ...], tuple[list[str], np.ndarray | slice]] = {}
+
+    def member(self, k: int, width: int) -> tuple[list[str], np.ndarray]:
+        """Member k's keys and its (keys, `width`) values (the first `width` of each row)."""
+        lacks = tuple(j for j, member_has in self.has if not member_has[k])
+        if lacks not in self.picks:
+            keep = [j for j in range(len(self.keys)) if j not in lacks]
+            self.picks[lacks] = ([self.keys[j] for j in keep], np.asarray(keep) if lacks else slice(None))
+        keys, rows = self.picks[lacks]
+        return keys, self.table[rows, k, :width]
 
 
 def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 The trainer calls these methods; the store provides one implementation (`core.store.StoreReporter`), the tests
 another (`MemoryReporter`). Metric values arrive as plain Python floats (NaN and Inf included), in batches
-(`MetricBatch`, columns of rows), so an implementation never sees a tensor and never needs to batch on its own.
+(`MetricBatch`, columns of rows), so an implementation never sees a tensor and never needs to batch on its own
+(a flush's blocks of rows come as numpy arrays to whoever asks for them: `MetricBatch.parts`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol
+
+import numpy as np
 
 
 class MetricRow(NamedTuple):
@@ -20,17 +23,59 @@ class MetricRow(NamedTuple):
     wall_time: float  # seconds since the run started
 
 
-@dataclass(slots=True)
-class MetricBatch:
-    """Rows in columns: what one flush reports. Five lists instead of a tuple per value: the trainer fills them
-    from its own columns with list copies, and the store hands them to one executemany as they are. Iterating
-    gives `MetricRow`s."""
+class Block(NamedTuple):
+    """Many metrics at the same points, as arrays: `values` is (len(keys), n), a row a key; `steps`, `epochs`
+    (int64) and `wall_times` (float64) are (n,), sorted by step."""
 
-    keys: list[str] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    epochs: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    wall_times: list[float] = field(default_factory=list)
+    keys: list[str]
+    values: np.ndarray
+    steps: np.ndarray
+    epochs: np.ndarray
+    wall_times: np.ndarray
+
+
+class MetricBatch:
+    """Rows in columns: what one flush reports. Five lists instead of a tuple per value, so that the trainer fills
+    them with list copies and the store reads them as they are; iterating gives `MetricRow`s.
+
+    Rows may also come as `Block`s (`add_block`): many metrics at the same steps, as arrays, the form a flush
+    computes them in. The store writes a block as it is (`core.store.metrics.write_batch`: no Python number a
+    value); the five lists, read by anyone else, take its rows, in the order they were added, the first time
+    they are read."""
+
+    __slots__ = ("_keys", "_steps", "_epochs", "_values", "_wall_times", "_blocks")
+
+    def __init__(self, keys: list[str] | None = None, steps: list[int] | None = None, epochs: list[int] | None = None,
+                 values: list[float] | None = None, wall_times: list[float] | None = None) -> None:
+        self._keys = [] if keys is None else keys
+        self._steps = [] if steps is None else steps
+        self._epochs = [] if epochs is None else epochs
+        self._values = [] if values is None else values
+        self._wall_times = [] if wall_times is None else wall_times
+        self._blocks: list[Block] = []
+
+    def _settle(self) -> MetricBatch:
+        """The blocks' rows appended to the lists, in order (a row added after a block comes after its rows)."""
+        for b in self._blocks:
+            n = b.steps.size
+            self._keys.extend(chain.from_iterable(repeat(key, n) for key in b.keys))
+            self._steps.extend(b.steps.tolist() * len(b.keys))
+            self._epochs.extend(b.epochs.tolist() * len(b.keys))
+            self._values.extend(b.values.reshape(-1).tolist())
+            self._wall_times.extend(b.wall_times.tolist() * len(b.keys))
+        self._blocks = []
+        return self
+
+    keys = property(lambda self: self._settle()._keys)
+    steps = property(lambda self: self._settle()._steps)
+    epochs = property(lambda self: self._settle()._epochs)
+    values = property(lambda self: self._settle()._values)
+    wall_times = property(lambda self: self._settle()._wall_times)
+
+    def parts(self) -> tuple[tuple[list[str], list[int], list[int], list[float], list[float]], list[Block]]:
+        """The rows as they are held, without settling: the five lists, and the blocks added after them (rows
+        added after a block have settled it: the lists then hold every row before the blocks)."""
+        return (self._keys, self._steps, self._epochs, self._values, self._wall_times), list(self._blocks)
 
     @classmethod
     def from_rows(cls, rows: Iterable[MetricRow]) -> MetricBatch:
@@ -40,40 +85,70 @@ class MetricBatch:
     def add_series(self, key: str, steps: list[int], epochs: list[int], values: list[float],
                    wall_times: list[float]) -> None:
         """One metric at many steps (the lists are of equal length)."""
-        self.keys.extend(repeat(key, len(values)))
-        self.steps.extend(steps)
-        self.epochs.extend(epochs)
-        self.values.extend(values)
-        self.wall_times.extend(wall_times)
+        self._settle()
+        self._keys.extend(repeat(key, len(values)))
+        self._steps.extend(steps)
+        self._epochs.extend(epochs)
+        self._values.extend(values)
+        self._wall_times.extend(wall_times)
 
     def add_columns(self, columns: dict[str, list[float]], steps: list[int], epochs: list[int],
                     wall_times: list[float]) -> None:
         """Many metrics at the same steps (every column as long as `steps`): `add_series` of each, in a handful of
         list operations instead of five a metric."""
-        self.keys.extend(chain.from_iterable(repeat(key, len(col)) for key, col in columns.items()))
-        self.steps.extend(steps * len(columns))
-        self.epochs.extend(epochs * len(columns))
-        self.values.extend(chain.from_iterable(columns.values()))
-        self.wall_times.extend(wall_times * len(columns))
+        self._settle()
+        self._keys.extend(chain.from_iterable(repeat(key, len(col)) for key, col in columns.items()))
+        self._steps.extend(steps * len(columns))
+        self._epochs.extend(epochs * len(columns))
+        self._values.extend(chain.from_iterable(columns.values()))
+        self._wall_times.extend(wall_times * len(columns))
+
+    def add_block(self, keys: list[str], values: np.ndarray, steps: Any, epochs: Any, wall_times: Any) -> None:
+        """`add_columns` as arrays: `values` (len(keys), n) for the n `steps` (sorted), `epochs` and `wall_times`.
+        Kept as they are (the arrays are not copied: the caller leaves them alone)."""
+        values = np.asarray(values, dtype=np.float64)
+        block = Block(list(keys), values, np.asarray(steps, dtype=np.int64), np.asarray(epochs, dtype=np.int64),
+                      np.asarray(wall_times, dtype=np.float64))
+        n = block.steps.size
+        if values.shape != (len(block.keys), n) or block.epochs.shape != (n,) or block.wall_times.shape != (n,):
+            raise ValueError(f"a block's values must be (keys, steps) = ({len(block.keys)}, {n}) and its epochs and "
+                             f"wall times ({n},); got {values.shape}, {block.epochs.shape}, {block.wall_times.shape}")
+        if n and block.keys:
+            self._blocks.append(block)
 
     def add(self, key: str, step: int, epoch: int, value: float, wall_time: float) -> None:
-        self.keys.append(key)
-        self.steps.append(step)
-        self.epochs.append(epoch)
-        self.values.append(value)
-        self.wall_times.append(wall_time)
+        self._settle()
+        self._keys.append(key)
+        self._steps.append(step)
+        self._epochs.append(epoch)
+        self._values.append(value)
+        self._wall_times.append(wall_time)
 
     def check(self) -> None:
         """Raise ValueError unless every column has the same length (zip would drop the extra rows)."""
-        lengths = {f: len(getattr(self, f)) for f in self.__slots__}
+        lengths = {f: len(getattr(self, "_" + f)) for f in ("keys", "steps", "epochs", "values", "wall_times")}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"a MetricBatch's columns must be of one length; got {lengths}")
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self._keys) + sum(b.values.size for b in self._blocks)
 
     def __iter__(self) -> Iterator[MetricRow]:
         return map(MetricRow._make, zip(self.keys, self.steps, self.epochs, self.values, self.wall_times))
+
+    def __repr__(self) -> str:
+        return f"MetricBatch({len(self)} rows)"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MetricBatch):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in ("keys", "steps", "epochs", "values", "wall_times"))
+
+    def __getstate__(self) -> tuple:
+        return self._settle()._keys, self._steps, self._epochs, self._values, self._wall_times
+
+    def __setstate__(self, state: tuple) -> None:
+        self.__init__(*state)
 
 
 @dataclass(frozen=True)
