@@ -36,18 +36,14 @@ def step_stats(grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
     member's own layers add up to what `GradLayout.norms` and `updates` give its single run (the counts
     exactly: float32 holds them up to 2**24 elements a layer)."""
     wide = torch.float64 if grads.dtype == torch.float64 else torch.float32  # as `layer_squares`
-    x = torch.empty((5, *grads.shape), dtype=wide, device=grads.device)  # one buffer: a dozen operations
+    x = torch.empty((5, *grads.shape), dtype=wide, device=grads.device)  # one buffer: ten operations
     torch.sub(after, before, out=x[2])  # the change, in the compute dtype as the single run's
     torch.eq(x[2], 0, out=x[4])
     torch.ne(grads, 0, out=x[3])
     x[4].mul_(x[3])  # stuck: unchanged and live
-    x[2].square_()
-    if grads.dtype == wide:
-        torch.mul(grads, grads, out=x[0])
-        torch.mul(after, after, out=x[1])
-    else:  # squared after widening, as `layer_squares` does
-        x[0].copy_(grads).square_()
-        x[1].copy_(after).square_()
+    x[0].copy_(grads)  # widened before squaring, as `layer_squares` does
+    x[1].copy_(after)
+    x[:3].square_()  # the three together
     # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
     return torch.stack([span_sum(x, spans) for spans in layer_ranges.values()], dim=-1)
 
