@@ -159,7 +159,32 @@ def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats
              "baseline's fastest: noise on a shared machine only ever slows a repeat down, so this is the cost with "
              "the least interference (what `timeit` reports). `met` is judged on the median ratio. Written by "
              "`python benchmarks/bench.py`.", ""]
-    if any(r.unit == "instr" for r in rows):
+    old = path.read_text() if path.exists() else ""
+    at = old.find("\n## ")  # the other benchmarks' sections (population, diagnosis, scale-out) stay
+    top, rest = (old[:at], old[at:]) if at >= 0 else (old, "")
+    # a run of some sections (`--only`) replaces those sections' rows and keeps the others', and the notes below
+    table = [line for line in top.splitlines() if line.startswith("| ") and not line.startswith("| section |")]
+    notes = top.split("|---|", 1)[1].split("\n", 1)[1] if "|---|" in top else ""
+    notes = "\n".join(line for line in notes.splitlines() if not line.startswith("|")).strip()
+    new: dict[str, list[str]] = {}
+    for r in rows:
+        fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB", "instr": lambda v: f"{v:,.0f}",
+               "B": lambda v: f"{v:.2f} B"}.get(r.unit, lambda v: f"{v:.4f} s")
+        met = "-" if quick or r.ok is None else ("yes" if r.ok else "no")
+        spread = f"{r.paired[1]:.2f}-{r.paired[2]:.2f}" if r.paired else "-"
+        fastest = f"{r.fastest:.3f}" if r.fastest is not None else "-"
+        new.setdefault(r.section, []).append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} "
+                                             f"| {r.ratio:.3f} | {spread} | {fastest} | {r.budget} | {met} |")
+    merged: list[str] = []
+    for line in table:
+        section = line[2:].split(" | ", 1)[0]
+        if section not in new:
+            merged.append(line)
+        elif new[section]:
+            merged += new[section]
+            new[section] = []  # placed where the section was
+    merged += [line for lines in new.values() for line in lines]
+    if any(line.startswith("| training instructions") for line in merged):
         from benchmarks.instructions import LONG, REPEATS, SHORT  # noqa: PLC0415
 
         lines += [f"Instruction counts (`--instructions`) come from valgrind's callgrind, {REPEATS} repeats per case "
@@ -170,19 +195,9 @@ def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats
         lines += ["A `--quick` run: the sizes are smaller than the ones the budgets are set for, where fixed costs "
                   "weigh more, so `met` is not judged.", ""]
     lines += ["| section | case | ours | baseline | ratio | quartiles | fastest | budget | met |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB", "instr": lambda v: f"{v:,.0f}",
-               "B": lambda v: f"{v:.2f} B"}.get(r.unit, lambda v: f"{v:.4f} s")
-        met = "-" if quick or r.ok is None else ("yes" if r.ok else "no")
-        spread = f"{r.paired[1]:.2f}-{r.paired[2]:.2f}" if r.paired else "-"
-        fastest = f"{r.fastest:.3f}" if r.fastest is not None else "-"
-        lines.append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} | {r.ratio:.3f} | {spread} "
-                     f"| {fastest} | {r.budget} | {met} |")
-    text = "\n".join(lines) + "\n"
-    old = path.read_text() if path.exists() else ""
-    at = old.find("\n## ")  # the other benchmarks' sections (population, diagnosis, scale-out) stay
-    path.write_text(text + (old[at:] if at >= 0 else ""))
+              "|---|---|---|---|---|---|---|---|---|", *merged]
+    text = "\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else "")
+    path.write_text(text + rest)
     return text
 
 

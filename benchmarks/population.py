@@ -9,6 +9,7 @@
   article-fixed data, hidden 32; budget 2x) and `bn-act-loss` (24 cells; budget 1.5x).
 - Per-member cost: a population trained with full diagnostics (and with the loss only) against a bare batched loop
   over the same stacked model, data, batches and optimizer, no diagnostics, no validation.
+- What storing costs: the same population writing every member's runs to SQLite, against keeping them in memory.
 - Populations of 1, 10, 100 and 1,000 members against training the same members one after another with
   `trainer.train` (timed on a few members and multiplied: a thousand sequential runs would take half an hour).
 
@@ -156,6 +157,37 @@ def bench_overhead(repeats: int, quick: bool, device: torch.device) -> list[dict
     return rows
 
 
+def bench_store(repeats: int, quick: bool, device: torch.device, workdir: Path) -> list[dict]:
+    """The same 200 members with full diagnostics, each writing its runs to SQLite (`StoreReporter`, as a study's
+    worker does) against keeping them in memory: what storing a population's flushes costs."""
+    from core.store import Store
+    from core.store.reporter import StoreReporter
+
+    cfgs = grid(2 if quick else 10)
+    data = load_dataset(cfgs[0])
+    stores = []
+    for i in range(repeats + 1):  # each its own fresh database and runs, made before the clock starts
+        store = Store(f"sqlite:///{workdir / f'population-{i}.db'}")
+        stores.append((store, store.create_runs([(f"r{k}", c.to_dict()) for k, c in enumerate(cfgs)])))
+    pool = iter(stores)
+
+    def stored() -> None:
+        store, ids = next(pool)
+        train_population(cfgs, [StoreReporter(store, run_id) for run_id in ids], data=data, device=device)
+
+    fns = {"sqlite": stored, "memory": lambda: population(cfgs, data, device)}
+    for fn in fns.values():
+        fn()  # warm-up
+    t = interleaved(fns, repeats)
+    for store, _ in stores:
+        store.close()
+    ratio = paired(t["sqlite"], t["memory"])
+    return [done(dict(case=f"{len(cfgs)} members, full diagnostics, {device.type}: every member's runs written to "
+                      "SQLite (`StoreReporter`) vs kept in memory (`MemoryReporter`)",
+                      ours=statistics.median(t["sqlite"]), base=statistics.median(t["memory"]), paired=ratio,
+                      fastest=min(t["sqlite"]) / min(t["memory"]), budget="-", met=None))]
+
+
 def bench_sizes(repeats: int, quick: bool, device: torch.device) -> list[dict]:
     """Populations of 1..1000 against sequential single runs of the same configs (timed on a few of them)."""
     sizes = (1, 10, 100) if quick else (1, 10, 100, 1000)
@@ -213,12 +245,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--only", choices=("studies", "overhead", "sizes"), action="append")
+    parser.add_argument("--only", choices=("studies", "overhead", "store", "sizes"), action="append")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 6)  # this machine moves a single figure by a third
     device = torch.device(args.device)
-    only = set(args.only or ("studies", "overhead", "sizes"))
+    only = set(args.only or ("studies", "overhead", "store", "sizes"))
     rows: list[dict] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,6 +258,8 @@ def main() -> None:
             rows += bench_studies(repeats, args.quick, Path(tmp))
         if "overhead" in only:
             rows += bench_overhead(repeats, args.quick, device)
+        if "store" in only:
+            rows += bench_store(repeats, args.quick, device, Path(tmp))
         if "sizes" in only:
             rows += bench_sizes(repeats, args.quick, device)
     text = section(rows, repeats=repeats, quick=args.quick)

@@ -1,0 +1,41 @@
+"""benchmarks/bench.py's RESULTS.md writer: a run of some sections (`--only`) replaces those sections' rows and
+keeps every other row, the notes under the table and the other benchmarks' sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.bench import Row, write_results
+
+OLD = """# Benchmark results
+
+Machine: old.
+
+| section | case | ours | baseline | ratio | quartiles | fastest | budget | met |
+|---|---|---|---|---|---|---|---|---|
+| training (cpu) | a | 1.0000 s | 1.0000 s | 1.000 | - | - | <= 1.15x | yes |
+| training (cpu) | b | 1.0000 s | 1.0000 s | 1.000 | - | - | <= 1.15x | yes |
+| store read | c | 2.0000 s | 1.0000 s | 2.000 | - | - | <= 3x the floor | yes |
+| dashboard | d | 0.1000 s | 0.2000 s | 0.500 | - | - | <= 0.2 s | yes |
+
+The store rows are from an earlier run.
+
+## Population training
+
+| case | ours |
+"""
+
+
+def test_a_partial_run_replaces_its_sections_rows_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    path.write_text(OLD)
+    write_results([Row("training (cpu)", "new", 3.0, 1.0, "s", "<= 1.15x", False, (3.0, 2.9, 3.1), 2.8),
+                   Row("scale", "e", 1.0, 4.0, "s", "-", None)], path, repeats=7, training_repeats=30)
+    lines = path.read_text().splitlines()
+    rows = [line.split(" | ")[1] for line in lines if line.startswith("| ") and not line.startswith("| section")
+            and " | " in line and not line.startswith("| case")]
+    assert rows == ["new", "c", "d", "e"]  # training's two rows became the new one, in their place; new sections last
+    assert "| training (cpu) | new | 3.0000 s | 1.0000 s | 3.000 | 2.90-3.10 | 2.800 | <= 1.15x | no |" in lines
+    assert "The store rows are from an earlier run." in lines and "## Population training" in lines
+    assert lines.index("The store rows are from an earlier run.") < lines.index("## Population training")
+    assert sum(line.startswith("|---|") for line in lines) == 1
