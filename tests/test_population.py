@@ -431,3 +431,22 @@ def test_first_bad_keeps_each_members_first_non_finite_step(host_flags):
         for kept, now in zip(first.kept, history[step - 1]):
             assert torch.equal(kept[k], now[k]), (k, step)
     assert all(float(kept[0].abs().sum()) == 0 for kept in first.kept)
+
+
+@pytest.mark.parametrize("host_flags", [True, False])
+def test_first_bad_judges_float64_members_by_their_float32_loss_and_norm(host_flags):
+    """As the flush does: a float64 loss past float32's range is non-finite as a metric, and so is a gradient norm
+    whose float64 square sum is finite but whose root is not a float32 (the host's quick all-finite test must not
+    pass such a step)."""
+    from core.training.population_step import FirstBad
+
+    first = FirstBad(3, CPU, on_host=host_flags)
+    z, loss, stats = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), \
+        torch.zeros(5, 3, 2, dtype=torch.float64)
+    rows = torch.ones(3, 4, dtype=torch.float64)
+    loss[1] = 1e39  # step 1: member 1's loss alone
+    first.offer(1, z, loss, stats, rows, rows, rows)
+    loss[1] = 0.0
+    stats[0, 2, 0] = 1e78  # step 2: member 2's norm alone
+    first.offer(2, z, loss, stats, rows, rows, rows)
+    assert first.caught_at() == [-1, 1, 2]

@@ -6,6 +6,7 @@ else of a step is kept: a flush (`PopulationWindow.fetch`) reads only these.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,10 +73,17 @@ class FirstBad:
         """Step number `step`'s logits (members, batch), losses, `step_stats`, gradients (before clipping) and
         values before and after it."""
         if self.on_host:
+            squares, logits, losses = _host(stats[0]), _host(z), _host(loss)
             with np.errstate(over="ignore", invalid="ignore"):
-                norm = np.sqrt(_host(stats[0]).sum(axis=-1)).astype(np.float32)  # as the flush's grad_norm
-                ok = np.isfinite(_host(z)).all(axis=1) & np.isfinite(_host(loss).astype(np.float32)) \
-                    & np.isfinite(norm)
+                # A sum is finite only if every term is, and no member's squares add up to more than all of them:
+                # when the logits' sum, the float32 root of every square's sum and the float32 losses are finite,
+                # no member went bad (an overflowing sum of finite values only sends the step to the check below)
+                root = math.sqrt(float(squares.sum()))
+                if math.isfinite(float(logits.sum())) and np.isfinite(np.float32(root)) \
+                        and np.isfinite(losses.astype(np.float32)).all():
+                    return
+                norm = np.sqrt(squares.sum(axis=-1)).astype(np.float32)  # as the flush's grad_norm
+                ok = np.isfinite(logits).all(axis=1) & np.isfinite(losses.astype(np.float32)) & np.isfinite(norm)
             new = ~ok & ~self.caught
             if not new.any():
                 return
