@@ -178,7 +178,7 @@ class StackedClassifier:
             h = act(h)
         weight, bias = p["out.weight"][a:b], p["out.bias"][a:b]  # (k, 1, inputs), (k, 1)
         if self.hidden:
-            z = (h.view(n, k, -1) * weight.view(1, k, -1)).sum(dim=2).t() + bias
+            z = h.view(n, k, -1).mul_(weight.view(1, k, -1)).sum(dim=2).t() + bias  # h is this pass's own
         else:
             z = torch.addmm(bias.reshape(1, -1), x, weight.reshape(k, -1).t()).t()
         return torch.relu(z) if self.output_relu else z
