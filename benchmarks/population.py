@@ -232,11 +232,35 @@ def section(rows: list[dict], *, repeats: int, quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+GROUPS = {"studies": "`python -m core study`", "overhead": "a bare batched loop", "store": "written to SQLite",
+          "sizes": "sequential `trainer.train` runs"}  # each `--only` part, by what its cases say
+
+
+def _group(line: str) -> str | None:
+    return next((group for group, mark in GROUPS.items() if mark in line), None)
+
+
 def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's section of RESULTS.md (up to the next `## ` heading), or append it."""
+    """Replace this benchmark's section of RESULTS.md (up to the next `## ` heading), or append it. A run of some
+    parts (`--only`) keeps the rows of the parts it did not run, and the notes under the old table with them."""
     old = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
+    found = pattern.search(old)
+    if found:
+        old_lines = found.group(0).rstrip("\n").splitlines()
+        rows = [line for line in old_lines if line.startswith("| ") and _group(line)]
+        measured = {_group(line) for line in text.splitlines() if line.startswith("| ")} - {None}
+        kept = [line for line in rows if _group(line) not in measured]
+        if kept:
+            last = max(i for i, line in enumerate(old_lines) if line.startswith("|"))
+            notes = "\n".join(old_lines[last + 1:]).strip()
+            lines = text.rstrip("\n").splitlines()
+            ours = [line for line in lines if line.startswith("| ") and _group(line)]
+            at = lines.index(ours[0]) if ours else len(lines)
+            merged = sorted(kept + ours, key=lambda line: list(GROUPS).index(_group(line)))
+            lines = lines[:at] + merged + lines[at + len(ours):]
+            text = "\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else "")
+    new = pattern.sub(lambda _: text + "\n", old) if found else old.rstrip("\n") + "\n\n" + text
     path.write_text(new)
 
 

@@ -39,3 +39,29 @@ def test_a_partial_run_replaces_its_sections_rows_and_keeps_the_rest(tmp_path: P
     assert "The store rows are from an earlier run." in lines and "## Population training" in lines
     assert lines.index("The store rows are from an earlier run.") < lines.index("## Population training")
     assert sum(line.startswith("|---|") for line in lines) == 1
+
+
+def test_a_partial_population_run_keeps_the_other_parts_rows(tmp_path: Path) -> None:
+    from benchmarks.population import section, write_section
+
+    def row(case: str, ratio: float) -> dict:
+        return dict(case=case, ours=ratio, base=1.0, paired=(ratio, ratio, ratio), fastest=ratio, budget="-", met=None)
+
+    study = "200-cell study: `python -m core study` vs one cell's `python -m core train`"
+    full = "200 members, diagnostics=full: train_population vs a bare batched loop"
+    loss = "200 members, diagnostics=loss: train_population vs a bare batched loop"
+    sizes = "population of 10: throughput vs 10 sequential `trainer.train` runs"
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\n## Other\n\nkept\n")
+    write_section(section([row(study, 1.5), row(full, 1.6), row(loss, 1.1), row(sizes, 4.0)], repeats=6,
+                          quick=False), path)
+    path.write_text(path.read_text().replace("| 4.00 | - | - |\n", "| 4.00 | - | - |\n\nA note on these rows.\n"))
+    write_section(section([row(full, 1.2)], repeats=2, quick=False), path)  # `--only overhead`, loss left out
+    text = path.read_text()
+    cases = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| ") and "|---" not in line
+             and not line.startswith("| case")]
+    assert cases == [study, full, sizes]  # the overhead part is this run's; the others' rows stay, in order
+    assert "| 1.20 |" in text and "| 1.60 |" not in text and "A note on these rows." in text
+    assert text.count("## Population training") == 1 and "## Other\n\nkept" in text
+    write_section(section([row(study, 1.4), row(full, 1.3), row(sizes, 5.0)], repeats=6, quick=False), path)
+    assert "A note on these rows." not in path.read_text()  # a run of every part replaces the notes too
