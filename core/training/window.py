@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -54,9 +54,9 @@ class EpochEnd:
 class Fetched:
     batch: MetricBatch  # the step rows, then the epoch rows
     first_bad: tuple[int, int] | None  # (step, epoch) of the first non-finite loss, logit or gradient
-    columns: dict[str, list[float]]  # the step rows' values by key, in step order (for the summary)
+    columns: dict[str, Any]  # the step rows' values by key, in step order (for the summary): lists, or arrays
     epochs: list[int]  # the epoch of each position in those columns
-    epoch_columns: dict[str, list[float]]  # the same for the epoch rows
+    epoch_columns: dict[str, Any]  # the same for the epoch rows
     epoch_ids: list[int]
     reliability: dict[str, list[float]] | None = None  # the last kept epoch's reliability curve on validation
     bad_step: LoggedStep | None = None  # the full diagnostics of the first non-finite step, if it was logged
