@@ -450,3 +450,69 @@ def test_first_bad_judges_float64_members_by_their_float32_loss_and_norm(host_fl
     stats[0, 2, 0] = 1e78  # step 2: member 2's norm alone
     first.offer(2, z, loss, stats, rows, rows, rows)
     assert first.caught_at() == [-1, 1, 2]
+
+
+class _Plain:
+    """A reporter without `should_stop_many`: asked one by one."""
+
+    def __init__(self, stop: bool) -> None:
+        self.stop = stop
+
+    def should_stop(self) -> bool:
+        return self.stop
+
+
+class _Batched(_Plain):
+    asked: list[int] = []
+
+    @classmethod
+    def should_stop_many(cls, reporters):
+        cls.asked.append(len(reporters))
+        return [r.stop for r in reporters]
+
+
+class _Broken(_Plain):
+    @classmethod
+    def should_stop_many(cls, reporters):
+        raise RuntimeError("down")
+
+
+def test_poll_stops_asks_each_class_at_once_where_it_can():
+    from core.training.population import poll_stops
+
+    _Batched.asked = []
+    reporters = [_Plain(True), _Batched(True), _Broken(True), _Batched(False), _Plain(False)]
+    assert poll_stops(reporters) == [None, True, None, False, None]  # None: asked on its own
+    assert _Batched.asked == [2] and poll_stops([]) == []
+
+
+def test_members_writing_to_a_store_poll_their_cancel_flags_in_one_query_a_flush(tmp_path):
+    """A population of StoreReporters reads every member's cancel flag in one query a flush; the member whose run
+    was cancelled stops alone at the first flush, and a deleted run stops its member without failing the others."""
+    from core.store.reporter import StoreReporter
+    from core.training.population import train_population
+
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    cfgs = [BASE.replace(seed=s, lr=lr) for s in range(3) for lr in (0.01, 0.1)]
+    ids = store.create_runs([(f"r{k}", c.to_dict()) for k, c in enumerate(cfgs)])
+    store.request_cancel(ids[1])
+    calls = []
+    flags = store.cancel_flags
+
+    def counted(run_ids):
+        run_ids = list(run_ids)
+        calls.append(len(run_ids))
+        found = flags(run_ids)
+        if len(calls) == 1:
+            store.delete_run(ids[4])  # deleted after the first flush's poll: its next flush finds it gone
+        return found
+    store.cancel_flags = counted
+    results = train_population(cfgs, [StoreReporter(store, run_id) for run_id in ids], data=load_dataset(BASE),
+                               flush_every_steps=3)
+    assert [r.status for r in results] == ["finished", "cancelled", "finished", "finished", "cancelled",
+                                           "finished"]
+    assert calls[:2] == [6, 4] and len(calls) > 3  # a query a flush, of the live members' runs
+    runs = {r.id: r for r in store.get_runs(ids)}
+    assert ids[4] not in runs and runs[ids[1]].status == "cancelled" and runs[ids[0]].status == "finished"
+    assert runs[ids[1]].progress_step == 3  # stopped at the first flush
+    store.close()

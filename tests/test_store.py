@@ -323,6 +323,37 @@ def test_cancel_requests_are_the_flagged_runs_of_one_study(store: Store) -> None
         store.cancel_requests(study, status="paused")
 
 
+def test_cancel_flags_and_reporters_asking_many_at_once(store: Store, tmp_path: Path) -> None:
+    """`Store.cancel_flags` reads many runs' flags in one query; `StoreReporter.should_stop_many` answers as each
+    `should_stop` would, one query per store, and marks a deleted run's reporter; `CellReporter.should_stop_many`
+    stops a cell whose lease is lost without asking."""
+    from core.jobs.cells import CellReporter
+    from core.store.reporter import StoreReporter
+
+    a, b, c = (store.create_run(name=n, config={}) for n in "abc")
+    store.request_cancel(b)
+    assert store.cancel_flags([a, b, a, 999]) == {a: False, b: True} and store.cancel_flags([]) == {}
+    other = Store(f"sqlite:///{tmp_path / 'other.db'}")
+    d = other.create_run(name="d", config={})
+    other.request_cancel(d)
+    reporters = [StoreReporter(store, run_id) for run_id in (a, b, c)] + [StoreReporter(other, d)]
+    store.delete_run(c)
+    each = [StoreReporter(r.store, r.run_id).should_stop() for r in reporters]
+    assert StoreReporter.should_stop_many(reporters) == each == [False, True, True, True]
+    assert [r.deleted for r in reporters] == [False, False, True, False]
+    assert StoreReporter.should_stop_many(reporters) == each  # a deleted run is not asked again
+    lost = threading.Event()
+    cells = [CellReporter(store, run_id, pid=1, host="h", lease_lost=event, record_within_s=0.0)
+             for run_id, event in ((a, threading.Event()), (b, threading.Event()), (a, lost))]
+    lost.set()
+    assert CellReporter.should_stop_many(cells) == [False, True, True]
+    gone = sqlalchemy.exc.OperationalError("SELECT", {}, type("OperationalError", (Exception,), {})("gone"))
+    store.cancel_flags = lambda ids: (_ for _ in ()).throw(gone)  # the server went away as they asked
+    assert CellReporter.should_stop_many(cells) == [True, True, True]
+    assert cells[0].lost is gone and cells[1].lost is gone and cells[2].lost is None
+    other.close()
+
+
 def test_attach_process_before_the_trainer_starts(store: Store, clock: FakeClock) -> None:
     run_id = store.create_run(name="launched", config={})
     store.attach_process(run_id, pid=31337, host="here")

@@ -117,6 +117,20 @@ class CellReporter(StoreReporter):
             return True
         return bool(self._guard(lambda: super(CellReporter, self).should_stop()) or self.lost is not None)
 
+    @classmethod
+    def should_stop_many(cls, reporters: list[CellReporter]) -> list[bool]:  # type: ignore[override]
+        """`should_stop` of each (`StoreReporter.should_stop_many`); a lost server stops every one that asked."""
+        asking = [r for r in reporters if r.lost is None and not r.lease_lost.is_set()]
+        try:
+            answers = dict(zip(map(id, asking), super().should_stop_many(asking)))
+        except DBAPIError as exc:
+            if not lost_server(exc):
+                raise
+            for r in asking:
+                r.lost = exc
+            answers = {}
+        return [answers.get(id(r), True) for r in reporters]
+
     def on_finish(self, result: RunResult) -> None:
         if self.lease_lost.is_set():  # the cell is another worker's now; this run is not the cell's any more
             return

@@ -40,6 +40,24 @@ class StoreReporter:
             self.deleted = True
             return True
 
+    @classmethod
+    def should_stop_many(cls, reporters: list[StoreReporter]) -> list[bool]:
+        """`should_stop` of each, the cancel flags of those sharing a store read in one query: a population's
+        members all poll at every flush, and a query each was a round trip each (`train_population` asks this
+        way when its reporters offer it)."""
+        flags: dict[int, dict[int, bool]] = {}
+        for r in reporters:
+            if not r.deleted and id(r.store) not in flags:
+                flags[id(r.store)] = r.store.cancel_flags(x.run_id for x in reporters
+                                                          if x.store is r.store and not x.deleted)
+        out = []
+        for r in reporters:
+            flag = None if r.deleted else flags[id(r.store)].get(r.run_id)
+            if flag is None:  # deleted, now or before
+                r.deleted = True
+            out.append(True if flag is None else bool(flag))
+        return out
+
     def on_finish(self, result: RunResult) -> None:
         if self.deleted:
             return

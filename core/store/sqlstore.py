@@ -201,6 +201,16 @@ class Store:
             raise RunNotFound(run_id)
         return flag
 
+    def cancel_flags(self, run_ids: Iterable[int]) -> dict[int, bool]:
+        """Each run's cancel flag, in one query (a chunk of ids at a time); a run that does not exist is left out."""
+        ids = list(dict.fromkeys(int(i) for i in run_ids))
+        out: dict[int, bool] = {}
+        with self._sessions() as session:
+            for part in chunks(ids):
+                rows = session.execute(select(RunModel.id, RunModel.cancel_requested).where(RunModel.id.in_(part)))
+                out.update((run_id, flag) for run_id, flag in rows)
+        return out
+
     def cancel_requests(self, study_id: int, *, status: str | None = None) -> set[int]:
         """The ids of the study's runs (of `status`, if given) whose cancel flag is set: one narrow query, for
         a scheduler that polls it a few times a second (loading every run of a big study was most of a poll)."""

@@ -98,6 +98,28 @@ def finish_all(members: list[_Member], steps: int, wall: float, inputs: dict[str
         m.finished({**summary, **inputs}, wall)
 
 
+def poll_stops(reporters: list[Reporter]) -> list[bool | None]:
+    """Each reporter's `should_stop()` where its class answers for many at once (an optional
+    `should_stop_many(reporters) -> list[bool]`: a store's reporters read every cancel flag in one query), else
+    None: that one is asked on its own. A class whose batched answer fails is asked one by one, so that a failure
+    stops its own member only."""
+    out: list[bool | None] = [None] * len(reporters)
+    by_class: dict[type, list[int]] = {}
+    for i, r in enumerate(reporters):
+        by_class.setdefault(type(r), []).append(i)
+    for cls, idx in by_class.items():
+        many = getattr(cls, "should_stop_many", None)
+        if many is None:
+            continue
+        try:
+            flags = many([reporters[i] for i in idx])
+        except Exception:  # noqa: BLE001 - asked one by one below
+            continue
+        for i, flag in zip(idx, flags):
+            out[i] = bool(flag)
+    return out
+
+
 def member_losses(cfgs: list[ExperimentConfig], device: torch.device | None = None
                   ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(z, y) of shape (members, batch) -> each member's mean loss (members,), every member with its own loss,
@@ -214,7 +236,8 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             nonlocal last_flush, interval, alive, everyone
             began = clock()
             fetched = buf.fetch({m.k: m.summary for m in members if m.alive})
-            for m in [m for m in members if m.alive]:
+            live = [m for m in members if m.alive]
+            for m in live:
                 try:
                     got = fetched[m.k]
                     m.report(got, steps)
@@ -224,10 +247,16 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                                                                got.bad_step))
                         m.error = f"non-finite loss, logit or gradient at step {m.diverged[0]} " \
                                   f"(epoch {m.diverged[1]})"
-                    elif not last and m.reporter.should_stop():
+                except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
+                    m.fail(exc)
+            asking = [m for m in live if m.status == "finished"] if not last else []
+            for m, stop in zip(asking, poll_stops([m.reporter for m in asking])):
+                try:
+                    if stop if stop is not None else m.reporter.should_stop():
                         m.status, m.error = "cancelled", "cancelled on request"
                 except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
                     m.fail(exc)
+            for m in live:
                 if m.status != "finished":
                     m.finish(steps, clock() - start, inputs)
             last_flush = clock() - start

@@ -174,7 +174,9 @@ class Reporter(Protocol):
         """A batch of rows; `step` is the optimizer steps done so far (for progress)."""
 
     def should_stop(self) -> bool:
-        """Polled once per flush: True cancels the run (status "cancelled")."""
+        """Polled once per flush: True cancels the run (status "cancelled"). A class may also offer
+        `should_stop_many(reporters) -> list[bool]`, the same for many of its reporters at once, which a
+        population asks instead (`population.poll_stops`)."""
 
     def on_finish(self, result: RunResult) -> None: ...
 
