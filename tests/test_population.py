@@ -486,9 +486,10 @@ def test_poll_stops_asks_each_class_at_once_where_it_can():
     assert _Batched.asked == [2] and poll_stops([]) == []
 
 
-def test_members_writing_to_a_store_poll_their_cancel_flags_in_one_query_a_flush(tmp_path):
-    """A population of StoreReporters reads every member's cancel flag in one query a flush; the member whose run
-    was cancelled stops alone at the first flush, and a deleted run stops its member without failing the others."""
+def test_members_writing_to_a_store_write_and_poll_in_one_transaction_and_query_a_flush(tmp_path):
+    """A population of StoreReporters writes every member's rows in one transaction a flush and reads every cancel
+    flag in one query; the member whose run was cancelled stops alone at the first flush, and a deleted run stops
+    its member without failing the others."""
     from core.store.reporter import StoreReporter
     from core.training.population import train_population
 
@@ -507,11 +508,16 @@ def test_members_writing_to_a_store_poll_their_cancel_flags_in_one_query_a_flush
             store.delete_run(ids[4])  # deleted after the first flush's poll: its next flush finds it gone
         return found
     store.cancel_flags = counted
+    writes = []
+    many = store.log_metrics_many
+    store.log_metrics_many = lambda items: writes.append(len(items)) or many(items)
+    store.log_metrics = None  # not called: every flush is one transaction for every member
     results = train_population(cfgs, [StoreReporter(store, run_id) for run_id in ids], data=load_dataset(BASE),
                                flush_every_steps=3)
     assert [r.status for r in results] == ["finished", "cancelled", "finished", "finished", "cancelled",
                                            "finished"]
     assert calls[:2] == [6, 4] and len(calls) > 3  # a query a flush, of the live members' runs
+    assert writes[:2] == [6, 5] and len(writes) == len(calls) + 1  # ... and a transaction (the last: no poll)
     runs = {r.id: r for r in store.get_runs(ids)}
     assert ids[4] not in runs and runs[ids[1]].status == "cancelled" and runs[ids[0]].status == "finished"
     assert runs[ids[1]].progress_step == 3  # stopped at the first flush

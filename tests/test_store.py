@@ -347,11 +347,59 @@ def test_cancel_flags_and_reporters_asking_many_at_once(store: Store, tmp_path: 
              for run_id, event in ((a, threading.Event()), (b, threading.Event()), (a, lost))]
     lost.set()
     assert CellReporter.should_stop_many(cells) == [False, True, True]
+    rows = [MetricBatch.from_rows([MetricRow("loss", 5, 0, float(i), 0.1)]) for i in range(3)]
+    assert CellReporter.on_metrics_many(cells, rows, [5, 5, 5]) == [True, True, True]
+    assert [c.stored_step for c in cells] == [5, 5, 0]  # the cell whose lease is lost wrote nothing
+    assert store.series(a, "loss")["value"].tolist() == [0.0] and store.series(b, "loss")["value"].tolist() == [1.0]
     gone = sqlalchemy.exc.OperationalError("SELECT", {}, type("OperationalError", (Exception,), {})("gone"))
     store.cancel_flags = lambda ids: (_ for _ in ()).throw(gone)  # the server went away as they asked
     assert CellReporter.should_stop_many(cells) == [True, True, True]
     assert cells[0].lost is gone and cells[1].lost is gone and cells[2].lost is None
     other.close()
+
+
+def test_log_metrics_many_writes_what_log_metrics_writes_in_one_transaction(store: Store) -> None:
+    """Each run's chunks as `log_metrics` writes them, its heartbeat and progress (a step each, or kept); a run
+    that does not exist is reported and the others written; a bad batch writes nothing for any run."""
+    from sqlalchemy import select
+
+    from core.store.metrics import CHUNKS
+    from core.store.reporter import StoreReporter
+
+    def batch(seed: int) -> MetricBatch:
+        b = MetricBatch()
+        rng = np.random.default_rng(seed)
+        b.add_block(["loss", "grad_norm"], rng.standard_normal((2, 80)), np.arange(1, 81), np.arange(80) // 20,
+                    np.linspace(0, 1, 80))
+        b.add("val_loss", 80, 3, 0.5, 1.0)
+        return b
+
+    def chunks_of(run_id: int) -> list[tuple]:
+        with store.engine.connect() as conn:
+            return sorted(tuple(v for k, v in row._mapping.items() if k not in ("id", "run_id"))
+                          for row in conn.execute(select(CHUNKS).where(CHUNKS.c.run_id == run_id)))
+
+    one, many_a, many_b, kept = (store.create_run(name=n, config={}) for n in ("one", "a", "b", "kept"))
+    store.log_metrics(kept, [], progress_step=7)
+    store.log_metrics(one, batch(1), progress_step=80)
+    assert store.log_metrics_many([(many_a, batch(1), 80), (999, batch(2), 80), (many_b, batch(2), 40),
+                                   (kept, batch(3), None)]) == {999}
+    assert chunks_of(many_a) == chunks_of(one) and len(chunks_of(many_b)) == 3 and chunks_of(many_b) != chunks_of(one)
+    runs = {r.id: r for r in store.get_runs([one, many_a, many_b, kept])}
+    assert [runs[i].progress_step for i in (many_a, many_b, kept)] == [80, 40, 7] and len(chunks_of(kept)) == 3
+    bad = MetricBatch()
+    bad.add("", 1, 0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="metric key"):
+        store.log_metrics_many([(many_a, batch(4), 90), (many_b, bad, 90)])
+    assert len(chunks_of(many_a)) == 3 and store.get_run(many_a).progress_step == 80  # nothing of it kept
+    reporters = [StoreReporter(store, many_a), StoreReporter(store, 999)]
+    assert StoreReporter.on_metrics_many(reporters, [batch(5), batch(6)], [100, 100]) == [True, True]
+    assert [r.deleted for r in reporters] == [False, True] and len(chunks_of(many_a)) == 6
+    broken = StoreReporter(Store(store.url), many_b)
+    broken.store.log_metrics_many = lambda items: (_ for _ in ()).throw(RuntimeError("down"))
+    assert StoreReporter.on_metrics_many([reporters[0], broken], [batch(7), batch(8)], [110, 110]) == [True, False]
+    assert len(chunks_of(many_b)) == 3  # the caller sends it on its own
+    broken.store.close()
 
 
 def test_attach_process_before_the_trainer_starts(store: Store, clock: FakeClock) -> None:

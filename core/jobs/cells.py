@@ -118,6 +118,22 @@ class CellReporter(StoreReporter):
         return bool(self._guard(lambda: super(CellReporter, self).should_stop()) or self.lost is not None)
 
     @classmethod
+    def on_metrics_many(cls, reporters: list[CellReporter], batches: list[MetricBatch],  # type: ignore[override]
+                        steps: list[int]) -> list[bool]:
+        """`on_metrics` of each (`StoreReporter.on_metrics_many`). A cell whose lease or server is lost drops its
+        rows, as `on_metrics` does; where the store's transaction failed, its cells say False and are sent one by
+        one, each `on_metrics` telling a lost server from a bad batch."""
+        asking = [i for i, r in enumerate(reporters) if r.lost is None and not r.lease_lost.is_set()]
+        sent = [True] * len(reporters)
+        answers = super().on_metrics_many([reporters[i] for i in asking], [batches[i] for i in asking],
+                                          [steps[i] for i in asking])
+        for i, done in zip(asking, answers):
+            sent[i] = done
+            if done:
+                reporters[i].stored_step = steps[i]
+        return sent
+
+    @classmethod
     def should_stop_many(cls, reporters: list[CellReporter]) -> list[bool]:  # type: ignore[override]
         """`should_stop` of each (`StoreReporter.should_stop_many`); a lost server stops every one that asked."""
         asking = [r for r in reporters if r.lost is None and not r.lease_lost.is_set()]

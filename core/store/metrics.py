@@ -90,6 +90,14 @@ class KeyIds:
 
 def write_batch(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds) -> int:
     """Insert one chunk per metric of `batch` (checked: columns of one length); returns the values written."""
+    insert_chunks(conn, chunk_records(conn, run_id, batch, keys))
+    return len(batch)
+
+
+def chunk_records(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds,
+                  time_cache: dict[tuple[str, bytes], bytes] | None = None) -> list[dict[str, Any]]:
+    """The `metric_chunks` rows of `batch` (checked: columns of one length), one per metric; `time_cache` shares
+    the encoded steps, epochs and wall times between the batches of one flush (a population's members')."""
     batch.check()
     lists, blocks = batch.parts()  # a block's metrics are written from its arrays, together (`chunk_rows`)
     names = set(lists[0]).union(*(b.keys for b in blocks))
@@ -107,19 +115,24 @@ def write_batch(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds)
         for key, values in zip(block.keys, block.values):
             parts.setdefault(key, []).append(Points(block.steps, block.epochs, values, block.wall_times).take(order))
     if not parts and not whole:
-        return 0
+        return []
     ids = keys.get(conn, sorted(names), create=True)
-    time_cache: dict[tuple[str, bytes], bytes] = {}  # a flush's shared steps, epochs and wall times
+    time_cache = {} if time_cache is None else time_cache  # a flush's shared steps, epochs and wall times
     made = {name: chunk_row(Points.concat(pieces), time_cache=time_cache) for name, pieces in parts.items()}
     for b in whole:
         made.update(zip(b.keys, chunk_rows(b.values, b.steps, b.epochs, b.wall_times, time_cache=time_cache)))
-    rows = [{"run_id": run_id, "key_id": ids[name], **made[name]} for name in sorted(made)]
+    return [{"run_id": run_id, "key_id": ids[name], **made[name]} for name in sorted(made)]
+
+
+def insert_chunks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert `metric_chunks` rows (`chunk_records`) in one executemany."""
+    if not rows:
+        return
     sql = _insert_sql(conn)
     if sql.positional:  # the compiled INSERT straight to the driver: none of these columns needs processing
         conn.exec_driver_sql(sql.string, [tuple(row[c] for c in sql.positiontup) for row in rows])
     else:
         conn.exec_driver_sql(sql.string, [{c: row[c] for c in CHUNK_COLUMNS} for row in rows])
-    return len(batch)
 
 
 CHUNK_COLUMNS = ("run_id", "key_id", "n", "step_first", "step_last", "v_min", "v_max", "n_nonfinite", *DATA_COLUMNS,

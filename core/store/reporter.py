@@ -8,9 +8,9 @@ from core.training.reporting import MetricBatch, RunInfo, RunResult
 
 
 class StoreReporter:
-    """The trainer's Reporter, writing into a store. Every call is one commit, so a killed trainer keeps every
-    batch it handed over. A run deleted while it trains stops it: `should_stop` turns True and later writes
-    are dropped instead of failing the trainer."""
+    """The trainer's Reporter, writing into a store. Every call is one commit (a population's flush, one for all
+    its members: `on_metrics_many`), so a killed trainer keeps every batch it handed over. A run deleted while
+    it trains stops it: `should_stop` turns True and later writes are dropped instead of failing the trainer."""
 
     def __init__(self, store: Store, run_id: int, *, pid: int | None = None, host: str | None = None) -> None:
         self.store = store
@@ -39,6 +39,29 @@ class StoreReporter:
         except RunNotFound:
             self.deleted = True
             return True
+
+    @classmethod
+    def on_metrics_many(cls, reporters: list[StoreReporter], batches: list[MetricBatch],
+                        steps: list[int]) -> list[bool]:
+        """`on_metrics` of each, the batches of reporters sharing a store written in one transaction
+        (`Store.log_metrics_many`): a population's flush, one commit for every member instead of one each. Says
+        which were handled; a store whose transaction failed kept none of them, and its reporters say False (the
+        caller hands those their batches one by one)."""
+        sent = [r.deleted for r in reporters]  # a deleted run's reporter drops its rows, as `on_metrics` does
+        by_store: dict[int, list[int]] = {}
+        for i, r in enumerate(reporters):
+            if not r.deleted:
+                by_store.setdefault(id(r.store), []).append(i)
+        for idx in by_store.values():
+            try:
+                missing = reporters[idx[0]].store.log_metrics_many([(reporters[i].run_id, batches[i], steps[i])
+                                                                     for i in idx])
+            except Exception:  # noqa: BLE001 - nothing of this store's transaction is kept: sent one by one
+                continue
+            for i in idx:
+                reporters[i].deleted = reporters[i].run_id in missing
+                sent[i] = True
+        return sent
 
     @classmethod
     def should_stop_many(cls, reporters: list[StoreReporter]) -> list[bool]:

@@ -28,7 +28,8 @@ from core.store.chunks import Points
 from core.store.cursors import chunks, fetch, gc_paused, placeholder
 from core.store.database import database_url, default_url, make_engine, upgrade
 from core.store.records import FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound
-from core.store.metrics import KeyIds, Trace, compact_run, metric_names, read_traces, traces_frame, write_batch
+from core.store.metrics import (KeyIds, Trace, chunk_records, compact_run, insert_chunks, metric_names, read_traces,
+                                 traces_frame, write_batch)
 from core.store.schema import RunModel, StudyModel, TagModel, UTCDateTime
 from core.training.reporting import MetricBatch, MetricRow
 
@@ -171,6 +172,28 @@ class Store:
             if conn.execute(_HEARTBEAT, beat).rowcount == 0:
                 raise RunNotFound(run_id)
             write_batch(conn, run_id, batch, self._keys)
+
+    def log_metrics_many(self, items: Sequence[tuple[int, MetricBatch, int | None]]) -> set[int]:
+        """`log_metrics` of many runs, (run id, batch, progress step) each, in one transaction: one heartbeat
+        UPDATE a distinct progress step and one INSERT of every chunk (a population's flush: a transaction and
+        an INSERT a member were a round trip or more each on a server). Returns the ids of the runs that do not
+        exist (their batches are dropped; the others are written)."""
+        now = self._now()
+        by_step: dict[int | None, list[int]] = {}
+        for run_id, _, step in items:
+            by_step.setdefault(step, []).append(run_id)
+        found: set[int] = set()
+        with self.engine.begin() as conn:
+            for step, ids in by_step.items():
+                progress = _RUNS.c.progress_step if step is None else step
+                for part in chunks(list(dict.fromkeys(ids))):  # a run's row stays locked until the commit
+                    found.update(conn.execute(update(_RUNS).where(_RUNS.c.id.in_(part))
+                                              .values(heartbeat_at=now, progress_step=progress)
+                                              .returning(_RUNS.c.id)).scalars())
+            shared: dict[tuple[str, bytes], bytes] = {}
+            insert_chunks(conn, [row for run_id, batch, _ in items if run_id in found
+                                 for row in chunk_records(conn, run_id, batch, self._keys, shared)])
+        return {run_id for run_id, _, _ in items if run_id not in found}
 
     def finish_run(self, run_id: int, *, status: str, summary: Mapping[str, Any], error: str | None = None,
                    wall_time_s: float | None = None) -> None:

@@ -64,12 +64,16 @@ class _Member:
 
     def report(self, got: Fetched, steps: int) -> None:
         """As `trainer.train`'s own `report`, the rows already in the summary (`PopulationWindow.fetch`)."""
+        self.reporter.on_metrics(got.batch, step=self.note(got, steps))
+
+    def note(self, got: Fetched, steps: int) -> int:
+        """`report` but for handing the rows over: the summary's calibration and the epochs done; returns the
+        step the rows go with."""
         if got.reliability is not None:
             self.summary.reliability = got.reliability
         if got.epoch_ids:
             self.epochs_done = got.epoch_ids[-1] + 1
-        bad = got.first_bad
-        self.reporter.on_metrics(got.batch, step=steps if bad is None else bad[0])
+        return steps if got.first_bad is None else got.first_bad[0]
 
     def fail(self, exc: BaseException) -> None:
         self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -98,26 +102,45 @@ def finish_all(members: list[_Member], steps: int, wall: float, inputs: dict[str
         m.finished({**summary, **inputs}, wall)
 
 
+def _by_class(reporters: list[Reporter], method: str) -> list[tuple[Callable, list[int]]]:
+    """The reporters' classes that offer `method` (a call for many of their reporters at once), each with the
+    positions of its reporters."""
+    by_class: dict[type, list[int]] = {}
+    for i, r in enumerate(reporters):
+        by_class.setdefault(type(r), []).append(i)
+    return [(getattr(cls, method), idx) for cls, idx in by_class.items() if hasattr(cls, method)]
+
+
 def poll_stops(reporters: list[Reporter]) -> list[bool | None]:
     """Each reporter's `should_stop()` where its class answers for many at once (an optional
     `should_stop_many(reporters) -> list[bool]`: a store's reporters read every cancel flag in one query), else
     None: that one is asked on its own. A class whose batched answer fails is asked one by one, so that a failure
     stops its own member only."""
     out: list[bool | None] = [None] * len(reporters)
-    by_class: dict[type, list[int]] = {}
-    for i, r in enumerate(reporters):
-        by_class.setdefault(type(r), []).append(i)
-    for cls, idx in by_class.items():
-        many = getattr(cls, "should_stop_many", None)
-        if many is None:
-            continue
+    for many, idx in _by_class(reporters, "should_stop_many"):
         try:
             flags = many([reporters[i] for i in idx])
-        except Exception:  # noqa: BLE001 - asked one by one below
+        except Exception:  # noqa: BLE001 - asked one by one
             continue
         for i, flag in zip(idx, flags):
             out[i] = bool(flag)
     return out
+
+
+def send_metrics(reporters: list[Reporter], batches: list, steps: list[int]) -> list[bool]:
+    """Hand each reporter its batch where its class takes many at once (an optional `on_metrics_many(reporters,
+    batches, steps) -> list[bool]`, which says which it handled: a store's reporters write a flush in one
+    transaction); says which were sent. The others go one by one, so that a failure stops its own member only
+    (a class whose call raises has handled none)."""
+    sent = [False] * len(reporters)
+    for many, idx in _by_class(reporters, "on_metrics_many"):
+        try:
+            done = many([reporters[i] for i in idx], [batches[i] for i in idx], [steps[i] for i in idx])
+        except Exception:  # noqa: BLE001 - sent one by one
+            continue
+        for i, ok in zip(idx, done):
+            sent[i] = bool(ok)
+    return sent
 
 
 def member_losses(cfgs: list[ExperimentConfig], device: torch.device | None = None
@@ -237,10 +260,13 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             began = clock()
             fetched = buf.fetch({m.k: m.summary for m in members if m.alive})
             live = [m for m in members if m.alive]
-            for m in live:
+            rows = [(m, fetched[m.k], m.note(fetched[m.k], steps)) for m in live]
+            sent = send_metrics([m.reporter for m, _, _ in rows], [got.batch for _, got, _ in rows],
+                                [step for _, _, step in rows])
+            for (m, got, step), done in zip(rows, sent):
                 try:
-                    got = fetched[m.k]
-                    m.report(got, steps)
+                    if not done:
+                        m.reporter.on_metrics(got.batch, step=step)
                     if got.first_bad is not None:
                         m.diverged, m.status = got.first_bad, "diverged"
                         m.summary.extra.update(where_nonfinite(model.load_member(m.k), m.layout, x_tr,

@@ -171,7 +171,9 @@ class Reporter(Protocol):
     def on_start(self, info: RunInfo) -> None: ...
 
     def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
-        """A batch of rows; `step` is the optimizer steps done so far (for progress)."""
+        """A batch of rows; `step` is the optimizer steps done so far (for progress). A class may also offer
+        `on_metrics_many(reporters, batches, steps) -> list[bool]` (which it handled), for many of its reporters
+        at once, which a population calls instead (`population.send_metrics`)."""
 
     def should_stop(self) -> bool:
         """Polled once per flush: True cancels the run (status "cancelled"). A class may also offer
