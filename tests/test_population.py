@@ -511,7 +511,8 @@ def test_members_writing_to_a_store_write_and_poll_in_one_transaction_and_query_
     writes = []
     many = store.log_metrics_many
     store.log_metrics_many = lambda items: writes.append(len(items)) or many(items)
-    store.log_metrics = None  # not called: every flush is one transaction for every member
+    store.log_metrics = None  # not called: every flush is one transaction for every member ...
+    store.start_run = store.finish_run = None  # ... and so are the members' starts and ends
     results = train_population(cfgs, [StoreReporter(store, run_id) for run_id in ids], data=load_dataset(BASE),
                                flush_every_steps=3)
     assert [r.status for r in results] == ["finished", "cancelled", "finished", "finished", "cancelled",

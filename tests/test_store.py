@@ -355,6 +355,11 @@ def test_cancel_flags_and_reporters_asking_many_at_once(store: Store, tmp_path: 
     store.cancel_flags = lambda ids: (_ for _ in ()).throw(gone)  # the server went away as they asked
     assert CellReporter.should_stop_many(cells) == [True, True, True]
     assert cells[0].lost is gone and cells[1].lost is gone and cells[2].lost is None
+    ended = RunResult(status="finished", summary={"k": 1}, error=None, wall_time_s=1.0)
+    fresh = [CellReporter(store, run_id, pid=1, host="h", lease_lost=threading.Event(), record_within_s=0.0)
+             for run_id in (a, b)]
+    assert CellReporter.on_finish_many(cells + fresh, [ended] * 5) == [False, False, True, True, True]
+    assert [store.get_run(i).status for i in (a, b)] == ["finished", "finished"]  # the lost ones: their own on_finish
     other.close()
 
 
@@ -400,6 +405,42 @@ def test_log_metrics_many_writes_what_log_metrics_writes_in_one_transaction(stor
     assert StoreReporter.on_metrics_many([reporters[0], broken], [batch(7), batch(8)], [110, 110]) == [True, False]
     assert len(chunks_of(many_b)) == 3  # the caller sends it on its own
     broken.store.close()
+
+
+def test_start_and_finish_many_runs_in_one_transaction_each(store: Store) -> None:
+    """`start_runs` and `finish_runs` do what `start_run` and `finish_run` do, for many runs, and report the runs
+    that do not exist; a bad status writes nothing; the ends compact exactly the runs `compact_run` would change
+    (`runs_to_compact`, from one query)."""
+    from core.store.metrics import PAYING_CHUNKS, runs_to_compact
+    from core.store.reporter import StoreReporter
+
+    ids = [store.create_run(name=f"r{i}", config={}) for i in range(3)]
+    assert store.start_runs([ids[0], ids[1], 999], device="cpu", dtype="float32", torch_version="2", total_steps=9,
+                            pid=4, host="h") == {999}
+    runs = store.get_runs(ids)
+    assert [r.total_steps for r in runs] == [9, 9, None] and runs[0].pid == 4 and runs[0].started_at is not None
+    for step in range(PAYING_CHUNKS + 2):  # run 0: more chunks than pay to keep; run 1: one
+        store.log_metrics(ids[0], [MetricRow("loss", step, 0, float(step), 0.0)])
+    store.log_metrics(ids[1], [MetricRow("loss", 0, 0, 1.0, 0.0)])
+    with store.engine.connect() as conn:
+        assert runs_to_compact(conn, ids + [999]) == [ids[0]]
+    with pytest.raises(ValueError, match="status"):
+        store.finish_runs([(ids[0], "finished", {}, None, 1.0), (ids[1], "done", {}, None, 1.0)])
+    assert store.get_run(ids[0]).status == "running"
+    assert store.finish_runs([(ids[0], "finished", {"x": math.nan}, None, 1.5), (999, "failed", {}, "e", None),
+                              (ids[1], "diverged", {"y": 2}, "boom", 2.5)]) == {999}
+    a, b, _ = store.get_runs(ids)
+    assert (a.status, b.status, b.error, b.summary, a.wall_time_s) == ("finished", "diverged", "boom", {"y": 2}, 1.5)
+    assert math.isnan(a.summary["x"]) and a.finished_at is not None
+    with store.engine.connect() as conn:
+        assert runs_to_compact(conn, ids) == []  # compacted by its end
+    assert store.series(ids[0], "loss")["value"].tolist() == [float(s) for s in range(PAYING_CHUNKS + 2)]
+    reporters = [StoreReporter(store, ids[2]), StoreReporter(store, 999)]
+    info = RunInfo(device="cpu", dtype="float32", torch_version="2", total_steps=3)
+    assert StoreReporter.on_start_many(reporters, info) == [True, False]  # the caller starts 999 alone (and fails)
+    result = RunResult(status="cancelled", summary={}, error="x", wall_time_s=0.5)
+    assert StoreReporter.on_finish_many(reporters, [result, result]) == [True, True]
+    assert store.get_run(ids[2]).status == "cancelled" and reporters[1].deleted
 
 
 def test_attach_process_before_the_trainer_starts(store: Store, clock: FakeClock) -> None:

@@ -134,6 +134,19 @@ class CellReporter(StoreReporter):
         return sent
 
     @classmethod
+    def on_finish_many(cls, reporters: list[CellReporter], results: list[RunResult]  # type: ignore[override]
+                       ) -> list[bool]:
+        """`on_finish` of each (`StoreReporter.on_finish_many`): a cell whose lease is lost writes nothing, as
+        `on_finish`; one whose server was lost, or whose store's transaction failed, says False, and its own
+        `on_finish` records what happened."""
+        asking = [i for i, r in enumerate(reporters) if r.lost is None and not r.lease_lost.is_set()]
+        done = [r.lease_lost.is_set() for r in reporters]
+        answers = super().on_finish_many([reporters[i] for i in asking], [results[i] for i in asking])
+        for i, ok in zip(asking, answers):
+            done[i] = ok
+        return done
+
+    @classmethod
     def should_stop_many(cls, reporters: list[CellReporter]) -> list[bool]:  # type: ignore[override]
         """`should_stop` of each (`StoreReporter.should_stop_many`); a lost server stops every one that asked."""
         asking = [r for r in reporters if r.lost is None and not r.lease_lost.is_set()]

@@ -173,8 +173,7 @@ def compact_run(conn: Connection, run_id: int, *, when_it_pays: bool = False) ->
     for chunk_id, key_id, n in meta:
         by_key.setdefault(key_id, []).append((chunk_id, n))
     todo = [(key_id, parts) for key_id, parts in by_key.items()
-            if len(parts) > math.ceil(sum(n for _, n in parts) / COMPACT_POINTS)  # else as few as it would leave
-            and (not when_it_pays or len(parts) > PAYING_CHUNKS or sum(n for _, n in parts) > PAYING_POINTS)]
+            if _worth_compacting(len(parts), sum(n for _, n in parts), when_it_pays)]
     removed = 0
     time_cache: dict[tuple[str, bytes], bytes] = {}  # the metrics' steps, epochs and times: encoded once,
     shared: dict[tuple[int, int, bytes], np.ndarray] = {}  # and decoded once
@@ -201,6 +200,27 @@ def compact_run(conn: Connection, run_id: int, *, when_it_pays: bool = False) ->
         removed += len(ids) - len(rows)
         batch = []
     return removed
+
+
+def _worth_compacting(n_chunks: int, points: int, when_it_pays: bool) -> bool:
+    """Whether `compact_run` merges a metric of `n_chunks` chunks holding `points` points: only if that leaves
+    fewer chunks, and with `when_it_pays` only if they are many or big (`PAYING_CHUNKS`, `PAYING_POINTS`)."""
+    return n_chunks > math.ceil(points / COMPACT_POINTS) and (
+        not when_it_pays or n_chunks > PAYING_CHUNKS or points > PAYING_POINTS)
+
+
+def runs_to_compact(conn: Connection, run_ids: Sequence[int]) -> list[int]:
+    """The runs among `run_ids` that `compact_run(when_it_pays=True)` would change, from one grouped query a
+    chunk of ids (a population's members end by the hundred, and few of them have anything to merge)."""
+    out: set[int] = set()
+    mark = placeholder(conn)
+    for part in chunks(list(run_ids)):
+        for run_id, n_chunks, points in fetch(conn, f"SELECT run_id, COUNT(*), SUM(n) FROM metric_chunks WHERE "
+                                                    f"run_id IN ({', '.join([mark] * len(part))}) GROUP BY run_id, "
+                                                    "key_id", tuple(int(i) for i in part)):
+            if _worth_compacting(int(n_chunks), int(points), True):
+                out.add(int(run_id))
+    return sorted(out)
 
 
 def metric_names(conn: Connection, run_ids: Sequence[int]) -> list[str]:

@@ -5,9 +5,10 @@ Never ORM rows: a `Run` is safe to keep, pickle and compare after its session is
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 
 STATUSES: tuple[str, ...] = ("running", "finished", "diverged", "failed", "cancelled", "interrupted")
@@ -78,3 +79,24 @@ class Study:
     name: str
     spec: dict[str, Any] = field(default_factory=dict)
     created_at: datetime
+
+
+def check_status(status: str, allowed: Sequence[str] = STATUSES) -> str:
+    if status not in allowed:
+        raise ValueError(f"status {status!r} is not one of {', '.join(allowed)}")
+    return status
+
+
+def dumps_json(obj: Mapping[str, Any]) -> str:
+    """A config or summary as stored: Python's json with NaN and Infinity allowed (floats round trip exactly)."""
+    return json.dumps(obj, allow_nan=True, default=_json_default)
+
+
+def loads_json(text: str | None) -> dict[str, Any]:
+    return json.loads(text) if text else {}
+
+
+def _json_default(obj: Any) -> Any:
+    if callable(getattr(obj, "item", None)):  # numpy scalars and 0-d tensors
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")

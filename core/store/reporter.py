@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Hashable
+
 from core.store.records import RunNotFound
 from core.store.sqlstore import Store
 from core.training.reporting import MetricBatch, RunInfo, RunResult
@@ -41,6 +43,43 @@ class StoreReporter:
             return True
 
     @classmethod
+    def on_start_many(cls, reporters: list[StoreReporter], info: RunInfo) -> list[bool]:
+        """`on_start` of each, the runs of reporters sharing a store (and process) started in one transaction
+        (`Store.start_runs`). Says which it handled: a run that does not exist, or a store whose transaction
+        failed, says False, and the caller starts those one by one (`on_start` raises for a missing run)."""
+        done = [False] * len(reporters)
+        for idx in _grouped(reporters, lambda r: (id(r.store), r.pid, r.host)):
+            first = reporters[idx[0]]
+            try:
+                missing = first.store.start_runs([reporters[i].run_id for i in idx], device=info.device,
+                                                 dtype=info.dtype, torch_version=info.torch_version,
+                                                 total_steps=info.total_steps, pid=first.pid, host=first.host)
+            except Exception:  # noqa: BLE001 - nothing of this transaction is kept: started one by one
+                continue
+            for i in idx:
+                done[i] = reporters[i].run_id not in missing
+        return done
+
+    @classmethod
+    def on_finish_many(cls, reporters: list[StoreReporter], results: list[RunResult]) -> list[bool]:
+        """`on_finish` of each, the ends of reporters sharing a store written in one transaction
+        (`Store.finish_runs`). Says which it handled; those of a store whose transaction failed say False."""
+        done = [r.deleted for r in reporters]
+        for idx in _grouped(reporters, lambda r: None if r.deleted else id(r.store)):
+            if reporters[idx[0]].deleted:
+                continue
+            try:
+                missing = reporters[idx[0]].store.finish_runs([
+                    (reporters[i].run_id, results[i].status, results[i].summary, results[i].error,
+                     results[i].wall_time_s) for i in idx])
+            except Exception:  # noqa: BLE001 - nothing of this transaction is kept: finished one by one
+                continue
+            for i in idx:
+                reporters[i].deleted = reporters[i].run_id in missing
+                done[i] = True
+        return done
+
+    @classmethod
     def on_metrics_many(cls, reporters: list[StoreReporter], batches: list[MetricBatch],
                         steps: list[int]) -> list[bool]:
         """`on_metrics` of each, the batches of reporters sharing a store written in one transaction
@@ -48,11 +87,9 @@ class StoreReporter:
         which were handled; a store whose transaction failed kept none of them, and its reporters say False (the
         caller hands those their batches one by one)."""
         sent = [r.deleted for r in reporters]  # a deleted run's reporter drops its rows, as `on_metrics` does
-        by_store: dict[int, list[int]] = {}
-        for i, r in enumerate(reporters):
-            if not r.deleted:
-                by_store.setdefault(id(r.store), []).append(i)
-        for idx in by_store.values():
+        for idx in _grouped(reporters, lambda r: None if r.deleted else id(r.store)):
+            if reporters[idx[0]].deleted:
+                continue
             try:
                 missing = reporters[idx[0]].store.log_metrics_many([(reporters[i].run_id, batches[i], steps[i])
                                                                      for i in idx])
@@ -89,3 +126,11 @@ class StoreReporter:
                                   wall_time_s=result.wall_time_s)
         except RunNotFound:
             self.deleted = True
+
+
+def _grouped(reporters: list[StoreReporter], key: Callable[[StoreReporter], Hashable]) -> list[list[int]]:
+    """The positions of `reporters` grouped by `key`, in first-seen order."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, r in enumerate(reporters):
+        groups.setdefault(key(r), []).append(i)
+    return list(groups.values())

@@ -13,7 +13,6 @@ Storage conventions:
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -27,9 +26,10 @@ from sqlalchemy.orm import selectinload, sessionmaker
 from core.store.chunks import Points
 from core.store.cursors import chunks, fetch, gc_paused, placeholder
 from core.store.database import database_url, default_url, make_engine, upgrade
-from core.store.records import FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound
-from core.store.metrics import (KeyIds, Trace, chunk_records, compact_run, insert_chunks, metric_names, read_traces,
-                                 traces_frame, write_batch)
+from core.store.records import (FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound,
+                                check_status, dumps_json, loads_json)
+from core.store.many import ManyRuns
+from core.store.metrics import KeyIds, Trace, compact_run, metric_names, read_traces, traces_frame, write_batch
 from core.store.schema import RunModel, StudyModel, TagModel, UTCDateTime
 from core.training.reporting import MetricBatch, MetricRow
 
@@ -50,24 +50,10 @@ _HEARTBEAT = (  # built once: log_metrics runs it with every batch
             progress_step=func.coalesce(bindparam("b_step", type_=Integer()), _RUNS.c.progress_step)))
 
 
-def _json_default(obj: Any) -> Any:
-    if callable(getattr(obj, "item", None)):  # numpy scalars and 0-d tensors
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def _dumps(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, allow_nan=True, default=_json_default)
-
-
-def _loads(text: str | None) -> dict[str, Any]:
-    return json.loads(text) if text else {}
-
-
 def _run_record(row: RunModel) -> Run:
     return Run(
-        id=row.id, name=row.name, status=row.status, config=_loads(row.config_json),
-        summary=_loads(row.summary_json), created_at=row.created_at, started_at=row.started_at,
+        id=row.id, name=row.name, status=row.status, config=loads_json(row.config_json),
+        summary=loads_json(row.summary_json), created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, error=row.error, device=row.device, dtype=row.dtype,
         torch_version=row.torch_version, wall_time_s=row.wall_time_s, pid=row.pid, host=row.host,
         heartbeat_at=row.heartbeat_at, cancel_requested=row.cancel_requested, progress_step=row.progress_step,
@@ -77,13 +63,7 @@ def _run_record(row: RunModel) -> Run:
 
 
 def _study_record(row: StudyModel) -> Study:
-    return Study(id=row.id, name=row.name, spec=_loads(row.spec_json), created_at=row.created_at)
-
-
-def _check_status(status: str, allowed: Sequence[str] = STATUSES) -> str:
-    if status not in allowed:
-        raise ValueError(f"status {status!r} is not one of {', '.join(allowed)}")
-    return status
+    return Study(id=row.id, name=row.name, spec=loads_json(row.spec_json), created_at=row.created_at)
 
 
 def _clean(text: str, what: str) -> str:
@@ -92,7 +72,7 @@ def _clean(text: str, what: str) -> str:
     return text.strip()
 
 
-class Store:
+class Store(ManyRuns):
     def __init__(self, url: str | None = None, *, env: Mapping[str, str] = os.environ,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.url = database_url(url) if url else default_url(env)
@@ -140,7 +120,7 @@ class Store:
         """`create_run` for many (name, config) in one transaction, each attached to the process `pid` on `host`
         (`attach_process`) when given; returns their ids in order."""
         now = self._now()
-        rows = [RunModel(name=_clean(name, "run name"), status=_check_status(status), config_json=_dumps(config),
+        rows = [RunModel(name=_clean(name, "run name"), status=check_status(status), config_json=dumps_json(config),
                          created_at=now, study_id=study_id, pid=pid, host=host) for name, config in runs]
         with self._sessions.begin() as session:
             if study_id is not None and session.get(StudyModel, study_id) is None:
@@ -173,31 +153,9 @@ class Store:
                 raise RunNotFound(run_id)
             write_batch(conn, run_id, batch, self._keys)
 
-    def log_metrics_many(self, items: Sequence[tuple[int, MetricBatch, int | None]]) -> set[int]:
-        """`log_metrics` of many runs, (run id, batch, progress step) each, in one transaction: one heartbeat
-        UPDATE a distinct progress step and one INSERT of every chunk (a population's flush: a transaction and
-        an INSERT a member were a round trip or more each on a server). Returns the ids of the runs that do not
-        exist (their batches are dropped; the others are written)."""
-        now = self._now()
-        by_step: dict[int | None, list[int]] = {}
-        for run_id, _, step in items:
-            by_step.setdefault(step, []).append(run_id)
-        found: set[int] = set()
-        with self.engine.begin() as conn:
-            for step, ids in by_step.items():
-                progress = _RUNS.c.progress_step if step is None else step
-                for part in chunks(list(dict.fromkeys(ids))):  # a run's row stays locked until the commit
-                    found.update(conn.execute(update(_RUNS).where(_RUNS.c.id.in_(part))
-                                              .values(heartbeat_at=now, progress_step=progress)
-                                              .returning(_RUNS.c.id)).scalars())
-            shared: dict[tuple[str, bytes], bytes] = {}
-            insert_chunks(conn, [row for run_id, batch, _ in items if run_id in found
-                                 for row in chunk_records(conn, run_id, batch, self._keys, shared)])
-        return {run_id for run_id, _, _ in items if run_id not in found}
-
     def finish_run(self, run_id: int, *, status: str, summary: Mapping[str, Any], error: str | None = None,
                    wall_time_s: float | None = None) -> None:
-        self._update_run(run_id, status=_check_status(status, FINAL_STATUSES), summary_json=_dumps(summary),
+        self._update_run(run_id, status=check_status(status, FINAL_STATUSES), summary_json=dumps_json(summary),
                          error=error, wall_time_s=wall_time_s, finished_at=self._now())
         try:
             self.compact(run_id, when_it_pays=True)
@@ -224,22 +182,12 @@ class Store:
             raise RunNotFound(run_id)
         return flag
 
-    def cancel_flags(self, run_ids: Iterable[int]) -> dict[int, bool]:
-        """Each run's cancel flag, in one query (a chunk of ids at a time); a run that does not exist is left out."""
-        ids = list(dict.fromkeys(int(i) for i in run_ids))
-        out: dict[int, bool] = {}
-        with self._sessions() as session:
-            for part in chunks(ids):
-                rows = session.execute(select(RunModel.id, RunModel.cancel_requested).where(RunModel.id.in_(part)))
-                out.update((run_id, flag) for run_id, flag in rows)
-        return out
-
     def cancel_requests(self, study_id: int, *, status: str | None = None) -> set[int]:
         """The ids of the study's runs (of `status`, if given) whose cancel flag is set: one narrow query, for
         a scheduler that polls it a few times a second (loading every run of a big study was most of a poll)."""
         stmt = select(RunModel.id).where(RunModel.study_id == study_id, RunModel.cancel_requested.is_(True))
         if status is not None:
-            stmt = stmt.where(RunModel.status == _check_status(status))
+            stmt = stmt.where(RunModel.status == check_status(status))
         with self._sessions() as session:
             return set(session.scalars(stmt))
 
@@ -299,7 +247,7 @@ class Store:
                 .order_by(RunModel.created_at.desc(), RunModel.id.desc()))
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
-            stmt = stmt.where(RunModel.status.in_([_check_status(s) for s in statuses]))
+            stmt = stmt.where(RunModel.status.in_([check_status(s) for s in statuses]))
         if study_id is not None:
             stmt = stmt.where(RunModel.study_id == study_id)
         if limit is not None:
@@ -391,7 +339,7 @@ class Store:
     # --- studies
 
     def create_study(self, name: str, spec: Mapping[str, Any]) -> int:
-        row = StudyModel(name=_clean(name, "study name"), spec_json=_dumps(spec), created_at=self._now())
+        row = StudyModel(name=_clean(name, "study name"), spec_json=dumps_json(spec), created_at=self._now())
         try:
             with self._sessions.begin() as session:
                 session.add(row)

@@ -83,14 +83,6 @@ class _Member:
     def finish(self, steps: int, wall: float, inputs: dict[str, float]) -> None:
         finish_all([self], steps, wall, inputs)
 
-    def finished(self, summary: dict, wall: float) -> None:
-        """End with this summary (`finish_all`): the result, and the reporter told."""
-        self.result = RunResult(status=self.status, error=self.error, wall_time_s=wall, summary=summary)
-        try:
-            self.reporter.on_finish(self.result)
-        except Exception:  # noqa: BLE001 - one member's reporter must not stop the others
-            pass
-
 
 def finish_all(members: list[_Member], steps: int, wall: float, inputs: dict[str, float]) -> None:
     """End `members` (as `_Member.finish`), their summaries made together (`Summary.as_dicts`)."""
@@ -99,7 +91,14 @@ def finish_all(members: list[_Member], steps: int, wall: float, inputs: dict[str
                                  epochs=[m.epochs_done for m in members],
                                  diverged_steps=[d[0] if d else None for d in bad])
     for m, summary in zip(members, summaries):
-        m.finished({**summary, **inputs}, wall)
+        m.result = RunResult(status=m.status, error=m.error, wall_time_s=wall, summary={**summary, **inputs})
+    ended = handled([m.reporter for m in members], "on_finish_many",
+                    lambda many, idx: many([members[i].reporter for i in idx], [members[i].result for i in idx]))
+    for m in [m for m, done in zip(members, ended) if not done]:
+        try:
+            m.reporter.on_finish(m.result)
+        except Exception:  # noqa: BLE001 - one member's reporter must not stop the others
+            pass
 
 
 def _by_class(reporters: list[Reporter], method: str) -> list[tuple[Callable, list[int]]]:
@@ -127,20 +126,21 @@ def poll_stops(reporters: list[Reporter]) -> list[bool | None]:
     return out
 
 
-def send_metrics(reporters: list[Reporter], batches: list, steps: list[int]) -> list[bool]:
-    """Hand each reporter its batch where its class takes many at once (an optional `on_metrics_many(reporters,
-    batches, steps) -> list[bool]`, which says which it handled: a store's reporters write a flush in one
-    transaction); says which were sent. The others go one by one, so that a failure stops its own member only
-    (a class whose call raises has handled none)."""
-    sent = [False] * len(reporters)
-    for many, idx in _by_class(reporters, "on_metrics_many"):
+def handled(reporters: list[Reporter], method: str, call: Callable[[Callable, list[int]], list[bool]]) -> list[bool]:
+    """Which reporters a class's `method` for many of its reporters at once handled (`on_start_many(reporters,
+    info)`, `on_metrics_many(reporters, batches, steps)`, `on_finish_many(reporters, results)`, each optional and
+    saying which it handled: a store's reporters write in one transaction); `call(many, positions)` calls it.
+    The caller goes one by one through the others, so that a failure stops its own member only (a class whose
+    call raises has handled none)."""
+    done = [False] * len(reporters)
+    for many, idx in _by_class(reporters, method):
         try:
-            done = many([reporters[i] for i in idx], [batches[i] for i in idx], [steps[i] for i in idx])
-        except Exception:  # noqa: BLE001 - sent one by one
+            flags = call(many, idx)
+        except Exception:  # noqa: BLE001 - one by one
             continue
-        for i, ok in zip(idx, done):
-            sent[i] = bool(ok)
-    return sent
+        for i, ok in zip(idx, flags):
+            done[i] = bool(ok)
+    return done
 
 
 def member_losses(cfgs: list[ExperimentConfig], device: torch.device | None = None
@@ -241,10 +241,12 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         total = base.epochs * len(slices)
         if max_steps is not None:
             total = min(total, max_steps)
-        for m in members:
+        info = RunInfo(device=str(device), dtype=base.dtype, torch_version=torch.__version__, total_steps=total)
+        started = handled([m.reporter for m in members], "on_start_many",
+                          lambda many, idx: many([members[i].reporter for i in idx], info))
+        for m in [m for m, done in zip(members, started) if not done]:
             try:
-                m.reporter.on_start(RunInfo(device=str(device), dtype=base.dtype, torch_version=torch.__version__,
-                                            total_steps=total))
+                m.reporter.on_start(info)
             except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
                 m.fail(exc)
                 m.finish(0, clock() - start, inputs)
@@ -261,8 +263,8 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             fetched = buf.fetch({m.k: m.summary for m in members if m.alive})
             live = [m for m in members if m.alive]
             rows = [(m, fetched[m.k], m.note(fetched[m.k], steps)) for m in live]
-            sent = send_metrics([m.reporter for m, _, _ in rows], [got.batch for _, got, _ in rows],
-                                [step for _, _, step in rows])
+            sent = handled([m.reporter for m, _, _ in rows], "on_metrics_many", lambda many, idx: many(
+                [rows[i][0].reporter for i in idx], [rows[i][1].batch for i in idx], [rows[i][2] for i in idx]))
             for (m, got, step), done in zip(rows, sent):
                 try:
                     if not done:

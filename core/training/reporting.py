@@ -173,7 +173,8 @@ class Reporter(Protocol):
     def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
         """A batch of rows; `step` is the optimizer steps done so far (for progress). A class may also offer
         `on_metrics_many(reporters, batches, steps) -> list[bool]` (which it handled), for many of its reporters
-        at once, which a population calls instead (`population.send_metrics`)."""
+        at once, which a population calls instead (`population.handled`; so too `on_start_many(reporters, info)`
+        and `on_finish_many(reporters, results)`)."""
 
     def should_stop(self) -> bool:
         """Polled once per flush: True cancels the run (status "cancelled"). A class may also offer
