@@ -64,20 +64,9 @@ class StoreReporter:
     def on_finish_many(cls, reporters: list[StoreReporter], results: list[RunResult]) -> list[bool]:
         """`on_finish` of each, the ends of reporters sharing a store written in one transaction
         (`Store.finish_runs`). Says which it handled; those of a store whose transaction failed say False."""
-        done = [r.deleted for r in reporters]
-        for idx in _grouped(reporters, lambda r: None if r.deleted else id(r.store)):
-            if reporters[idx[0]].deleted:
-                continue
-            try:
-                missing = reporters[idx[0]].store.finish_runs([
-                    (reporters[i].run_id, results[i].status, results[i].summary, results[i].error,
-                     results[i].wall_time_s) for i in idx])
-            except Exception:  # noqa: BLE001 - nothing of this transaction is kept: finished one by one
-                continue
-            for i in idx:
-                reporters[i].deleted = reporters[i].run_id in missing
-                done[i] = True
-        return done
+        return _per_store(reporters, lambda store, idx: store.finish_runs([
+            (reporters[i].run_id, results[i].status, results[i].summary, results[i].error, results[i].wall_time_s)
+            for i in idx]))
 
     @classmethod
     def on_metrics_many(cls, reporters: list[StoreReporter], batches: list[MetricBatch],
@@ -86,19 +75,8 @@ class StoreReporter:
         (`Store.log_metrics_many`): a population's flush, one commit for every member instead of one each. Says
         which were handled; a store whose transaction failed kept none of them, and its reporters say False (the
         caller hands those their batches one by one)."""
-        sent = [r.deleted for r in reporters]  # a deleted run's reporter drops its rows, as `on_metrics` does
-        for idx in _grouped(reporters, lambda r: None if r.deleted else id(r.store)):
-            if reporters[idx[0]].deleted:
-                continue
-            try:
-                missing = reporters[idx[0]].store.log_metrics_many([(reporters[i].run_id, batches[i], steps[i])
-                                                                     for i in idx])
-            except Exception:  # noqa: BLE001 - nothing of this store's transaction is kept: sent one by one
-                continue
-            for i in idx:
-                reporters[i].deleted = reporters[i].run_id in missing
-                sent[i] = True
-        return sent
+        return _per_store(reporters, lambda store, idx: store.log_metrics_many([
+            (reporters[i].run_id, batches[i], steps[i]) for i in idx]))
 
     @classmethod
     def should_stop_many(cls, reporters: list[StoreReporter]) -> list[bool]:
@@ -134,3 +112,22 @@ def _grouped(reporters: list[StoreReporter], key: Callable[[StoreReporter], Hash
     for i, r in enumerate(reporters):
         groups.setdefault(key(r), []).append(i)
     return list(groups.values())
+
+
+def _per_store(reporters: list[StoreReporter], write: Callable[[Store, list[int]], set[int]]) -> list[bool]:
+    """`write(store, positions)` for the reporters of each store whose run is not known to be deleted, one
+    transaction that returns the runs that do not exist (their reporters are marked deleted); says which
+    reporters were handled: a deleted run's reporter drops what it is given, as one at a time it would; those of
+    a store whose transaction failed (nothing of it is kept) say False."""
+    done = [r.deleted for r in reporters]
+    for idx in _grouped(reporters, lambda r: None if r.deleted else id(r.store)):
+        if reporters[idx[0]].deleted:
+            continue
+        try:
+            missing = write(reporters[idx[0]].store, idx)
+        except Exception:  # noqa: BLE001 - the caller goes through these one by one
+            continue
+        for i in idx:
+            reporters[i].deleted = reporters[i].run_id in missing
+            done[i] = True
+    return done
