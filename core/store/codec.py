@@ -91,26 +91,31 @@ def encode_floats(values: np.ndarray) -> bytes:
     with np.errstate(over="ignore", invalid="ignore"):  # a value beyond float32 becomes inf: not narrow
         narrow = a.astype(np.float32)
     if np.array_equal(narrow.astype(np.float64).view(np.uint64), a.view(np.uint64)):
-        bits, tags, plain = narrow.view(np.uint32), (_FLOATS32, _FLOATS32_PLAIN), narrow.tobytes()
-    else:
-        bits, tags, plain = a.view(np.uint64), (_FLOATS64, _FLOATS64_PLAIN), a.tobytes()
-    if a.size <= _SMALL or tags[0] == _FLOATS32:  # see the module docstring: plain float32 where zlib barely pays
-        return tags[1] + plain
-    xored = bits.copy()
-    xored[1:] ^= bits[:-1]
-    return _pack(tags[0], tags[1], _shuffle(xored), plain)
+        return _FLOATS32_PLAIN + narrow.tobytes()  # see the module docstring: zlib barely pays on float32 values
+    return _encode_float64(a)
 
 
 def encode_float_rows(values: np.ndarray) -> list[bytes]:
-    """`encode_floats` of each row of a (rows, n) array, bit for bit, the float32 test made for every row at
-    once (a population's flush writes a chunk for each metric of each member)."""
+    """`encode_floats` of each row of a (rows, n) array, bit for bit, the float32 test made for every row at once
+    (a population's flush writes a chunk for each metric of each member)."""
     a = np.ascontiguousarray(values, dtype=np.float64)
     if a.shape[1] == 0:
         return [_FLOATS64_PLAIN] * a.shape[0]
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # a value beyond float32 becomes inf: not narrow
         narrow = a.astype(np.float32)
     exact = (narrow.astype(np.float64).view(np.uint64) == a.view(np.uint64)).all(axis=1)
-    return [_FLOATS32_PLAIN + narrow[i].tobytes() if exact[i] else encode_floats(a[i]) for i in range(a.shape[0])]
+    # float32-exact values: plain (see the module docstring: zlib barely pays there); others below
+    return [_FLOATS32_PLAIN + narrow[i].tobytes() if exact[i] else _encode_float64(a[i]) for i in range(a.shape[0])]
+
+
+def _encode_float64(a: np.ndarray) -> bytes:
+    """Values float32 cannot hold: plain up to _SMALL of them, else XORed, shuffled and compressed where it pays."""
+    if a.size <= _SMALL:
+        return _FLOATS64_PLAIN + a.tobytes()
+    bits = a.view(np.uint64)
+    xored = bits.copy()
+    xored[1:] ^= bits[:-1]
+    return _pack(_FLOATS64, _FLOATS64_PLAIN, _shuffle(xored), a.tobytes())
 
 
 def decode_floats(data: bytes, n: int) -> np.ndarray:
