@@ -105,15 +105,20 @@ class CellReporter(StoreReporter):
     def on_start(self, info: RunInfo) -> None:
         self._guard(lambda: super(CellReporter, self).on_start(info))
 
+    @property
+    def cut_off(self) -> bool:
+        """The cell is another worker's now, or the database server was lost: nothing more is written."""
+        return self.lost is not None or self.lease_lost.is_set()
+
     def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
-        if self.lost is not None or self.lease_lost.is_set():
+        if self.cut_off:
             return
         self._guard(lambda: super(CellReporter, self).on_metrics(batch, step=step), step)
         if self.lost is None:
             self.stored_step = step
 
     def should_stop(self) -> bool:
-        if self.lost is not None or self.lease_lost.is_set():
+        if self.cut_off:
             return True
         return bool(self._guard(lambda: super(CellReporter, self).should_stop()) or self.lost is not None)
 
@@ -123,7 +128,7 @@ class CellReporter(StoreReporter):
         """`on_metrics` of each (`StoreReporter.on_metrics_many`). A cell whose lease or server is lost drops its
         rows, as `on_metrics` does; where the store's transaction failed, its cells say False and are sent one by
         one, each `on_metrics` telling a lost server from a bad batch."""
-        asking = [i for i, r in enumerate(reporters) if r.lost is None and not r.lease_lost.is_set()]
+        asking = [i for i, r in enumerate(reporters) if not r.cut_off]
         sent = [True] * len(reporters)
         answers = super().on_metrics_many([reporters[i] for i in asking], [batches[i] for i in asking],
                                           [steps[i] for i in asking])
@@ -139,7 +144,7 @@ class CellReporter(StoreReporter):
         """`on_finish` of each (`StoreReporter.on_finish_many`): a cell whose lease is lost writes nothing, as
         `on_finish`; one whose server was lost, or whose store's transaction failed, says False, and its own
         `on_finish` records what happened."""
-        asking = [i for i, r in enumerate(reporters) if r.lost is None and not r.lease_lost.is_set()]
+        asking = [i for i, r in enumerate(reporters) if not r.cut_off]
         done = [r.lease_lost.is_set() for r in reporters]
         answers = super().on_finish_many([reporters[i] for i in asking], [results[i] for i in asking])
         for i, ok in zip(asking, answers):
@@ -149,7 +154,7 @@ class CellReporter(StoreReporter):
     @classmethod
     def should_stop_many(cls, reporters: list[CellReporter]) -> list[bool]:  # type: ignore[override]
         """`should_stop` of each (`StoreReporter.should_stop_many`); a lost server stops every one that asked."""
-        asking = [r for r in reporters if r.lost is None and not r.lease_lost.is_set()]
+        asking = [r for r in reporters if not r.cut_off]
         try:
             answers = dict(zip(map(id, asking), super().should_stop_many(asking)))
         except DBAPIError as exc:

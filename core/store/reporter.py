@@ -83,17 +83,17 @@ class StoreReporter:
         """`should_stop` of each, the cancel flags of those sharing a store read in one query: a population's
         members all poll at every flush, and a query each was a round trip each (`train_population` asks this
         way when its reporters offer it)."""
-        flags: dict[int, dict[int, bool]] = {}
-        for r in reporters:
-            if not r.deleted and id(r.store) not in flags:
-                flags[id(r.store)] = r.store.cancel_flags(x.run_id for x in reporters
-                                                          if x.store is r.store and not x.deleted)
+        flags: dict[int, bool | None] = {}
+        for idx in _grouped(reporters, lambda r: None if r.deleted else id(r.store)):
+            if not reporters[idx[0]].deleted:
+                found = reporters[idx[0]].store.cancel_flags(reporters[i].run_id for i in idx)
+                flags.update((i, found.get(reporters[i].run_id)) for i in idx)
         out = []
-        for r in reporters:
-            flag = None if r.deleted else flags[id(r.store)].get(r.run_id)
+        for i, r in enumerate(reporters):
+            flag = flags.get(i)
             if flag is None:  # deleted, now or before
                 r.deleted = True
-            out.append(True if flag is None else bool(flag))
+            out.append(True if flag is None else flag)
         return out
 
     def on_finish(self, result: RunResult) -> None:

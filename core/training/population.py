@@ -110,37 +110,34 @@ def _by_class(reporters: list[Reporter], method: str) -> list[tuple[Callable, li
     return [(getattr(cls, method), idx) for cls, idx in by_class.items() if hasattr(cls, method)]
 
 
-def poll_stops(reporters: list[Reporter]) -> list[bool | None]:
-    """Each reporter's `should_stop()` where its class answers for many at once (an optional
-    `should_stop_many(reporters) -> list[bool]`: a store's reporters read every cancel flag in one query), else
-    None: that one is asked on its own. A class whose batched answer fails is asked one by one, so that a failure
-    stops its own member only."""
+def ask_many(reporters: list[Reporter], method: str, call: Callable[[Callable, list[int]], list]) -> list:
+    """Each reporter's answer from its class's `method` for many of its reporters at once, as bools (None where
+    its class has no such method, or its call raised: nothing of it is kept, and the caller goes one by one, so
+    that a failure stops its own member only); `call(many, positions)` calls it. The methods, each optional:
+    `on_start_many(reporters, info)`, `on_metrics_many(reporters, batches, steps)`, `on_finish_many(reporters,
+    results)` (each says which it handled: a store's reporters write in one transaction) and
+    `should_stop_many(reporters)` (a store's reporters read every cancel flag in one query)."""
     out: list[bool | None] = [None] * len(reporters)
-    for many, idx in _by_class(reporters, "should_stop_many"):
+    for many, idx in _by_class(reporters, method):
         try:
-            flags = many([reporters[i] for i in idx])
-        except Exception:  # noqa: BLE001 - asked one by one
+            answers = call(many, idx)
+        except Exception:  # noqa: BLE001 - one by one
             continue
-        for i, flag in zip(idx, flags):
-            out[i] = bool(flag)
+        for i, answer in zip(idx, answers):
+            out[i] = bool(answer)
     return out
 
 
+def poll_stops(reporters: list[Reporter]) -> list[bool | None]:
+    """Each reporter's `should_stop()` where its class answers for many at once (`ask_many`), else None: that
+    one is asked on its own."""
+    return ask_many(reporters, "should_stop_many", lambda many, idx: many([reporters[i] for i in idx]))
+
+
 def handled(reporters: list[Reporter], method: str, call: Callable[[Callable, list[int]], list[bool]]) -> list[bool]:
-    """Which reporters a class's `method` for many of its reporters at once handled (`on_start_many(reporters,
-    info)`, `on_metrics_many(reporters, batches, steps)`, `on_finish_many(reporters, results)`, each optional and
-    saying which it handled: a store's reporters write in one transaction); `call(many, positions)` calls it.
-    The caller goes one by one through the others, so that a failure stops its own member only (a class whose
-    call raises has handled none)."""
-    done = [False] * len(reporters)
-    for many, idx in _by_class(reporters, method):
-        try:
-            flags = call(many, idx)
-        except Exception:  # noqa: BLE001 - one by one
-            continue
-        for i, ok in zip(idx, flags):
-            done[i] = bool(ok)
-    return done
+    """Which reporters a class's `method` for many at once handled (`ask_many`); the caller goes one by one
+    through the others."""
+    return [bool(answer) for answer in ask_many(reporters, method, call)]
 
 
 def member_losses(cfgs: list[ExperimentConfig], device: torch.device | None = None
