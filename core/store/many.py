@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.store.cursors import chunks
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from core.training.reporting import MetricBatch
 
 _RUNS = RunModel.__table__
+_BEAT = (update(_RUNS).where(_RUNS.c.id.in_(bindparam("b_ids", expanding=True)))  # built once: every flush runs it
+         .values(heartbeat_at=bindparam("b_now", type_=UTCDateTime()),
+                 progress_step=func.coalesce(bindparam("b_step", type_=Integer()), _RUNS.c.progress_step))
+         .returning(_RUNS.c.id))
 _FINISH = (update(_RUNS).where(_RUNS.c.id == bindparam("b_id"))
            .values(status=bindparam("b_status"), summary_json=bindparam("b_summary"), error=bindparam("b_error"),
                    wall_time_s=bindparam("b_wall"), finished_at=bindparam("b_now", type_=UTCDateTime())))
@@ -66,9 +70,9 @@ class ManyRuns:
             by_step.setdefault(step, []).append(run_id)
         found: set[int] = set()
         with self.engine.begin() as conn:
-            for step, ids in by_step.items():
-                progress = _RUNS.c.progress_step if step is None else step
-                found |= self._existing(conn, ids, heartbeat_at=now, progress_step=progress)
+            for step, ids in by_step.items():  # a run's row stays locked until the commit
+                for part in chunks(list(dict.fromkeys(ids))):
+                    found.update(conn.execute(_BEAT, {"b_ids": part, "b_now": now, "b_step": step}).scalars())
             shared: dict[tuple[str, bytes], bytes] = {}  # the members' steps, epochs and times: encoded once
             insert_chunks(conn, [row for run_id, batch, _ in items if run_id in found
                                  for row in chunk_records(conn, run_id, batch, self._keys, shared)])

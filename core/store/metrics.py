@@ -1,7 +1,8 @@
 """Metric series in the store: a flush written as one chunk per metric, series read whole or sized to a chart.
 
-Writing: `write_batch` turns the trainer's `MetricBatch` (rows of many metrics) into one `metric_chunks` row per
-metric, inserted together, so a reader sees all of a flush or none of it.
+Writing: `chunk_records` turns the trainer's `MetricBatch` (rows of many metrics) into one `metric_chunks` row per
+metric, and `insert_chunks` inserts a flush's rows (of one run, or of a population's members) together, in the
+caller's transaction (`Store.log_metrics_many`), so a reader sees all of a flush or none of it.
 
 Reading: `read_traces` picks the chunks of the asked runs, metrics and step range from their step bounds without
 decoding them, then decodes only what the picture needs. With no point budget, or when the range holds no more
@@ -86,12 +87,6 @@ class KeyIds:
         for part in chunks(names):
             out.update(conn.execute(select(KEYS.c.name, KEYS.c.id).where(KEYS.c.name.in_(part))).all())
         return out
-
-
-def write_batch(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds) -> int:
-    """Insert one chunk per metric of `batch` (checked: columns of one length); returns the values written."""
-    insert_chunks(conn, chunk_records(conn, run_id, batch, keys))
-    return len(batch)
 
 
 def chunk_records(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyIds,

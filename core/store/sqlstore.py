@@ -18,19 +18,19 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import Integer, bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from core.store.chunks import Points
 from core.store.cursors import chunks, fetch, gc_paused, placeholder
 from core.store.database import database_url, default_url, make_engine, upgrade
-from core.store.records import (FINAL_STATUSES, INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound,
+from core.store.records import (INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound,
                                 check_status, dumps_json, loads_json)
 from core.store.many import ManyRuns
-from core.store.metrics import KeyIds, Trace, compact_run, metric_names, read_traces, traces_frame, write_batch
-from core.store.schema import RunModel, StudyModel, TagModel, UTCDateTime
+from core.store.metrics import KeyIds, Trace, compact_run, metric_names, read_traces, traces_frame
+from core.store.schema import RunModel, StudyModel, TagModel
 from core.training.reporting import MetricBatch, MetricRow
 
 if TYPE_CHECKING:  # pandas loads (~0.3 s) only where a frame is made: training never needs it
@@ -43,11 +43,6 @@ def utc_now() -> datetime:
 
 _RUNS = RunModel.__table__
 
-
-_HEARTBEAT = (  # built once: log_metrics runs it with every batch
-    update(_RUNS).where(_RUNS.c.id == bindparam("b_run_id"))
-    .values(heartbeat_at=bindparam("b_now", type_=UTCDateTime()),
-            progress_step=func.coalesce(bindparam("b_step", type_=Integer()), _RUNS.c.progress_step)))
 
 
 def _run_record(row: RunModel) -> Run:
@@ -132,10 +127,9 @@ class Store(ManyRuns):
     def start_run(self, run_id: int, *, device: str, dtype: str, torch_version: str, total_steps: int,
                   pid: int | None = None, host: str | None = None) -> None:
         """Marks the run started (status running). A pid or host left None keeps what `attach_process` set."""
-        now = self._now()
-        process = {name: value for name, value in (("pid", pid), ("host", host)) if value is not None}
-        self._update_run(run_id, status="running", started_at=now, heartbeat_at=now, device=device, dtype=dtype,
-                         torch_version=torch_version, total_steps=total_steps, **process)
+        if self.start_runs([run_id], device=device, dtype=dtype, torch_version=torch_version,
+                           total_steps=total_steps, pid=pid, host=host):
+            raise RunNotFound(run_id)
 
     def attach_process(self, run_id: int, *, pid: int, host: str) -> None:
         """Record the process that will train the run, before it starts, so `mark_interrupted` can tell at once
@@ -144,23 +138,17 @@ class Store(ManyRuns):
 
     def log_metrics(self, run_id: int, rows: MetricBatch | Iterable[MetricRow], *,
                     progress_step: int | None = None) -> None:
-        """The whole batch (one chunk per metric, `core.store.metrics.write_batch`), the heartbeat and the
-        progress in one transaction: a reader sees all of a flush or none of it."""
+        """The whole batch (one chunk per metric, `core.store.metrics.chunk_records`), the heartbeat and the
+        progress in one transaction (`log_metrics_many` of one run): a reader sees all of a flush or none of it."""
         batch = rows if isinstance(rows, MetricBatch) else MetricBatch.from_rows(rows)
-        with self.engine.begin() as conn:
-            beat = {"b_run_id": run_id, "b_now": self._now(), "b_step": progress_step}
-            if conn.execute(_HEARTBEAT, beat).rowcount == 0:
-                raise RunNotFound(run_id)
-            write_batch(conn, run_id, batch, self._keys)
+        if self.log_metrics_many([(run_id, batch, progress_step)]):
+            raise RunNotFound(run_id)
 
     def finish_run(self, run_id: int, *, status: str, summary: Mapping[str, Any], error: str | None = None,
                    wall_time_s: float | None = None) -> None:
-        self._update_run(run_id, status=check_status(status, FINAL_STATUSES), summary_json=dumps_json(summary),
-                         error=error, wall_time_s=wall_time_s, finished_at=self._now())
-        try:
-            self.compact(run_id, when_it_pays=True)
-        except SQLAlchemyError:  # only slower reads: the run's chunks stay as they were, every value in them
-            pass
+        """The run's end (`finish_runs` of one run: its chunks compacted where that pays)."""
+        if self.finish_runs([(run_id, status, summary, error, wall_time_s)]):
+            raise RunNotFound(run_id)
 
     def compact(self, run_id: int, *, when_it_pays: bool = False) -> int:
         """Merge a run's metric chunks (one per flush) into a few large ones, in one transaction

@@ -39,7 +39,7 @@ class MetricBatch:
     them with list copies and the store reads them as they are; iterating gives `MetricRow`s.
 
     Rows may also come as `Block`s (`add_block`): many metrics at the same steps, as arrays, the form a flush
-    computes them in. The store writes a block as it is (`core.store.metrics.write_batch`: no Python number a
+    computes them in. The store writes a block as it is (`core.store.metrics.chunk_records`: no Python number a
     value); the five lists, read by anyone else, take its rows, in the order they were added, the first time
     they are read."""
 
