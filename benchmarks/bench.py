@@ -150,6 +150,39 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def merge_rows(old_lines: list[str], new_rows: list[str], group: Callable[[str], str | None], *,
+               keep_notes: bool = False) -> tuple[list[str], str]:
+    """A table written by a run of some parts (`--only`): the old table's rows (among `old_lines`, those `group`
+    names) with each group the new rows measured replaced, where it was, by the new rows (a group the old table
+    lacks goes at the end; when no old row is kept, the new rows as they are); and the notes under the old table,
+    when an old row is kept or with `keep_notes`."""
+    new: dict[str | None, list[str]] = {}
+    for line in new_rows:
+        new.setdefault(group(line), []).append(line)
+    merged: list[str] = []
+    kept = False
+    for line in old_lines:
+        name = group(line) if line.startswith("| ") else None
+        if name is None:
+            continue
+        if name not in new:
+            merged.append(line)
+            kept = True
+        elif new[name]:
+            merged += new[name]
+            new[name] = []  # placed where the group was
+    merged += [line for lines in new.values() for line in lines]
+    last = max((i for i, line in enumerate(old_lines) if line.startswith("|")), default=None)
+    notes = "\n".join(old_lines[last + 1:]).strip() if (kept or keep_notes) and last is not None else ""
+    return (merged if kept else list(new_rows)), notes
+
+
+def _section(line: str) -> str | None:
+    """The section of one of the table's rows (None for its header)."""
+    section = line[2:].split(" | ", 1)[0]
+    return None if section == "section" or line.startswith("|---") else section
+
+
 def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats: int, quick: bool = False) -> str:
     lines = ["# Benchmark results", "", f"Machine: {machine()}.", "",
              f"Times are medians of {repeats} repeats (training: {training_repeats}). Each repeat runs our side and "
@@ -162,28 +195,17 @@ def write_results(rows: list[Row], path: Path, *, repeats: int, training_repeats
     old = path.read_text() if path.exists() else ""
     at = old.find("\n## ")  # the other benchmarks' sections (population, diagnosis, scale-out) stay
     top, rest = (old[:at], old[at:]) if at >= 0 else (old, "")
-    # a run of some sections (`--only`) replaces those sections' rows and keeps the others', and the notes below
-    table = [line for line in top.splitlines() if line.startswith("| ") and not line.startswith("| section |")]
-    notes = top.split("|---|", 1)[1].split("\n", 1)[1] if "|---|" in top else ""
-    notes = "\n".join(line for line in notes.splitlines() if not line.startswith("|")).strip()
-    new: dict[str, list[str]] = {}
+    new: list[str] = []
     for r in rows:
         fmt = {"values/s": lambda v: f"{v:,.0f}/s", "MB": lambda v: f"{v:.2f} MB", "instr": lambda v: f"{v:,.0f}",
                "B": lambda v: f"{v:.2f} B"}.get(r.unit, lambda v: f"{v:.4f} s")
         met = "-" if quick or r.ok is None else ("yes" if r.ok else "no")
         spread = f"{r.paired[1]:.2f}-{r.paired[2]:.2f}" if r.paired else "-"
         fastest = f"{r.fastest:.3f}" if r.fastest is not None else "-"
-        new.setdefault(r.section, []).append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} "
-                                             f"| {r.ratio:.3f} | {spread} | {fastest} | {r.budget} | {met} |")
-    merged: list[str] = []
-    for line in table:
-        section = line[2:].split(" | ", 1)[0]
-        if section not in new:
-            merged.append(line)
-        elif new[section]:
-            merged += new[section]
-            new[section] = []  # placed where the section was
-    merged += [line for lines in new.values() for line in lines]
+        new.append(f"| {r.section} | {r.case} | {fmt(r.ours)} | {fmt(r.baseline)} | {r.ratio:.3f} | {spread} "
+                   f"| {fastest} | {r.budget} | {met} |")
+    # a run of some sections (`--only`) replaces those sections' rows and keeps the others', and the notes below
+    merged, notes = merge_rows(top.splitlines(), new, _section, keep_notes=True)
     if any(line.startswith("| training instructions") for line in merged):
         from benchmarks.instructions import LONG, REPEATS, SHORT  # noqa: PLC0415
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.bench import interleaved, machine  # noqa: E402
+from benchmarks.bench import interleaved, machine, merge_rows  # noqa: E402
 from benchmarks.bench import paired as paired_quartiles  # noqa: E402
 from core.experiment.config import ExperimentConfig, preset  # noqa: E402
 from core.experiment.data import load_dataset  # noqa: E402
@@ -247,19 +247,12 @@ def write_section(text: str, path: Path) -> None:
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
     found = pattern.search(old)
     if found:
-        old_lines = found.group(0).rstrip("\n").splitlines()
-        rows = [line for line in old_lines if line.startswith("| ") and _group(line)]
-        measured = {_group(line) for line in text.splitlines() if line.startswith("| ")} - {None}
-        kept = [line for line in rows if _group(line) not in measured]
-        if kept:
-            last = max(i for i, line in enumerate(old_lines) if line.startswith("|"))
-            notes = "\n".join(old_lines[last + 1:]).strip()
-            lines = text.rstrip("\n").splitlines()
-            ours = [line for line in lines if line.startswith("| ") and _group(line)]
-            at = lines.index(ours[0]) if ours else len(lines)
-            merged = sorted(kept + ours, key=lambda line: list(GROUPS).index(_group(line)))
-            lines = lines[:at] + merged + lines[at + len(ours):]
-            text = "\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else "")
+        lines = text.rstrip("\n").splitlines()
+        ours = [line for line in lines if line.startswith("| ") and _group(line)]
+        merged, notes = merge_rows(found.group(0).rstrip("\n").splitlines(), ours, _group)
+        at = lines.index(ours[0]) if ours else len(lines)
+        lines = lines[:at] + merged + lines[at + len(ours):]
+        text = "\n".join(lines) + "\n" + (f"\n{notes}\n" if notes else "")
     new = pattern.sub(lambda _: text + "\n", old) if found else old.rstrip("\n") + "\n\n" + text
     path.write_text(new)
 
