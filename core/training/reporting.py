@@ -56,15 +56,20 @@ class MetricBatch:
 
     def _settle(self) -> MetricBatch:
         """The blocks' rows appended to the lists, in order (a row added after a block comes after its rows)."""
-        for b in self._blocks:
-            n = b.steps.size
-            self._keys.extend(chain.from_iterable(repeat(key, n) for key in b.keys))
-            self._steps.extend(b.steps.tolist() * len(b.keys))
-            self._epochs.extend(b.epochs.tolist() * len(b.keys))
-            self._values.extend(b.values.reshape(-1).tolist())
-            self._wall_times.extend(b.wall_times.tolist() * len(b.keys))
-        self._blocks = []
+        blocks, self._blocks = self._blocks, []
+        for b in blocks:
+            self._append(b.keys, b.values.tolist(), b.steps.tolist(), b.epochs.tolist(), b.wall_times.tolist())
         return self
+
+    def _append(self, keys: list[str], rows: Iterable[list[float]], steps: list[int], epochs: list[int],
+                wall_times: list[float]) -> None:
+        """Rows of many metrics at the same steps, `rows[i]` the values of `keys[i]`, onto the lists."""
+        rows = list(rows)
+        self._keys.extend(chain.from_iterable(repeat(key, len(row)) for key, row in zip(keys, rows)))
+        self._steps.extend(steps * len(keys))
+        self._epochs.extend(epochs * len(keys))
+        self._values.extend(chain.from_iterable(rows))
+        self._wall_times.extend(wall_times * len(keys))
 
     keys = property(lambda self: self._settle()._keys)
     steps = property(lambda self: self._settle()._steps)
@@ -96,12 +101,7 @@ class MetricBatch:
                     wall_times: list[float]) -> None:
         """Many metrics at the same steps (every column as long as `steps`): `add_series` of each, in a handful of
         list operations instead of five a metric."""
-        self._settle()
-        self._keys.extend(chain.from_iterable(repeat(key, len(col)) for key, col in columns.items()))
-        self._steps.extend(steps * len(columns))
-        self._epochs.extend(epochs * len(columns))
-        self._values.extend(chain.from_iterable(columns.values()))
-        self._wall_times.extend(wall_times * len(columns))
+        self._settle()._append(list(columns), columns.values(), steps, epochs, wall_times)
 
     def add_block(self, keys: list[str], values: np.ndarray, steps: Any, epochs: Any, wall_times: Any) -> None:
         """`add_columns` as arrays: `values` (len(keys), n) for the n `steps` (sorted), `epochs` and `wall_times`.
