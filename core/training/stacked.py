@@ -172,9 +172,7 @@ class StackedClassifier:
             else:  # (n, k, inputs) -> (n, k, width), a member's units by its own weights
                 h = torch.einsum("nki,kwi->nkw", h.view(n, k, -1), weight).add_(bias).reshape(n, k * width)
             if bn:
-                mean, var = (t[a * width:b * width] for t in self.running[i])
-                h = F.batch_norm(h, mean, var, p[f"bn{i}.weight"][a:b].reshape(-1),
-                                 p[f"bn{i}.bias"][a:b].reshape(-1), False, self.bn_momentum, self.bn_eps)
+                h = self._channels(i, h, a, k, training=False)
             h = act(h)
         weight, bias = p["out.weight"][a:b], p["out.bias"][a:b]  # (k, 1, inputs), (k, 1)
         if self.hidden:
@@ -192,12 +190,17 @@ class StackedClassifier:
     def _normalise(self, i: int, x: torch.Tensor, first: int, training: bool) -> torch.Tensor:
         """BatchNorm of members first.. (x: (those members, batch, width)), with their own statistics."""
         m, b, w = x.shape
-        mean, var = (t[first * w:(first + m) * w] for t in self.running[i])  # views: updated in place
-        flat = x.transpose(0, 1).reshape(b, m * w)  # channels: every member's units
-        out = F.batch_norm(flat, mean, var, self.params[f"bn{i}.weight"][first:first + m].reshape(-1),
-                           self.params[f"bn{i}.bias"][first:first + m].reshape(-1), training, self.bn_momentum,
-                           self.bn_eps)
+        out = self._channels(i, x.transpose(0, 1).reshape(b, m * w), first, m, training=training)
         return out.reshape(b, m, w).transpose(0, 1).contiguous()  # a strided operand slows what follows
+
+    def _channels(self, i: int, flat: torch.Tensor, first: int, m: int, *, training: bool) -> torch.Tensor:
+        """BatchNorm `i` of members first..first + m, `flat` (samples, m * width): every member's units are
+        channels, with the member's own statistics (views of `running`: updated in place) and affine parameters."""
+        w = flat.shape[1] // m
+        mean, var = (t[first * w:(first + m) * w] for t in self.running[i])
+        return F.batch_norm(flat, mean, var, self.params[f"bn{i}.weight"][first:first + m].reshape(-1),
+                            self.params[f"bn{i}.bias"][first:first + m].reshape(-1), training, self.bn_momentum,
+                            self.bn_eps)
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations is not None:
