@@ -115,6 +115,29 @@ def test_roc_auc_rows_is_each_rows_auc():
     assert roc_auc_rows(distinct, labels).tolist() == pytest.approx([roc_auc_score(labels, r) for r in distinct])
 
 
+def test_roc_auc_rows_of_float32_rows_sorted_as_integers_equal_the_pair_count():
+    rng = np.random.default_rng(5)
+    labels = rng.random(40) > 0.5
+    rows = rng.normal(scale=3.0, size=(8, 40)).astype(np.float32)  # distinct: the integer sort alone
+    rows[1] = -np.abs(rows[1])  # all negative: the flipped bits must keep their order
+    rows[2] = np.round(rows[2])  # many ties: average ranks for this row
+    rows[3, labels.argmax()], rows[3, labels.argmin()] = 0.0, -0.0  # equal: a tie, counted half
+    rows[4, 5], rows[5, 6] = np.inf, np.nan
+    rows[6] = rng.normal(size=40).astype(np.float32) * 1e-30  # tiny, near zero on both sides
+    rows[7, labels] += 100.0  # every positive above every negative
+
+    def pairs(row: np.ndarray) -> float:  # the definition: each (positive, negative) pair, ties counted half
+        pos, neg = row[labels].astype(np.float64)[:, None], row[~labels].astype(np.float64)[None, :]
+        return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+    got, finite = roc_auc_rows(rows, labels), [0, 1, 2, 3, 6, 7]
+    assert got[finite].tolist() == [pairs(rows[i]) for i in finite]
+    assert got[7] == 1.0
+    assert np.isnan(got[[4, 5]]).all()
+    assert got[finite].tolist() == roc_auc_rows(rows.astype(np.float64), labels)[finite].tolist()
+    assert roc_auc_rows(rows.astype(np.float16), labels)[0] == pytest.approx(pairs(rows[0].astype(np.float16)))
+
+
 # ---------------------------------------------------------------------- measurements the causes need
 def test_margin_min_is_the_most_wrong_signed_logit():
     d = diag_with_grad([3.0, -20.0, 0.5], [1.0, 1.0, 0.0])

@@ -452,6 +452,21 @@ def test_first_bad_judges_float64_members_by_their_float32_loss_and_norm(host_fl
     assert first.caught_at() == [-1, 1, 2]
 
 
+def test_the_flushs_non_finite_rows_are_those_holding_a_non_finite_logit():
+    """The flush clears rows with one sum; a row whose finite logits only add up past float32's range is not
+    non-finite, and rows of NaN or infinities are, with or without such a row beside them."""
+    from core.training.population_window import _nonfinite_rows
+
+    z = torch.zeros(2, 3, 4)
+    assert not _nonfinite_rows(z).any()
+    z[0, 1, :2] = 3e38  # finite, the sum overflows
+    assert _nonfinite_rows(z).tolist() == [[False] * 3, [False] * 3]
+    z[1, 2, 3], z[1, 0, 0], z[0, 0, 1] = math.nan, -math.inf, math.inf
+    assert _nonfinite_rows(z).tolist() == [[True, False, False], [True, False, True]]
+    z[0, 0, 0] = -math.inf  # +inf and -inf: a NaN sum
+    assert _nonfinite_rows(z)[0, 0]
+
+
 class _Plain:
     """A reporter without `should_stop_many`: asked one by one."""
 

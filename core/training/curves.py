@@ -20,11 +20,13 @@ def oscillation(values: list[float]) -> float:
     """How much a curve goes back and forth, relative to its level: (total variation - net change) / 2, over the
     median value (at least LEVEL_FLOOR, so that a loss jittering around 0.001 does not count as wild). 0 for a
     monotone curve; 1 when it travels, up and then back, once its typical value."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if x.size < 3:
+    x = [v for v in values if math.isfinite(v)]
+    if len(x) < 3:
         return math.nan
-    level = max(float(np.median(np.abs(x))), LEVEL_FLOOR)
-    wasted = (np.abs(np.diff(x)).sum() - abs(x[-1] - x[0])) / 2
+    size = sorted(abs(v) for v in x)  # in Python: a run's epochs are few, and a population ends hundreds at once
+    half = len(size) // 2
+    level = max(size[half] if len(size) % 2 else (size[half - 1] + size[half]) / 2, LEVEL_FLOOR)
+    wasted = (sum(abs(b - a) for a, b in zip(x, x[1:])) - abs(x[-1] - x[0])) / 2
     return float(wasted / level)
 
 
@@ -41,10 +43,17 @@ def spikes_rows(losses: np.ndarray) -> np.ndarray:
     if n <= SPIKE_WINDOW:
         return np.zeros(rows, dtype=np.int64)
     windows = np.lib.stride_tricks.sliding_window_view(x[:, :-1], SPIKE_WINDOW, axis=1)
-    reference = nan_medians(windows.reshape(-1, SPIKE_WINDOW)).reshape(rows, -1)
     later = x[:, SPIKE_WINDOW:]
     with np.errstate(invalid="ignore"):
-        hit = (later > SPIKE_RATIO * reference) & (later > reference + SPIKE_ABOVE) | ~np.isfinite(later)
+        # A window's median is at least its smallest value (NaN aside), so only a step above SPIKE_RATIO times that
+        # and SPIKE_ABOVE over it can spike: the medians are taken for those windows only (few, or none)
+        low = np.fmin.reduce(windows, axis=2)
+        maybe = (later > SPIKE_RATIO * low) & (later > low + SPIKE_ABOVE)
+        hit = ~np.isfinite(later)
+        if maybe.any():
+            reference = nan_medians(windows[maybe])
+            seen = later[maybe]
+            hit[maybe] |= (seen > SPIKE_RATIO * reference) & (seen > reference + SPIKE_ABOVE)
     return hit.sum(axis=1)
 
 
@@ -52,6 +61,10 @@ def nan_medians(rows: np.ndarray) -> np.ndarray:
     """`np.nanmedian(rows, axis=1)` (NaN for a row of NaN only), without its masked-array path for short rows,
     several times slower: each row sorted (NaN last), the mean of its middle finite value or two."""
     ordered = np.sort(rows, axis=1)
+    width = rows.shape[1]
+    if width and not np.isnan(ordered[:, -1]).any():  # no NaN anywhere (NaN sorts last): the middle columns
+        with np.errstate(invalid="ignore"):
+            return (ordered[:, (width - 1) // 2] + ordered[:, width // 2]) / 2
     n = np.count_nonzero(~np.isnan(rows), axis=1)
     at = np.arange(len(rows))
     low, high = ordered[at, np.maximum((n - 1) // 2, 0)], ordered[at, n // 2]  # equal for an odd count

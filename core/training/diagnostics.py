@@ -148,7 +148,8 @@ def _output_diagnostics(z: torch.Tensor, y: torch.Tensor, by: _Segments | _Rows,
         w = sample_weights(yx, pos_weight)
         if w is not None:
             g = g / w
-        out["grad_vanish_frac"] = mean(g.abs() < VANISH_RATIO * (torch.sigmoid(zx) - yx).abs())
+        exact_p = p if zx.dtype == p.dtype else torch.sigmoid(zx)  # p when z is float32 or float64 already
+        out["grad_vanish_frac"] = mean(g.abs() < VANISH_RATIO * (exact_p - yx).abs())
     return {k: v.float() for k, v in out.items()}
 
 

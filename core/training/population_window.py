@@ -125,7 +125,7 @@ class PopulationWindow:
             right = batches.join([((z >= 0) == (y > 0.5)).sum(dim=2, dtype=torch.float32) for z, y in zip(zs, ys)])
             hits = torch.cat([torch.zeros(m_all, 1, device=dev), right.cumsum(1)], dim=1)  # exact: whole numbers
             marks = hits[:, torch.tensor([e.at_step for e in ends] + [len(steps)], device=dev)]
-            bad = batches.join([(~torch.isfinite(z)).any(dim=2) for z in zs]) | ~torch.isfinite(losses)
+            bad = batches.join([_nonfinite_rows(z) for z in zs]) | ~torch.isfinite(losses)
         else:
             marks = torch.zeros(m_all, len(ends) + 1, device=dev)
             bad = torch.zeros(m_all, 0, dtype=torch.bool, device=dev)
@@ -353,6 +353,14 @@ class _Table:
             self.picks[lacks] = ([self.keys[j] for j in keep], np.asarray(keep) if lacks else slice(None))
         keys, rows = self.picks[lacks]
         return keys, self.table[rows, k, :width]
+
+
+def _nonfinite_rows(z: torch.Tensor) -> torch.Tensor:
+    """Which rows of z (..., batch) hold a non-finite value. A sum is finite only if every term is: one sum
+    clears the rows, and only when some sum is not finite (a non-finite value, or finite ones too large to add)
+    are the values themselves tested."""
+    suspect = ~torch.isfinite(z.sum(dim=-1))
+    return (~torch.isfinite(z)).any(dim=-1) if bool(suspect.any()) else suspect
 
 
 def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:

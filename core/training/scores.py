@@ -17,16 +17,51 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """`roc_auc` of every row of `scores` (rows, n) against the same `labels` (n,), in one pass: each row's
-    average ranks (ties share theirs), then U = the positives' rank sum - P(P+1)/2 and AUC = U / (P N). U is a
-    sum of half-integers, exact in float64, so this equals counting the pairs."""
-    scores = np.asarray(scores, dtype=np.float64)
+    """`roc_auc` of every row of `scores` (rows, n) against the same `labels` (n,), in one pass: U = the
+    positives' rank sum - P(P+1)/2 and AUC = U / (P N). Float32 rows (a float32 or half-precision run's logits)
+    sort as integers with the label in the lowest bit (`_untied_u`); the rows with a tie among their scores, and
+    float64 rows, take average ranks (`_ranked_u`). U is a sum of half-integers, exact in float64, so either
+    equals counting the pairs."""
+    scores = np.asarray(scores)
     positive = np.asarray(labels) > 0.5
     rows, n = scores.shape
     n_pos = int(positive.sum())
     n_neg = n - n_pos
     if rows == 0 or n_pos == 0 or n_neg == 0:
         return np.full(rows, math.nan)
+    if scores.dtype in (np.float32, np.float16):
+        u, tied = _untied_u(scores.astype(np.float32, copy=False), positive)
+        if tied.any():
+            u[tied] = _ranked_u(scores[tied].astype(np.float64), positive)
+    else:
+        u = _ranked_u(np.asarray(scores, dtype=np.float64), positive)
+    auc = u / (n_pos * n_neg)
+    auc[~np.isfinite(scores).all(axis=1)] = math.nan
+    return auc
+
+
+def _untied_u(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each float32 row's U where its scores are all distinct, and which rows have a tie (their U is left to
+    `_ranked_u`). A float's bits, its magnitude flipped when negative, order as the floats do (-0 made +0 first);
+    shifted up one with the label below, one integer sort of a row puts every sample at its rank: a quarter of
+    the time of an argsort and a gather."""
+    rows, n = scores.shape
+    bits = (scores + np.float32(0)).view(np.int32)  # + 0: -0.0 becomes +0.0, which it equals
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    key = bits.astype(np.int64)
+    key <<= 1
+    key |= positive
+    key.sort(axis=1)
+    score = key >> 1
+    tied = (score[:, 1:] == score[:, :-1]).any(axis=1)
+    key &= 1  # the label at each rank
+    n_pos = int(positive.sum())
+    return (key @ np.arange(1, n + 1) - n_pos * (n_pos + 1) // 2).astype(np.float64), tied
+
+
+def _ranked_u(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Each row's U from its average ranks (ties share theirs)."""
+    rows, n = scores.shape
     order = np.argsort(scores, axis=1)
     ranked = np.take_along_axis(scores, order, axis=1)
     starts = np.ones((rows, n), dtype=bool)  # where a run of equal scores starts; runs never cross rows
@@ -37,10 +72,8 @@ def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     else:
         group = np.cumsum(starts.ravel()) - 1
         average = (np.bincount(group, weights=rank.ravel()) / np.bincount(group))[group].reshape(rows, n)
-    u = (average * positive[order]).sum(axis=1) - n_pos * (n_pos + 1) / 2
-    auc = u / (n_pos * n_neg)
-    auc[~np.isfinite(scores).all(axis=1)] = math.nan
-    return auc
+    n_pos = int(positive.sum())
+    return (average * positive[order]).sum(axis=1) - n_pos * (n_pos + 1) / 2
 
 
 CALIBRATION_BINS = 10
