@@ -42,9 +42,14 @@ def step_stats(grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
     torch.eq(x[2], 0, out=x[4])
     torch.ne(grads, 0, out=x[3])
     x[4].mul_(x[3])  # stuck: unchanged and live
-    x[0].copy_(grads)  # widened before squaring, as `layer_squares` does
-    x[1].copy_(after)
-    x[:3].square_()  # the three together
+    x[2].square_()
+    if grads.dtype == wide:  # squared as they are: one pass each
+        torch.mul(grads, grads, out=x[0])
+        torch.mul(after, after, out=x[1])
+    else:  # widened before squaring, as `layer_squares` does
+        x[0].copy_(grads)
+        x[1].copy_(after)
+        x[:2].square_()
     # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
     return torch.stack([span_sum(x, spans) for spans in layer_ranges.values()], dim=-1)
 
