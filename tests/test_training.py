@@ -458,6 +458,8 @@ def test_summary_add_many_is_add_columns_of_each_run():
         assert all(got[k] == want[k] or (got[k] != got[k] and want[k] != want[k]) for k in want), (got, want)
         assert a.train_by_epoch == b.train_by_epoch
         assert np.array_equal(a.step_losses, b.step_losses, equal_nan=True)
+        assert list(a.final) == list(b.final) and list(a.peak) == list(b.peak)  # a partial key only where it is
+        assert np.array_equal(list(a.final.values()), list(b.final.values()), equal_nan=True)
     # and what each run's summary holds, by hand from its raw values (plain loops)
     for i, s in enumerate(many):
         losses = [(e, v) for flush_cols, flush_epochs in seen for e, v in

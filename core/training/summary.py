@@ -70,22 +70,33 @@ class Summary:
         everyone = np.ones(runs, dtype=bool)
         has = has or {}
         with np.errstate(invalid="ignore"):
+            # every key's last value, a run's row of them set in one update
+            keys = list(columns)
+            lasts = np.stack([values[:, -1] for values in columns.values()], axis=1).tolist()
+            partial = [j for j, key in enumerate(keys) if key in has and not has[key].all()]
+            for i, s in enumerate(summaries):
+                if not partial:
+                    s.final.update(zip(keys, lasts[i]))
+                else:
+                    s.final.update((key, v) for j, (key, v) in enumerate(zip(keys, lasts[i]))
+                                   if j not in partial or has[key][i])
             for key, values in columns.items():
+                extreme = key in Summary.PEAKS or key in Summary.LOWEST
+                sampled = key.startswith(_MEDIAN_PREFIXES)
+                if not (extreme or sampled):
+                    continue
                 present = has.get(key, everyone)
-                last = values[:, -1].tolist()
                 peak = lowest = None
-                if key in Summary.PEAKS or key in Summary.LOWEST:
+                if extreme:
                     finite = np.isfinite(values)
                     any_finite = finite.any(axis=1).tolist()
                     if key in Summary.PEAKS or key == "pred_pos_rate":
                         peak = np.where(finite, values, -math.inf).max(axis=1).tolist()
                     if key in Summary.LOWEST:
                         lowest = np.where(finite, values, math.inf).min(axis=1).tolist()
-                sampled = key.startswith(_MEDIAN_PREFIXES)
                 for i, s in enumerate(summaries):
                     if not present[i]:
                         continue
-                    s.final[key] = last[i]
                     if peak is not None and any_finite[i]:
                         s.peak[key] = max(s.peak.get(key, -math.inf), peak[i])
                     if lowest is not None and any_finite[i]:
