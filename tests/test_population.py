@@ -454,6 +454,22 @@ def test_first_bad_judges_float64_members_by_their_float32_loss_and_norm(host_fl
     assert first.caught_at() == [-1, 1, 2]
 
 
+@pytest.mark.parametrize("host_flags", [True, False])
+def test_first_bad_catches_a_gradient_norm_that_overflows_float32_alone(host_flags):
+    """A float32 member whose layers' squares are each finite but whose sum is not (its flush's gradient norm is
+    inf), in a step where nothing else is wrong: the host's quick test, which sums every square in float64, must
+    not pass it."""
+    from core.training.population_step import FirstBad
+
+    first = FirstBad(3, CPU, on_host=host_flags)
+    z, loss, stats, rows = torch.zeros(3, 2), torch.zeros(3), torch.zeros(5, 3, 2), torch.ones(3, 4)
+    first.offer(1, z, loss, stats, rows, rows, rows)
+    stats[0, 1] = 2e38  # member 1: 2e38 + 2e38 in float32 is inf
+    stats[0, 2, 0] = 1e37  # member 2: large, finite
+    first.offer(2, z, loss, stats, rows, rows, rows)
+    assert first.caught_at() == [-1, 2, -1]
+
+
 def test_the_flushs_non_finite_rows_are_those_holding_a_non_finite_logit():
     """The flush clears rows with one sum; a row whose finite logits only add up past float32's range is not
     non-finite, and rows of NaN or infinities are, with or without such a row beside them."""

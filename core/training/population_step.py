@@ -54,6 +54,11 @@ def step_stats(grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
     return torch.stack([span_sum(x, spans) for spans in layer_ranges.values()], dim=-1)
 
 
+# Under this, every member's float32 sum of its layers' squares is finite however it rounds (float32's largest
+# value is 3.4e38), and so is its root: the flush's gradient norm. The squares are summed in float64 to compare.
+_CLEAR = 1e38
+
+
 class FirstBad:
     """Each member's first logged step with a non-finite logit, loss or gradient norm, judged as a flush judges it
     (`PopulationWindow.fetch`), with its gradients and its values before and after that step: what
@@ -79,6 +84,10 @@ class FirstBad:
         values before and after it."""
         if self.on_host:
             squares, logits, losses = _host(stats[0]), _host(z), _host(loss)
+            if squares.dtype == np.float32 and losses.dtype == np.float32 \
+                    and np.isfinite(logits).all() and np.isfinite(losses).all() \
+                    and float(squares.sum(dtype=np.float64)) < _CLEAR:
+                return  # the usual step, float32 or narrower: no warning to silence, no member to judge
             with np.errstate(over="ignore", invalid="ignore"):
                 # A sum is finite only if every term is, and no member's squares add up to more than all of them:
                 # when the logits' sum, the float32 root of every square's sum and the float32 losses are finite,
