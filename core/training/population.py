@@ -47,12 +47,11 @@ FLUSH_EVERY_STEPS = 5000
 
 
 class _Member:
-    """One member's run: its config, reporter, single model's layout, window, summary and status."""
+    """One member's run: its config, reporter, summary and status."""
 
     def __init__(self, k: int, cfg: ExperimentConfig, reporter: Reporter) -> None:
         self.k, self.cfg, self.reporter = k, cfg, reporter
         self.summary = Summary()
-        self.layout: GradLayout | None = None
         self.epochs_done = 0
         self.diverged: tuple[int, int] | None = None
         self.status, self.error = "finished", None
@@ -223,10 +222,14 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         # gradient, each ReLU unit's batch maximum and the update statistics (5 a layer)
         per_step = 0
         layouts, snapshots = [], []
+        shared: dict[bool, tuple[GradLayout, BatchNormSnapshot]] = {}  # one per parameter layout (`model.own`)
         for m, single in zip(members, model.singles):
-            m.layout = GradLayout(single.named_layers(), list(single.parameters())).flatten()
-            layouts.append(m.layout)
-            snapshots.append(BatchNormSnapshot(single.batchnorms()))
+            whole = model.own[m.k] is None  # the member's parameters are the whole row, or all but BatchNorm's
+            if whole not in shared:  # what the window reads of them is the layers' ranges and names
+                shared[whole] = (GradLayout(single.named_layers(), list(single.parameters())),
+                                 BatchNormSnapshot(single.batchnorms()))
+            layouts.append(shared[whole][0])
+            snapshots.append(shared[whole][1])
             per_step += 2 * base.batch_size + ((base.batch_size + sum(base.hidden) * model.relu[m.k]
                                                 + 5 * len(model.layer_ranges)) if full else 0)
         buf = PopulationWindow(cfgs, layouts, snapshots, model.own, model.relu, layer_ranges=model.layer_ranges,
@@ -268,8 +271,9 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                         m.reporter.on_metrics(got.batch, step=step)
                     if got.first_bad is not None:
                         m.diverged, m.status = got.first_bad, "diverged"
-                        m.summary.extra.update(where_nonfinite(model.load_member(m.k), m.layout, x_tr,
-                                                               got.bad_step))
+                        single = model.load_member(m.k)  # its own layout, flattened now: for a member that diverged
+                        layout = GradLayout(single.named_layers(), list(single.parameters())).flatten()
+                        m.summary.extra.update(where_nonfinite(single, layout, x_tr, got.bad_step))
                         m.error = f"non-finite loss, logit or gradient at step {m.diverged[0]} " \
                                   f"(epoch {m.diverged[1]})"
                 except Exception as exc:  # noqa: BLE001 - this member fails, the others go on

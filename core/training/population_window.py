@@ -180,26 +180,28 @@ class PopulationWindow:
         out: dict[int, Fetched] = {}
         whole = []  # the members with every row of the window (no non-finite step): summarised together
         caught_at = self.first_bad.caught_at() if self.first_bad is not None and bad_host.any() else None
+        went_bad = bad_host.any(axis=1).tolist()
         for k in members:
-            where = np.flatnonzero(bad_host[k])
-            bad_at = int(where[0]) if where.size else None
-            first_bad = None if bad_at is None else steps[bad_at].meta[:2]
-            bad_step = None
-            if first_bad is not None and caught_at is not None and caught_at[k] == first_bad[0]:
-                bad_step = self.member_step(k, steps[bad_at].full[0])  # that step was logged, and kept
-            if first_bad is None:  # every logged step, as for most members: the columns as they are
+            first_bad = bad_step = None
+            if not went_bad[k]:  # every logged step, as for most members: the columns as they are
                 rows, kept_ends = n, len(ends)
+                step_meta, epoch_meta, epochs, epoch_ids = step_arrays, end_arrays, logged_meta[1], end_meta[1]
                 whole.append(k)
             else:  # up to the first non-finite step, and the epochs before its own
+                bad_at = int(np.flatnonzero(bad_host[k])[0])
+                first_bad = steps[bad_at].meta[:2]
+                if caught_at is not None and caught_at[k] == first_bad[0]:
+                    bad_step = self.member_step(k, steps[bad_at].full[0])  # that step was logged, and kept
                 rows = sum(1 for i in logged_at if steps[i].meta[0] <= first_bad[0])
                 kept_ends = sum(1 for e in ends if e.epoch < first_bad[1])
+                step_meta, epoch_meta = [meta[:rows] for meta in step_arrays], [meta[:kept_ends] for meta in end_arrays]
+                epochs, epoch_ids = logged_meta[1][:rows], end_meta[1][:kept_ends]
             batch = MetricBatch()
             keys, values = step_rows.member(k, rows)
-            batch.add_block(keys, values, *(meta[:rows] for meta in step_arrays))
+            batch.add_block(keys, values, *step_meta)
             epoch_keys, epoch_table = epoch_rows.member(k, kept_ends)
-            batch.add_block(epoch_keys, epoch_table, *(meta[:kept_ends] for meta in end_arrays))
+            batch.add_block(epoch_keys, epoch_table, *epoch_meta)
             cols, epoch_columns = dict(zip(keys, values)), dict(zip(epoch_keys, epoch_table))
-            epochs, epoch_ids = logged_meta[1][:rows], end_meta[1][:kept_ends]
             curve = None
             if kept_ends:
                 curve = curves[k] if kept_ends == len(ends) else reliability(val_host[kept_ends - 1, k],

@@ -124,10 +124,11 @@ def reliability_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATI
     mean_p = np.bincount(which.ravel(), weights=p.ravel(), minlength=rows * bins).reshape(rows, bins)
     mean_y = np.bincount(which.ravel(), weights=np.broadcast_to(np.asarray(labels, dtype=np.float64), z.shape)
                          .ravel(), minlength=rows * bins).reshape(rows, bins)
+    with np.errstate(invalid="ignore"):  # an empty bin's 0 / 0, left out below
+        predicted, observed = (mean_p / count).tolist(), (mean_y / count).tolist()
     out = []
-    for r in range(rows):
-        kept = count[r] > 0
-        out.append({"predicted": (mean_p[r, kept] / count[r, kept]).tolist(),
-                    "observed": (mean_y[r, kept] / count[r, kept]).tolist(),
-                    "count": count[r, kept].astype(int).tolist()} if finite[r] else dict(empty))
+    for r, (counts, pred, obs) in enumerate(zip(count.tolist(), predicted, observed)):
+        out.append({"predicted": [v for v, c in zip(pred, counts) if c],
+                    "observed": [v for v, c in zip(obs, counts) if c],
+                    "count": [c for c in counts if c]} if finite[r] else dict(empty))
     return out
