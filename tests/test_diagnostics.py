@@ -138,6 +138,24 @@ def test_roc_auc_rows_of_float32_rows_sorted_as_integers_equal_the_pair_count():
     assert roc_auc_rows(rows.astype(np.float16), labels)[0] == pytest.approx(pairs(rows[0].astype(np.float16)))
 
 
+def test_scores_of_many_rows_in_blocks_are_those_of_one_pass(monkeypatch):
+    """`roc_auc_rows` and `ece_rows` work on blocks of BLOCK_ROWS rows; the rows come out in order and equal to
+    one pass over all of them, a last block shorter, rows with NaN and infinities among them."""
+    from core.training import scores
+
+    rng = np.random.default_rng(2)
+    z = (rng.normal(size=(11, 30)) * 4).astype(np.float32)
+    z[4, 2], z[9, 0] = np.nan, np.inf
+    labels = (rng.random(30) > 0.5).astype(np.float64)
+    whole = scores.roc_auc_rows(z, labels), scores.ece_rows(z, labels)
+    monkeypatch.setattr(scores, "BLOCK_ROWS", 3)
+    blocks = scores.roc_auc_rows(z, labels), scores.ece_rows(z, labels)
+    for a, b in zip(whole, blocks):
+        assert a.shape == (11,) and np.array_equal(a, b, equal_nan=True)
+    assert [scores.roc_auc(row, labels) for row in z[:4]] == blocks[0][:4].tolist()
+    assert np.isnan(blocks[0][[4, 9]]).all() and np.isnan(blocks[1][[4, 9]]).all()
+
+
 # ---------------------------------------------------------------------- measurements the causes need
 def test_margin_min_is_the_most_wrong_signed_logit():
     d = diag_with_grad([3.0, -20.0, 0.5], [1.0, 1.0, 0.0])
