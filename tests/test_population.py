@@ -137,6 +137,17 @@ def test_every_difference_mixed_in_one_population_equals_single_runs(options):
     check([cfg.replace(**options) for cfg in MIXED])
 
 
+@pytest.mark.parametrize("options", [{"n_samples": 150, "output_relu": True},
+                                     {"n_samples": 150, "log_every": 2, "hidden": (6, 5)}])
+def test_a_window_stacked_in_blocks_of_steps_equals_single_runs(monkeypatch, options):
+    """A flush stacks a window's steps in blocks of at most `STACK_ROWS` member-steps: 7 steps of these 5 members
+    here, so each window is many blocks, of two batch sizes, their last blocks short."""
+    from core.training import population_window
+
+    monkeypatch.setattr(population_window, "STACK_ROWS", 5 * 7)
+    check([cfg.replace(**options) for cfg in MIXED])
+
+
 def test_float32_members_match_within_float32_rounding():
     cfgs = [cfg.replace(dtype="float32", epochs=2) for cfg in MIXED]
     data = load_dataset(cfgs[0])

@@ -36,6 +36,9 @@ from core.training.summary import Summary
 from core.training.window import Fetched, LoggedStep
 
 
+STACK_ROWS = 12_800  # rows (a member's step each) that one stack of a window's steps holds at most
+
+
 @dataclass(slots=True)
 class End:
     epoch: int
@@ -118,7 +121,7 @@ class PopulationWindow:
         logged_at = [i for i, s in enumerate(steps) if s.logged]
         n = len(logged_at)
         parts: list[torch.Tensor] = []
-        batches = _Sizes([s.z.shape[1] for s in steps], dev)
+        batches = _Sizes([s.z.shape[1] for s in steps], dev, m_all)
         if steps:
             zs, ys = batches.stack([s.z for s in steps]), batches.stack([s.y for s in steps])
             losses = torch.stack([s.loss for s in steps], dim=1).float()  # (members, steps)
@@ -243,7 +246,7 @@ class PopulationWindow:
         if not logged:
             return out
         if stacked is None:
-            batches = _Sizes([steps[i].z.shape[1] for i in logged_at], dev)
+            batches = _Sizes([steps[i].z.shape[1] for i in logged_at], dev, m_all)
             stacked = (batches, batches.stack([steps[i].z for i in logged_at]),
                        batches.stack([steps[i].y for i in logged_at]))
         batches, zs, ys = stacked
@@ -374,13 +377,17 @@ def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
 
 class _Sizes:
     """A window's steps grouped by batch size (one group in most windows), so that each group's (members, steps,
-    batch) stack reduces along its batches, a row a member's step, with no index to scatter by."""
+    batch) stack reduces along its batches, a row a member's step, with no index to scatter by. A group holds at
+    most `block` steps' worth of `members` rows (`STACK_ROWS`): each stack and each temporary made from it stays a
+    few megabytes, reused by the allocator, where a whole window's would be fresh pages every flush."""
 
-    def __init__(self, sizes: list[int], device: torch.device) -> None:
+    def __init__(self, sizes: list[int], device: torch.device, members: int = 1) -> None:
         groups: dict[int, list[int]] = {}
         for j, size in enumerate(sizes):
             groups.setdefault(size, []).append(j)
-        self.n, self.groups = len(sizes), list(groups.values())
+        block = max(1, STACK_ROWS // max(1, members))
+        self.n = len(sizes)
+        self.groups = [js[i:i + block] for js in groups.values() for i in range(0, len(js), block)]
         self.positions = [torch.tensor(js, device=device) for js in self.groups]
 
     def stack(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
