@@ -487,13 +487,17 @@ def test_the_flushs_non_finite_rows_are_those_holding_a_non_finite_logit():
     from core.training.population_window import _nonfinite_rows
 
     z = torch.zeros(2, 3, 4)
-    assert not _nonfinite_rows(z).any()
+    assert not _nonfinite_rows([z])[0].any()
     z[0, 1, :2] = 3e38  # finite, the sum overflows
-    assert _nonfinite_rows(z).tolist() == [[False] * 3, [False] * 3]
+    assert _nonfinite_rows([z])[0].tolist() == [[False] * 3, [False] * 3]
     z[1, 2, 3], z[1, 0, 0], z[0, 0, 1] = math.nan, -math.inf, math.inf
-    assert _nonfinite_rows(z).tolist() == [[True, False, False], [True, False, True]]
+    assert _nonfinite_rows([z])[0].tolist() == [[True, False, False], [True, False, True]]
     z[0, 0, 0] = -math.inf  # +inf and -inf: a NaN sum
-    assert _nonfinite_rows(z)[0, 0]
+    assert _nonfinite_rows([z])[0][0, 0]
+    clean = torch.zeros(2, 2, 4)  # blocks of a window: a clean one beside one with non-finite rows
+    both = _nonfinite_rows([clean, z])
+    assert both[0].tolist() == [[False] * 2] * 2 and both[1].tolist() == _nonfinite_rows([z])[0].tolist()
+    assert _nonfinite_rows([]) == []
 
 
 class _Plain:

@@ -128,7 +128,7 @@ class PopulationWindow:
             right = batches.join([((z >= 0) == (y > 0.5)).sum(dim=2, dtype=torch.float32) for z, y in zip(zs, ys)])
             hits = torch.cat([torch.zeros(m_all, 1, device=dev), right.cumsum(1)], dim=1)  # exact: whole numbers
             marks = hits[:, torch.tensor([e.at_step for e in ends] + [len(steps)], device=dev)]
-            bad = batches.join([_nonfinite_rows(z) for z in zs]) | ~torch.isfinite(losses)
+            bad = batches.join(_nonfinite_rows(zs)) | ~torch.isfinite(losses)
         else:
             marks = torch.zeros(m_all, len(ends) + 1, device=dev)
             bad = torch.zeros(m_all, 0, dtype=torch.bool, device=dev)
@@ -360,12 +360,14 @@ class _Table:
         return keys, self.table[rows, k, :width]
 
 
-def _nonfinite_rows(z: torch.Tensor) -> torch.Tensor:
-    """Which rows of z (..., batch) hold a non-finite value. A sum is finite only if every term is: one sum
+def _nonfinite_rows(zs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Which rows of each z (..., batch) hold a non-finite value. A sum is finite only if every term is: one sum
     clears the rows, and only when some sum is not finite (a non-finite value, or finite ones too large to add)
-    are the values themselves tested."""
-    suspect = ~torch.isfinite(z.sum(dim=-1))
-    return (~torch.isfinite(z)).any(dim=-1) if bool(suspect.any()) else suspect
+    are the values themselves tested. One read on the host for all of `zs` (a window's blocks of steps)."""
+    suspects = [~torch.isfinite(z.sum(dim=-1)) for z in zs]
+    if not suspects or not bool(torch.stack([s.any() for s in suspects]).any()):
+        return suspects
+    return [(~torch.isfinite(z)).any(dim=-1) for z in zs]
 
 
 def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
@@ -378,10 +380,10 @@ def _rows(t: torch.Tensor, idx: torch.Tensor, *, dim: int = 0) -> torch.Tensor:
 class _Sizes:
     """A window's steps grouped by batch size (one group in most windows), so that each group's (members, steps,
     batch) stack reduces along its batches, a row a member's step, with no index to scatter by. A group holds at
-    most `block` steps' worth of `members` rows (`STACK_ROWS`): each stack and each temporary made from it stays a
-    few megabytes, reused by the allocator, where a whole window's would be fresh pages every flush."""
+    most STACK_ROWS // `members` steps: each stack and each temporary made from it stays a few megabytes, reused
+    by the allocator, where a whole window's would be fresh pages every flush."""
 
-    def __init__(self, sizes: list[int], device: torch.device, members: int = 1) -> None:
+    def __init__(self, sizes: list[int], device: torch.device, members: int) -> None:
         groups: dict[int, list[int]] = {}
         for j, size in enumerate(sizes):
             groups.setdefault(size, []).append(j)
