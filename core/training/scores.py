@@ -40,9 +40,9 @@ def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def _roc_auc_block(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """`roc_auc` of every row of `scores` (rows, n) against the same `labels` (n,), in one pass: U = the
     positives' rank sum - P(P+1)/2 and AUC = U / (P N). Float32 rows (a float32 or half-precision run's logits)
-    sort as integers with the label in the lowest bit (`_untied_u`); the rows with a tie among their scores, and
-    float64 rows, take average ranks (`_ranked_u`). U is a sum of half-integers, exact in float64, so either
-    equals counting the pairs."""
+    sort as integers with the label in the lowest bit (`_untied_rank_sums`); the rows with a tie among their
+    scores, and float64 rows, take average ranks (`_ranked_rank_sums`). U is a sum of half-integers, exact in
+    float64, so either equals counting the pairs."""
     scores = np.asarray(scores)
     positive = np.asarray(labels) > 0.5
     rows, n = scores.shape
@@ -51,21 +51,21 @@ def _roc_auc_block(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if rows == 0 or n_pos == 0 or n_neg == 0:
         return np.full(rows, math.nan)
     if scores.dtype in (np.float32, np.float16):
-        u, tied = _untied_u(scores.astype(np.float32, copy=False), positive)
+        rank_sum, tied = _untied_rank_sums(scores.astype(np.float32, copy=False), positive)
         if tied.any():
-            u[tied] = _ranked_u(scores[tied].astype(np.float64), positive)
+            rank_sum[tied] = _ranked_rank_sums(scores[tied].astype(np.float64), positive)
     else:
-        u = _ranked_u(np.asarray(scores, dtype=np.float64), positive)
-    auc = u / (n_pos * n_neg)
+        rank_sum = _ranked_rank_sums(np.asarray(scores, dtype=np.float64), positive)
+    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     auc[~np.isfinite(scores).all(axis=1)] = math.nan
     return auc
 
 
-def _untied_u(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each float32 row's U where its scores are all distinct, and which rows have a tie (their U is left to
-    `_ranked_u`). A float's bits, its magnitude flipped when negative, order as the floats do (-0 made +0 first);
-    shifted up one with the label below, one integer sort of a row puts every sample at its rank: a quarter of
-    the time of an argsort and a gather."""
+def _untied_rank_sums(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each float32 row's positives' rank sum where its scores are all distinct, and which rows have a tie (theirs
+    is left to `_ranked_rank_sums`). A float's bits, its magnitude flipped when negative, order as the floats do
+    (-0 made +0 first); shifted up one with the label below, one integer sort of a row puts every sample at its
+    rank: a quarter of the time of an argsort and a gather."""
     rows, n = scores.shape
     bits = (scores + np.float32(0)).view(np.int32)  # + 0: -0.0 becomes +0.0, which it equals
     bits ^= (bits >> 31) & 0x7FFFFFFF
@@ -76,12 +76,11 @@ def _untied_u(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.
     score = key >> 1
     tied = (score[:, 1:] == score[:, :-1]).any(axis=1)
     key &= 1  # the label at each rank
-    n_pos = int(positive.sum())
-    return (key @ np.arange(1, n + 1) - n_pos * (n_pos + 1) // 2).astype(np.float64), tied
+    return (key @ np.arange(1, n + 1)).astype(np.float64), tied
 
 
-def _ranked_u(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """Each row's U from its average ranks (ties share theirs)."""
+def _ranked_rank_sums(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Each row's positives' rank sum from its average ranks (ties share theirs)."""
     rows, n = scores.shape
     order = np.argsort(scores, axis=1)
     ranked = np.take_along_axis(scores, order, axis=1)
@@ -93,8 +92,7 @@ def _ranked_u(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     else:
         group = np.cumsum(starts.ravel()) - 1
         average = (np.bincount(group, weights=rank.ravel()) / np.bincount(group))[group].reshape(rows, n)
-    n_pos = int(positive.sum())
-    return (average * positive[order]).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    return (average * positive[order]).sum(axis=1)
 
 
 CALIBRATION_BINS = 10
@@ -109,14 +107,17 @@ def _probabilities(z: np.ndarray) -> np.ndarray:
     return np.reciprocal(p, out=p)
 
 
-def _bins(p: np.ndarray, bins: int) -> np.ndarray:
-    """Each probability's bin of `bins` equal-width ones, numbered across rows (row r's are r * bins + 0..bins-1),
-    for one `bincount` of every row."""
+def _binned(z: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of logits z (rows, n) in float64 as (which rows are all finite, each probability (a non-finite logit's
+    as if 0), each probability's bin of `bins` equal-width ones numbered across rows (row r's are
+    r * bins + 0..bins-1), for one `bincount` of every row)."""
+    finite = np.isfinite(z).all(axis=1)
+    p = _probabilities(z if finite.all() else np.where(np.isfinite(z), z, 0.0))
     scaled = p * bins
     np.minimum(scaled, bins - 1, out=scaled)  # 1.0 goes in the last bin
     which = scaled.astype(np.int64)
     which += bins * np.arange(len(p))[:, None]
-    return which
+    return finite, p, which
 
 
 def ece_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATION_BINS) -> np.ndarray:
@@ -131,9 +132,7 @@ def _ece_block(z: np.ndarray, labels: np.ndarray, *, bins: int) -> np.ndarray:
     rows, n = z.shape
     if rows == 0 or n == 0:
         return np.full(rows, math.nan)
-    finite = np.isfinite(z).all(axis=1)
-    p = _probabilities(z if finite.all() else np.where(np.isfinite(z), z, 0.0))
-    which = _bins(p, bins)
+    finite, p, which = _binned(z, bins)
     total_p = np.bincount(which.ravel(), weights=p.ravel(), minlength=rows * bins).reshape(rows, bins)
     total_y = np.bincount(which.ravel(), weights=np.broadcast_to(labels, z.shape).ravel(),
                           minlength=rows * bins).reshape(rows, bins)
@@ -157,9 +156,7 @@ def reliability_rows(z: np.ndarray, labels: np.ndarray, *, bins: int = CALIBRATI
     empty = {"predicted": [], "observed": [], "count": []}
     if n == 0:
         return [dict(empty) for _ in range(rows)]
-    finite = np.isfinite(z).all(axis=1)
-    p = _probabilities(z if finite.all() else np.where(np.isfinite(z), z, 0.0))
-    which = _bins(p, bins)
+    finite, p, which = _binned(z, bins)
     count = np.bincount(which.ravel(), minlength=rows * bins).reshape(rows, bins)
     mean_p = np.bincount(which.ravel(), weights=p.ravel(), minlength=rows * bins).reshape(rows, bins)
     mean_y = np.bincount(which.ravel(), weights=np.broadcast_to(np.asarray(labels, dtype=np.float64), z.shape)
