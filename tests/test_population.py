@@ -322,7 +322,8 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
     what `GradLayout.norms` and `updates` give that member's own row: the counts exactly (the member-by-member
     tests compare `stuck_update_frac` only within a rounding tolerance), the norms to the rounding of their sums.
     Members with and without BatchNorm, two hidden layers, gradients with exact zeros, values that did not move;
-    float64 and float32 rows squared as they are, bfloat16 ones widened first."""
+    float64 and float32 rows squared as they are, bfloat16 ones widened first. A step's statistics are its own
+    when the window's buffers are used again."""
     from core.training.diagnostics import BatchNormSnapshot, GradLayout, norms_from_squares, updates_from_squares
     from core.training.population_window import PopulationWindow
     from core.training.stacked import StackedClassifier
@@ -340,7 +341,9 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
     after = before - 0.01 * grads
     unmoved = torch.rand(grads.shape, generator=gen) < 0.2  # updates that rounded away
     after[unmoved] = before[unmoved]
-    g_sq, a_sq, d_sq, live, stuck = window.step_stats(grads, before, after)
+    result = window.step_stats(grads, before, after)
+    as_returned = result.clone()
+    g_sq, a_sq, d_sq, live, stuck = result
     names = list(model.layer_ranges)
     for k, layout in enumerate(layouts):
         def own(t: torch.Tensor) -> torch.Tensor:
@@ -358,6 +361,12 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
         for key in want:
             assert torch.allclose(got[key], want[key], rtol=1e-12 if dtype == torch.float64 else 1e-6, atol=0), (k, key)
         assert float(got["stuck_update_frac"]) == float(want["stuck_update_frac"]) > 0
+    # the window reuses its buffers at every step: what an earlier step returned is its own, not theirs
+    other = window.step_stats(grads * 2, before, after + 1)
+    assert torch.equal(result, as_returned) and not torch.equal(other, result)
+    assert torch.equal(window.step_stats(grads, before, after), result)
+    kept = window.stats.before(after)
+    assert kept.data_ptr() != after.data_ptr() and torch.equal(kept, after)
 
 
 @pytest.mark.parametrize("ordered, hidden, output_relu", [(True, (6, 5), False), (False, (6, 5), False),
@@ -462,6 +471,9 @@ def test_first_bad_judges_float64_members_by_their_float32_loss_and_norm(host_fl
     loss[1] = 0.0
     stats[0, 2, 0] = 1e78  # step 2: member 2's norm alone
     first.offer(2, z, loss, stats, rows, rows, rows)
+    assert first.caught_at() == [-1, 1, 2]
+    loss[0], stats[0, 0, 0] = 3e38, 9e76  # step 3: member 0's loss and norm (3e38) finite as float32, their sum not
+    first.offer(3, z, loss, stats, rows, rows, rows)
     assert first.caught_at() == [-1, 1, 2]
 
 

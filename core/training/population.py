@@ -316,7 +316,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                     grads = model.grads if clip is None else model.grads.clone()  # as computed, before clipping
                     if clip is not None:
                         clip_(model.grads, model.spans, clip)
-                    before = model.values.clone()
+                    before = buf.stats.before(model.values)  # a buffer of its own, reused
                     opt.step()
                     maxes = [h.detach().amax(dim=1) for h in relu]  # each unit's batch maximum: dead or not
                     stats = buf.step_stats(grads, before, model.values)

@@ -1,6 +1,6 @@
 """What a population's step leaves for its flush, computed at the step while the stacked rows are in cache: the
 `Step` itself (logits, labels, losses and, with full diagnostics, the logits' gradient, each ReLU unit's batch
-maximum and the update statistics of `step_stats`), and each member's first non-finite step (`FirstBad`). Nothing
+maximum and the update statistics of `StepStats`), and each member's first non-finite step (`FirstBad`). Nothing
 else of a step is kept: a flush (`PopulationWindow.fetch`) reads only these.
 """
 
@@ -13,8 +13,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.training.diagnostics import span_sum
-
 
 @dataclass(slots=True)
 class Step:
@@ -23,35 +21,65 @@ class Step:
     loss: torch.Tensor  # (members,)
     meta: tuple[int, int, float]  # step, epoch, wall time
     logged: bool
-    # (z_grad, each ReLU layer's batch maxima, `step_stats`), each with the members first
+    # (z_grad, each ReLU layer's batch maxima, `StepStats`), each with the members first
     full: tuple | None
 
 
-def step_stats(grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
-               layer_ranges: dict[str, list[tuple[int, int]]]) -> torch.Tensor:
+class StepStats:
     """A logged step's update statistics for every member, (5, members, layers), from its (members, n)
     gradients (as computed, before clipping) and values before and after the step. Per layer of the stacked
-    row: the sums of squares of the gradient, of the values after and of the change (as `layer_squares`), then
-    the counts of the elements whose gradient is not zero and, of those, whose value did not change. Taken at
-    the step, on tensors of one row per member that are still in cache, so that a flush stacks only these; a
-    member's own layers add up to what `GradLayout.norms` and `updates` give its single run (the counts
-    exactly: float32 holds them up to 2**24 elements a layer)."""
-    wide = torch.float64 if grads.dtype == torch.float64 else torch.float32  # as `layer_squares`
-    x = torch.empty((5, *grads.shape), dtype=wide, device=grads.device)  # one buffer: ten operations
-    torch.sub(after, before, out=x[2])  # the change, in the compute dtype as the single run's
-    torch.eq(x[2], 0, out=x[4])
-    torch.ne(grads, 0, out=x[3])
-    x[4].mul_(x[3])  # stuck: unchanged and live
-    x[2].square_()
-    if grads.dtype == wide:  # squared as they are: one pass each
-        torch.mul(grads, grads, out=x[0])
-        torch.mul(after, after, out=x[1])
-    else:  # widened before squaring, as `layer_squares` does
-        x[0].copy_(grads)
-        x[1].copy_(after)
-        x[:2].square_()
-    # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
-    return torch.stack([span_sum(x, spans) for spans in layer_ranges.values()], dim=-1)
+    row (`layer_ranges`): the sums of squares of the gradient, of the values after and of the change (as
+    `layer_squares`), then the counts of the elements whose gradient is not zero and, of those, whose value did
+    not change. Taken at the step, on tensors of one row per member that are still in cache, so that a flush
+    stacks only these; a member's own layers add up to what `GradLayout.norms` and `updates` give its single run
+    (the counts exactly: float32 holds them up to 2**24 elements a layer).
+
+    Its buffers, and their views, are made once and reused at every step: a step's work is a dozen operations
+    on them, and making a view costs about as much as an operation on a row this small. `before(values)` keeps
+    the values before the step in one of them (the trainer reads them until the next step)."""
+
+    def __init__(self, layer_ranges: dict[str, list[tuple[int, int]]]) -> None:
+        self.layer_ranges = layer_ranges
+        self._made: tuple | None = None  # (shape, dtype, device) of the rows the buffers were made for
+
+    def _make(self, rows: torch.Tensor) -> None:
+        made = (rows.shape, rows.dtype, rows.device)
+        if made == self._made:
+            return
+        wide = torch.float64 if rows.dtype == torch.float64 else torch.float32  # as `layer_squares`
+        self.x = torch.empty((5, *rows.shape), dtype=wide, device=rows.device)  # one buffer: ten operations
+        self.parts = self.x.unbind(0)
+        self.squares = self.x[:2]
+        self.layers = [[self.x[..., a:b] for a, b in spans] for spans in self.layer_ranges.values()]
+        self.prior = torch.empty_like(rows)
+        self._made = made
+
+    def before(self, values: torch.Tensor) -> torch.Tensor:
+        """A copy of the values before the step, valid until the next call."""
+        self._make(values)
+        return self.prior.copy_(values)
+
+    def __call__(self, grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        self._make(grads)
+        squared_g, squared_a, change, live, stuck = self.parts
+        torch.sub(after, before, out=change)  # the change, in the compute dtype as the single run's
+        torch.eq(change, 0, out=stuck)
+        torch.ne(grads, 0, out=live)
+        stuck.mul_(live)  # stuck: unchanged and live
+        change.square_()
+        if grads.dtype == self.x.dtype:  # squared as they are: one pass each
+            torch.mul(grads, grads, out=squared_g)
+            torch.mul(after, after, out=squared_a)
+        else:  # widened before squaring, as `layer_squares` does
+            squared_g.copy_(grads)
+            squared_a.copy_(after)
+            self.squares.square_()
+        # per layer of the row (the counts are sums of ones: exact in float32 up to 2**24 elements a layer)
+        sums = []
+        for cuts in self.layers:
+            parts = [cut.sum(dim=-1) for cut in cuts]
+            sums.append(sum(parts[1:], parts[0]))
+        return torch.stack(sums, dim=-1)
 
 
 # Under this, every member's float32 sum of its layers' squares is finite however it rounds (float32's largest
@@ -80,7 +108,7 @@ class FirstBad:
 
     def offer(self, step: int, z: torch.Tensor, loss: torch.Tensor, stats: torch.Tensor, grads: torch.Tensor,
               before: torch.Tensor, after: torch.Tensor) -> None:
-        """Step number `step`'s logits (members, batch), losses, `step_stats`, gradients (before clipping) and
+        """Step number `step`'s logits (members, batch), losses, `StepStats`, gradients (before clipping) and
         values before and after it."""
         if self.on_host:
             squares, logits, losses = _host(stats[0]), _host(z), _host(loss)
@@ -106,11 +134,9 @@ class FirstBad:
             self.at[new] = step
             self.caught |= new
             return
-        norm = stats[0].sum(dim=-1).sqrt().float()  # a member's layers (the others' squares are 0)
-        bad = ~torch.isfinite(z.detach()).all(dim=1) | ~torch.isfinite(loss.detach().float()) | ~torch.isfinite(norm)
-        new = bad & ~self.caught
-        self._keep(lambda kept, now: kept.copy_(torch.where(new[:, None], now, kept)), grads, before, after)
-        self.at = torch.where(new, step, self.at)
+        new = _newly_bad(z, loss, stats, self.caught)
+        self._keep(lambda kept, now: torch.where(new[:, None], now, kept, out=kept), grads, before, after)
+        self.at.masked_fill_(new, step)
         self.caught |= new
 
     def _keep(self, copy: Callable[[torch.Tensor, torch.Tensor], object], *now: torch.Tensor) -> None:
@@ -122,6 +148,17 @@ class FirstBad:
     def caught_at(self) -> list[int]:
         """Each member's caught step number (-1: none), on the host (a flush reads it once)."""
         return self.at.tolist()
+
+
+def _newly_bad(z: torch.Tensor, loss: torch.Tensor, stats: torch.Tensor, caught: torch.Tensor) -> torch.Tensor:
+    """The members (a bool a member, on the device) not `caught` yet whose step has a non-finite logit, float32
+    loss or float32 gradient norm, in 10 kernels (`isfinite` is 4 each; a GPU step is launch-bound): a value
+    times 0 is 0 when it is finite, NaN when not, and a sum of such terms is NaN if any is, else 0 (each is made 0
+    before adding: two finite values can add up to an infinity)."""
+    norm = stats[0].sum(dim=-1).sqrt().float()  # a member's layers (the others' squares are 0)
+    zeros = z.detach().mul(0).sum(dim=1)  # NaN for a row with a NaN or an infinity, else 0
+    zeros = zeros + loss.detach().float().mul(0) + norm.mul_(0)
+    return zeros.ne(0) > caught  # NaN != 0; and not caught before (bool: True > False)
 
 
 def _host(t: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,7 @@ operations; this computes them for a whole window of steps *and members*, with t
 per group of members that share a loss (its kind, clamp eps and pos_weight) or a parameter layout (BatchNorm on or
 off), and brings everything to the host in one transfer.
 The update statistics (per-layer sums of squares of gradients, values and changes; stuck updates) are reduced at
-each logged step instead (`population_step.step_stats`), while one row per member is in cache: a flush then stacks
+each logged step instead (`population_step.StepStats`), while one row per member is in cache: a flush then stacks
 (members, layers) columns, not every parameter of every step, and copies none of them per layout group.
 What it hands each member is the `Fetched` its own `Window` would have: the same rows, the same columns for its
 `Summary`, the same first non-finite step; and it adds those columns to the members' summaries itself, every member
@@ -29,7 +29,7 @@ from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
 from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype,
                                        norms_from_squares, row_output_diagnostics, updates_from_squares)
-from core.training.population_step import FirstBad, Step, step_stats
+from core.training.population_step import FirstBad, Step, StepStats
 from core.training.reporting import MetricBatch
 from core.training.scores import ece_rows, reliability, reliability_rows, roc_auc_rows
 from core.training.summary import Summary
@@ -73,6 +73,7 @@ class PopulationWindow:
                                                                         cfgs[k].pos_weight))]
         # the stacked row's layers (`StackedClassifier.layer_ranges`), and each member layout's layers among them
         self.layer_ranges = layer_ranges
+        self.stats = StepStats(layer_ranges)  # its buffers made once
         names = list(layer_ranges)
         self.layouts = [(layouts[k], idx, [names.index(name) for name in layouts[k].ranges])
                         for k, idx in grouped(lambda k: repr(layouts[k].ranges))]
@@ -98,8 +99,8 @@ class PopulationWindow:
         self.ends.append(End(epoch, step, wall, val_z, bn, self.samples, len(self.steps)))
 
     def step_stats(self, grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """`population_step.step_stats` on this population's layers."""
-        return step_stats(grads, before, after, self.layer_ranges)
+        """`population_step.StepStats` on this population's layers."""
+        return self.stats(grads, before, after)
 
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
@@ -261,7 +262,7 @@ class PopulationWindow:
                                               z_grad=_rows(z_grad, idx).reshape(k * rows, -1))
                 parts.append(torch.stack(list(cols.values())).view(len(cols), k, rows))
             out.append((list(cols), idx, batches.join(parts)))
-        stats = torch.stack([f[2] for f in logged], dim=1)  # (5, steps, members, layers): `step_stats`
+        stats = torch.stack([f[2] for f in logged], dim=1)  # (5, steps, members, layers): `StepStats`
         updates = []
         for layout, idx, cols in self.layouts:
             # the layout's members and layers, once: each (steps, members of the layout, its layers)
