@@ -135,7 +135,8 @@ class FirstBad:
             self.caught |= new
             return
         new = _newly_bad(z, loss, stats, self.caught)
-        self._keep(lambda kept, now: torch.where(new[:, None], now, kept, out=kept), grads, before, after)
+        rows = new[:, None]
+        self._keep(lambda kept, now: torch.where(rows, now, kept, out=kept), grads, before, after)
         self.at.masked_fill_(new, step)
         self.caught |= new
 
