@@ -8,7 +8,9 @@
   command of one of their cells: a 200-cell study (5 learning rates x BatchNorm x activation x 10 seeds on the
   article-fixed data, hidden 32; budget 2x) and `bn-act-loss` (24 cells; budget 1.5x).
 - Per-member cost: a population trained with full diagnostics (and with the loss only) against a bare batched loop
-  over the same stacked model, data, batches and optimizer, no diagnostics, no validation.
+  over the same stacked model, data, batches and optimizer, no diagnostics, no validation; and the operations each
+  dispatches a step (`--only dispatch`: counted, so the same on any machine; on a GPU each is a kernel launch,
+  and a step of these tiny models is bound by its launches).
 - What storing costs: the same population writing every member's runs to SQLite, against keeping them in memory.
 - Populations of 1, 10, 100 and 1,000 members against training the same members one after another with
   `trainer.train` (timed on a few members and multiplied: a thousand sequential runs would take half an hour).
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,7 +61,9 @@ def grid(seeds: int) -> list[ExperimentConfig]:
 
 def done(row: dict) -> dict:
     """Print a row as soon as it is measured (a run stopped part-way keeps what it measured), and return it."""
-    print(f"{row['case']}: ours {row['ours']:.3f} s, baseline {row['base']:.3f} s, ratio {row['paired'][0]:.2f} "
+    unit = row.get("unit", "s")
+    print(f"{row['case']}: ours {row['ours']:.3f} {unit}, baseline {row['base']:.3f} {unit}, "
+          f"ratio {row['paired'][0]:.2f} "
           f"({row['paired'][1]:.2f}-{row['paired'][2]:.2f}), fastest {row['fastest']:.2f}", flush=True)
     return row
 
@@ -157,6 +162,56 @@ def bench_overhead(repeats: int, quick: bool, device: torch.device) -> list[dict
     return rows
 
 
+def dispatched(fn: Callable[[], object]) -> int:
+    """How many operations `fn` dispatches to torch's kernels (views included): on a GPU, where a step of these
+    tiny models is bound by launching its kernels, the count of a step is its cost."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's hook
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.calls
+
+
+def bench_dispatch(quick: bool, device: torch.device) -> list[dict]:
+    """Operations dispatched a step (counted, not timed: the same on any machine) by a population with full
+    diagnostics and with the loss only, against the bare batched loop: the per-step difference between two
+    lengths of the same training (so the start, the end and the flushes that come with both cancel out), with
+    `FirstBad` on its GPU path (flags on the device) whatever the device."""
+    from core.training import population_step
+
+    cfgs = [c.replace(epochs=1) for c in grid(1)]  # 20 members
+    data = load_dataset(cfgs[0])
+    steps_per_epoch = len(batch_slices(len(data.y_train), cfgs[0].batch_size, batchnorm=True))
+    init = population_step.FirstBad.__init__
+
+    def on_device(self, size, dev, on_host=None):  # noqa: ANN001 - FirstBad's signature
+        init(self, size, dev, on_host=False)
+
+    def per_step(train: Callable[[list[ExperimentConfig]], object]) -> float:
+        short, long = 2, 2 + (2 if quick else 6)
+        counts = [dispatched(lambda e=e: train([c.replace(epochs=e) for c in cfgs])) for e in (short, long)]
+        return (counts[1] - counts[0]) / ((long - short) * steps_per_epoch)
+
+    population_step.FirstBad.__init__ = on_device
+    try:
+        bare = per_step(lambda members: bare_batched(members, data, device))
+        counts = {diag: per_step(lambda members, d=diag: population([c.replace(diagnostics=d) for c in members],
+                                                                  data, device)) for diag in ("full", "loss")}
+    finally:
+        population_step.FirstBad.__init__ = init
+    return [done(dict(case=f"{len(cfgs)} members, diagnostics={diag}: operations dispatched a step by "
+                      "train_population vs a bare batched loop (counted: on a GPU each is a launch)",
+                      ours=n, base=bare, paired=(n / bare,) * 3, fastest=n / bare, budget="-", met=None,
+                      unit="ops")) for diag, n in counts.items()]
+
+
 def bench_store(repeats: int, quick: bool, device: torch.device, workdir: Path) -> list[dict]:
     """The same 200 members with full diagnostics, each writing its runs to SQLite (`StoreReporter`, as a study's
     worker does) against keeping them in memory: what storing a population's flushes costs."""
@@ -226,14 +281,16 @@ def section(rows: list[dict], *, repeats: int, quick: bool) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         met = "-" if quick or r["met"] is None else ("yes" if r["met"] else "no")
-        lines.append(f"| {r['case']} | {r['ours']:.2f} s | {r['base']:.2f} s | {r['paired'][0]:.2f}"
+        unit = r.get("unit", "s")
+        lines.append(f"| {r['case']} | {r['ours']:.2f} {unit} | {r['base']:.2f} {unit} | {r['paired'][0]:.2f}"
                      + ("x faster" if r.get("speedup") else "") + f" | {r['paired'][1]:.2f}-{r['paired'][2]:.2f} "
                      f"| {r['fastest']:.2f} | {r['budget']} | {met} |")
     return "\n".join(lines) + "\n"
 
 
-GROUPS = {"studies": "`python -m core study`", "overhead": "a bare batched loop", "store": "written to SQLite",
-          "sizes": "sequential `trainer.train` runs"}  # each `--only` part, by what its cases say
+# each `--only` part, by what its cases say (the first that matches: a dispatch row names the bare loop too)
+GROUPS = {"studies": "`python -m core study`", "dispatch": "operations dispatched", "overhead": "a bare batched loop",
+          "store": "written to SQLite", "sizes": "sequential `trainer.train` runs"}
 
 
 def _group(line: str) -> str | None:
@@ -262,17 +319,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--only", choices=("studies", "overhead", "store", "sizes"), action="append")
+    parser.add_argument("--only", choices=("studies", "dispatch", "overhead", "store", "sizes"), action="append")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 6)  # this machine moves a single figure by a third
     device = torch.device(args.device)
-    only = set(args.only or ("studies", "overhead", "store", "sizes"))
+    only = set(args.only or ("studies", "dispatch", "overhead", "store", "sizes"))
     rows: list[dict] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if "studies" in only and device.type == "cpu":  # the commands train where `auto` puts them
             rows += bench_studies(repeats, args.quick, Path(tmp))
+        if "dispatch" in only:
+            rows += bench_dispatch(args.quick, device)
         if "overhead" in only:
             rows += bench_overhead(repeats, args.quick, device)
         if "store" in only:

@@ -65,3 +65,25 @@ def test_a_partial_population_run_keeps_the_other_parts_rows(tmp_path: Path) -> 
     assert text.count("## Population training") == 1 and "## Other\n\nkept" in text
     write_section(section([row(study, 1.4), row(full, 1.3), row(sizes, 5.0)], repeats=6, quick=False), path)
     assert "A note on these rows." not in path.read_text()  # a run of every part replaces the notes too
+
+
+def test_the_dispatch_counts_are_a_part_of_their_own(tmp_path: Path) -> None:
+    """The operations-a-step rows (`--only dispatch`) say "a bare batched loop" too, but are their own part: a run
+    of the timed overhead keeps them, a run of them keeps the timed rows; their unit is operations."""
+    from benchmarks.population import section, write_section
+
+    def row(case: str, ratio: float, **unit: str) -> dict:
+        return dict(case=case, ours=ratio * 100, base=100.0, paired=(ratio,) * 3, fastest=ratio, budget="-",
+                    met=None, **unit)
+
+    ops = "20 members, diagnostics=full: operations dispatched a step by train_population vs a bare batched loop"
+    full = "200 members, diagnostics=full: train_population vs a bare batched loop"
+    path = tmp_path / "RESULTS.md"
+    write_section(section([row(ops, 1.4, unit="ops"), row(full, 1.5)], repeats=6, quick=False), path)
+    assert "| 140.00 ops | 100.00 ops | 1.40 |" in path.read_text() and "| 150.00 s | 100.00 s |" in path.read_text()
+    write_section(section([row(full, 1.3)], repeats=6, quick=False), path)  # `--only overhead`
+    text = path.read_text()
+    assert "| 140.00 ops |" in text and "| 130.00 s |" in text and "| 150.00 s |" not in text
+    write_section(section([row(ops, 1.2, unit="ops")], repeats=6, quick=False), path)  # `--only dispatch`
+    text = path.read_text()
+    assert "| 120.00 ops |" in text and "| 140.00 ops |" not in text and "| 130.00 s |" in text
