@@ -73,13 +73,13 @@ class Summary:
             # every key's last value, a run's row of them set in one update
             keys = list(columns)
             lasts = np.stack([values[:, -1] for values in columns.values()], axis=1).tolist()
-            partial = [j for j, key in enumerate(keys) if key in has and not has[key].all()]
-            for i, s in enumerate(summaries):
-                if not partial:
+            if not any(key in has and not has[key].all() for key in keys):
+                for i, s in enumerate(summaries):
                     s.final.update(zip(keys, lasts[i]))
-                else:
-                    s.final.update((key, v) for j, (key, v) in enumerate(zip(keys, lasts[i]))
-                                   if j not in partial or has[key][i])
+            else:  # a key only some runs have: a row of flags a run, read as Python bools
+                present = np.stack([has.get(key, everyone) for key in keys], axis=1).tolist()
+                for i, s in enumerate(summaries):
+                    s.final.update([(key, v) for key, v, here in zip(keys, lasts[i], present[i]) if here])
             for key, values in columns.items():
                 extreme = key in Summary.PEAKS or key in Summary.LOWEST
                 sampled = key.startswith(_MEDIAN_PREFIXES)
