@@ -330,8 +330,9 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
 
     cfgs = [BASE.replace(hidden=(6, 5), batchnorm=bn, seed=s) for s, bn in enumerate((True, False, True, False))]
     model = StackedClassifier(cfgs, 4, device=CPU, dtype=dtype)
-    layouts = [GradLayout(s.named_layers(), list(s.parameters())) for s in model.singles]
-    window = PopulationWindow(cfgs, layouts, [BatchNormSnapshot(s.batchnorms()) for s in model.singles], model.own,
+    singles = [model.single(k) for k in range(model.size)]
+    layouts = [GradLayout(s.named_layers(), list(s.parameters())) for s in singles]
+    window = PopulationWindow(cfgs, layouts, [BatchNormSnapshot(s.batchnorms()) for s in singles], model.own,
                               model.relu, layer_ranges=model.layer_ranges, output_relu=False,
                               y_val=torch.zeros(3, dtype=torch.float64))
     gen = torch.Generator().manual_seed(3)
@@ -369,6 +370,36 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
     assert kept.data_ptr() != after.data_ptr() and torch.equal(kept, after)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_members_start_from_the_weights_their_own_models_are_built_with(dtype):
+    """A population draws its members' initial weights with one model a parameter layout, drawn again for each
+    member (`Classifier.redraw`): each row is, bit for bit, the parameters `build_model` gives that member's config
+    under its seed (BatchNorm on and off, a constant hidden bias, two hidden layers or none), converted as
+    `.to(dtype)` converts them. The random state is left as building the members one by one leaves it, and
+    building a member's own model later (`single`) leaves it as it was."""
+    from core.experiment.models import build_model
+    from core.training.stacked import StackedClassifier
+
+    cfgs = [BASE.replace(hidden=hidden, seed=s, batchnorm=bn, hidden_bias_init=bias)
+            for s, (hidden, bn, bias) in enumerate([((6, 5), True, None), ((6, 5), False, None), ((6, 5), True, 0.1),
+                                                    ((6, 5), False, -0.2), ((6, 5), False, None)])]
+    cfgs.append(BASE.replace(hidden=(), seed=9))
+    for group in (cfgs[:5], cfgs[5:]):
+        model = StackedClassifier(group, 4, device=CPU, dtype=dtype)
+        after_population = torch.random.get_rng_state()
+        for k, cfg in enumerate(group):
+            torch.manual_seed(cfg.seed)
+            own = torch.cat([p.detach().reshape(-1) for p in build_model(cfg, 4).parameters()]).to(dtype)
+            row = model.values[k] if model.own[k] is None else model.values[k, model.own[k]]
+            assert torch.equal(row, own), k
+        assert torch.equal(after_population, torch.random.get_rng_state())  # the last member's build leaves this
+        torch.manual_seed(123)
+        state = torch.random.get_rng_state()
+        single = model.single(len(group) - 1)
+        assert torch.equal(state, torch.random.get_rng_state()) and single is model.single(len(group) - 1)
+        assert torch.equal(torch.cat([p.detach().reshape(-1) for p in single.parameters()]), row)
+
+
 @pytest.mark.parametrize("ordered, hidden, output_relu", [(True, (6, 5), False), (False, (6, 5), False),
                                                           (True, (7,), True), (True, (), True)])
 def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(ordered, hidden, output_relu):
@@ -389,7 +420,8 @@ def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(order
     z, _ = model.forward(x)
     z.sum().backward()
     z_val = model.validate(x[0])
-    for k, single in enumerate(model.singles):
+    for k in range(model.size):
+        single = model.single(k)
         single.train()
         own = single(x[k]).squeeze(-1)
         assert torch.allclose(own, z[k], rtol=1e-12, atol=1e-12), k

@@ -42,10 +42,23 @@ class Classifier(nn.Module):
             self.hidden.append(block)
             width = out
         self.out = nn.Linear(width, 1)
+        self.hidden_bias_init = cfg.hidden_bias_init
         self.output_relu = cfg.output_relu
         self.hidden_relu = cfg.activation == "relu" and bool(cfg.hidden)
         self.record = False
         self.relu_outputs: list[torch.Tensor] = []
+
+    def redraw(self) -> None:
+        """Draw every parameter again from the current random state, as the constructor did and in its order:
+        the model is then equal to one built now. A population draws each member's initial weights this way, one
+        model a parameter layout instead of one a member (building a module costs several times the draws)."""
+        for block in self.hidden:
+            block.fc.reset_parameters()
+            if self.hidden_bias_init is not None:
+                nn.init.constant_(block.fc.bias, self.hidden_bias_init)
+            if hasattr(block, "bn"):
+                block.bn.reset_parameters()
+        self.out.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.record:

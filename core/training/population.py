@@ -223,9 +223,10 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         per_step = 0
         layouts, snapshots = [], []
         shared: dict[bool, tuple[GradLayout, BatchNormSnapshot]] = {}  # one per parameter layout (`model.own`)
-        for m, single in zip(members, model.singles):
+        for m in members:
             whole = model.own[m.k] is None  # the member's parameters are the whole row, or all but BatchNorm's
             if whole not in shared:  # what the window reads of them is the layers' ranges and names
+                single = model.single(m.k)
                 shared[whole] = (GradLayout(single.named_layers(), list(single.parameters())),
                                  BatchNormSnapshot(single.batchnorms()))
             layouts.append(shared[whole][0])

@@ -1,10 +1,11 @@
 """A population's models as one: every member's parameters stacked in one (members, n) tensor, trained with
 batched matrix products.
 
-Each member starts from exactly the weights the single-run trainer gives its config: the member's own
-`Classifier` is built under `torch.manual_seed(cfg.seed)`, as `trainer.train` does, and its parameters are copied
-into the member's row. That model is kept: its layer layout names the member's diagnostics, and it is where a
-divergence is traced (`trainer.where_nonfinite`).
+Each member starts from exactly the weights the single-run trainer gives its config: its parameters are drawn
+under `torch.manual_seed(cfg.seed)`, as `trainer.train` builds its model, by one `Classifier` a parameter layout
+drawn again for each member (`Classifier.redraw`), and copied into the member's row. A member's own model is built
+when it is asked for (`single`): its layer layout names the member's diagnostics, and it is where a divergence is
+traced (`trainer.where_nonfinite`).
 
 Explicit batched layers (`baddbmm`), not `torch.func.vmap` over one module: members may differ in activation,
 BatchNorm on or off and loss, which one vmapped module cannot express, and BatchNorm's running statistics are
@@ -91,18 +92,23 @@ class StackedClassifier:
                               for j in range(a, b)], dtype=torch.long, device=device)
         # Each member's own elements of a row: None for every element (the common case), else an index.
         self.own: list[torch.Tensor | None] = [None if bn or not self.with_bn else plain for bn in has_bn]
-        self.singles: list[Classifier] = []
+        self.cfgs, self.n_features, self.device, self.dtype = cfgs, n_features, device, dtype
+        self._singles: dict[int, Classifier] = {}
+        drawn: dict[tuple, Classifier] = {}  # one model a parameter layout, its parameters drawn for each member
         for k, cfg in enumerate(cfgs):
-            # the member's initial weights, as trainer.train's `torch.manual_seed` makes them: the model is built
-            # on the host, from the CPU generator alone (seeding every device's too costs ~0.7 ms a member)
+            # the member's initial weights, as trainer.train's `torch.manual_seed` makes them: drawn on the host,
+            # from the CPU generator alone (seeding every device's too costs ~0.7 ms a member)
+            layout = (tuple(cfg.hidden), cfg.batchnorm, cfg.hidden_bias_init)
+            if layout not in drawn:
+                drawn[layout] = build_model(cfg, n_features)
             torch.default_generator.manual_seed(cfg.seed)
-            single = build_model(cfg, n_features).to(device=device, dtype=dtype)
-            flat = torch.cat([p.detach().reshape(-1) for p in single.parameters()])
+            model = drawn[layout]
+            model.redraw()
+            flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(device=device, dtype=dtype)
             if self.own[k] is None:
                 self.values[k].copy_(flat)
             else:
                 self.values[k, self.own[k]] = flat
-            self.singles.append(single)
         self.params: dict[str, torch.Tensor] = {}
         for (layer, name, shape), (a, b) in zip(slots, spans):
             p = torch.nn.Parameter(torch.empty(0, dtype=dtype, device=device))
@@ -229,9 +235,19 @@ class StackedClassifier:
         short = flat.index_select(1, plain).unbind(0)
         return [rows[k] if o is None else short[k] for k, o in enumerate(self.own)]
 
+    def single(self, k: int) -> Classifier:
+        """Member k's own model as the single-run trainer builds it (its initial weights; the random state is left
+        as it was), built the first time it is asked for."""
+        if k not in self._singles:
+            state = torch.random.get_rng_state()
+            torch.default_generator.manual_seed(self.cfgs[k].seed)
+            self._singles[k] = build_model(self.cfgs[k], self.n_features).to(device=self.device, dtype=self.dtype)
+            torch.random.set_rng_state(state)
+        return self._singles[k]
+
     def load_member(self, k: int) -> Classifier:
         """Member k's single model, with the member's current parameters and BatchNorm statistics."""
-        single = self.singles[k]
+        single = self.single(k)
         row = self.values[k] if self.own[k] is None else self.values[k, self.own[k]]
         with torch.no_grad():
             at = 0
