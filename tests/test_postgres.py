@@ -73,6 +73,53 @@ def test_runs_and_metric_chunks_round_trip_on_postgresql(pg_url):
         assert math.isnan(store.get_run(run_id).summary["final"])
 
 
+def test_a_flush_goes_in_by_one_binary_copy_and_reads_as_sqlites(pg_url, tmp_path, monkeypatch):
+    """A flush's chunks go into PostgreSQL by one binary COPY (`cursors.copy_rows`), typed as the table's columns:
+    a long series with spikes, NaN, infinities, -0.0 and a subnormal (so its chunk carries a summary), and one of
+    NaN alone (no finite minimum: NULL) read back, whole and sized to a chart, exactly as from SQLite, where they
+    go in by an executemany."""
+    import numpy as np
+    from sqlalchemy.exc import IntegrityError
+
+    from core.store import metrics
+    from core.training.reporting import MetricBatch
+
+    copies = []
+    real = metrics.copy_rows
+
+    def counted(conn, table, columns, rows):
+        done = real(conn, table, columns, rows)
+        copies.append((conn.dialect.name, len(rows), done))
+        return done
+    monkeypatch.setattr(metrics, "copy_rows", counted)
+    gen = np.random.default_rng(7)
+    loss = gen.normal(size=3000)
+    loss[::97] *= 50.0
+    loss[[5, 700, 2999]] = [math.nan, math.inf, -math.inf]
+    loss[[11, 12]] = [-0.0, 5e-324]
+    rows = [MetricRow("loss", i, i // 100, float(v), 0.01 * i) for i, v in enumerate(loss)]
+    rows += [MetricRow("bad", i, 0, math.nan, 0.5) for i in range(3)]
+    read = {}
+    for url in (pg_url, f"sqlite:///{tmp_path / 'same.db'}"):
+        with Store(url) as store:
+            run_id = store.create_run(name="copy", config={"lr": 0.1})
+            store.log_metrics(run_id, rows, progress_step=3000)
+            read[url] = [store.traces([run_id]), store.traces([run_id], max_points=200)]
+            with pytest.raises(IntegrityError), store.engine.begin() as conn:  # as an executemany's would be
+                metrics.insert_chunks(conn, [{**row, "run_id": run_id + 99} for row in metrics.chunk_records(
+                    conn, run_id, MetricBatch.from_rows(rows[:3]), store._keys, {})])
+    # the failed COPY raised before it was counted
+    assert copies == [("postgresql", 2, True), ("sqlite", 2, False), ("sqlite", 1, False)]
+    (pg_whole, pg_chart), (lite_whole, lite_chart) = read.values()
+    (chart,) = [t for t in pg_chart if t.key == "loss"]
+    assert chart.reduced and 0 < len(chart.points) < 3000  # the summary was used
+    for got, want in zip(pg_whole + pg_chart, lite_whole + lite_chart):
+        assert (got.key, got.total, got.reduced) == (want.key, want.total, want.reduced)
+        for field in ("step", "epoch", "value", "wall_time"):
+            a, b = getattr(got.points, field), getattr(want.points, field)
+            assert a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8)), (got.key, field)
+
+
 def test_the_command_line_on_postgresql(pg_url):
     import io
 

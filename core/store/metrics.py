@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from core.analysis.series import bucket_indices_many
 from core.store.chunks import (DATA_COLUMNS, FIELDS, GROUP, SUMMARY_COLUMNS, Points, chunk_row, chunk_rows, decode,
                                split_batch)
-from core.store.cursors import chunks, fetch, placeholder
+from core.store.cursors import chunks, copy_rows, fetch, placeholder
 from core.store.schema import ChunkModel, MetricKeyModel
 from core.training.reporting import Block, MetricBatch
 
@@ -120,8 +120,9 @@ def chunk_records(conn: Connection, run_id: int, batch: MetricBatch, keys: KeyId
 
 
 def insert_chunks(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert `metric_chunks` rows (`chunk_records`) in one executemany."""
-    if not rows:
+    """Insert `metric_chunks` rows (`chunk_records`): on PostgreSQL in one binary COPY (`copy_rows`), elsewhere
+    in one executemany."""
+    if not rows or copy_rows(conn, "metric_chunks", CHUNK_COLUMNS, rows):
         return
     sql = _insert_sql(conn)
     if sql.positional:  # the compiled INSERT straight to the driver: none of these columns needs processing
