@@ -413,6 +413,28 @@ def test_the_summary_keeps_an_even_sample_of_a_long_run(monkeypatch):
     assert s.as_dict(steps=40, epochs=1, diverged_step=None)["median_grad_norm"] == pytest.approx(18.0, abs=2)
 
 
+def test_summaries_on_different_strides_are_summarised_together_as_alone(monkeypatch):
+    """`Summary.add_many` cuts every run's samples of a batch from one array when the runs' samples fall at the
+    same steps; runs that have thinned their samples differently (one had more steps before) take each its own:
+    either way each run keeps what `add_columns` of its own rows keeps, and thins when it passes MAX_SAMPLES."""
+    from core.training import summary as summary_module
+
+    monkeypatch.setattr(summary_module, "MAX_SAMPLES", 10)
+    many = [summary_module.Summary() for _ in range(3)]
+    one = [summary_module.Summary() for _ in range(3)]
+    for s in (many[1], one[1]):  # run 1 ahead by 13 steps: its stride is 2 when the others' is 1
+        s.add_columns({"grad_norm": [float(-v) for v in range(13)]}, [0] * 13)
+    for start in range(0, 40, 8):
+        cols = {"grad_norm": np.array([[float(100 * i + v) for v in range(start, start + 8)] for i in range(3)])}
+        summary_module.Summary.add_many(many, cols, [0] * 8)
+        for i, s in enumerate(one):
+            s.add_columns({"grad_norm": cols["grad_norm"][i].tolist()}, [0] * 8)
+    assert [s.stride for s in many] == [s.stride for s in one] and many[1].stride != many[0].stride
+    for a, b in zip(many, one):
+        assert list(a.samples["grad_norm"]) == list(b.samples["grad_norm"]) and a.sampled_steps == b.sampled_steps
+        assert len(a.samples["grad_norm"]) <= 10
+
+
 def test_summary_add_many_is_add_columns_of_each_run():
     """A population's flush summarises its members together (`Summary.add_many`); each summary must be what the
     single-run `add_columns` makes of that member's own columns, over several flushes: finals, peaks and lows

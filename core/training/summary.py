@@ -80,6 +80,9 @@ class Summary:
                 present = np.stack([has.get(key, everyone) for key in keys], axis=1).tolist()
                 for i, s in enumerate(summaries):
                     s.final.update([(key, v) for key, v, here in zip(keys, lasts[i], present[i]) if here])
+            # where this batch's first sample falls, and the stride: the same for every run that started together
+            grids = {(-s.sampled_steps % s.stride, s.stride) for s in summaries}
+            grid = next(iter(grids)) if len(grids) == 1 else None
             for key, values in columns.items():
                 extreme = key in Summary.PEAKS or key in Summary.LOWEST
                 sampled = key.startswith(_MEDIAN_PREFIXES)
@@ -94,6 +97,10 @@ class Summary:
                         peak = np.where(finite, values, -math.inf).max(axis=1).tolist()
                     if key in Summary.LOWEST:
                         lowest = np.where(finite, values, math.inf).min(axis=1).tolist()
+                raw = width = None
+                if sampled and grid is not None:  # every run's samples of this batch, cut from one array
+                    taken = np.ascontiguousarray(values[:, grid[0]::grid[1]], dtype=np.float64)
+                    raw, width = taken.tobytes(), taken.shape[1] * 8
                 for i, s in enumerate(summaries):
                     if not present[i]:
                         continue
@@ -101,7 +108,9 @@ class Summary:
                         s.peak[key] = max(s.peak.get(key, -math.inf), peak[i])
                     if lowest is not None and any_finite[i]:
                         s.lowest[key] = min(s.lowest.get(key, math.inf), lowest[i])
-                    if sampled:
+                    if raw is not None:
+                        s.samples.setdefault(key, array("d")).frombytes(raw[i * width:(i + 1) * width])
+                    elif sampled:
                         skip = -s.sampled_steps % s.stride  # the first position of this batch on the stride
                         s.samples.setdefault(key, array("d")).frombytes(values[i, skip::s.stride].tobytes())
             sampled_keys = [key for key in columns if key.startswith(_MEDIAN_PREFIXES)]
@@ -115,16 +124,18 @@ class Summary:
                 spans = [(int(epoch_ids[a]), a, b) for a, b in zip(starts, [*starts[1:], n])]
                 finite = np.isfinite(exact)
                 kept = np.where(finite, exact, 0.0)  # + 0.0 leaves a sum of losses as it was
-                counts = [finite[:, a:b].sum(axis=1).tolist() for _, a, b in spans]
-                for (epoch, a, b), count in zip(spans, counts):
-                    before = [s.train_by_epoch.get(epoch, (0.0, 0))[0] for s in summaries]
+                totals, counts = [], []
+                for epoch, a, b in spans:  # an epoch begun in an earlier batch goes on from its sum and count
+                    prior = np.asarray([s.train_by_epoch.get(epoch, (0.0, 0)) for s in summaries], dtype=np.float64)
                     # added one after another, as a loop would: numpy's cumulative sum adds in order
-                    total = np.cumsum(np.concatenate([np.asarray(before)[:, None], kept[:, a:b]], axis=1),
-                                      axis=1)[:, -1].tolist()
-                    for i, s in enumerate(summaries):
-                        if present[i] and count[i]:
-                            acc = s.train_by_epoch.setdefault(epoch, [0.0, 0])
-                            acc[0], acc[1] = total[i], acc[1] + count[i]
+                    totals.append(np.cumsum(np.concatenate([prior[:, :1], kept[:, a:b]], axis=1), axis=1)[:, -1])
+                    counts.append(finite[:, a:b].sum(axis=1) + prior[:, 1].astype(np.int64))
+                totals_by_run, counts_by_run = np.stack(totals, axis=1).tolist(), np.stack(counts, axis=1).tolist()
+                epoch_list = [epoch for epoch, _, _ in spans]
+                for i, s in enumerate(summaries):
+                    if present[i]:  # an epoch with no finite loss in it yet is left out
+                        s.train_by_epoch.update([(epoch, [total, count]) for epoch, total, count
+                                                 in zip(epoch_list, totals_by_run[i], counts_by_run[i]) if count])
             val_exact = columns.get("val_loss_logits")
             val = columns.get("val_loss")
             best = best_at = None
@@ -138,7 +149,9 @@ class Summary:
                 zero = ((columns["update_norm"] == 0.0) & (columns["grad_norm"] > 0.0)).sum(axis=1).tolist()
             for i, s in enumerate(summaries):
                 s.sampled_steps += n if any(has.get(key, everyone)[i] for key in sampled_keys) else 0
-                if any(len(values) > MAX_SAMPLES for values in s.samples.values()):
+                # no key holds more samples than the stride's positions among the sampled steps
+                if -(-s.sampled_steps // s.stride) > MAX_SAMPLES \
+                        and any(len(values) > MAX_SAMPLES for values in s.samples.values()):
                     s.samples = {k: array("d", values[::2]) for k, values in s.samples.items()}
                     s.stride *= 2
                 if exact_key is not None and has.get(exact_key, everyone)[i]:
