@@ -9,8 +9,8 @@ speed by 10-25% from one second to the next, so even paired ratios of training t
 between invocations: `--instructions` adds CPU instruction counts from valgrind, which do not move, to check the
 5% budget. Nothing here asserts a time: the table is for people. `--device cuda` adds the training figures on a
 GPU, and population training's (populations of 1, 10, 100 and 1,000 members against sequential training, and a
-population's per-member cost against a bare batched loop; `--only populations` on any device), written to the
-"Population training" section by `benchmarks/population.py`'s code.
+population's per-member cost against a bare batched loop, and the operations it dispatches a step; `--only
+populations` on any device), written to the "Population training" section by `benchmarks/population.py`'s code.
 
     python benchmarks/bench.py --instructions   # also the instruction counts (about 13 more minutes)
 """
@@ -276,7 +276,8 @@ def main() -> None:
             from benchmarks import population  # noqa: PLC0415
 
             device, pop_repeats = torch.device(args.device), 2 if args.quick else 3
-            found = population.bench_overhead(pop_repeats, args.quick, device)
+            found = population.bench_dispatch(args.quick, device)
+            found += population.bench_overhead(pop_repeats, args.quick, device)
             found += population.bench_sizes(pop_repeats, args.quick, device)
             text = population.section(found, repeats=pop_repeats, quick=args.quick)
             print(text)
