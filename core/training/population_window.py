@@ -296,17 +296,17 @@ class PopulationWindow:
         """The epochs' validation logits on the host, (epochs, members, n_val), and the epoch tables as
         (keys, members, (keys, members, epochs)), in `Window`'s key order."""
         z = torch.stack([e.val_z for e in ends])  # (epochs, members, n_val)
-        y = self.y_val.expand_as(z)
         zx = exact_dtype(z)
+        y, yx = self.y_val.expand_as(z), self.y_val.to(zx.dtype).expand_as(z)  # views: the labels are shared
         pred = z >= 0
-        shared = [(pred == (y > 0.5)).float().mean(dim=2), pred.float().mean(dim=2), zx.amin(dim=2).float(),
-                  zx.amax(dim=2).float()]
+        shared = [(pred == (self.y_val > 0.5)).float().mean(dim=2), pred.float().mean(dim=2),
+                  zx.amin(dim=2).float(), zx.amax(dim=2).float()]
         loss = torch.empty(z.shape[:2], device=z.device)
         exact = torch.empty(z.shape[:2], device=z.device)
-        for cfg, idx in self.losses:
-            loss[:, idx] = loss_fn(cfg, reduction="none")(z[:, idx], y[:, idx]).float().mean(dim=2)
-            exact[:, idx] = logits_loss(zx[:, idx], y[:, idx].to(zx.dtype), pos_weight=cfg.pos_weight,
-                                        reduction="none").mean(dim=2).float()
+        for cfg, idx in self.losses:  # every member's rows as they are when all share a loss (no copy)
+            zi, yi, zxi, yxi = (_rows(t, idx, dim=1) for t in (z, y, zx, yx))
+            loss[:, idx] = loss_fn(cfg, reduction="none")(zi, yi).float().mean(dim=2)
+            exact[:, idx] = logits_loss(zxi, yxi, pos_weight=cfg.pos_weight, reduction="none").mean(dim=2).float()
         everyone = torch.arange(self.size, device=z.device)
         cols = [(["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", "val_logit_min", "val_logit_max"],
                  everyone, torch.stack([loss, exact, *shared]).transpose(1, 2))]
