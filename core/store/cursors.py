@@ -55,9 +55,9 @@ def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequen
     than an executemany. Binary COPY sends each value as the column's own type, so the types are read from the
     table once per database (`information_schema`). Returns False, having done nothing, on any other driver or
     if the table lacks a column; a failure is raised as SQLAlchemy's `DBAPIError`, as a statement's would be."""
-    raw = conn.connection.driver_connection
-    if conn.dialect.name != "postgresql" or not type(raw).__module__.startswith("psycopg"):
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":  # psycopg 3 (not psycopg2)
         return False
+    raw = conn.connection.driver_connection
     import psycopg  # noqa: PLC0415 - present wherever a psycopg connection is
 
     key = (conn.engine.url.render_as_string(hide_password=True), table)
