@@ -80,9 +80,8 @@ class Summary:
                 present = np.stack([has.get(key, everyone) for key in keys], axis=1).tolist()
                 for i, s in enumerate(summaries):
                     s.final.update([(key, v) for key, v, here in zip(keys, lasts[i], present[i]) if here])
-            # where this batch's first sample falls, and the stride: the same for every run that started together
-            grids = {(-s.sampled_steps % s.stride, s.stride) for s in summaries}
-            grid = next(iter(grids)) if len(grids) == 1 else None
+            # each run's first position of this batch on its stride, and the stride: one for runs that started together
+            grid_of = [(-s.sampled_steps % s.stride, s.stride) for s in summaries]
             for key, values in columns.items():
                 extreme = key in Summary.PEAKS or key in Summary.LOWEST
                 sampled = key.startswith(_MEDIAN_PREFIXES)
@@ -97,10 +96,11 @@ class Summary:
                         peak = np.where(finite, values, -math.inf).max(axis=1).tolist()
                     if key in Summary.LOWEST:
                         lowest = np.where(finite, values, math.inf).min(axis=1).tolist()
-                raw = width = None
-                if sampled and grid is not None:  # every run's samples of this batch, cut from one array
-                    taken = np.ascontiguousarray(values[:, grid[0]::grid[1]], dtype=np.float64)
-                    raw, width = taken.tobytes(), taken.shape[1] * 8
+                cut: dict[tuple[int, int], tuple[bytes, int]] = {}  # per grid: every run's samples, from one array
+                if sampled:
+                    for skip, stride in set(grid_of):
+                        taken = np.ascontiguousarray(values[:, skip::stride], dtype=np.float64)
+                        cut[skip, stride] = taken.tobytes(), taken.shape[1] * 8
                 for i, s in enumerate(summaries):
                     if not present[i]:
                         continue
@@ -108,11 +108,9 @@ class Summary:
                         s.peak[key] = max(s.peak.get(key, -math.inf), peak[i])
                     if lowest is not None and any_finite[i]:
                         s.lowest[key] = min(s.lowest.get(key, math.inf), lowest[i])
-                    if raw is not None:
+                    if sampled:
+                        raw, width = cut[grid_of[i]]
                         s.samples.setdefault(key, array("d")).frombytes(raw[i * width:(i + 1) * width])
-                    elif sampled:
-                        skip = -s.sampled_steps % s.stride  # the first position of this batch on the stride
-                        s.samples.setdefault(key, array("d")).frombytes(values[i, skip::s.stride].tobytes())
             sampled_keys = [key for key in columns if key.startswith(_MEDIAN_PREFIXES)]
             exact_key = "train_loss_logits" if "train_loss_logits" in columns else \
                 "train_loss" if "train_loss" in columns else None
