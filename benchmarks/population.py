@@ -183,29 +183,25 @@ def bench_dispatch(quick: bool, device: torch.device) -> list[dict]:
     """Operations dispatched a step (counted, not timed: the same on any machine) by a population with full
     diagnostics and with the loss only, against the bare batched loop: the per-step difference between two
     lengths of the same training (so the start, the end and the flushes that come with both cancel out), with
-    `FirstBad` on its GPU path (flags on the device) whatever the device."""
+    the update statistics taken as on a GPU (`population_step.InWindow`) whatever the device."""
     from core.training import population_step
 
     cfgs = [c.replace(epochs=1) for c in grid(1)]  # 20 members
     data = load_dataset(cfgs[0])
     steps_per_epoch = len(batch_slices(len(data.y_train), cfgs[0].batch_size, batchnorm=True))
-    init = population_step.FirstBad.__init__
-
-    def on_device(self, size, dev, on_host=None):  # noqa: ANN001 - FirstBad's signature
-        init(self, size, dev, on_host=False)
 
     def per_step(train: Callable[[list[ExperimentConfig]], object]) -> float:
         short, long = 2, 2 + (2 if quick else 6)
         counts = [dispatched(lambda e=e: train([c.replace(epochs=e) for c in cfgs])) for e in (short, long)]
         return (counts[1] - counts[0]) / ((long - short) * steps_per_epoch)
 
-    population_step.FirstBad.__init__ = on_device
+    chosen, population_step.IN_WINDOW = population_step.IN_WINDOW, True
     try:
         bare = per_step(lambda members: bare_batched(members, data, device))
         counts = {diag: per_step(lambda members, d=diag: population([c.replace(diagnostics=d) for c in members],
                                                                   data, device)) for diag in ("full", "loss")}
     finally:
-        population_step.FirstBad.__init__ = init
+        population_step.IN_WINDOW = chosen
     return [done(dict(case=f"{len(cfgs)} members, diagnostics={diag}: operations dispatched a step by "
                       "train_population vs a bare batched loop (counted: on a GPU each is a launch)",
                       ours=n, base=bare, paired=(n / bare,) * 3, fastest=n / bare, budget="-", met=None,

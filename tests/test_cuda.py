@@ -56,7 +56,13 @@ def test_float32_members_match_their_single_runs_on_cuda():
         assert close(one.series("val_loss"), member.series("val_loss"), 1e-2, 1e-4)
 
 
-def test_a_diverging_member_stops_alone_on_cuda():
+@pytest.mark.parametrize("in_window", [None, False], ids=["in-window", "at-step"])
+def test_a_diverging_member_stops_alone_on_cuda(monkeypatch, in_window):
+    """A GPU's way (`InWindow`: the first non-finite step read from the window's slots), and the way taken when
+    a population's rows are too large for the slots (`AtStep`, `FirstBad` with its flags on the device)."""
+    from core.training import population_step
+
+    monkeypatch.setattr(population_step, "IN_WINDOW", in_window)
     cfgs = [BASE.replace(optimizer="sgd", lr=lr, loss="bce_with_logits", hidden=(32, 32), epochs=5, seed=s)
             for lr, s in ((0.05, 0), (90.0, 1), (0.01, 2))]
     members = check(cfgs, device=CUDA, flush_every_steps=4)

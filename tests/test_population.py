@@ -148,6 +148,29 @@ def test_a_window_stacked_in_blocks_of_steps_equals_single_runs(monkeypatch, opt
     check([cfg.replace(**options) for cfg in MIXED])
 
 
+def in_window(monkeypatch, slots: int | None = None) -> None:
+    """Take the update statistics as on a GPU (`population_step.InWindow`), in room for `slots` logged steps."""
+    from core.training import population_step
+
+    monkeypatch.setattr(population_step, "IN_WINDOW", True)
+    if slots is not None:
+        init = population_step.InWindow.__init__
+        monkeypatch.setattr(population_step.InWindow, "__init__", lambda self, ranges, _: init(self, ranges, slots))
+
+
+@pytest.mark.parametrize("options", [{}, {"hidden": (6, 5), "grad_clip": 0.5}, {"optimizer": "adamw"},
+                                     {"log_every": 3, "hidden": ()}, {"n_samples": 150, "log_every": 2}])
+def test_statistics_taken_in_the_window_as_on_a_gpu_equal_single_runs(monkeypatch, options):
+    """On a GPU the update statistics are reduced at the flush from each logged step's copied rows (`InWindow`),
+    not at the step: every member still equals its single run, also when the slots, not the steps, decide when
+    the window flushes (room for 3 logged steps here)."""
+    in_window(monkeypatch, slots=3)
+    cfgs = [cfg.replace(**options) for cfg in MIXED]
+    members = check(cfgs)
+    steps = members[0].info.total_steps
+    assert all(m.flushes == steps // 3 + 1 for m in members)  # every third step, and the last
+
+
 def test_float32_members_match_within_float32_rounding():
     cfgs = [cfg.replace(dtype="float32", epochs=2) for cfg in MIXED]
     data = load_dataset(cfgs[0])
@@ -324,17 +347,15 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
     Members with and without BatchNorm, two hidden layers, gradients with exact zeros, values that did not move;
     float64 and float32 rows squared as they are, bfloat16 ones widened first. A step's statistics are its own
     when the window's buffers are used again."""
-    from core.training.diagnostics import BatchNormSnapshot, GradLayout, norms_from_squares, updates_from_squares
-    from core.training.population_window import PopulationWindow
+    from core.training.diagnostics import GradLayout, norms_from_squares, updates_from_squares
+    from core.training.population_step import StepStats
     from core.training.stacked import StackedClassifier
 
     cfgs = [BASE.replace(hidden=(6, 5), batchnorm=bn, seed=s) for s, bn in enumerate((True, False, True, False))]
     model = StackedClassifier(cfgs, 4, device=CPU, dtype=dtype)
     singles = [model.single(k) for k in range(model.size)]
     layouts = [GradLayout(s.named_layers(), list(s.parameters())) for s in singles]
-    window = PopulationWindow(cfgs, layouts, [BatchNormSnapshot(s.batchnorms()) for s in singles], model.own,
-                              model.relu, layer_ranges=model.layer_ranges, output_relu=False,
-                              y_val=torch.zeros(3, dtype=torch.float64))
+    step_stats = StepStats(model.layer_ranges)
     gen = torch.Generator().manual_seed(3)
     grads = torch.randn(model.values.shape, generator=gen, dtype=torch.float64).to(dtype)
     grads[torch.rand(grads.shape, generator=gen) < 0.3] = 0.0
@@ -342,7 +363,7 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
     after = before - 0.01 * grads
     unmoved = torch.rand(grads.shape, generator=gen) < 0.2  # updates that rounded away
     after[unmoved] = before[unmoved]
-    result = window.step_stats(grads, before, after)
+    result = step_stats(grads, before, after)
     as_returned = result.clone()
     g_sq, a_sq, d_sq, live, stuck = result
     names = list(model.layer_ranges)
@@ -363,11 +384,57 @@ def test_step_stats_add_up_to_each_members_own_norms_and_stuck_counts(dtype):
             assert torch.allclose(got[key], want[key], rtol=1e-12 if dtype == torch.float64 else 1e-6, atol=0), (k, key)
         assert float(got["stuck_update_frac"]) == float(want["stuck_update_frac"]) > 0
     # the window reuses its buffers at every step: what an earlier step returned is its own, not theirs
-    other = window.step_stats(grads * 2, before, after + 1)
+    other = step_stats(grads * 2, before, after + 1)
     assert torch.equal(result, as_returned) and not torch.equal(other, result)
-    assert torch.equal(window.step_stats(grads, before, after), result)
-    kept = window.stats.before(after)
+    assert torch.equal(step_stats(grads, before, after), result)
+    kept = step_stats.before(after)
     assert kept.data_ptr() != after.data_ptr() and torch.equal(kept, after)
+
+
+@pytest.mark.parametrize("clipped", [False, True])
+def test_in_window_statistics_are_each_steps_own_at_the_flush(monkeypatch, clipped):
+    """`InWindow` (a GPU's tracker) copies each logged step's gradients, values before and after into its slots;
+    at the flush its statistics for the window, reduced in blocks of steps, are each step's `StepStats`, and a
+    slot's rows are that step's as they were, though the tensors it copied from have changed since (the trainer
+    reuses them). The gradients it returns are the copy: clipping the model's own in place leaves them as
+    computed. It refuses a step past its slots; after a flush (`reset`) it fills them from the first again."""
+    from core.training.population_step import InWindow, StepStats
+    from core.training.stacked import StackedClassifier
+
+    cfgs = [BASE.replace(hidden=(6, 5), batchnorm=bn, seed=s) for s, bn in enumerate((True, False, True))]
+    model = StackedClassifier(cfgs, 4, device=CPU, dtype=torch.float32)
+    monkeypatch.setattr(InWindow, "BLOCK", 2 * model.values.numel())  # blocks of two steps
+    tracker, alone = InWindow(model.layer_ranges, slots=5), StepStats(model.layer_ranges)
+    gen = torch.Generator().manual_seed(4)
+    grads, values = torch.zeros_like(model.values), torch.zeros_like(model.values)
+    want, kept = [], []
+    for step in range(5):
+        grads.copy_(torch.randn(grads.shape, generator=gen))
+        grads[torch.rand(grads.shape, generator=gen) < 0.3] = 0.0
+        values.copy_(torch.randn(values.shape, generator=gen))
+        as_computed, before = tracker.grads(grads, clipped), tracker.before(values)
+        kept.append([grads.clone(), values.clone()])
+        if clipped:
+            grads.mul_(0.5)
+        values.sub_(0.01 * as_computed)
+        unmoved = torch.rand(values.shape, generator=gen) < 0.2  # updates that rounded away
+        values[unmoved] = before[unmoved]
+        kept[-1].append(values.clone())
+        assert tracker.after(step + 1, None, None, as_computed, before, values) == step
+        want.append(alone(*kept[-1]).clone())
+    with pytest.raises(RuntimeError, match="5 logged steps"):
+        tracker.grads(grads, clipped)
+    got = tracker.collect(list(range(5)))
+    assert got.shape == (5, 5, 3, len(model.layer_ranges))
+    assert torch.equal(got, torch.stack(want, dim=1))
+    keep = tracker.keeper()
+    for step in range(5):
+        assert all(torch.equal(a, b) for a, b in zip(keep(1, step + 1, step), kept[step]))
+    assert torch.equal(tracker.collect([1, 2]), torch.stack(want[1:3], dim=1))
+    tracker.reset()
+    tracker.grads(grads, clipped)
+    tracker.before(values)
+    assert tracker.after(6, None, None, grads, values, values) == 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
@@ -434,19 +501,23 @@ def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(order
             assert torch.allclose(single(x[0]).squeeze(-1), z_val[k], rtol=1e-12, atol=1e-12), k
 
 
-@pytest.mark.parametrize("host_flags, log_every", [(True, 1), (False, 1), (True, 3), (False, 2)])
+@pytest.mark.parametrize("host_flags, log_every", [(True, 1), (False, 1), (True, 3), (False, 2), ("window", 1),
+                                                  ("window", 2)])
 def test_where_a_diverging_member_went_non_finite_is_its_single_runs(monkeypatch, host_flags, log_every):
     """A population keeps each member's first non-finite logged step (`FirstBad`: on the CPU by copying the rows
-    that went bad, on a GPU by a `where` on every row); the stopped member's summary names the layer and the
-    phase its single run names, also when that step was not logged (then, as a single run, from the values as
-    they are)."""
+    that went bad, with flags on the device by a `where` on every row; on a GPU, in the window's slots of every
+    logged step, `InWindow`); the stopped member's summary names the layer and the phase its single run names,
+    also when that step was not logged (then, as a single run, from the values as they are)."""
     from core.training import population_step
 
     init = population_step.FirstBad.__init__
 
     def forced(self, size, device, on_host=None):
         init(self, size, device, on_host=host_flags)
-    monkeypatch.setattr(population_step.FirstBad, "__init__", forced)
+    if host_flags == "window":
+        in_window(monkeypatch)
+    else:
+        monkeypatch.setattr(population_step.FirstBad, "__init__", forced)
     cfgs = [BASE.replace(optimizer="sgd", lr=lr, loss="bce_with_logits", hidden=(32, 32), epochs=5, seed=s,
                          log_every=log_every, activation=act)
             for lr, s, act in ((0.05, 0, "relu"), (90.0, 1, "relu"), (0.01, 2, "relu"), (90.0, 2, "elu"))]

@@ -33,7 +33,7 @@ from core.training.reporting import Reporter, RunInfo, RunResult
 from core.training.stacked import StackedClassifier, stacking_order
 from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
                                    where_nonfinite)
-from core.training.population_step import FirstBad, Step
+from core.training.population_step import Step, tracker
 from core.training.population_window import PopulationWindow
 from core.training.window import Fetched, Summary
 
@@ -235,9 +235,10 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                                                 + 5 * len(model.layer_ranges)) if full else 0)
         buf = PopulationWindow(cfgs, layouts, snapshots, model.own, model.relu, layer_ranges=model.layer_ranges,
                                output_relu=model.output_relu, y_val=y_va)
-        first_bad = buf.first_bad = FirstBad(len(members), device)
+        updates = buf.tracker = tracker(model.layer_ranges, len(members), model.values) if full else None
         window = WINDOW * min(len(members), WINDOW_MEMBERS)
-        flush_steps = max(1, min(flush_every_steps, window // per_step))
+        flush_steps = max(1, min(flush_every_steps, window // per_step,
+                                 (updates.slots if updates is not None else None) or flush_every_steps))
         slices = batch_slices(len(y_tr), base.batch_size, batchnorm=model.with_bn)
         total = base.epochs * len(slices)
         if max_steps is not None:
@@ -314,15 +315,13 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                 wall = clock() - start
                 diag = None
                 if diagnose:  # the statistics at the step, while the rows are in cache: no copy kept
-                    grads = model.grads if clip is None else model.grads.clone()  # as computed, before clipping
+                    grads = updates.grads(model.grads, clip is not None)  # as computed, before clipping
                     if clip is not None:
                         clip_(model.grads, model.spans, clip)
-                    before = buf.stats.before(model.values)  # a buffer of its own, reused
+                    before = updates.before(model.values)
                     opt.step()
                     maxes = [h.detach().amax(dim=1) for h in relu]  # each unit's batch maximum: dead or not
-                    stats = buf.step_stats(grads, before, model.values)
-                    first_bad.offer(steps + 1, z, loss, stats, grads, before, model.values)
-                    diag = (z.grad, maxes, stats)
+                    diag = (z.grad, maxes, updates.after(steps + 1, z, loss, grads, before, model.values))
                 else:
                     if clip is not None:
                         clip_(model.grads, model.spans, clip)

@@ -1,7 +1,15 @@
 """What a population's step leaves for its flush, computed at the step while the stacked rows are in cache: the
 `Step` itself (logits, labels, losses and, with full diagnostics, the logits' gradient, each ReLU unit's batch
-maximum and the update statistics of `StepStats`), and each member's first non-finite step (`FirstBad`). Nothing
-else of a step is kept: a flush (`PopulationWindow.fetch`) reads only these.
+maximum and an entry of the update statistics' tracker), and each member's first non-finite step. Nothing else of
+a step is kept: a flush (`PopulationWindow.fetch`) reads only these.
+
+The update statistics are taken one of two ways (`tracker`):
+- `AtStep` (the CPU's): reduced at each logged step while the rows are in cache (`StepStats`), each member's first
+  non-finite step kept by `FirstBad`. A flush stacks (members, layers) columns.
+- `InWindow` (a GPU's): each logged step's rows copied into the window's slots, three kernels a step, and reduced at
+  the flush for every step at once. A step of these tiny models on a GPU is bound by its kernel launches (about 30
+  a step at the step, 3 this way); the copies and the flush's reductions are the GPU's arithmetic, which it has to
+  spare. A member's first non-finite step is read from its slot.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ class Step:
     loss: torch.Tensor  # (members,)
     meta: tuple[int, int, float]  # step, epoch, wall time
     logged: bool
-    # (z_grad, each ReLU layer's batch maxima, `StepStats`), each with the members first
+    # (z_grad, each ReLU layer's batch maxima, the tracker's entry), each with the members first
     full: tuple | None
 
 
@@ -166,3 +174,105 @@ def _host(t: torch.Tensor) -> np.ndarray:
     """A CPU tensor's values as numpy's, without a copy (bfloat16, which numpy lacks, widened: exactly)."""
     t = t.detach()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+# ---------------------------------------------------------------------- the update statistics' two trackers
+ROWS_BYTES = 512 * 2**20  # the logged steps' rows `InWindow` keeps for a flush (on the device) at most ...
+MIN_SLOTS = 16  # ... in room for at least this many steps; else the statistics are taken at each step
+IN_WINDOW: bool | None = None  # None: `InWindow` off the CPU; tests and benchmarks set it to choose
+
+
+class AtStep:
+    """The update statistics reduced at each logged step (`StepStats`), and each member's first non-finite logged
+    step kept by `FirstBad`: an entry is the step's (5, members, layers) statistics."""
+
+    slots = None  # no bound on a window's steps
+
+    def __init__(self, layer_ranges: dict[str, list[tuple[int, int]]], size: int, device: torch.device, *,
+                 on_host: bool | None = None) -> None:
+        self.stats = StepStats(layer_ranges)
+        self.first_bad = FirstBad(size, device, on_host=on_host)
+
+    def grads(self, grads: torch.Tensor, clipped: bool) -> torch.Tensor:
+        """The gradients as computed (a copy when they are about to be clipped in place)."""
+        return grads.clone() if clipped else grads
+
+    def before(self, values: torch.Tensor) -> torch.Tensor:
+        return self.stats.before(values)
+
+    def after(self, step: int, z: torch.Tensor, loss: torch.Tensor, grads: torch.Tensor, before: torch.Tensor,
+              after: torch.Tensor) -> torch.Tensor:
+        stats = self.stats(grads, before, after)
+        self.first_bad.offer(step, z, loss, stats, grads, before, after)
+        return stats
+
+    def collect(self, entries: list[torch.Tensor]) -> torch.Tensor:
+        """The window's logged steps' statistics, (5, steps, members, layers)."""
+        return torch.stack(entries, dim=1)
+
+    def reset(self) -> None:
+        """A flush took the window's steps (their entries stay readable until the next step)."""
+
+    def keeper(self) -> Callable[[int, int, object], list[torch.Tensor] | None]:
+        """(member k, step number, the step's entry) -> that step's (members, n) gradients, values before and after,
+        if they were kept for k (its first non-finite step, judged as a flush judges)."""
+        caught = self.first_bad.caught_at()
+        return lambda k, step, entry: self.first_bad.kept if caught[k] == step else None
+
+
+class InWindow:
+    """Each logged step's gradients (as computed), values before and after, copied into the next of `slots`
+    (3 kernels a step); the flush reduces every step's at once (`StepStats` over blocks of steps) and reads a member's
+    first non-finite step from its slot. An entry is the step's slot. The slots are made at the first step."""
+
+    BLOCK = 2**22  # elements a (steps, members, n) block of the flush's reduction holds at most
+
+    def __init__(self, layer_ranges: dict[str, list[tuple[int, int]]], slots: int) -> None:
+        self.stats = StepStats(layer_ranges)
+        self.slots = slots
+        self.used = 0
+        self.rows: torch.Tensor | None = None  # (3, slots, members, n)
+        self.views: list[tuple[torch.Tensor, ...]] = []  # each slot's three (members, n) rows, made once
+
+    def grads(self, grads: torch.Tensor, clipped: bool) -> torch.Tensor:
+        if self.rows is None:
+            self.rows = grads.new_empty((3, self.slots, *grads.shape))
+            self.views = list(zip(*(part.unbind(0) for part in self.rows.unbind(0))))
+        if self.used == self.slots:
+            raise RuntimeError(f"the window holds {self.slots} logged steps' rows: flush before the next")
+        return self.views[self.used][0].copy_(grads)
+
+    def before(self, values: torch.Tensor) -> torch.Tensor:
+        return self.views[self.used][1].copy_(values)
+
+    def after(self, step: int, z: torch.Tensor, loss: torch.Tensor, grads: torch.Tensor, before: torch.Tensor,
+              after: torch.Tensor) -> int:
+        self.views[self.used][2].copy_(after)
+        self.used += 1
+        return self.used - 1
+
+    def collect(self, entries: list[int]) -> torch.Tensor:
+        first, n = entries[0], len(entries)
+        if entries != list(range(first, first + n)):
+            raise ValueError("a window's logged steps fill consecutive slots")
+        per_step = self.rows[0, 0].numel()
+        block = max(1, self.BLOCK // per_step)
+        parts = [self.stats(*self.rows[:, a:min(a + block, first + n)].unbind(0))
+                 for a in range(first, first + n, block)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def reset(self) -> None:
+        self.used = 0
+
+    def keeper(self) -> Callable[[int, int, object], list[torch.Tensor] | None]:
+        return lambda k, step, entry: list(self.views[entry])
+
+
+def tracker(layer_ranges: dict[str, list[tuple[int, int]]], size: int, row: torch.Tensor) -> AtStep | InWindow:
+    """The update statistics' tracker for a population whose stacked rows are like `row` (members, n): `InWindow`
+    off the CPU (or as `IN_WINDOW` says) when at least MIN_SLOTS steps' rows fit in ROWS_BYTES, else `AtStep`."""
+    slots = ROWS_BYTES // (3 * row.numel() * row.element_size())
+    in_window = row.device.type != "cpu" if IN_WINDOW is None else IN_WINDOW
+    if in_window and slots >= MIN_SLOTS:
+        return InWindow(layer_ranges, slots)
+    return AtStep(layer_ranges, size, row.device)

@@ -29,7 +29,7 @@ from core.experiment.config import ExperimentConfig
 from core.experiment.losses import logits_loss, loss_fn
 from core.training.diagnostics import (BatchNormSnapshot, GradLayout, dead_frac_from_max, exact_dtype,
                                        norms_from_squares, row_output_diagnostics, updates_from_squares)
-from core.training.population_step import FirstBad, Step, StepStats
+from core.training.population_step import AtStep, InWindow, Step
 from core.training.reporting import MetricBatch
 from core.training.scores import ece_rows, reliability, reliability_rows, roc_auc_rows
 from core.training.summary import Summary
@@ -59,7 +59,8 @@ class PopulationWindow:
         self.own, self.output_relu = own, output_relu
         self.y_val = y_val
         self.y_val_host = y_val.float().cpu().numpy()
-        self.first_bad: FirstBad | None = None  # set by the trainer when it takes full diagnostics
+        self.tracker: AtStep | InWindow | None = None  # the update statistics' (`population_step.tracker`): set by
+        # the trainer when it takes full diagnostics
         dev = y_val.device
 
         def grouped(key: Callable[[int], object]) -> list[tuple[int, torch.Tensor]]:
@@ -73,7 +74,6 @@ class PopulationWindow:
                                                                         cfgs[k].pos_weight))]
         # the stacked row's layers (`StackedClassifier.layer_ranges`), and each member layout's layers among them
         self.layer_ranges = layer_ranges
-        self.stats = StepStats(layer_ranges)  # its buffers made once
         names = list(layer_ranges)
         self.layouts = [(layouts[k], idx, [names.index(name) for name in layouts[k].ranges])
                         for k, idx in grouped(lambda k: repr(layouts[k].ranges))]
@@ -98,10 +98,6 @@ class PopulationWindow:
     def end_epoch(self, epoch: int, step: int, wall: float, val_z: torch.Tensor, bn: torch.Tensor | None) -> None:
         self.ends.append(End(epoch, step, wall, val_z, bn, self.samples, len(self.steps)))
 
-    def step_stats(self, grads: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """`population_step.StepStats` on this population's layers."""
-        return self.stats(grads, before, after)
-
     def pending_values(self) -> int:
         return sum(e.val_z.numel() for e in self.ends)
 
@@ -115,6 +111,8 @@ class PopulationWindow:
         members = list(summaries)
         steps, ends, samples = self.steps, self.ends, self.samples
         self.steps, self.ends, self.samples = [], [], 0
+        if self.tracker is not None:
+            self.tracker.reset()  # what it holds of these steps stays readable until the next step
         if not steps and not ends:
             return {k: Fetched(MetricBatch(), None, {}, [], {}, []) for k in members}
         m_all = self.size
@@ -183,7 +181,7 @@ class PopulationWindow:
         end_arrays = [np.asarray(col) for col in end_meta]
         out: dict[int, Fetched] = {}
         whole = []  # the members with every row of the window (no non-finite step): summarised together
-        caught_at = self.first_bad.caught_at() if self.first_bad is not None and bad_host.any() else None
+        keeper = self.tracker.keeper() if self.tracker is not None and bad_host.any() else None
         went_bad = bad_host.any(axis=1).tolist()
         for k in members:
             first_bad = bad_step = None
@@ -194,8 +192,10 @@ class PopulationWindow:
             else:  # up to the first non-finite step, and the epochs before its own
                 bad_at = int(np.flatnonzero(bad_host[k])[0])
                 first_bad = steps[bad_at].meta[:2]
-                if caught_at is not None and caught_at[k] == first_bad[0]:
-                    bad_step = self.member_step(k, steps[bad_at].full[0])  # that step was logged, and kept
+                full = steps[bad_at].full
+                kept = keeper(k, first_bad[0], full[2]) if keeper is not None and full is not None else None
+                if kept is not None:  # that step was logged, and its rows kept
+                    bad_step = self.member_step(k, full[0], kept)
                 rows = sum(1 for i in logged_at if steps[i].meta[0] <= first_bad[0])
                 kept_ends = sum(1 for e in ends if e.epoch < first_bad[1])
                 step_meta, epoch_meta = [meta[:rows] for meta in step_arrays], [meta[:kept_ends] for meta in end_arrays]
@@ -223,13 +223,13 @@ class PopulationWindow:
                                   if key in has})
         return out
 
-    def member_step(self, k: int, z_grad: torch.Tensor) -> LoggedStep:
-        """Member k's share of its first non-finite logged step (`FirstBad`), as the single-run trainer records
-        it, from that step's z gradient (members, batch)."""
-        grads, before, after = self.first_bad.kept
+    def member_step(self, k: int, z_grad: torch.Tensor, kept: list[torch.Tensor]) -> LoggedStep:
+        """Member k's share of its first non-finite logged step, as the single-run trainer records it, from that
+        step's z gradient (members, batch) and its kept (members, n) gradients, values before and after."""
+        grads, before, after = kept
 
         def row(t: torch.Tensor) -> torch.Tensor:
-            return t[k] if self.own[k] is None else t[k, self.own[k]]
+            return t[k].clone() if self.own[k] is None else t[k, self.own[k]]  # a slot's row is reused
         return LoggedStep(z_grad[k], row(grads), row(before), row(after), [])  # (where_nonfinite reads no ReLU)
 
     def _diagnostics(self, steps: list[Step], logged_at: list[int], losses: torch.Tensor | None,
@@ -262,7 +262,7 @@ class PopulationWindow:
                                               z_grad=_rows(z_grad, idx).reshape(k * rows, -1))
                 parts.append(torch.stack(list(cols.values())).view(len(cols), k, rows))
             out.append((list(cols), idx, batches.join(parts)))
-        stats = torch.stack([f[2] for f in logged], dim=1)  # (5, steps, members, layers): `StepStats`
+        stats = self.tracker.collect([f[2] for f in logged])  # (5, steps, members, layers): `StepStats`
         updates = []
         for layout, idx, cols in self.layouts:
             # the layout's members and layers, once: each (steps, members of the layout, its layers)
