@@ -163,12 +163,12 @@ def in_window(monkeypatch, slots: int | None = None) -> None:
 def test_statistics_taken_in_the_window_as_on_a_gpu_equal_single_runs(monkeypatch, options):
     """On a GPU the update statistics are reduced at the flush from each logged step's copied rows (`InWindow`),
     not at the step: every member still equals its single run, also when the slots, not the steps, decide when
-    the window flushes (room for 3 logged steps here)."""
+    the window flushes (room for 3 logged steps here: 3 * log_every steps)."""
     in_window(monkeypatch, slots=3)
     cfgs = [cfg.replace(**options) for cfg in MIXED]
     members = check(cfgs)
-    steps = members[0].info.total_steps
-    assert all(m.flushes == steps // 3 + 1 for m in members)  # every third step, and the last
+    steps, every = members[0].info.total_steps, 3 * cfgs[0].log_every
+    assert all(m.flushes == steps // every + 1 for m in members)  # every third logged step, and the last
 
 
 def test_float32_members_match_within_float32_rounding():

@@ -237,8 +237,9 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                                output_relu=model.output_relu, y_val=y_va)
         updates = buf.tracker = tracker(model.layer_ranges, len(members), model.values) if full else None
         window = WINDOW * min(len(members), WINDOW_MEMBERS)
+        slots = updates.slots if updates is not None else None  # logged steps' rows it can hold: one in log_every
         flush_steps = max(1, min(flush_every_steps, window // per_step,
-                                 (updates.slots if updates is not None else None) or flush_every_steps))
+                                 slots * base.log_every if slots else flush_every_steps))
         slices = batch_slices(len(y_tr), base.batch_size, batchnorm=model.with_bn)
         total = base.epochs * len(slices)
         if max_steps is not None:
