@@ -137,8 +137,8 @@ def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device) -> No
         torch.cuda.synchronize()
 
 
-def population(cfgs: list[ExperimentConfig], data, device: torch.device) -> None:
-    train_population(cfgs, [MemoryReporter() for _ in cfgs], data=data, device=device)
+def population(cfgs: list[ExperimentConfig], data, device: torch.device, **kw) -> None:
+    train_population(cfgs, [MemoryReporter() for _ in cfgs], data=data, device=device, **kw)
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -182,8 +182,9 @@ def dispatched(fn: Callable[[], object]) -> int:
 def bench_dispatch(quick: bool, device: torch.device) -> list[dict]:
     """Operations dispatched a step (counted, not timed: the same on any machine) by a population with full
     diagnostics and with the loss only, against the bare batched loop: the per-step difference between two
-    lengths of the same training (so the start, the end and the flushes that come with both cancel out), with
-    the update statistics taken as on a GPU (`population_step.InWindow`) whatever the device."""
+    lengths of the same training (so the start and the end cancel out; both flush when their window fills, not by
+    the clock, which would make the count depend on the machine's speed), with the update statistics taken as on
+    a GPU (`population_step.InWindow`) whatever the device."""
     from core.training import population_step
 
     cfgs = [c.replace(epochs=1) for c in grid(1)]  # 20 members
@@ -198,8 +199,10 @@ def bench_dispatch(quick: bool, device: torch.device) -> list[dict]:
     chosen, population_step.IN_WINDOW = population_step.IN_WINDOW, True
     try:
         bare = per_step(lambda members: bare_batched(members, data, device))
+        # flushed by its window, not by the clock, whose flushes would make the count depend on the machine's speed
         counts = {diag: per_step(lambda members, d=diag: population([c.replace(diagnostics=d) for c in members],
-                                                                  data, device)) for diag in ("full", "loss")}
+                                                                  data, device, flush_every_s=1e9))
+                  for diag in ("full", "loss")}
     finally:
         population_step.IN_WINDOW = chosen
     return [done(dict(case=f"{len(cfgs)} members, diagnostics={diag}: operations dispatched a step by "

@@ -397,13 +397,15 @@ def test_in_window_statistics_are_each_steps_own_at_the_flush(monkeypatch, clipp
     at the flush its statistics for the window, reduced in blocks of steps, are each step's `StepStats`, and a
     slot's rows are that step's as they were, though the tensors it copied from have changed since (the trainer
     reuses them). The gradients it returns are the copy: clipping the model's own in place leaves them as
-    computed. It refuses a step past its slots; after a flush (`reset`) it fills them from the first again."""
+    computed. Its slots grow as a window needs them, up to `slots`; it refuses a step past those; after a flush
+    (`reset`) it fills them from the first again."""
     from core.training.population_step import InWindow, StepStats
     from core.training.stacked import StackedClassifier
 
     cfgs = [BASE.replace(hidden=(6, 5), batchnorm=bn, seed=s) for s, bn in enumerate((True, False, True))]
     model = StackedClassifier(cfgs, 4, device=CPU, dtype=torch.float32)
     monkeypatch.setattr(InWindow, "BLOCK", 2 * model.values.numel())  # blocks of two steps
+    monkeypatch.setattr(InWindow, "FIRST_SLOTS", 2)  # slots made 2, then 4, then 5: the rows kept as they grow
     tracker, alone = InWindow(model.layer_ranges, slots=5), StepStats(model.layer_ranges)
     gen = torch.Generator().manual_seed(4)
     grads, values = torch.zeros_like(model.values), torch.zeros_like(model.values)
@@ -424,6 +426,7 @@ def test_in_window_statistics_are_each_steps_own_at_the_flush(monkeypatch, clipp
         want.append(alone(*kept[-1]).clone())
     with pytest.raises(RuntimeError, match="5 logged steps"):
         tracker.grads(grads, clipped)
+    assert tracker.rows.shape[1] == 5
     got = tracker.collect(list(range(5)))
     assert got.shape == (5, 5, 3, len(model.layer_ranges))
     assert torch.equal(got, torch.stack(want, dim=1))

@@ -315,7 +315,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                 (loss.sum() if everyone else torch.where(alive, loss, 0.0).sum()).backward()
                 wall = clock() - start
                 diag = None
-                if diagnose:  # the statistics at the step, while the rows are in cache: no copy kept
+                if diagnose:  # the update statistics' tracker takes the step (`population_step.tracker`)
                     grads = updates.grads(model.grads, clip is not None)  # as computed, before clipping
                     if clip is not None:
                         clip_(model.grads, model.spans, clip)

@@ -221,26 +221,35 @@ class AtStep:
 
 
 class InWindow:
-    """Each logged step's gradients (as computed), values before and after, copied into the next of `slots`
-    (3 kernels a step); the flush reduces every step's at once (`StepStats` over blocks of steps) and reads a member's
-    first non-finite step from its slot. An entry is the step's slot. The slots are made at the first step."""
+    """Each logged step's gradients (as computed), values before and after, copied into the next of at most
+    `slots` (3 kernels a step); the flush reduces every step's at once (`StepStats` over blocks of steps) and reads
+    a member's first non-finite step from its slot. An entry is the step's slot. The slots are made as the first
+    window needs them, doubling from FIRST_SLOTS: a window the clock flushes early holds no more than it used."""
 
     BLOCK = 2**22  # elements a (steps, members, n) block of the flush's reduction holds at most
+    FIRST_SLOTS = 16
 
     def __init__(self, layer_ranges: dict[str, list[tuple[int, int]]], slots: int) -> None:
         self.stats = StepStats(layer_ranges)
         self.slots = slots
         self.used = 0
-        self.rows: torch.Tensor | None = None  # (3, slots, members, n)
+        self.rows: torch.Tensor | None = None  # (3, slots made, members, n)
         self.views: list[tuple[torch.Tensor, ...]] = []  # each slot's three (members, n) rows, made once
 
     def grads(self, grads: torch.Tensor, clipped: bool) -> torch.Tensor:
-        if self.rows is None:
-            self.rows = grads.new_empty((3, self.slots, *grads.shape))
-            self.views = list(zip(*(part.unbind(0) for part in self.rows.unbind(0))))
-        if self.used == self.slots:
-            raise RuntimeError(f"the window holds {self.slots} logged steps' rows: flush before the next")
+        if self.used == len(self.views):
+            self._grow(grads)
         return self.views[self.used][0].copy_(grads)
+
+    def _grow(self, like: torch.Tensor) -> None:
+        made = len(self.views)
+        if made == self.slots:
+            raise RuntimeError(f"the window holds {self.slots} logged steps' rows: flush before the next")
+        rows = like.new_empty((3, min(self.slots, max(self.FIRST_SLOTS, 2 * made)), *like.shape))
+        if self.rows is not None:
+            rows[:, :made].copy_(self.rows)
+        self.rows = rows
+        self.views = list(zip(*(part.unbind(0) for part in rows.unbind(0))))
 
     def before(self, values: torch.Tensor) -> torch.Tensor:
         return self.views[self.used][1].copy_(values)

@@ -6,9 +6,11 @@ operations; this computes them for a whole window of steps *and members*, with t
 `updates`, `dead_frac_from_max`, `BatchNormSnapshot.stats`, `roc_auc_rows`, `ece_rows`, `reliability`), called once
 per group of members that share a loss (its kind, clamp eps and pos_weight) or a parameter layout (BatchNorm on or
 off), and brings everything to the host in one transfer.
-The update statistics (per-layer sums of squares of gradients, values and changes; stuck updates) are reduced at
-each logged step instead (`population_step.StepStats`), while one row per member is in cache: a flush then stacks
-(members, layers) columns, not every parameter of every step, and copies none of them per layout group.
+The update statistics (per-layer sums of squares of gradients, values and changes; stuck updates) are taken by the
+trainer's tracker (`population_step.tracker`): on the CPU reduced at each logged step, while one row per member is
+in cache, so that a flush stacks (members, layers) columns, not every parameter of every step; on a GPU reduced
+here from the window's slots of copied rows, all the window's steps at once. Either way `tracker.collect` gives the
+same (5, steps, members, layers) table.
 What it hands each member is the `Fetched` its own `Window` would have: the same rows, the same columns for its
 `Summary`, the same first non-finite step; and it adds those columns to the members' summaries itself, every member
 without a non-finite step in one `Summary.add_many` over the (members, steps) tables as they came back, not one
