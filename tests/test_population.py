@@ -171,6 +171,24 @@ def test_statistics_taken_in_the_window_as_on_a_gpu_equal_single_runs(monkeypatc
     assert all(m.flushes == steps // every + 1 for m in members)  # every third logged step, and the last
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_two_ways_of_taking_the_update_statistics_give_the_same_runs_bit_for_bit(monkeypatch, dtype):
+    """`AtStep` (the CPU's) and `InWindow` (a GPU's) reduce the same rows with the same operations: every member's
+    rows, in float32 and bfloat16, are equal bit for bit whichever takes them."""
+    from core.training import population_step
+
+    cfgs = [cfg.replace(dtype=dtype, epochs=2, hidden=(6, 5)) for cfg in MIXED]
+    data = load_dataset(cfgs[0])
+    runs = []
+    for way in (False, True):
+        monkeypatch.setattr(population_step, "IN_WINDOW", way)
+        runs.append(population(cfgs, data))
+    for at_step, in_window in zip(*runs):
+        assert at_step.keys() == in_window.keys() and "update_norm" in at_step.keys()
+        for key in at_step.keys():
+            assert close(at_step.series(key), in_window.series(key), 0.0, 0.0), key
+
+
 def test_float32_members_match_within_float32_rounding():
     cfgs = [cfg.replace(dtype="float32", epochs=2) for cfg in MIXED]
     data = load_dataset(cfgs[0])
