@@ -112,9 +112,9 @@ def bench_studies(repeats: int, quick: bool, workdir: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- in process
-def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device) -> None:
+def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device, *, validate: bool = False) -> None:
     """The minimum for a population: the same stacked model, batches and optimizer; no diagnostics, no
-    validation, no reporting."""
+    validation (unless `validate`: each epoch's validation logits, as a population takes them), no reporting."""
     dtype = torch.float32
     cfgs = [cfgs[i] for i in stacking_order(cfgs)]  # as train_population orders its members
     model = StackedClassifier(cfgs, data.n_features, device=device, dtype=dtype)
@@ -123,6 +123,7 @@ def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device) -> No
     x = torch.as_tensor(data.x_train, dtype=dtype, device=device)
     y = torch.as_tensor(data.y_train, dtype=dtype, device=device)
     gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(c.seed for c in cfgs)}
+    x_val = torch.as_tensor(data.x_val, dtype=dtype, device=device)
     slices = batch_slices(len(y), cfgs[0].batch_size, batchnorm=model.with_bn)
     for _ in range(cfgs[0].epochs):
         perms = {s: torch.randperm(len(y), generator=g) for s, g in gens.items()}
@@ -133,6 +134,8 @@ def bare_batched(cfgs: list[ExperimentConfig], data, device: torch.device) -> No
             model.grads.zero_()
             losses(z, y[idx]).sum().backward()
             opt.step()
+        if validate:
+            model.validate(x_val)
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -164,17 +167,21 @@ def bench_overhead(repeats: int, quick: bool, device: torch.device) -> list[dict
     for diag in ("full", "loss"):  # the configs made before the clock starts, as the bare loop's are
         fns[diag] = lambda members=[c.replace(diagnostics=diag) for c in cfgs]: population(members, data, device)
     fns["other"] = lambda members=[c.replace(diagnostics="full") for c in cfgs]: other_way(members)
+    fns["validated"] = lambda: bare_batched(cfgs, data, device, validate=True)
     for fn in fns.values():
         fn()  # warm-up
     t = interleaved(fns, repeats)
     rows = []
-    for diag, budget in (("full", 1.15), ("loss", 1.05), ("other", None)):
+    labels = {"full": "diagnostics=full", "loss": "diagnostics=loss",
+              "other": "diagnostics=full, the update statistics taken " + (
+                  "in the window (a GPU's way)" if other else "at the step (the CPU's way)")}
+    for diag, budget in (("full", 1.15), ("loss", 1.05), ("other", None), ("validated", None)):
         ratio = paired(t[diag], t["bare"])
-        label = f"diagnostics={diag}" if budget else ("diagnostics=full, the update statistics taken "
-                                                      + ("in the window (a GPU's way)" if other else
-                                                         "at the step (the CPU's way)"))
-        rows.append(done(dict(case=f"{len(cfgs)} members of the study above, {label}, {device.type}: "
-                              "train_population vs a bare batched loop (same model, batches, optimizer)",
+        case = (f"{len(cfgs)} members of the study above, {labels[diag]}, {device.type}: train_population vs a bare "
+                "batched loop (same model, batches, optimizer)") if diag in labels else (
+            f"{len(cfgs)} members of the study above, {device.type}: the bare batched loop with each epoch's "
+            "validation pass (which every run takes, the loss alone too) vs the bare loop without it")
+        rows.append(done(dict(case=case,
                          ours=statistics.median(t[diag]), base=statistics.median(t["bare"]), paired=ratio,
                          fastest=min(t[diag]) / min(t["bare"]), budget=f"<= {budget}x" if budget else "-",
                          met=ratio[0] <= budget if budget else None)))
