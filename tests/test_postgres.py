@@ -120,6 +120,49 @@ def test_a_flush_goes_in_by_one_binary_copy_and_reads_as_sqlites(pg_url, tmp_pat
             assert a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8)), (got.key, field)
 
 
+def test_a_finished_run_compacts_by_one_binary_copy_and_reads_as_before(pg_url, monkeypatch):
+    """Compaction's merged chunks go into PostgreSQL by the flush's binary COPY too: a run of 30 flushes is one
+    chunk a metric once it finishes, every value (NaN, infinities, -0.0, a subnormal), step, epoch and wall time
+    read back bit for bit as before."""
+    import numpy as np
+
+    from core.store import metrics
+    from core.training.reporting import MetricBatch
+
+    copies = []
+    real = metrics.copy_rows
+
+    def counted(conn, table, columns, rows):
+        done = real(conn, table, columns, rows)
+        copies.append((len(rows), done))
+        return done
+    monkeypatch.setattr(metrics, "copy_rows", counted)
+    gen = np.random.default_rng(3)
+    with Store(pg_url) as store:
+        run_id = store.create_run(name="compact", config={"lr": 0.1})
+        for f in range(30):
+            steps = list(range(f * 100, (f + 1) * 100))
+            values = gen.normal(size=100)
+            values[[1, 2, 3, 4, 5]] = [math.nan, math.inf, -math.inf, -0.0, 5e-324]
+            batch = MetricBatch()
+            batch.add_series("loss", steps, [s // 250 for s in steps], values.tolist(), [0.01 * s for s in steps])
+            batch.add_series("val", [steps[-1]], [f], [float(f)], [1.0 * f])
+            store.log_metrics(run_id, batch, progress_step=steps[-1])
+        before = store.traces([run_id])
+        store.finish_run(run_id, status="finished", summary={})
+        after = store.traces([run_id])
+        with store.engine.connect() as conn:
+            counts = conn.exec_driver_sql("SELECT key_id, count(*) FROM metric_chunks WHERE run_id = %s "
+                                          "GROUP BY key_id", (run_id,)).all()
+    assert [n for _, n in counts] == [1, 1]
+    assert copies[-1] == (2, True) and len(copies) == 31  # 30 flushes of 2 chunks, then the 2 merged ones
+    for got, want in zip(after, before, strict=True):
+        assert (got.key, got.total) == (want.key, want.total)
+        for field in ("step", "epoch", "value", "wall_time"):
+            a, b = getattr(got.points, field), getattr(want.points, field)
+            assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), (got.key, field)
+
+
 def test_the_command_line_on_postgresql(pg_url):
     import io
 

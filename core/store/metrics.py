@@ -173,7 +173,6 @@ def compact_run(conn: Connection, run_id: int, *, when_it_pays: bool = False) ->
     removed = 0
     time_cache: dict[tuple[str, bytes], bytes] = {}  # the metrics' steps, epochs and times: encoded once,
     shared: dict[tuple[int, int, bytes], np.ndarray] = {}  # and decoded once
-    sql = _insert_sql(conn)
     batch: list[tuple[int, list[tuple[int, int]]]] = []
     for i, (key_id, parts) in enumerate(todo):  # metrics a million points at a time: one read, insert, delete
         batch.append((key_id, parts))
@@ -188,8 +187,7 @@ def compact_run(conn: Connection, run_id: int, *, when_it_pays: bool = False) ->
                                                      time_cache=time_cache))
                      for at in range(0, len(points), COMPACT_POINTS)]
         rows = [{"run_id": r, "key_id": k, **row} for r, k, row in rows]
-        conn.exec_driver_sql(sql.string, [tuple(row[c] for c in sql.positiontup) for row in rows]
-                             if sql.positional else [{c: row[c] for c in CHUNK_COLUMNS} for row in rows])
+        insert_chunks(conn, rows)  # on PostgreSQL by one binary COPY, as a flush's
         for part in chunks(ids):
             conn.exec_driver_sql(f"DELETE FROM metric_chunks WHERE id IN ({', '.join([mark] * len(part))})",
                                  tuple(part))
