@@ -22,6 +22,7 @@ per-repeat ratios (`bench.paired`), with quartiles. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -146,22 +147,30 @@ def population(cfgs: list[ExperimentConfig], data, device: torch.device, **kw) -
         torch.cuda.synchronize()
 
 
+@contextlib.contextmanager
+def statistics_taken(in_window: bool) -> Iterator[None]:
+    """Populations trained inside take their update statistics in the window (`population_step.InWindow`, a
+    GPU's way) or at the step (`AtStep`, the CPU's), whatever the device; the choice as it was afterwards."""
+    from core.training import population_step
+
+    chosen, population_step.IN_WINDOW = population_step.IN_WINDOW, in_window
+    try:
+        yield
+    finally:
+        population_step.IN_WINDOW = chosen
+
+
 def bench_overhead(repeats: int, quick: bool, device: torch.device) -> list[dict]:
     """Full diagnostics and the loss alone against the bare batched loop, and full diagnostics with the update
     statistics taken the other device's way (`population_step.tracker`: at the step on the CPU, in the window on a
     GPU), which shows why each device takes its own."""
-    from core.training import population_step
-
     cfgs = grid(2 if quick else 10)
     data = load_dataset(cfgs[0])
     other = device.type == "cpu"  # IN_WINDOW for the other way: in the window on the CPU, at the step elsewhere
 
     def other_way(members: list[ExperimentConfig]) -> None:
-        chosen, population_step.IN_WINDOW = population_step.IN_WINDOW, other
-        try:
+        with statistics_taken(in_window=other):
             population(members, data, device)
-        finally:
-            population_step.IN_WINDOW = chosen
 
     fns = {"bare": lambda: bare_batched(cfgs, data, device)}
     for diag in ("full", "loss"):  # the configs made before the clock starts, as the bare loop's are
@@ -211,8 +220,6 @@ def bench_dispatch(quick: bool, device: torch.device) -> list[dict]:
     lengths of the same training (so the start and the end cancel out; both flush when their window fills, not by
     the clock, which would make the count depend on the machine's speed), with the update statistics taken as on
     a GPU (`population_step.InWindow`) whatever the device."""
-    from core.training import population_step
-
     cfgs = [c.replace(epochs=1) for c in grid(1)]  # 20 members
     data = load_dataset(cfgs[0])
     steps_per_epoch = len(batch_slices(len(data.y_train), cfgs[0].batch_size, batchnorm=True))
@@ -222,15 +229,12 @@ def bench_dispatch(quick: bool, device: torch.device) -> list[dict]:
         counts = [dispatched(lambda e=e: train([c.replace(epochs=e) for c in cfgs])) for e in (short, long)]
         return (counts[1] - counts[0]) / ((long - short) * steps_per_epoch)
 
-    chosen, population_step.IN_WINDOW = population_step.IN_WINDOW, True
-    try:
+    with statistics_taken(in_window=True):
         bare = per_step(lambda members: bare_batched(members, data, device))
         # flushed by its window, not by the clock, whose flushes would make the count depend on the machine's speed
         counts = {diag: per_step(lambda members, d=diag: population([c.replace(diagnostics=d) for c in members],
                                                                   data, device, flush_every_s=1e9))
                   for diag in ("full", "loss")}
-    finally:
-        population_step.IN_WINDOW = chosen
     return [done(dict(case=f"{len(cfgs)} members, diagnostics={diag}: operations dispatched a step by "
                       "train_population vs a bare batched loop (counted: on a GPU each is a launch)",
                       ours=n, base=bare, paired=(n / bare,) * 3, fastest=n / bare, budget="-", met=None,
