@@ -100,6 +100,16 @@ DIFFERENCES = {
     "batchnorm": [{"batchnorm": False}, {"batchnorm": True}],
     "clamp_eps": [{"clamp_eps": None}, {"clamp_eps": 1e-3}, {"clamp_eps": 0.2}],
     "pos_weight": [{"pos_weight": 1.0}, {"pos_weight": 3.0}],
+    # BatchNorm's eps and momentum: members with BatchNorm, one without (its eps and momentum unused)
+    "bn_eps": [{"batchnorm": True, "bn_eps": 1e-5}, {"batchnorm": True, "bn_eps": 0.5},
+               {"batchnorm": False, "bn_eps": 0.1}],
+    "bn_momentum": [{"batchnorm": True, "bn_momentum": 0.1}, {"batchnorm": True, "bn_momentum": 0.9},
+                    {"batchnorm": False, "bn_momentum": 0.5}],
+    "elu_alpha": [{"activation": "elu", "elu_alpha": 1.0}, {"activation": "elu", "elu_alpha": 0.2}],
+    "hidden_bias_init": [{"hidden_bias_init": None}, {"hidden_bias_init": -2.0}],
+    "momentum": [{"optimizer": "sgd", "momentum": 0.0}, {"optimizer": "sgd", "momentum": 0.9},
+                 {"optimizer": "sgd", "momentum": 0.5, "weight_decay": 0.01}],
+    "grad_clip": [{"grad_clip": None}, {"grad_clip": 0.05}, {"grad_clip": 1e3}],
 }
 
 
@@ -118,6 +128,16 @@ MIXED = [BASE.replace(seed=s, lr=lr, weight_decay=wd, activation=act, loss=loss,
              (2, 0.02, 0.0, "relu", "bce", True, 1e-4, 1.0),
              (0, 0.01, 0.1, "tanh", "bce_with_logits", False, None, 0.5),
              (3, 0.2, 0.0, "leaky_relu", "bce", True, 0.05, 3.0)]]
+# and the fields batched since: BatchNorm's eps and momentum, ELU's alpha, the hidden biases' start, SGD's momentum
+# and gradient clipping, each differing among MIXED's members
+MIXED_MORE = [cfg.replace(bn_eps=eps, bn_momentum=bm, elu_alpha=alpha, hidden_bias_init=bias, momentum=mom,
+                          grad_clip=clip)
+              for cfg, (eps, bm, alpha, bias, mom, clip) in zip(MIXED, [
+                  (1e-5, 0.1, 1.0, None, 0.0, None),
+                  (0.3, 0.1, 0.5, 0.5, 0.9, 0.1),
+                  (1e-5, 0.6, 1.0, None, 0.0, 0.02),
+                  (1e-3, 0.2, 2.0, -1.0, 0.5, None),
+                  (1e-5, 0.6, 1.0, None, 0.9, None)])]
 
 
 @pytest.mark.parametrize("options", [
@@ -135,6 +155,13 @@ MIXED = [BASE.replace(seed=s, lr=lr, weight_decay=wd, activation=act, loss=loss,
 ])
 def test_every_difference_mixed_in_one_population_equals_single_runs(options):
     check([cfg.replace(**options) for cfg in MIXED])
+
+
+@pytest.mark.parametrize("options", [{"optimizer": "sgd"}, {}, {"optimizer": "sgd", "hidden": (6, 5), "log_every": 2}])
+def test_the_fields_batched_later_mixed_in_one_population_equal_single_runs(options):
+    cfgs = [cfg.replace(**options) for cfg in MIXED_MORE]
+    assert len({group_key(c) for c in cfgs}) == 1
+    check(cfgs)
 
 
 @pytest.mark.parametrize("options", [{"n_samples": 150, "output_relu": True},
@@ -244,7 +271,8 @@ def test_group_key_and_populations():
     a = BASE.replace(lr=0.1, seed=3, activation="elu", loss="bce_with_logits", batchnorm=True, pos_weight=2.0)
     assert group_key(a) == group_key(BASE)
     for change in ({"hidden": (4,)}, {"batch_size": 16}, {"epochs": 2}, {"optimizer": "sgd"}, {"dtype": "float32"},
-                   {"n_samples": 200}, {"bn_momentum": 0.2}):
+                   {"n_samples": 200}, {"output_relu": True},
+                   {"log_every": 2}, {"diagnostics": "loss"}):
         assert group_key(BASE.replace(**change)) != group_key(BASE), change
     # 129 training samples in batches of 32 leave a last batch of one, which BatchNorm drops: not batched
     odd = BASE.replace(n_samples=161)
@@ -488,22 +516,27 @@ def test_members_start_from_the_weights_their_own_models_are_built_with(dtype):
         assert torch.equal(torch.cat([p.detach().reshape(-1) for p in single.parameters()]), row)
 
 
-@pytest.mark.parametrize("ordered, hidden, output_relu", [(True, (6, 5), False), (False, (6, 5), False),
-                                                          (True, (7,), True), (True, (), True)])
-def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(ordered, hidden, output_relu):
+@pytest.mark.parametrize("ordered, hidden, output_relu, norms", [
+    (True, (6, 5), False, 1), (False, (6, 5), False, 1), (True, (7,), True, 1), (True, (), True, 1),
+    (True, (6, 5), False, 3), (False, (6, 5), False, 3)])
+def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(ordered, hidden, output_relu, norms):
     """The stacked model's forward pass, its BatchNorm running statistics and its gradients are each member's own
     model's, whether members sharing a branch are adjacent (`stacking_order`: each branch on a slice of members)
     or interleaved past MAX_RUNS (each branch for every member, selected by a mask); and so are its validation
-    logits (each branch through the model on its own), with one hidden layer, two, or none."""
+    logits (each branch through the model on its own), with one hidden layer, two, or none. With `norms` BatchNorm
+    settings (eps, momentum) among the members, BatchNorm takes no mask: each setting's members are slices."""
     from core.training.stacked import MAX_RUNS, StackedClassifier, stacking_order
 
+    settings = [(1e-5, 0.1), (0.5, 0.9), (1e-2, 0.5)][:norms]
     cfgs = [BASE.replace(hidden=hidden, seed=k, batchnorm=k % 2 == 0, activation=("relu", "elu", "tanh")[k % 3],
-                         output_relu=output_relu) for k in range(12)]
+                         output_relu=output_relu, bn_eps=settings[k // 2 % norms][0],
+                         bn_momentum=settings[k // 2 % norms][1]) for k in range(12)]
     if ordered:
         cfgs = [cfgs[i] for i in stacking_order(cfgs)]
     model = StackedClassifier(cfgs, 4, device=CPU, dtype=torch.float64)
     assert (len(model.bn_runs) <= MAX_RUNS and len(model.act_runs) <= MAX_RUNS) == ordered or not hidden
-    assert (model.bn_mask is None and model.activations is None) == ordered
+    assert (model.bn_mask is None) == (ordered or norms > 1) or not hidden
+    assert (model.activations is None) == ordered
     x = torch.randn(len(cfgs), 16, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     z, _ = model.forward(x)
     z.sum().backward()

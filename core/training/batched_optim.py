@@ -1,4 +1,5 @@
-"""SGD, Adam and AdamW over a population's stacked parameters, with a learning rate and weight decay per member.
+"""SGD, Adam and AdamW over a population's stacked parameters, with a learning rate, weight decay and SGD momentum
+per member.
 
 `torch.optim` takes one learning rate per parameter group, and a group per member would cost a Python loop over
 the members every step. These are the same updates as `torch.optim`'s single-tensor code (the one it uses on the
@@ -20,7 +21,13 @@ EPS = 1e-8
 class BatchedOptimizer:
     def __init__(self, cfgs: list[ExperimentConfig], values: torch.Tensor, grads: torch.Tensor) -> None:
         self.kind = cfgs[0].optimizer
-        self.momentum = cfgs[0].momentum
+        momenta = [c.momentum for c in cfgs]
+        # SGD's momentum: one number when the members share it (as `torch.optim.SGD` takes it), else a column; a
+        # member without momentum then keeps a buffer too, and buffer * 0 + grad is its grad, as its lone run's
+        self.momentum: float | torch.Tensor = momenta[0]
+        if len(set(momenta)) > 1:
+            self.momentum = torch.tensor(momenta, dtype=torch.float64).view(-1, 1).to(dtype=values.dtype,
+                                                                                      device=values.device)
         self.values, self.grads = values, grads
         lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64).view(-1, 1)
         wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float64).view(-1, 1)
@@ -32,7 +39,7 @@ class BatchedOptimizer:
         # the learning rates in float64 where the parameters are (MPS has no float64): the step size is computed
         # there each step, with no transfer from the host
         self.lr = lr.to(device=values.device) if values.device.type != "mps" else lr.float().to(values.device)
-        self.buf: torch.Tensor | None = None  # SGD momentum
+        self.buf: torch.Tensor | None = None  # SGD's momentum buffer
         self.exp_avg = torch.zeros_like(values) if self.kind != "sgd" else None
         self.exp_avg_sq = torch.zeros_like(values) if self.kind != "sgd" else None
         self.t = 0
@@ -43,7 +50,7 @@ class BatchedOptimizer:
         if self.kind == "sgd":
             if self.decay is not None:
                 g = torch.addcmul(g, p, self.decay)  # grad.add(param, alpha=wd)
-            if self.momentum != 0:
+            if isinstance(self.momentum, torch.Tensor) or self.momentum != 0:
                 if self.buf is None:
                     self.buf = g.clone()
                 else:
@@ -67,9 +74,40 @@ class BatchedOptimizer:
         p.addcdiv_(self.exp_avg * neg_step, denom)  # param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
+class Clip:
+    """`clip_grad_norm_` of each member's row (`clip_`) to its own `grad_clip`: one number when the members share
+    it, else a column, the members without clipping scaled by exactly 1. `Clip.of(cfgs)` is None when no member
+    clips."""
+
+    def __init__(self, cfgs: list[ExperimentConfig], values: torch.Tensor) -> None:
+        clips = [c.grad_clip for c in cfgs]
+        self.max_norm: float | torch.Tensor = clips[0]
+        self.clipped: torch.Tensor | None = None  # which members clip, where not all of them do
+        if len(set(clips)) > 1:
+            column = dict(dtype=values.dtype, device=values.device)
+            # a member that does not clip: 0, never used (`clipped` passes its row as it is)
+            self.max_norm = torch.tensor([0.0 if c is None else c for c in clips], dtype=torch.float64
+                                         ).view(-1, 1).to(**column)
+            if None in clips:
+                self.clipped = torch.tensor([c is not None for c in clips], device=values.device).view(-1, 1)
+
+    @classmethod
+    def of(cls, cfgs: list[ExperimentConfig], values: torch.Tensor) -> "Clip | None":
+        return None if all(c.grad_clip is None for c in cfgs) else cls(cfgs, values)
+
+    def __call__(self, grads: torch.Tensor, spans: list[tuple[int, int]]) -> None:
+        clip_(grads, spans, self.max_norm, self.clipped)
+
+
 @torch.no_grad()
-def clip_(grads: torch.Tensor, spans: list[tuple[int, int]], max_norm: float) -> None:
-    """`clip_grad_norm_` of each member's row: the norm of the per-parameter norms, scaled down to `max_norm`."""
+def clip_(grads: torch.Tensor, spans: list[tuple[int, int]], max_norm: float | torch.Tensor,
+          clipped: torch.Tensor | None = None) -> None:
+    """`clip_grad_norm_` of each member's row: the norm of the per-parameter norms, scaled down to `max_norm` (a
+    number, or a (members, 1) column); with `clipped` (a (members, 1) bool column) only those members' rows."""
     norms = torch.stack([torch.linalg.vector_norm(grads[:, a:b], dim=1) for a, b in spans], dim=1)
     total = torch.linalg.vector_norm(norms, dim=1, keepdim=True)
-    grads.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    # max_norm / x for a number is x.reciprocal() * max_norm (`Tensor.__rtruediv__`), as clip_grad_norm_ computes
+    # it; a column is divided the same way
+    coef = torch.clamp((total + 1e-6).reciprocal() * max_norm if isinstance(max_norm, torch.Tensor)
+                       else max_norm / (total + 1e-6), max=1.0)
+    grads.mul_(coef if clipped is None else torch.where(clipped, coef, 1.0))

@@ -3,7 +3,8 @@
 `train_population(cfgs, reporters)` trains every config as a member of one `StackedClassifier`: one batched
 forward and backward pass and one optimizer update a step for all members, each member with its own seed (its
 initial weights and its batch order are those `trainer.train` gives that seed), learning rate, weight decay,
-activation, loss, BatchNorm on or off, clamp eps and pos_weight, its own optimizer state and BatchNorm statistics.
+activation, loss, BatchNorm on or off (and its eps and momentum), clamp eps, pos_weight, SGD momentum, gradient
+clipping, ELU alpha and hidden bias init, its own optimizer state and BatchNorm statistics.
 `groups.group_key(cfg)` says which configs can share a population: those with equal keys.
 
 Each member reports through its own `Reporter` exactly as a single run does: a `PopulationWindow` computes every
@@ -26,7 +27,7 @@ import torch
 from core.experiment.config import ExperimentConfig
 from core.experiment.data import Dataset, load_dataset
 from core.experiment.losses import loss_fn
-from core.training.batched_optim import BatchedOptimizer, clip_
+from core.training.batched_optim import BatchedOptimizer, Clip
 from core.training.diagnostics import BatchNormSnapshot, GradLayout
 from core.training.groups import BATCHABLE, group_key
 from core.training.reporting import Reporter, RunInfo, RunResult
@@ -297,7 +298,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             everyone = all(m.alive for m in members)
             return not any(m.alive for m in members)
 
-        clip, log_every = base.grad_clip, base.log_every
+        clip, log_every = Clip.of(cfgs, model.values), base.log_every
         stop = False
         for epoch in range(base.epochs):
             perms = {s: torch.randperm(len(y_tr), generator=g) for s, g in gens.items()}
@@ -318,14 +319,14 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                 if diagnose:  # the update statistics' tracker takes the step (`population_step.tracker`)
                     grads = updates.grads(model.grads, clip is not None)  # as computed, before clipping
                     if clip is not None:
-                        clip_(model.grads, model.spans, clip)
+                        clip(model.grads, model.spans)
                     before = updates.before(model.values)
                     opt.step()
                     maxes = [h.detach().amax(dim=1) for h in relu]  # each unit's batch maximum: dead or not
                     diag = (z.grad, maxes, updates.after(steps + 1, z, loss, grads, before, model.values))
                 else:
                     if clip is not None:
-                        clip_(model.grads, model.spans, clip)
+                        clip(model.grads, model.spans)
                     opt.step()
                 steps += 1
                 buf.add(Step(z, yb, loss.detach(), (steps, epoch, wall), logged, diag))

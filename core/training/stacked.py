@@ -11,9 +11,9 @@ Explicit batched layers (`baddbmm`), not `torch.func.vmap` over one module: memb
 BatchNorm on or off and loss, which one vmapped module cannot express, and BatchNorm's running statistics are
 updated in place, which vmap does not support without replacing the modules. Laid out as (batch, members x
 width), BatchNorm is one `F.batch_norm` call whose channels are the members' units, each normalised on its own.
-A layer's branches (BatchNorm or not, each activation) run on slices of adjacent members that share them, which
-`stacking_order` gives a population: computing every branch for every member and selecting by a mask made the
-`where`s alone about a third of a mixed population's training time.
+A layer's branches (BatchNorm or not with its eps and momentum, each activation) run on slices of adjacent members
+that share them, which `stacking_order` gives a population: computing every branch for every member and selecting
+by a mask made the `where`s alone about a third of a mixed population's training time.
 
 The row of the flat tensor holds the parameters in the single model's order (`fc0.weight`, `fc0.bias`,
 `bn0.weight`, `bn0.bias`, ..., `out.weight`, `out.bias`); BatchNorm slots exist when any member has BatchNorm,
@@ -41,9 +41,14 @@ MAX_RUNS = 8  # runs of adjacent members sharing a branch (BatchNorm or not, an 
 
 
 def stacking_order(cfgs: list[ExperimentConfig]) -> list[int]:
-    """An order of `cfgs` in which members sharing BatchNorm or not and an activation are adjacent, so that each
-    layer runs each branch on slices of members (otherwise in the given order)."""
-    return sorted(range(len(cfgs)), key=lambda k: (cfgs[k].batchnorm, cfgs[k].activation, cfgs[k].elu_alpha))
+    """An order of `cfgs` in which members sharing BatchNorm or not (with its eps and momentum) and an activation
+    are adjacent, so that each layer runs each branch on slices of members (otherwise in the given order)."""
+    return sorted(range(len(cfgs)), key=lambda k: (_norm(cfgs[k]) or (), cfgs[k].activation, cfgs[k].elu_alpha))
+
+
+def _norm(cfg: ExperimentConfig) -> tuple[float, float] | None:
+    """A member's BatchNorm (eps, momentum), None without BatchNorm (or without a hidden layer to have it)."""
+    return (cfg.bn_eps, cfg.bn_momentum) if cfg.batchnorm and cfg.hidden else None
 
 
 def _split(x: torch.Tensor, runs: list[tuple]) -> tuple[torch.Tensor, ...]:
@@ -74,8 +79,8 @@ class StackedClassifier:
         self.size = m = len(cfgs)
         self.hidden = tuple(base.hidden)
         self.output_relu = base.output_relu
-        self.bn_eps, self.bn_momentum = base.bn_eps, base.bn_momentum
-        has_bn = [c.batchnorm and bool(self.hidden) for c in cfgs]
+        norms = [_norm(c) for c in cfgs]  # each member's BatchNorm (eps, momentum), or None
+        has_bn = [n is not None for n in norms]
         self.with_bn = any(has_bn)
         # (layer, parameter, shape) in the single model's parameter order
         slots: list[tuple[str, str, tuple[int, ...]]] = []
@@ -126,20 +131,23 @@ class StackedClassifier:
         self.running: list[tuple[torch.Tensor, torch.Tensor]] = [
             (torch.zeros(m * w, dtype=dtype, device=device), torch.ones(m * w, dtype=dtype, device=device))
             for w in (self.hidden if self.with_bn else ())]
-        # Members that differ in BatchNorm or activation take their own branch of a layer: on the slices of members
-        # that share it when they are adjacent (`stacking_order` makes them so), else by a mask (`where`, several
-        # times slower: it computes every branch for every member and selects).
-        self.bn_runs = _runs(has_bn)
+        # Members that differ in BatchNorm (on or off, its eps, its momentum) or activation take their own branch of
+        # a layer: on the slices of members that share it when they are adjacent (`stacking_order` makes them so),
+        # else by a mask (`where`, several times slower: it computes every branch for every member and selects;
+        # BatchNorm by a mask only where every member with it has the same eps and momentum).
+        self.bn_runs = _runs(norms)  # (start, stop, (eps, momentum) or None)
         kinds: dict[tuple[str, float], int] = {}
         kind = [kinds.setdefault((cfg.activation, cfg.elu_alpha), len(kinds)) for cfg in cfgs]
         acts = [make_activation(cfgs[kind.index(j)]) for j in range(len(kinds))]
         self.act_runs = [(a, b, acts[j]) for a, b, j in _runs(kind)]
         # the runs of members sharing both: (start, stop, BatchNorm or not, activation)
         cuts = sorted({a for a, _, _ in self.bn_runs} | {a for a, _, _ in self.act_runs} | {m})
-        self.branches = [(a, b, has_bn[a], acts[kind[a]]) for a, b in zip(cuts, cuts[1:])]
+        self.branches = [(a, b, norms[a], acts[kind[a]]) for a, b in zip(cuts, cuts[1:])]
         self.bn_mask = None
-        if len(self.bn_runs) > MAX_RUNS:
+        shared = {n for n in norms if n is not None}
+        if len(self.bn_runs) > MAX_RUNS and len(shared) == 1:
             self.bn_mask = torch.tensor(has_bn, device=device).view(m, 1, 1)
+            self.bn_shared = shared.pop()
         self.activations = None
         if len(self.act_runs) > MAX_RUNS:
             self.activations = [(act, torch.tensor([kind[k] == j for k in range(m)], device=device).view(m, 1, 1))
@@ -174,9 +182,10 @@ class StackedClassifier:
                 return self.forward(x.expand(self.size, *x.shape), training=False)[0]
             return torch.cat([self._evaluate(x, a, b, bn, act) for a, b, bn, act in self.branches])
 
-    def _evaluate(self, x: torch.Tensor, a: int, b: int, bn: bool, act: torch.nn.Module) -> torch.Tensor:
-        """Members a..b's logits (b - a, n) of x (n, features), all of them with (`bn`) or without BatchNorm and
-        with activation `act`."""
+    def _evaluate(self, x: torch.Tensor, a: int, b: int, bn: tuple[float, float] | None, act: torch.nn.Module
+                  ) -> torch.Tensor:
+        """Members a..b's logits (b - a, n) of x (n, features), all of them with BatchNorm's `bn` (eps, momentum)
+        or without it (None) and with activation `act`."""
         p, k, n = self.params, b - a, x.shape[0]
         h = x
         for i, width in enumerate(self.hidden):
@@ -185,8 +194,8 @@ class StackedClassifier:
                 h = torch.addmm(bias.reshape(1, -1), x, weight.reshape(k * width, -1).t())
             else:  # (n, k, inputs) -> (n, k, width), a member's units by its own weights
                 h = torch.einsum("nki,kwi->nkw", h.view(n, k, -1), weight).add_(bias).reshape(n, k * width)
-            if bn:
-                h = self._channels(i, h, a, k, training=False)
+            if bn is not None:
+                h = self._channels(i, h, a, k, bn, training=False)
             h = act(h)
         weight, bias = p["out.weight"][a:b], p["out.bias"][a:b]  # (k, 1, inputs), (k, 1)
         if self.hidden:
@@ -197,25 +206,29 @@ class StackedClassifier:
 
     def _batchnorm(self, i: int, x: torch.Tensor, training: bool) -> torch.Tensor:
         if self.bn_mask is not None:
-            return torch.where(self.bn_mask, self._normalise(i, x, 0, training), x)
-        parts = [self._normalise(i, part, a, training) if bn else part
+            return torch.where(self.bn_mask, self._normalise(i, x, 0, self.bn_shared, training), x)
+        parts = [self._normalise(i, part, a, bn, training) if bn is not None else part
                  for part, (a, _, bn) in zip(_split(x, self.bn_runs), self.bn_runs)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _normalise(self, i: int, x: torch.Tensor, first: int, training: bool) -> torch.Tensor:
-        """BatchNorm of members first.. (x: (those members, batch, width)), with their own statistics."""
+    def _normalise(self, i: int, x: torch.Tensor, first: int, bn: tuple[float, float], training: bool
+                   ) -> torch.Tensor:
+        """BatchNorm of members first.. (x: (those members, batch, width)), with their own statistics and the
+        (eps, momentum) `bn` they share."""
         m, b, w = x.shape
-        out = self._channels(i, x.transpose(0, 1).reshape(b, m * w), first, m, training=training)
+        out = self._channels(i, x.transpose(0, 1).reshape(b, m * w), first, m, bn, training=training)
         return out.reshape(b, m, w).transpose(0, 1).contiguous()  # a strided operand slows what follows
 
-    def _channels(self, i: int, flat: torch.Tensor, first: int, m: int, *, training: bool) -> torch.Tensor:
+    def _channels(self, i: int, flat: torch.Tensor, first: int, m: int, bn: tuple[float, float], *,
+                  training: bool) -> torch.Tensor:
         """BatchNorm `i` of members first..first + m, `flat` (samples, m * width): every member's units are
-        channels, with the member's own statistics (views of `running`: updated in place) and affine parameters."""
+        channels, with the member's own statistics (views of `running`: updated in place) and affine parameters,
+        and the (eps, momentum) `bn` they share."""
         w = flat.shape[1] // m
+        eps, momentum = bn
         mean, var = (t[first * w:(first + m) * w] for t in self.running[i])
         return F.batch_norm(flat, mean, var, self.params[f"bn{i}.weight"][first:first + m].reshape(-1),
-                            self.params[f"bn{i}.bias"][first:first + m].reshape(-1), training, self.bn_momentum,
-                            self.bn_eps)
+                            self.params[f"bn{i}.bias"][first:first + m].reshape(-1), training, momentum, eps)
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations is not None:
