@@ -110,6 +110,9 @@ DIFFERENCES = {
     "momentum": [{"optimizer": "sgd", "momentum": 0.0}, {"optimizer": "sgd", "momentum": 0.9},
                  {"optimizer": "sgd", "momentum": 0.5, "weight_decay": 0.01}],
     "grad_clip": [{"grad_clip": None}, {"grad_clip": 0.05}, {"grad_clip": 1e3}],
+    # the article's output ReLU, with hidden ReLUs and without (`dead_relu_frac` counts them all, or is absent)
+    "output_relu": [{"output_relu": False}, {"output_relu": True}, {"output_relu": True, "activation": "elu"},
+                    {"activation": "elu"}, {"output_relu": True, "loss": "bce"}],
 }
 
 
@@ -128,16 +131,16 @@ MIXED = [BASE.replace(seed=s, lr=lr, weight_decay=wd, activation=act, loss=loss,
              (2, 0.02, 0.0, "relu", "bce", True, 1e-4, 1.0),
              (0, 0.01, 0.1, "tanh", "bce_with_logits", False, None, 0.5),
              (3, 0.2, 0.0, "leaky_relu", "bce", True, 0.05, 3.0)]]
-# and the fields batched since: BatchNorm's eps and momentum, ELU's alpha, the hidden biases' start, SGD's momentum
-# and gradient clipping, each differing among MIXED's members
+# and the fields batched since: BatchNorm's eps and momentum, ELU's alpha, the hidden biases' start, SGD's momentum,
+# gradient clipping and the output ReLU, each differing among MIXED's members
 MIXED_MORE = [cfg.replace(bn_eps=eps, bn_momentum=bm, elu_alpha=alpha, hidden_bias_init=bias, momentum=mom,
-                          grad_clip=clip)
-              for cfg, (eps, bm, alpha, bias, mom, clip) in zip(MIXED, [
-                  (1e-5, 0.1, 1.0, None, 0.0, None),
-                  (0.3, 0.1, 0.5, 0.5, 0.9, 0.1),
-                  (1e-5, 0.6, 1.0, None, 0.0, 0.02),
-                  (1e-3, 0.2, 2.0, -1.0, 0.5, None),
-                  (1e-5, 0.6, 1.0, None, 0.9, None)])]
+                          grad_clip=clip, output_relu=out)
+              for cfg, (eps, bm, alpha, bias, mom, clip, out) in zip(MIXED, [
+                  (1e-5, 0.1, 1.0, None, 0.0, None, True),
+                  (0.3, 0.1, 0.5, 0.5, 0.9, 0.1, True),
+                  (1e-5, 0.6, 1.0, None, 0.0, 0.02, False),
+                  (1e-3, 0.2, 2.0, -1.0, 0.5, None, False),
+                  (1e-5, 0.6, 1.0, None, 0.9, None, True)])]
 
 
 @pytest.mark.parametrize("options", [
@@ -271,7 +274,7 @@ def test_group_key_and_populations():
     a = BASE.replace(lr=0.1, seed=3, activation="elu", loss="bce_with_logits", batchnorm=True, pos_weight=2.0)
     assert group_key(a) == group_key(BASE)
     for change in ({"hidden": (4,)}, {"batch_size": 16}, {"epochs": 2}, {"optimizer": "sgd"}, {"dtype": "float32"},
-                   {"n_samples": 200}, {"output_relu": True},
+                   {"n_samples": 200}, {"noise": 0.1},
                    {"log_every": 2}, {"diagnostics": "loss"}):
         assert group_key(BASE.replace(**change)) != group_key(BASE), change
     # 129 training samples in batches of 32 leave a last batch of one, which BatchNorm drops: not batched
@@ -518,18 +521,20 @@ def test_members_start_from_the_weights_their_own_models_are_built_with(dtype):
 
 @pytest.mark.parametrize("ordered, hidden, output_relu, norms", [
     (True, (6, 5), False, 1), (False, (6, 5), False, 1), (True, (7,), True, 1), (True, (), True, 1),
-    (True, (6, 5), False, 3), (False, (6, 5), False, 3)])
+    (True, (6, 5), False, 3), (False, (6, 5), False, 3), (True, (6,), "mixed", 1), (False, (), "mixed", 1)])
 def test_stacked_layers_equal_each_members_own_model_on_slices_and_by_mask(ordered, hidden, output_relu, norms):
     """The stacked model's forward pass, its BatchNorm running statistics and its gradients are each member's own
     model's, whether members sharing a branch are adjacent (`stacking_order`: each branch on a slice of members)
     or interleaved past MAX_RUNS (each branch for every member, selected by a mask); and so are its validation
-    logits (each branch through the model on its own), with one hidden layer, two, or none. With `norms` BatchNorm
+    logits (each branch through the model on its own), with one hidden layer, two, or none, and with an output ReLU
+    for every member, none or some ("mixed"). With `norms` BatchNorm
     settings (eps, momentum) among the members, BatchNorm takes no mask: each setting's members are slices."""
     from core.training.stacked import MAX_RUNS, StackedClassifier, stacking_order
 
     settings = [(1e-5, 0.1), (0.5, 0.9), (1e-2, 0.5)][:norms]
     cfgs = [BASE.replace(hidden=hidden, seed=k, batchnorm=k % 2 == 0, activation=("relu", "elu", "tanh")[k % 3],
-                         output_relu=output_relu, bn_eps=settings[k // 2 % norms][0],
+                         output_relu=k % 4 < 2 if output_relu == "mixed" else output_relu,
+                         bn_eps=settings[k // 2 % norms][0],
                          bn_momentum=settings[k // 2 % norms][1]) for k in range(12)]
     if ordered:
         cfgs = [cfgs[i] for i in stacking_order(cfgs)]

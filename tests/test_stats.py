@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from core import PROJECT_ROOT
-from core.analysis.effects import ranking
+from core.analysis.effects import choice_words, ranking
 from core.analysis.groups import welch_difference
 from core.analysis.interactions import interaction_sentence, interactions
 from core.analysis.judges import JUDGES, curve_measures, judge
@@ -481,3 +481,13 @@ def test_study_views_of_interactions_and_a_judged_ranking():
     assert list(table.columns[:9]) == ["batchnorm", "activation", "loss", "runs", "n", "diverged", "failed",
                                        "final_val_acc_mean", "final_val_acc_ci_low"]
     assert table["final_val_acc_mean"].is_monotonic_decreasing and "final_val_acc_sd" not in table
+
+
+def test_a_yes_no_field_reads_as_words_either_way():
+    """A study's sentence names a switched-off flag in words ("no output ReLU", not "no an output ReLU")."""
+    assert choice_words("output_relu", False, True) == "no output ReLU"
+    assert choice_words("output_relu", True, False) == "an output ReLU"
+    assert choice_words("batchnorm", False, True) == "no BatchNorm"
+    assert choice_words("standardize", False, True) == "unstandardized inputs"
+    assert choice_words("some_flag", False, True) == "some_flag=false instead of true"
+    assert choice_words("some_flag", True, False) == "some_flag=true"

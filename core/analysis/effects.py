@@ -50,6 +50,7 @@ _METRIC_WORDS = {"final_val_loss": "final val loss", "best_val_loss": "best val 
                  "best_val_acc": "best val accuracy", "final_val_loss_logits": "final exact val loss",
                  "final_train_loss": "final train loss"}
 FLAG_WORDS = {"batchnorm": "BatchNorm", "output_relu": "an output ReLU", "standardize": "standardizing the inputs"}
+NO_FLAG_WORDS = {"batchnorm": "no BatchNorm", "output_relu": "no output ReLU", "standardize": "unstandardized inputs"}
 
 
 def factor_columns(frame: pd.DataFrame) -> list[str]:
@@ -257,7 +258,7 @@ def fmt(x: float) -> str:
 def choice_words(factor: str, level: Any, baseline: Any) -> str:
     if isinstance(level, (bool, np.bool_)) and isinstance(baseline, (bool, np.bool_)):
         name = FLAG_WORDS.get(factor, f"{factor}=true")
-        return name if level else f"no {name}" if factor in FLAG_WORDS else f"{factor}=false instead of true"
+        return name if level else NO_FLAG_WORDS.get(factor, f"{factor}=false instead of true")
     if isinstance(level, str) and isinstance(baseline, str):
         return f"{level} instead of {baseline}"
     return f"{factor} {format_value(level)} instead of {format_value(baseline)}"

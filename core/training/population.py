@@ -4,7 +4,7 @@
 forward and backward pass and one optimizer update a step for all members, each member with its own seed (its
 initial weights and its batch order are those `trainer.train` gives that seed), learning rate, weight decay,
 activation, loss, BatchNorm on or off (and its eps and momentum), clamp eps, pos_weight, SGD momentum, gradient
-clipping, ELU alpha and hidden bias init, its own optimizer state and BatchNorm statistics.
+clipping, ELU alpha, hidden bias init and output ReLU, its own optimizer state and BatchNorm statistics.
 `groups.group_key(cfg)` says which configs can share a population: those with equal keys.
 
 Each member reports through its own `Reporter` exactly as a single run does: a `PopulationWindow` computes every
@@ -235,7 +235,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             per_step += 2 * base.batch_size + ((base.batch_size + sum(base.hidden) * model.relu[m.k]
                                                 + 5 * len(model.layer_ranges)) if full else 0)
         buf = PopulationWindow(cfgs, layouts, snapshots, model.own, model.relu, layer_ranges=model.layer_ranges,
-                               output_relu=model.output_relu, y_val=y_va)
+                               output_relu=model.out_relu, y_val=y_va)
         updates = buf.tracker = tracker(model.layer_ranges, len(members), model.values) if full else None
         window = WINDOW * min(len(members), WINDOW_MEMBERS)
         slots = updates.slots if updates is not None else None  # logged steps' rows it can hold: one in log_every

@@ -55,10 +55,10 @@ class End:
 class PopulationWindow:
     def __init__(self, cfgs: list[ExperimentConfig], layouts: list[GradLayout], snapshots: list[BatchNormSnapshot],
                  own: list[torch.Tensor | None], relu: list[bool], *, layer_ranges: dict[str, list[tuple[int, int]]],
-                 output_relu: bool, y_val: torch.Tensor) -> None:
+                 output_relu: list[bool], y_val: torch.Tensor) -> None:
         self.size = len(cfgs)
         self.lrs = [c.lr for c in cfgs]
-        self.own, self.output_relu = own, output_relu
+        self.own = own
         self.y_val = y_val
         self.y_val_host = y_val.float().cpu().numpy()
         self.tracker: AtStep | InWindow | None = None  # the update statistics' (`population_step.tracker`): set by
@@ -79,8 +79,9 @@ class PopulationWindow:
         names = list(layer_ranges)
         self.layouts = [(layouts[k], idx, [names.index(name) for name in layouts[k].ranges])
                         for k, idx in grouped(lambda k: repr(layouts[k].ranges))]
-        self.relu_members = torch.tensor([k for k in range(self.size) if relu[k]], dtype=torch.long, device=dev)
-        self.other_members = torch.tensor([k for k in range(self.size) if not relu[k]], dtype=torch.long, device=dev)
+        # members with a ReLU: `dead_relu_frac` of their hidden ReLU layers (`relu`) and output ReLU
+        self.dead = [(relu[k], output_relu[k], idx) for k, idx in grouped(lambda k: (relu[k], output_relu[k]))
+                     if relu[k] or output_relu[k]]
         self.bn = [(snapshots[k], idx) for k, idx in grouped(lambda k: tuple(snapshots[k].keys)) if snapshots[k].keys]
         self.epoch_keys = [["val_loss", "val_loss_logits", "val_acc", "val_pred_pos_rate", "val_logit_min",
                             "val_logit_max", *snap.keys] for snap in snapshots]
@@ -279,19 +280,15 @@ class PopulationWindow:
             updates.append((list(ups), idx, torch.stack(list(ups.values())).transpose(1, 2)))
         out += updates
         out_max = None
-        if self.output_relu:
+        if any(out for _, out, _ in self.dead):
             out_max = batches.join([z.amax(dim=2) for z in zs])  # (members, steps)
-        if len(self.relu_members):
-            idx = self.relu_members
+        for relu, out_relu, idx in self.dead:
             maxes = []
-            for j in range(len(logged[0][1])):
+            for j in range(len(logged[0][1]) if relu else 0):
                 top = _rows(torch.stack([f[1][j] for f in logged], dim=1), idx)  # (members, steps, width)
                 maxes.append(top.reshape(-1, top.shape[2]))
-            dead = dead_frac_from_max(maxes, None if out_max is None else out_max[idx].reshape(-1))
+            dead = dead_frac_from_max(maxes, out_max[idx].reshape(-1) if out_relu else None)
             out.append((["dead_relu_frac"], idx, dead.view(1, len(idx), n)))
-        if out_max is not None and len(self.other_members):
-            idx = self.other_members
-            out.append((["dead_relu_frac"], idx, dead_frac_from_max([], out_max[idx].reshape(-1)).view(1, len(idx), n)))
         return out
 
     def _validation(self, ends: list[End]) -> tuple[np.ndarray, list[tuple[list[str], torch.Tensor, torch.Tensor]]]:

@@ -78,7 +78,11 @@ class StackedClassifier:
         base = cfgs[0]
         self.size = m = len(cfgs)
         self.hidden = tuple(base.hidden)
-        self.output_relu = base.output_relu
+        self.out_relu = [c.output_relu for c in cfgs]  # each member's output ReLU
+        self.output_relu = any(self.out_relu)
+        # the members with an output ReLU, where some have none: (members, 1), else None
+        self.out_mask = torch.tensor(self.out_relu, device=device).view(m, 1) if len(set(self.out_relu)) > 1 \
+            else None
         norms = [_norm(c) for c in cfgs]  # each member's BatchNorm (eps, momentum), or None
         has_bn = [n is not None for n in norms]
         self.with_bn = any(has_bn)
@@ -168,9 +172,14 @@ class StackedClassifier:
             if record:
                 outputs.append(x)
         z = torch.baddbmm(p["out.bias"].unsqueeze(1), x, p["out.weight"].transpose(1, 2)).squeeze(-1)
-        if self.output_relu:
-            z = torch.relu(z)
-        return z, outputs
+        return self._output(z), outputs
+
+    def _output(self, z: torch.Tensor) -> torch.Tensor:
+        """z (members, n) through each member's output ReLU, if it has one (by the mask where some have none:
+        `where` takes each member's row as it is, bit for bit, and so does its backward)."""
+        if self.out_mask is not None:
+            return torch.where(self.out_mask, torch.relu(z), z)
+        return torch.relu(z) if self.output_relu else z
 
     def validate(self, x: torch.Tensor) -> torch.Tensor:
         """The validation logits (members, n) of the shared inputs x (n, features), BatchNorm in eval mode: each
@@ -180,12 +189,12 @@ class StackedClassifier:
         with torch.no_grad():
             if self.bn_mask is not None or self.activations is not None:
                 return self.forward(x.expand(self.size, *x.shape), training=False)[0]
-            return torch.cat([self._evaluate(x, a, b, bn, act) for a, b, bn, act in self.branches])
+            return self._output(torch.cat([self._evaluate(x, a, b, bn, act) for a, b, bn, act in self.branches]))
 
     def _evaluate(self, x: torch.Tensor, a: int, b: int, bn: tuple[float, float] | None, act: torch.nn.Module
                   ) -> torch.Tensor:
-        """Members a..b's logits (b - a, n) of x (n, features), all of them with BatchNorm's `bn` (eps, momentum)
-        or without it (None) and with activation `act`."""
+        """Members a..b's logits (b - a, n) of x (n, features), before any output ReLU, all of them with
+        BatchNorm's `bn` (eps, momentum) or without it (None) and with activation `act`."""
         p, k, n = self.params, b - a, x.shape[0]
         h = x
         for i, width in enumerate(self.hidden):
@@ -202,7 +211,7 @@ class StackedClassifier:
             z = h.view(n, k, -1).mul_(weight.view(1, k, -1)).sum(dim=2).t() + bias  # h is this pass's own
         else:
             z = torch.addmm(bias.reshape(1, -1), x, weight.reshape(k, -1).t()).t()
-        return torch.relu(z) if self.output_relu else z
+        return z
 
     def _batchnorm(self, i: int, x: torch.Tensor, training: bool) -> torch.Tensor:
         if self.bn_mask is not None:
