@@ -113,6 +113,8 @@ DIFFERENCES = {
     # the article's output ReLU, with hidden ReLUs and without (`dead_relu_frac` counts them all, or is absent)
     "output_relu": [{"output_relu": False}, {"output_relu": True}, {"output_relu": True, "activation": "elu"},
                     {"activation": "elu"}, {"output_relu": True, "loss": "bce"}],
+    "optimizer": [{"optimizer": "adam"}, {"optimizer": "sgd"}, {"optimizer": "adamw", "weight_decay": 0.05},
+                  {"optimizer": "sgd", "momentum": 0.9}, {"optimizer": "adam", "weight_decay": 0.05}],
 }
 
 
@@ -132,7 +134,7 @@ MIXED = [BASE.replace(seed=s, lr=lr, weight_decay=wd, activation=act, loss=loss,
              (0, 0.01, 0.1, "tanh", "bce_with_logits", False, None, 0.5),
              (3, 0.2, 0.0, "leaky_relu", "bce", True, 0.05, 3.0)]]
 # and the fields batched since: BatchNorm's eps and momentum, ELU's alpha, the hidden biases' start, SGD's momentum,
-# gradient clipping and the output ReLU, each differing among MIXED's members
+# gradient clipping, the output ReLU and the optimizer, each differing among MIXED's members
 MIXED_MORE = [cfg.replace(bn_eps=eps, bn_momentum=bm, elu_alpha=alpha, hidden_bias_init=bias, momentum=mom,
                           grad_clip=clip, output_relu=out)
               for cfg, (eps, bm, alpha, bias, mom, clip, out) in zip(MIXED, [
@@ -160,9 +162,12 @@ def test_every_difference_mixed_in_one_population_equals_single_runs(options):
     check([cfg.replace(**options) for cfg in MIXED])
 
 
-@pytest.mark.parametrize("options", [{"optimizer": "sgd"}, {}, {"optimizer": "sgd", "hidden": (6, 5), "log_every": 2}])
+@pytest.mark.parametrize("options", [{"optimizer": "sgd"}, {}, {"optimizer": "sgd", "hidden": (6, 5), "log_every": 2},
+                                     {"optimizer": ["sgd", "adam", "sgd", "adamw", "adam"]}])
 def test_the_fields_batched_later_mixed_in_one_population_equal_single_runs(options):
-    cfgs = [cfg.replace(**options) for cfg in MIXED_MORE]
+    """(An option given as a list gives each member its own.)"""
+    cfgs = [cfg.replace(**{k: v[i] if isinstance(v, list) else v for k, v in options.items()})
+            for i, cfg in enumerate(MIXED_MORE)]
     assert len({group_key(c) for c in cfgs}) == 1
     check(cfgs)
 
@@ -273,7 +278,7 @@ def test_a_failing_reporter_fails_its_member_only():
 def test_group_key_and_populations():
     a = BASE.replace(lr=0.1, seed=3, activation="elu", loss="bce_with_logits", batchnorm=True, pos_weight=2.0)
     assert group_key(a) == group_key(BASE)
-    for change in ({"hidden": (4,)}, {"batch_size": 16}, {"epochs": 2}, {"optimizer": "sgd"}, {"dtype": "float32"},
+    for change in ({"hidden": (4,)}, {"batch_size": 16}, {"epochs": 2}, {"dtype": "float32"},
                    {"n_samples": 200}, {"noise": 0.1},
                    {"log_every": 2}, {"diagnostics": "loss"}):
         assert group_key(BASE.replace(**change)) != group_key(BASE), change

@@ -1,5 +1,5 @@
-"""SGD, Adam and AdamW over a population's stacked parameters, with a learning rate, weight decay and SGD momentum
-per member.
+"""SGD, Adam and AdamW over a population's stacked parameters: each member with its own optimizer, learning rate,
+weight decay and SGD momentum.
 
 `torch.optim` takes one learning rate per parameter group, and a group per member would cost a Python loop over
 the members every step. These are the same updates as `torch.optim`'s single-tensor code (the one it uses on the
@@ -19,6 +19,23 @@ EPS = 1e-8
 
 
 class BatchedOptimizer:
+    """Each member's own optimizer (`cfg.optimizer`) over its row of the (members, n) `values` and `grads`: one
+    update a step for each run of adjacent members that share an optimizer (`stacking_order` makes them adjacent),
+    on views of their rows."""
+
+    def __init__(self, cfgs: list[ExperimentConfig], values: torch.Tensor, grads: torch.Tensor) -> None:
+        starts = [k for k in range(len(cfgs)) if k == 0 or cfgs[k].optimizer != cfgs[k - 1].optimizer]
+        bounds = list(zip(starts, [*starts[1:], len(cfgs)]))
+        self.parts = [_Optimizer(cfgs[a:b], values[a:b], grads[a:b]) for a, b in bounds]
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+
+class _Optimizer:
+    """SGD, Adam or AdamW (the members share which) over the members' rows."""
+
     def __init__(self, cfgs: list[ExperimentConfig], values: torch.Tensor, grads: torch.Tensor) -> None:
         self.kind = cfgs[0].optimizer
         momenta = [c.momentum for c in cfgs]

@@ -9,7 +9,8 @@ from core.experiment.config import ExperimentConfig
 
 # Config fields in which the members of one population may differ.
 BATCHABLE = ("seed", "lr", "weight_decay", "activation", "loss", "batchnorm", "clamp_eps", "pos_weight", "bn_eps",
-             "bn_momentum", "elu_alpha", "hidden_bias_init", "momentum", "grad_clip", "output_relu")
+             "bn_momentum", "elu_alpha", "hidden_bias_init", "momentum", "grad_clip", "output_relu",
+             "optimizer")
 MIN_POPULATION = 4  # a group is split across workers only into populations at least this big
 MAX_POPULATION = 1024  # members of one population at most (memory)
 _KNOWN_SIZES = {"breast_cancer": 569}  # samples of the data sets whose size is not a config field

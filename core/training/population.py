@@ -3,8 +3,8 @@
 `train_population(cfgs, reporters)` trains every config as a member of one `StackedClassifier`: one batched
 forward and backward pass and one optimizer update a step for all members, each member with its own seed (its
 initial weights and its batch order are those `trainer.train` gives that seed), learning rate, weight decay,
-activation, loss, BatchNorm on or off (and its eps and momentum), clamp eps, pos_weight, SGD momentum, gradient
-clipping, ELU alpha, hidden bias init and output ReLU, its own optimizer state and BatchNorm statistics.
+activation, loss, BatchNorm on or off (and its eps and momentum), clamp eps, pos_weight, optimizer, SGD momentum,
+gradient clipping, ELU alpha, hidden bias init and output ReLU, its own optimizer state and BatchNorm statistics.
 `groups.group_key(cfg)` says which configs can share a population: those with equal keys.
 
 Each member reports through its own `Reporter` exactly as a single run does: a `PopulationWindow` computes every

@@ -42,8 +42,10 @@ MAX_RUNS = 8  # runs of adjacent members sharing a branch (BatchNorm or not, an 
 
 def stacking_order(cfgs: list[ExperimentConfig]) -> list[int]:
     """An order of `cfgs` in which members sharing BatchNorm or not (with its eps and momentum) and an activation
-    are adjacent, so that each layer runs each branch on slices of members (otherwise in the given order)."""
-    return sorted(range(len(cfgs)), key=lambda k: (_norm(cfgs[k]) or (), cfgs[k].activation, cfgs[k].elu_alpha))
+    are adjacent, so that each layer runs each branch on slices of members, and within a branch those sharing an
+    optimizer, which steps their rows at once (otherwise in the given order)."""
+    return sorted(range(len(cfgs)), key=lambda k: (_norm(cfgs[k]) or (), cfgs[k].activation, cfgs[k].elu_alpha,
+                                                   cfgs[k].optimizer))
 
 
 def _norm(cfg: ExperimentConfig) -> tuple[float, float] | None:
