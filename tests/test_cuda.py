@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_population import BASE, DIFFERENCES, MIXED, assert_same_run, check, close, population, single
+from test_population import BASE, DIFFERENCES, MIXED, MIXED_MORE, assert_same_run, check, close, population, single
 
 from core.experiment.data import load_dataset
 from core.training.population import train_population
@@ -44,6 +44,13 @@ def test_each_batchable_difference_alone_equals_single_runs_on_cuda(field):
                                      {"hidden": (6, 5), "grad_clip": 0.5}, {"diagnostics": "loss"}])
 def test_every_difference_mixed_equals_single_runs_on_cuda(options):
     check([cfg.replace(**options) for cfg in MIXED], device=CUDA)
+
+
+def test_the_fields_batched_later_mixed_equal_single_runs_on_cuda():
+    """BatchNorm's eps and momentum, ELU's alpha, the hidden biases' start, SGD's momentum, clipping, the output
+    ReLU and the optimizer, each differing among the members."""
+    check([cfg.replace(optimizer=opt) for cfg, opt in zip(MIXED_MORE, ["sgd", "adam", "sgd", "adamw", "sgd"])],
+          device=CUDA)
 
 
 def test_float32_members_match_their_single_runs_on_cuda():
@@ -101,6 +108,9 @@ def test_no_host_sync_per_step(diagnostics):
     def pop(batch: int) -> int:
         cfgs = [base.replace(batch_size=batch, seed=s, lr=lr, batchnorm=s % 2 == 1)
                 for s, lr in enumerate((0.01, 0.03, 0.1, 0.3))]
+        # and members that differ in what a column or a mask batches: clipping, SGD's momentum, the output ReLU
+        cfgs += [base.replace(batch_size=batch, seed=s, optimizer="sgd", momentum=m, grad_clip=clip, output_relu=out)
+                 for s, m, clip, out in [(4, 0.0, None, False), (5, 0.9, 0.5, True)]]
         data = load_dataset(cfgs[0])
         return syncs(lambda: train_population(cfgs, [MemoryReporter() for _ in cfgs], data=data, device=CUDA,
                                               **never))
