@@ -215,12 +215,18 @@ def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | 
     seeds.number_input("Seeds", min_value=1, max_value=100, step=1, key="studies_seeds", persist_state=KEEP,
                        help="Each variant trains with seeds 0..N-1: the effects' intervals are over seeds.")
     workers.number_input("Workers", min_value=1, max_value=256, step=1, key="studies_workers", persist_state=KEEP,
-                         help=f"Runs training at once, each in its own process (this machine has "
-                              f"{default_workers()} cores).")
+                         help=f"Worker processes training at once (this machine has {default_workers()} cores): "
+                              "the runs that differ only in fields a population batches (seed, lr, activation, "
+                              "loss, BatchNorm, ...) train side by side as one batched model a worker, the others "
+                              "one at a time.")
     with count.container(key="studies_run_count"):
         at_once = int(st.session_state.get("studies_workers") or 1)
         st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
                     + (f" · resumes study #{resumes}" if resumes else ""))
+        how = forms.population_text(draft, at_once) if st.session_state.get("studies_executor", "local") == "local" \
+            else None
+        if how:
+            st.caption(how)
     if SCHEDULER:  # only where a Dask scheduler is configured
         st.radio("Executor", ["local", "dask"], key="studies_executor", horizontal=True,
                  help=f"local: worker processes on this machine; dask: the Dask cluster at {SCHEDULER}, each cell "

@@ -45,6 +45,7 @@ def test_launch_a_study_and_read_what_mattered(page, server):  # noqa: F811 - fi
     set_number(page, "Workers", 2)
     set_number(page, "epochs", 1)
     expect(count).to_contain_text("8 runs: 4 variants × 2 seeds, 2 at a time")
+    expect(count).to_contain_text("Trains as 2 batched models of 4 runs each, side by side.")
     screenshot(page, "9-studies-launch")
     with Store(db_url) as store:
         assert store.list_studies() == []

@@ -420,3 +420,27 @@ def test_study_tables_show_the_varied_values_as_text():
 
 def test_escape_markdown_keeps_text_literal():
     assert formatting.escape_markdown("bce_with_logits *x* [a](b) -0.3 $1") == r"bce\_with\_logits \*x\* \[a\](b) -0.3 \$1"
+
+
+def test_population_text_says_how_the_scheduler_will_batch_the_runs():
+    """As `groups.tasks` splits a study on its workers: cells differing only in batched fields share a model."""
+    def text(vary: dict, seeds: int, workers: int) -> str | None:
+        draft = forms.study_draft(name="x", base=STUDY_FORM, vary=vary, seeds=seeds, check_data=False)
+        assert draft.errors == {}
+        return forms.population_text(draft, workers)
+
+    canonical = {"batchnorm": [False, True], "activation": ["relu", "elu"], "loss": ["bce", "bce_with_logits"]}
+    assert text(canonical, 3, 2) == "Trains as 2 batched models of 12 runs each, side by side."
+    assert text(canonical, 3, 1) == "Trains as one batched model of 24 runs, side by side."
+    # 24 runs on 8 workers: no population under 4 members, so 6 of 4
+    assert text(canonical, 3, 8) == "Trains as 6 batched models of 4 runs each, side by side."
+    # 13 runs on 3 workers: ceil(13 / 3) = 5 a model, the last one smaller
+    lrs = ", ".join(str(0.01 * (k + 1)) for k in range(13))
+    assert text({"lr": lrs}, 1, 3) == "Trains as 3 batched models of 5, 5 and 3 runs, side by side."
+    # widths are not batched: two models of 2 runs; three widths with one seed: every run on its own
+    assert text({"hidden": "[4], [8]", "lr": "0.01, 0.1"}, 1, 2) == \
+        "Trains as 2 batched models of 2 runs each, side by side."
+    assert text({"hidden": "[4], [8], [16]"}, 1, 2) == "Each run trains on its own, one per worker at a time."
+    assert text({"hidden": "[4]"}, 1, 2) is None  # one run: nothing to say
+    bad = forms.study_draft(name="x", base=STUDY_FORM, vary={"lr": "abc"}, seeds=1, check_data=False)
+    assert forms.population_text(bad, 2) is None

@@ -13,7 +13,6 @@ Cancelling works as for `resume_study`: every member polls its own run's cancel 
 
 from __future__ import annotations
 
-import math
 import socket
 from collections import deque
 from multiprocessing.connection import wait
@@ -26,19 +25,15 @@ from core.jobs.scheduler import (Finished, Outcome, _cancelled, _get, _request_c
 from core.jobs.spec import Slot, StudySpec, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, plan_study
 from core.store import INTERRUPTED_ERROR, RunNotFound, Store
-from core.training.groups import MAX_POPULATION, MIN_POPULATION, populations
+from core.training.groups import MAX_POPULATION
+from core.training.groups import tasks as cfg_tasks
 
 
 def tasks(slots: list[Slot], workers: int, *, max_size: int = MAX_POPULATION) -> list[list[Slot]]:
     """The slots in tasks: each group of groupable slots split into up to `workers` contiguous populations of at
     least MIN_POPULATION members (fewer if the group is small), every other slot alone; in the order of each
     task's first slot."""
-    parts_of: list[list[int]] = []
-    for group in populations([s.cfg for s in slots], max_size=max_size):
-        parts = max(1, min(workers, len(group) // MIN_POPULATION))
-        size = math.ceil(len(group) / parts)
-        parts_of += [group[at:at + size] for at in range(0, len(group), size)]
-    return [[slots[i] for i in part] for part in sorted(parts_of)]
+    return [[slots[i] for i in part] for part in cfg_tasks([s.cfg for s in slots], workers, max_size=max_size)]
 
 
 def resume_study_populations(store: Store, study_id: int, *, workers: int | None = None,

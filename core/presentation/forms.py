@@ -16,8 +16,9 @@ from core import PROJECT_ROOT
 from core.analysis.effects import format_value as study_value
 from core.experiment.config import PRESETS, ConfigError, ExperimentConfig, choices, coerce, field_kind, field_names
 from core.experiment.data import load_dataset
-from core.jobs.spec import MAX_SEEDS, STUDIES, StudySpec, auto_name, parse_vary
+from core.jobs.spec import MAX_SEEDS, STUDIES, StudySpec, auto_name, expand, parse_vary
 from core.presentation.formatting import form_order
+from core.training.groups import tasks
 
 
 # What each preset shows, in a sentence (the dashboard's preset picker and one-click launches).
@@ -258,6 +259,27 @@ def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], 
             if spec.to_dict() | {"name": builtin.name} == builtin.to_dict():
                 spec = builtin
     return StudyDraft(spec, {}, variants, n_seeds)
+
+
+def population_text(draft: StudyDraft, workers: int) -> str | None:
+    """How a launch on `workers` local worker processes trains the runs (`groups.tasks`, as the
+    study's scheduler splits them): "Trains as 2 batched models of 12 runs each, side by side." and the runs that
+    train on their own (those that differ from every other in a field a population does not batch: widths, data,
+    batch size, ...); None without a valid spec. A resumed study splits only the runs it still has to train."""
+    if draft.spec is None:
+        return None
+    parts = tasks([slot.cfg for slot in expand(draft.spec)], max(1, workers))
+    sizes = sorted((len(t) for t in parts if len(t) > 1), reverse=True)
+    alone = sum(1 for t in parts if len(t) == 1)
+    if not sizes:
+        return "Each run trains on its own, one per worker at a time." if alone > 1 else None
+    if len(set(sizes)) == 1:
+        models = (f"{len(sizes)} batched models of {sizes[0]} runs each" if len(sizes) > 1
+                  else f"one batched model of {sizes[0]} runs")
+    else:
+        models = f"{len(sizes)} batched models of {', '.join(map(str, sizes[:-1]))} and {sizes[-1]} runs"
+    rest = "" if not alone else f"; {alone} run{'s' if alone != 1 else ''} on {'their' if alone != 1 else 'its'} own"
+    return f"Trains as {models}, side by side{rest}."
 
 
 def run_count_text(draft: StudyDraft) -> str:

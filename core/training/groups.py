@@ -3,6 +3,7 @@ study scheduler groups its cells with this before any worker imports torch."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from core.experiment.config import ExperimentConfig
@@ -38,3 +39,15 @@ def populations(cfgs: list[ExperimentConfig], *, max_size: int = MAX_POPULATION)
             chunks.append([])
         chunks[-1].append(i)
     return [chunk for chunks in groups.values() for chunk in chunks]
+
+
+def tasks(cfgs: list[ExperimentConfig], workers: int, *, max_size: int = MAX_POPULATION) -> list[list[int]]:
+    """The positions of `cfgs` as a study's local scheduler trains them: each group of `populations` split into up
+    to `workers` contiguous populations of at least MIN_POPULATION members (fewer if the group is small), every
+    other config alone; in the order of each task's first position."""
+    parts_of: list[list[int]] = []
+    for group in populations(cfgs, max_size=max_size):
+        parts = max(1, min(workers, len(group) // MIN_POPULATION))
+        size = math.ceil(len(group) / parts)
+        parts_of += [group[at:at + size] for at in range(0, len(group), size)]
+    return sorted(parts_of)
