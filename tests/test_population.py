@@ -750,3 +750,18 @@ def test_members_writing_to_a_store_write_and_poll_in_one_transaction_and_query_
     assert ids[4] not in runs and runs[ids[1]].status == "cancelled" and runs[ids[0]].status == "finished"
     assert runs[ids[1]].progress_step == 3  # stopped at the first flush
     store.close()
+
+
+def test_diverging_members_stop_alone_among_members_batched_by_column_and_mask():
+    """Members that go non-finite while others differ in what a column or a mask batches (no clipping next to
+    clipping, SGD's momentum 0 next to 0.9, an output ReLU or none, SGD next to Adam): each stops as its single run
+    does, where its single run says, and the others train on as theirs."""
+    cfgs = [BASE.replace(optimizer=opt, lr=lr, loss="bce_with_logits", hidden=(32, 32), epochs=5, seed=s,
+                         momentum=mom, grad_clip=clip, output_relu=out, activation=act)
+            for opt, lr, s, mom, clip, out, act in (
+                ("sgd", 0.05, 0, 0.9, 0.5, False, "relu"), ("sgd", 90.0, 1, 0.0, None, False, "relu"),
+                ("adam", 0.01, 2, 0.0, 1.0, True, "relu"), ("sgd", 90.0, 2, 0.9, None, False, "elu"),
+                ("sgd", 0.01, 3, 0.0, None, True, "elu"))]
+    members = check(cfgs, flush_every_steps=4)
+    assert [m.result.status for m in members] == ["finished", "diverged", "finished", "diverged", "finished"]
+    assert all("nonfinite_layer" in members[k].result.summary for k in (1, 3))
