@@ -234,6 +234,26 @@ def test_float32_members_match_within_float32_rounding():
         assert close(one.series("val_loss"), member.series("val_loss"), 1e-2, 1e-4)
 
 
+@pytest.mark.parametrize("changes", [
+    [{"optimizer": "sgd", "lr": 0.01}, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+     {"optimizer": "sgd", "lr": 0.03, "momentum": 0.5, "weight_decay": 0.1}],
+    [{"optimizer": "adamw", "lr": 0.01}, {"optimizer": "adamw", "lr": 0.05, "weight_decay": 0.01},
+     {"optimizer": "adamw", "lr": 0.03, "weight_decay": 0.1}]])
+def test_bfloat16_members_take_their_factors_as_their_single_runs_do(changes):
+    """A lone run's optimizer takes its learning rate, momentum, weight decay and clip norm as Python numbers, which
+    torch applies in float32 to a bfloat16 tensor; a population's per-member columns are float32 for the same
+    reason (rounded to bfloat16, 0.01 is 0.010009765625). Here, where the batched training products round as the
+    lone model's, every member's training losses are its single run's bit for bit (they were not, with bfloat16
+    columns); the validation pass's products, taken another way, round within bfloat16's resolution. (Clipping
+    is not in it: a member's gradient norm sums its row in another order than `clip_grad_norm_` does.)"""
+    cfgs = [BASE.replace(dtype="bfloat16", epochs=5, seed=k, **change) for k, change in enumerate(changes)]
+    data = load_dataset(cfgs[0])
+    for cfg, member in zip(cfgs, population(cfgs, data)):
+        one = single(cfg, data)
+        assert one.series("train_loss") == member.series("train_loss")
+        assert close(one.series("val_loss"), member.series("val_loss"), 2**-7, 0.0)
+
+
 def test_findings_of_a_member_are_those_of_its_single_run():
     cfg = BASE.replace(loss="bce", lr=3.0, optimizer="sgd", standardize=False, feature_scale=50.0, epochs=2)
     data = load_dataset(cfg)

@@ -43,12 +43,12 @@ class _Optimizer:
         # member without momentum then keeps a buffer too, and buffer * 0 + grad is its grad, as its lone run's
         self.momentum: float | torch.Tensor = momenta[0]
         if len(set(momenta)) > 1:
-            self.momentum = torch.tensor(momenta, dtype=torch.float64).view(-1, 1).to(dtype=values.dtype,
+            self.momentum = torch.tensor(momenta, dtype=torch.float64).view(-1, 1).to(dtype=_opmath(values.dtype),
                                                                                       device=values.device)
         self.values, self.grads = values, grads
         lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64).view(-1, 1)
         wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float64).view(-1, 1)
-        column = dict(dtype=values.dtype, device=values.device)
+        column = dict(dtype=_opmath(values.dtype), device=values.device)
         self.neg_lr = (-lr).to(**column)
         self.decay = None if not wd.any() else wd.to(**column)
         if self.kind == "adamw" and self.decay is not None:
@@ -66,7 +66,7 @@ class _Optimizer:
         g, p = self.grads, self.values
         if self.kind == "sgd":
             if self.decay is not None:
-                g = torch.addcmul(g, p, self.decay)  # grad.add(param, alpha=wd)
+                g = _decayed(g, p, self.decay)
             if isinstance(self.momentum, torch.Tensor) or self.momentum != 0:
                 if self.buf is None:
                     self.buf = g.clone()
@@ -80,13 +80,13 @@ class _Optimizer:
             if self.kind == "adamw":
                 p.mul_(self.decay)
             else:
-                g = torch.addcmul(g, p, self.decay)
+                g = _decayed(g, p, self.decay)
         beta1, beta2 = BETAS
         self.exp_avg.lerp_(g, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** self.t
         bias_correction2 = 1 - beta2 ** self.t
-        neg_step = (-(self.lr / bias_correction1)).to(dtype=p.dtype)
+        neg_step = (-(self.lr / bias_correction1)).to(dtype=_opmath(p.dtype))
         denom = (self.exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(EPS)
         p.addcdiv_(self.exp_avg * neg_step, denom)  # param.addcdiv_(exp_avg, denom, value=-step_size)
 
@@ -101,7 +101,7 @@ class Clip:
         self.max_norm: float | torch.Tensor = clips[0]
         self.clipped: torch.Tensor | None = None  # which members clip, where not all of them do
         if len(set(clips)) > 1:
-            column = dict(dtype=values.dtype, device=values.device)
+            column = dict(dtype=_opmath(values.dtype), device=values.device)
             # a member that does not clip: 0, never used (`clipped` passes its row as it is)
             self.max_norm = torch.tensor([0.0 if c is None else c for c in clips], dtype=torch.float64
                                          ).view(-1, 1).to(**column)
@@ -124,7 +124,20 @@ def clip_(grads: torch.Tensor, spans: list[tuple[int, int]], max_norm: float | t
     norms = torch.stack([torch.linalg.vector_norm(grads[:, a:b], dim=1) for a, b in spans], dim=1)
     total = torch.linalg.vector_norm(norms, dim=1, keepdim=True)
     # max_norm / x for a number is x.reciprocal() * max_norm (`Tensor.__rtruediv__`), as clip_grad_norm_ computes
-    # it; a column is divided the same way
-    coef = torch.clamp((total + 1e-6).reciprocal() * max_norm if isinstance(max_norm, torch.Tensor)
+    # it; a column (in the operation's dtype, `_opmath`) is divided the same way and rounded once to the norm's
+    coef = torch.clamp((total + 1e-6).reciprocal().mul(max_norm).to(total.dtype) if isinstance(max_norm, torch.Tensor)
                        else max_norm / (total + 1e-6), max=1.0)
     grads.mul_(coef if clipped is None else torch.where(clipped, coef, 1.0))
+
+
+def _decayed(g: torch.Tensor, p: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """grad.add(param, alpha=wd) with a column of weight decays (in the operation's dtype, `_opmath`): computed
+    there and rounded once to the gradient's dtype, as with a number."""
+    out = torch.addcmul(g, p, decay)
+    return out if out.dtype == g.dtype else out.to(g.dtype)
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    """The dtype torch computes an operation on `dtype` tensors in (float32 for 16-bit floats), in which it takes a
+    Python number: the per-member factors' columns, so that a member's update rounds as its lone run's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
