@@ -109,6 +109,20 @@ def bench_studies(repeats: int, quick: bool, workdir: Path) -> list[dict]:
                               "included", ours=statistics.median(t["study"]), base=statistics.median(t["cell"]),
                          paired=ratio, fastest=min(t["study"]) / min(t["cell"]), budget=f"<= {budget}x",
                          met=ratio[0] <= budget)))
+    # a study of the fields batched later (BatchNorm's eps and momentum), as populations and one run at a time
+    eps_seeds = 2 if quick else 5
+    eps_study = ["study", "--preset", "article-fixed", "--hidden", "32", "--batchnorm", "true", "--vary",
+                 "bn_eps=1e-5,1e-3,0.1", "--vary", "bn_momentum=0.1,0.9", "--seeds", str(eps_seeds)]
+    run = iter(range(1_000_000))
+    fns = {"population": lambda: command(eps_study, workdir / f"p{next(run)}.db"),
+           "alone": lambda: command([*eps_study, "--no-population"], workdir / f"a{next(run)}.db")}
+    t = interleaved(fns, repeats)
+    ratio = paired(t["population"], t["alone"])
+    rows.append(done(dict(case=f"{6 * eps_seeds}-run study of BatchNorm's eps x momentum (3 x 2 x {eps_seeds} seeds, "
+                          "article-fixed data, hidden 32): `python -m core study` vs the same with `--no-population`, "
+                          "start-up included", ours=statistics.median(t["population"]),
+                     base=statistics.median(t["alone"]), paired=ratio,
+                     fastest=min(t["population"]) / min(t["alone"]), budget="-", met=None)))
     return rows
 
 

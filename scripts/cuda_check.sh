@@ -29,5 +29,5 @@ step overhead "${CUDA_CHECK_OVERHEAD_S:-70}" python3 benchmarks/population.py --
   --repeats 2 --out "$out/RESULTS.md"
 step training "${CUDA_CHECK_TRAINING_S:-150}" python3 benchmarks/bench.py --device cuda --only training \
   --training-repeats 4 --out "$out/RESULTS.md"
-step studies "${CUDA_CHECK_STUDIES_S:-90}" python3 benchmarks/population.py --only studies --repeats 1 \
+step studies "${CUDA_CHECK_STUDIES_S:-120}" python3 benchmarks/population.py --only studies --repeats 1 \
   --out "$out/RESULTS.md"
