@@ -312,6 +312,42 @@ def test_group_key_and_populations():
         train_population(cfgs[:2], [MemoryReporter(), MemoryReporter()])
 
 
+@pytest.mark.parametrize("cfg", [BASE, BASE.replace(hidden=(), batchnorm=False), BASE.replace(hidden=(6, 5)),
+                                 BASE.replace(dataset="breast_cancer", hidden=(4,), batchnorm=True)])
+def test_parameters_counts_a_members_row_from_its_config(cfg):
+    """`groups.parameters` (torch-free, for the scheduler) is the width of the stacked row of a population with
+    BatchNorm, and the single model's parameter count with it."""
+    from core.experiment.models import build_model
+    from core.training.groups import parameters
+    from core.training.stacked import StackedClassifier
+
+    data = load_dataset(cfg)
+    with_bn = [cfg.replace(batchnorm=True), cfg.replace(batchnorm=False, seed=1)]
+    row = StackedClassifier(with_bn, data.n_features, device=CPU, dtype=torch.float64).values.shape[1]
+    assert parameters(cfg) == row
+    assert parameters(cfg) == sum(p.numel() for p in build_model(with_bn[0], data.n_features).parameters())
+
+
+def test_a_csv_configs_parameters_count_its_header_and_wide_models_make_smaller_populations(tmp_path, monkeypatch):
+    from core.training import groups
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b,c,label\n1,2,3,0\n")
+    cfg = BASE.replace(dataset="csv", csv_path=str(csv), hidden=(8,))
+    assert groups.parameters(cfg) == (3 * 8 + 8) + 2 * 8 + (8 + 1)
+    assert groups.parameters(cfg.replace(csv_path=str(tmp_path / "gone.csv"))) == (10 * 8 + 8) + 2 * 8 + (8 + 1)
+    # hidden (512, 512), float32 on 10 features: 270,849 parameters with BatchNorm's, 12 rows of them (13 MB) a member
+    wide = BASE.replace(hidden=(512, 512), dtype="float32")
+    n = (10 * 512 + 512) + (512 * 512 + 512) + (512 + 1) + 2 * 1024
+    assert groups.parameters(wide) == n and groups.population_limit(wide) == 2**30 // (12 * n * 4) == 82
+    assert groups.population_limit(BASE) == groups.MAX_POPULATION  # small models: the member cap
+    assert groups.population_limit(BASE.replace(hidden=(4096, 4096, 4096))) == 1
+    monkeypatch.setattr(groups, "POPULATION_BYTES", 3 * 12 * groups.parameters(BASE) * 8)  # 3 float64 members
+    cfgs = [BASE.replace(seed=s) for s in range(7)] + [BASE.replace(hidden=(4,), seed=s) for s in range(2)]
+    assert groups.populations(cfgs) == [[0, 1, 2], [3, 4, 5], [6], [7, 8]]
+    assert groups.populations(cfgs, max_size=2) == [[0, 1], [2, 3], [4, 5], [6], [7, 8]]
+
+
 # ---------------------------------------------------------------------- studies trained as populations
 @pytest.fixture
 def db(tmp_path):

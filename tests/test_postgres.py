@@ -195,6 +195,21 @@ def test_a_claim_takes_each_cell_once_under_concurrent_claimers(url):
     assert Leases(store).counts(study_id)["leased"] == 12
 
 
+def test_a_group_claim_takes_at_most_the_limit_of_its_first_cells_config(url):
+    """A worker claims no bigger a population than the first cell's config allows (`groups.population_limit`:
+    wide models, fewer members)."""
+    store = Store(url)
+    study_id = store.create_study("s", {})
+    leases = Leases(store)
+    leases.publish(study_id, cells(7))
+    limit = lambda config: 2 + config["seed"]  # noqa: E731 - seed 0: 2 cells at most, seed 2: 4
+    assert [c.position for c in leases.claim_group("a", study_id=study_id, max_cells=10, limit=limit)] == [0, 1]
+    assert [c.position for c in leases.claim_group("b", study_id=study_id, max_cells=3, limit=limit)] == [2, 3, 4]
+    # a limit under one still claims the first cell
+    assert [c.position for c in leases.claim_group("c", study_id=study_id, max_cells=10, limit=lambda c: 0)] == [5]
+    assert leases.counts(study_id)["leased"] == 6
+
+
 def test_a_group_claim_takes_the_first_cell_and_the_next_ones_that_share_its_group(url):
     store = Store(url)
     study_id = store.create_study("s", {})

@@ -29,7 +29,7 @@ from core.jobs.spec import expand, run_name, slot_key
 from core.jobs.studies import load_spec, plan_study
 from core.store import RunNotFound, Store, StoreReporter, pid_alive
 from core.store.leases import DEFAULT_TIMEOUT_S, CellSpec, Claim, Leases
-from core.training.groups import group_key
+from core.training.groups import group_key, population_limit
 from core.training.reporting import MetricBatch, RunInfo, RunResult
 
 
@@ -297,7 +297,8 @@ def claim_and_train(store: Store, *, study_id: int | None = None, timeout_s: flo
     leases = Leases(store, timeout_s=timeout_s)
     store.mark_interrupted(host=host, pid_alive=pid_alive, stale_after_s=timeout_s)
     claims = leases.claim_group(holder_name(host), study_id=study_id, max_cells=max_cells, host=host,
-                                pid=os.getpid(), same=_group_of if max_cells > 1 else None)
+                                pid=os.getpid(), same=_group_of if max_cells > 1 else None,
+                                limit=_limit_of if max_cells > 1 else None)
     if not claims:
         return []
     return train_claimed_group(store, leases, claims, host=host)
@@ -305,6 +306,10 @@ def claim_and_train(store: Store, *, study_id: int | None = None, timeout_s: flo
 
 def _group_of(config: dict[str, Any]) -> Any:
     return group_key(ExperimentConfig.from_dict(config))
+
+
+def _limit_of(config: dict[str, Any]) -> int:
+    return population_limit(ExperimentConfig.from_dict(config))
 
 
 def work(store: Store, *, study_id: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,

@@ -146,10 +146,11 @@ class Leases:
 
     def claim_group(self, holder: str, *, study_id: int | None = None, max_cells: int = 1,
                     same: Callable[[dict[str, Any]], Hashable] | None = None, host: str | None = None,
-                    pid: int | None = None) -> list[Claim]:
+                    pid: int | None = None, limit: Callable[[dict[str, Any]], int] | None = None) -> list[Claim]:
         """`claim` of up to `max_cells` cells in one transaction: the first claimable cell, and the next claimable
         cells of its study whose configs `same` maps to what it maps the first one's to (cells that can train
-        together; every cell of the study when `same` is None), in grid order. Empty: nothing to claim now."""
+        together; every cell of the study when `same` is None), in grid order, at most `limit` of the first cell's
+        config of them where given. Empty: nothing to claim now."""
         holder = holder[:255]
         if max_cells < 1:
             raise ValueError(f"max_cells must be at least 1, got {max_cells!r}")
@@ -174,10 +175,12 @@ class Leases:
                     # The first cell's group, read without locks; then only the cells chosen are locked (skipping
                     # any a single-cell claimer holds), so the study's other cells stay claimable meanwhile.
                     first = rows[0]
-                    key = same(json.loads(first.config_json)) if same is not None else None
+                    first_config = json.loads(first.config_json)
+                    key = same(first_config) if same is not None else None
+                    most = max_cells if limit is None else max(1, min(max_cells, limit(first_config)))
                     pick = [r.position for r in conn.execute(
                         stmt.where(CELLS.c.study_id == first.study_id, CELLS.c.position != first.position)).all()
-                        if same is None or same(json.loads(r.config_json)) == key][:max_cells - 1]
+                        if same is None or same(json.loads(r.config_json)) == key][:most - 1]
                     if pick:
                         rows += conn.execute(locked.where(CELLS.c.study_id == first.study_id,
                                                           CELLS.c.position.in_(pick))).all()

@@ -13,8 +13,14 @@ BATCHABLE = ("seed", "lr", "weight_decay", "activation", "loss", "batchnorm", "c
              "bn_momentum", "elu_alpha", "hidden_bias_init", "momentum", "grad_clip", "output_relu",
              "optimizer")
 MIN_POPULATION = 4  # a group is split across workers only into populations at least this big
-MAX_POPULATION = 1024  # members of one population at most (memory)
+MAX_POPULATION = 1024  # members of one population at most (memory) ...
+POPULATION_BYTES = 2**30  # ... and fewer where their parameter-sized rows would take more than this
+# Rows of a member's parameters that a population keeps at most: values, gradients and their copy before clipping,
+# Adam's two moments (or SGD's momentum), the values before a step, and the update statistics' five.
+ROW_COPIES = 12
 _KNOWN_SIZES = {"breast_cancer": 569}  # samples of the data sets whose size is not a config field
+_KNOWN_FEATURES = {"breast_cancer": 30}  # features of the data sets whose width is not a config field
+_ITEM_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def group_key(cfg: ExperimentConfig) -> tuple[tuple[str, Any], ...]:
@@ -30,12 +36,38 @@ def group_key(cfg: ExperimentConfig) -> tuple[tuple[str, Any], ...]:
     return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(fixed.items()))
 
 
+def parameters(cfg: ExperimentConfig) -> int:
+    """A member's parameters (its BatchNorm's counted: a population keeps their slots if any member has them), from
+    the config alone: a CSV's width from its header row (the config's `n_features` if it cannot be read)."""
+    features = _KNOWN_FEATURES.get(cfg.dataset, cfg.n_features)
+    if cfg.dataset == "csv":
+        try:
+            with open(cfg.csv_path, encoding="utf-8", errors="replace") as f:
+                features = max(1, len(f.readline().split(",")) - 1)
+        except OSError:
+            pass
+    widths = [features, *cfg.hidden, 1]
+    return sum(a * b + b for a, b in zip(widths, widths[1:])) + 2 * sum(cfg.hidden)
+
+
+def population_limit(cfg: ExperimentConfig) -> int:
+    """Members of one population at most for configs like `cfg` (that share its `group_key`): MAX_POPULATION, or
+    as many as keep ROW_COPIES rows of their parameters within POPULATION_BYTES (at least one)."""
+    member = ROW_COPIES * parameters(cfg) * _ITEM_BYTES.get(cfg.dtype, 8)
+    return max(1, min(MAX_POPULATION, POPULATION_BYTES // member))
+
+
 def populations(cfgs: list[ExperimentConfig], *, max_size: int = MAX_POPULATION) -> list[list[int]]:
-    """The positions of `cfgs` grouped by `group_key`, in first-seen order, at most `max_size` a group."""
+    """The positions of `cfgs` grouped by `group_key`, in first-seen order, at most `max_size` a group (and at most
+    `population_limit` of its configs)."""
     groups: dict[tuple, list[list[int]]] = {}
+    limits: dict[tuple, int] = {}
     for i, cfg in enumerate(cfgs):
-        chunks = groups.setdefault(group_key(cfg), [[]])
-        if len(chunks[-1]) >= max_size:
+        key = group_key(cfg)
+        chunks = groups.setdefault(key, [[]])
+        if key not in limits:
+            limits[key] = min(max_size, population_limit(cfg))
+        if len(chunks[-1]) >= limits[key]:
             chunks.append([])
         chunks[-1].append(i)
     return [chunk for chunks in groups.values() for chunk in chunks]
