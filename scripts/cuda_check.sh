@@ -21,7 +21,7 @@ step() {  # step NAME SECONDS COMMAND...: run it, its output to the terminal and
   echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - began)) s" | tee -a "$out/$name.txt"
 }
 step machine 30 bash -c 'nvidia-smi; python3 -c "import torch, sqlalchemy, alembic; print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), torch.cuda.get_device_name())"'
-step tests "${CUDA_CHECK_TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+step tests "${CUDA_CHECK_TESTS_S:-200}" python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
 # population sizes first: the GPU figure (1,000 members against sequential training)
 step sizes "${CUDA_CHECK_SIZES_S:-170}" python3 benchmarks/population.py --device cuda --only sizes --repeats 2 \
   --out "$out/RESULTS.md"
