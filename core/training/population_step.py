@@ -119,7 +119,7 @@ class FirstBad:
         """Step number `step`'s logits (members, batch), losses, `StepStats`, gradients (before clipping) and
         values before and after it."""
         if self.on_host:
-            squares, logits, losses = _host(stats[0]), _host(z), _host(loss)
+            squares, logits, losses = _host(stats)[0], _host(z), _host(loss)  # indexed in numpy: no torch view
             if squares.dtype == np.float32 and losses.dtype == np.float32 \
                     and np.isfinite(logits).all() and np.isfinite(losses).all() \
                     and float(squares.sum(dtype=np.float64)) < _CLEAR:
