@@ -115,6 +115,8 @@ DIFFERENCES = {
                     {"activation": "elu"}, {"output_relu": True, "loss": "bce"}],
     "optimizer": [{"optimizer": "adam"}, {"optimizer": "sgd"}, {"optimizer": "adamw", "weight_decay": 0.05},
                   {"optimizer": "sgd", "momentum": 0.9}, {"optimizer": "adam", "weight_decay": 0.05}],
+    # members that end before the others: finished after their own last epoch, as their lone runs
+    "epochs": [{"epochs": 3}, {"epochs": 1}, {"epochs": 2, "seed": 4}, {"epochs": 1, "optimizer": "sgd"}],
 }
 
 
@@ -163,7 +165,8 @@ def test_every_difference_mixed_in_one_population_equals_single_runs(options):
 
 
 @pytest.mark.parametrize("options", [{"optimizer": "sgd"}, {}, {"optimizer": "sgd", "hidden": (6, 5), "log_every": 2},
-                                     {"optimizer": ["sgd", "adam", "sgd", "adamw", "adam"]}])
+                                     {"optimizer": ["sgd", "adam", "sgd", "adamw", "adam"]},
+                                     {"epochs": [3, 1, 2, 3, 2], "log_every": 2}])
 def test_the_fields_batched_later_mixed_in_one_population_equal_single_runs(options):
     """(An option given as a list gives each member its own.)"""
     cfgs = [cfg.replace(**{k: v[i] if isinstance(v, list) else v for k, v in options.items()})
@@ -204,6 +207,26 @@ def test_statistics_taken_in_the_window_as_on_a_gpu_equal_single_runs(monkeypatc
     members = check(cfgs)
     steps, every = members[0].info.total_steps, 3 * cfgs[0].log_every
     assert all(m.flushes == steps // every + 1 for m in members)  # every third logged step, and the last
+
+
+def test_members_that_end_early_finish_as_their_single_runs_in_the_window_way_too(monkeypatch):
+    """Members of fewer epochs finish after their own last epoch, the others going on: each equals its single run
+    with the statistics taken as on a GPU too (slots for 3 logged steps), and each is finished (`on_finish`) once,
+    with its own total steps."""
+    in_window(monkeypatch, slots=3)
+    finishes: dict[int, int] = {}
+    on_finish = MemoryReporter.on_finish
+
+    def counted(self: MemoryReporter, result) -> None:
+        finishes[id(self)] = finishes.get(id(self), 0) + 1
+        on_finish(self, result)
+    monkeypatch.setattr(MemoryReporter, "on_finish", counted)
+    cfgs = [cfg.replace(epochs=e) for cfg, e in zip(MIXED, (4, 1, 2, 4, 3))]
+    members = check(cfgs)
+    assert [finishes[id(m)] for m in members] == [1] * 5
+    per_epoch = members[0].info.total_steps // 4
+    assert [m.info.total_steps for m in members] == [e * per_epoch for e in (4, 1, 2, 4, 3)]
+    assert [m.result.summary["steps"] for m in members] == [e * per_epoch for e in (4, 1, 2, 4, 3)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -298,7 +321,7 @@ def test_a_failing_reporter_fails_its_member_only():
 def test_group_key_and_populations():
     a = BASE.replace(lr=0.1, seed=3, activation="elu", loss="bce_with_logits", batchnorm=True, pos_weight=2.0)
     assert group_key(a) == group_key(BASE)
-    for change in ({"hidden": (4,)}, {"batch_size": 16}, {"epochs": 2}, {"dtype": "float32"},
+    for change in ({"hidden": (4,)}, {"batch_size": 16}, {"data_seed": 2}, {"dtype": "float32"},
                    {"n_samples": 200}, {"noise": 0.1},
                    {"log_every": 2}, {"diagnostics": "loss"}):
         assert group_key(BASE.replace(**change)) != group_key(BASE), change

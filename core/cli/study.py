@@ -50,8 +50,9 @@ def add_study_parser(subparsers: Any) -> Any:
     s.add_argument("--no-population", action="store_true",
                    help="train every run on its own, one per worker; by default the runs that differ only in seed, "
                         "lr, weight decay, activation, loss, BatchNorm (its eps, momentum), clamp eps, pos_weight, "
-                        "optimizer, SGD momentum, grad clip, ELU alpha, hidden bias init or output ReLU train side by "
-                        "side as one batched model per worker (the same runs, values equal up to float rounding)")
+                        "optimizer, SGD momentum, grad clip, ELU alpha, hidden bias init, output ReLU or epochs train "
+                        "side by side as one batched model per worker (the same runs, values equal up to float "
+                        "rounding)")
     s.add_argument("--workers", default=None, metavar="K", help="worker processes (default: one per CPU core)")
     s.add_argument("--executor", default=None, choices=EXECUTORS,
                    help=f"where the runs train: local worker processes (default), or a Dask cluster (needs "

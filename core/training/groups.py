@@ -11,7 +11,7 @@ from core.experiment.config import ExperimentConfig
 # Config fields in which the members of one population may differ.
 BATCHABLE = ("seed", "lr", "weight_decay", "activation", "loss", "batchnorm", "clamp_eps", "pos_weight", "bn_eps",
              "bn_momentum", "elu_alpha", "hidden_bias_init", "momentum", "grad_clip", "output_relu",
-             "optimizer")
+             "optimizer", "epochs")
 MIN_POPULATION = 4  # a group is split across workers only into populations at least this big
 MAX_POPULATION = 1024  # members of one population at most (memory) ...
 POPULATION_BYTES = 2**30  # ... and fewer where their parameter-sized rows would take more than this

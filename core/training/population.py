@@ -4,7 +4,8 @@
 forward and backward pass and one optimizer update a step for all members, each member with its own seed (its
 initial weights and its batch order are those `trainer.train` gives that seed), learning rate, weight decay,
 activation, loss, BatchNorm on or off (and its eps and momentum), clamp eps, pos_weight, optimizer, SGD momentum,
-gradient clipping, ELU alpha, hidden bias init and output ReLU, its own optimizer state and BatchNorm statistics.
+gradient clipping, ELU alpha, hidden bias init, output ReLU and epochs (a member of fewer ends after its own last
+one), its own optimizer state and BatchNorm statistics.
 `groups.group_key(cfg)` says which configs can share a population: those with equal keys.
 
 Each member reports through its own `Reporter` exactly as a single run does: a `PopulationWindow` computes every
@@ -242,18 +243,24 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         flush_steps = max(1, min(flush_every_steps, window // per_step,
                                  slots * base.log_every if slots else flush_every_steps))
         slices = batch_slices(len(y_tr), base.batch_size, batchnorm=model.with_bn)
-        total = base.epochs * len(slices)
-        if max_steps is not None:
-            total = min(total, max_steps)
-        info = RunInfo(device=str(device), dtype=base.dtype, torch_version=torch.__version__, total_steps=total)
-        started = handled([m.reporter for m in members], "on_start_many",
-                          lambda many, idx: many([members[i].reporter for i in idx], info))
-        for m in [m for m, done in zip(members, started) if not done]:
-            try:
-                m.reporter.on_start(info)
-            except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
-                m.fail(exc)
-                m.finish(0, clock() - start, inputs)
+        epochs = max(c.epochs for c in cfgs)  # a member with fewer ends after its own (`ending`)
+        ending: dict[int, list[_Member]] = {}
+        by_total: dict[int, list[_Member]] = {}  # the members by their own total steps, each told its own
+        for m in members:
+            if m.cfg.epochs < epochs:
+                ending.setdefault(m.cfg.epochs - 1, []).append(m)
+            total = m.cfg.epochs * len(slices)
+            by_total.setdefault(total if max_steps is None else min(total, max_steps), []).append(m)
+        for total, ones in by_total.items():
+            info = RunInfo(device=str(device), dtype=base.dtype, torch_version=torch.__version__, total_steps=total)
+            started = handled([m.reporter for m in ones], "on_start_many",
+                              lambda many, idx, ones=ones, info=info: many([ones[i].reporter for i in idx], info))
+            for m in [m for m, done in zip(ones, started) if not done]:
+                try:
+                    m.reporter.on_start(info)
+                except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
+                    m.fail(exc)
+                    m.finish(0, clock() - start, inputs)
         gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(c.seed for c in cfgs)}
         alive = torch.tensor([m.alive for m in members], device=device)
         everyone = all(m.alive for m in members)  # on the host: no sync a step
@@ -300,7 +307,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
 
         clip, log_every = Clip.of(cfgs, model.values), base.log_every
         stop = False
-        for epoch in range(base.epochs):
+        for epoch in range(epochs):
             perms = {s: torch.randperm(len(y_tr), generator=g) for s, g in gens.items()}
             order = torch.stack([perms[c.seed] for c in cfgs]).to(device)
             for sl in slices:
@@ -341,6 +348,17 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             buf.end_epoch(epoch, steps, clock() - start, model.validate(x_va), model.bn_snapshot())
             if max_steps is not None and steps >= max_steps:
                 break
+            done = [m for m in ending.get(epoch, []) if m.alive]
+            if done:  # their last epoch: reported and finished as their lone runs end, the others go on
+                if flush():
+                    stop = True
+                    break
+                finish_all([m for m in done if m.alive], steps, clock() - start, inputs)
+                alive = torch.tensor([m.alive for m in members], device=device)
+                everyone = False
+                if not any(m.alive for m in members):
+                    stop = True
+                    break
             if buf.pending_values() >= window and flush():
                 stop = True
                 break
