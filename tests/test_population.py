@@ -229,6 +229,18 @@ def test_members_that_end_early_finish_as_their_single_runs_in_the_window_way_to
     assert [m.result.summary["steps"] for m in members] == [e * per_epoch for e in (4, 1, 2, 4, 3)]
 
 
+def test_a_member_at_its_last_flush_is_not_asked_to_stop():
+    """A member whose epochs end before the others' is flushed then, and, as a lone run's last flush, that flush
+    asks it nothing: a cancel request seen only then leaves it finished, as its single run."""
+    cfgs = [BASE.replace(epochs=3), BASE.replace(epochs=1, seed=1)]
+    data = load_dataset(cfgs[0])
+    members = population(cfgs, data, stops={1: 1})  # its reporter asks to stop once one flush is in
+    alone = single(cfgs[1], data, stop_after_flushes=1)
+    assert alone.result.status == members[1].result.status == "finished"
+    assert_same_run(alone, members[1])
+    assert_same_run(single(cfgs[0], data), members[0])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_two_ways_of_taking_the_update_statistics_give_the_same_runs_bit_for_bit(monkeypatch, dtype):
     """`AtStep` (the CPU's) and `InWindow` (a GPU's) reduce the same rows with the same operations: every member's

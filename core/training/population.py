@@ -266,9 +266,10 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         everyone = all(m.alive for m in members)  # on the host: no sync a step
         last_flush, interval = 0.0, flush_every_s
 
-        def flush(*, last: bool = False) -> bool:
-            """Fetch and report every live member, stop those that diverged or were cancelled; say whether
-            none is left."""
+        def flush(*, last: bool = False, ending: tuple[_Member, ...] = ()) -> bool:
+            """Fetch and report every live member, stop those that diverged or were cancelled (those `ending`,
+            whose last flush this is, are not asked, as a lone run's last flush asks nothing); say whether none
+            is left."""
             nonlocal last_flush, interval, alive, everyone
             began = clock()
             fetched = buf.fetch({m.k: m.summary for m in members if m.alive})
@@ -289,7 +290,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                                   f"(epoch {m.diverged[1]})"
                 except Exception as exc:  # noqa: BLE001 - this member fails, the others go on
                     m.fail(exc)
-            asking = [m for m in live if m.status == "finished"] if not last else []
+            asking = [m for m in live if m.status == "finished" and m not in ending] if not last else []
             for m, stop in zip(asking, poll_stops([m.reporter for m in asking])):
                 try:
                     if stop if stop is not None else m.reporter.should_stop():
@@ -350,7 +351,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
                 break
             done = [m for m in ending.get(epoch, []) if m.alive]
             if done:  # their last epoch: reported and finished as their lone runs end, the others go on
-                if flush():
+                if flush(ending=tuple(done)):
                     stop = True
                     break
                 finish_all([m for m in done if m.alive], steps, clock() - start, inputs)
