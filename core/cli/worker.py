@@ -33,7 +33,8 @@ def add_worker_parser(subparsers: Any) -> Any:
     w.add_argument("--poll", default=None, metavar="S", help="seconds between looks for work (default 1)")
     w.add_argument("--population", default=None, metavar="N",
                    help="claim up to N cells of a study that can share a model and train them as one batched "
-                        "population (default 1: one cell at a time)")
+                        "population (default 1: one cell at a time); fewer for wide models, whose parameters' "
+                        "copies would take more than 1 GiB")
     return w
 
 
