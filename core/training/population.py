@@ -267,9 +267,9 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
         last_flush, interval = 0.0, flush_every_s
 
         def flush(*, last: bool = False, ending: tuple[_Member, ...] = ()) -> bool:
-            """Fetch and report every live member, stop those that diverged or were cancelled (those `ending`,
-            whose last flush this is, are not asked, as a lone run's last flush asks nothing); say whether none
-            is left."""
+            """Fetch and report every live member, stop those that diverged or were cancelled, and finish those
+            `ending` (members whose epochs end before the others': this is their last flush, which, as a lone
+            run's last flush, asks them nothing); say whether none is left."""
             nonlocal last_flush, interval, alive, everyone
             began = clock()
             fetched = buf.fetch({m.k: m.summary for m in members if m.alive})
@@ -300,6 +300,7 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             for m in live:
                 if m.status != "finished":
                     m.finish(steps, clock() - start, inputs)
+            finish_all([m for m in ending if m.alive], steps, clock() - start, inputs)
             last_flush = clock() - start
             interval = max(flush_every_s, 2 * (clock() - began))
             alive = torch.tensor([m.alive for m in members], device=device)
@@ -349,17 +350,10 @@ def _train(members: list[_Member], *, data: Dataset | None, device: torch.device
             buf.end_epoch(epoch, steps, clock() - start, model.validate(x_va), model.bn_snapshot())
             if max_steps is not None and steps >= max_steps:
                 break
-            done = [m for m in ending.get(epoch, []) if m.alive]
-            if done:  # their last epoch: reported and finished as their lone runs end, the others go on
-                if flush(ending=tuple(done)):
-                    stop = True
-                    break
-                finish_all([m for m in done if m.alive], steps, clock() - start, inputs)
-                alive = torch.tensor([m.alive for m in members], device=device)
-                everyone = False
-                if not any(m.alive for m in members):
-                    stop = True
-                    break
+            done = tuple(m for m in ending.get(epoch, []) if m.alive)
+            if done and flush(ending=done):  # their last epoch: finished as their lone runs end, the others go on
+                stop = True
+                break
             if buf.pending_values() >= window and flush():
                 stop = True
                 break
