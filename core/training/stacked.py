@@ -149,11 +149,11 @@ class StackedClassifier:
         # the runs of members sharing both: (start, stop, BatchNorm or not, activation)
         cuts = sorted({a for a, _, _ in self.bn_runs} | {a for a, _, _ in self.act_runs} | {m})
         self.branches = [(a, b, norms[a], acts[kind[a]]) for a, b in zip(cuts, cuts[1:])]
+        settings = {n for n in norms if n is not None}
+        self.bn_shared = next(iter(settings)) if len(settings) == 1 else None  # every BatchNorm member's setting
         self.bn_mask = None
-        shared = {n for n in norms if n is not None}
-        if len(self.bn_runs) > MAX_RUNS and len(shared) == 1:
+        if len(self.bn_runs) > MAX_RUNS and self.bn_shared is not None:
             self.bn_mask = torch.tensor(has_bn, device=device).view(m, 1, 1)
-            self.bn_shared = shared.pop()
         self.activations = None
         if len(self.act_runs) > MAX_RUNS:
             self.activations = [(act, torch.tensor([kind[k] == j for k in range(m)], device=device).view(m, 1, 1))
