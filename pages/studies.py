@@ -223,8 +223,7 @@ def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | 
         at_once = int(st.session_state.get("studies_workers") or 1)
         st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
                     + (f" · resumes study #{resumes}" if resumes else ""))
-        how = forms.population_text(draft, at_once) if st.session_state.get("studies_executor", "local") == "local" \
-            else None
+        how = forms.population_text(draft, at_once) if executor() is None else None  # Dask tasks claim their own
         if how:
             st.caption(how)
     if SCHEDULER:  # only where a Dask scheduler is configured
