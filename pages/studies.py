@@ -14,7 +14,7 @@ from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choic
 from core.jobs import runner
 from core.jobs.executors import ENV_SCHEDULER
 from core.jobs.studies import (default_workers, existing_study, list_studies_with_progress, load_spec, progress,
-                               study_frame)
+                               sort_slots, study_frame)
 from core.presentation import charts, export, formatting, forms, run_tables, study_views, tables, urls, zoom
 from core.store import RunNotFound, Store
 
@@ -176,7 +176,8 @@ def values_widget(name: str) -> None:
                       placeholder=forms.vary_placeholder(name))
 
 
-def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | None, refused: bool) -> None:
+def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | None, refused: bool,
+                todo: list[ExperimentConfig] | None = None) -> None:
     runs = store.list_runs()
     start, from_run, name_box = st.columns([2, 2, 3], vertical_alignment="bottom")
     start.selectbox("Start from", list(STARTS), key="studies_start", on_change=on_start, persist_state=KEEP,
@@ -222,8 +223,9 @@ def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | 
     with count.container(key="studies_run_count"):
         at_once = int(st.session_state.get("studies_workers") or 1)
         st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
-                    + (f" · resumes study #{resumes}" if resumes else ""))
-        how = forms.population_text(draft, at_once) if executor() is None else None  # Dask tasks claim their own
+                    + (f" · resumes study #{resumes}" if resumes else "")
+                    + (f", {len(todo)} left to train" if resumes and todo is not None else ""))
+        how = forms.population_text(draft, at_once, todo) if executor() is None else None  # Dask claims its own
         if how:
             st.caption(how)
     if SCHEDULER:  # only where a Dask scheduler is configured
@@ -457,12 +459,14 @@ mode = st.segmented_control("Show", list(MODES), key="studies_mode", format_func
 if mode == "launch":
     draft = read_draft()
     errors = dict(draft.errors)
-    resumes = None
+    resumes, todo = None, None
     if draft.spec is not None:
         try:
             resumes = existing_study(store, draft.spec)
         except ConfigError as exc:
             errors["name"] = forms.error_message(exc)
+        if resumes is not None:  # what a launch would still train (a dead run's cell counts as busy until then)
+            todo = [slot.cfg for slot in sort_slots(store, resumes).todo]
     refused = st.session_state.get("studies_refused")
     if refused and refused["spec"] is None and not draft.errors:  # refused for bad inputs, now fixed
         st.session_state.pop("studies_refused")
@@ -472,7 +476,7 @@ if mode == "launch":
             errors |= refused["errors"]
         else:
             refused = None
-    launch_form(draft, errors, resumes, refused=bool(refused))
+    launch_form(draft, errors, resumes, refused=bool(refused), todo=todo)
     st.stop()
 
 # ---------------------------------------------------------------------- the selection, from the URL

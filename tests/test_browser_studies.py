@@ -1,6 +1,7 @@
 """A study launched from the Studies page in a real browser (the server, browser and helpers of test_browser.py):
 on an empty database, the canonical study trimmed to 2 fields x 2 values x 2 seeds of one epoch is launched,
-watched until every run has finished, and read: the curves grouped by variant and the effects in words.
+watched until every run has finished, and read: the curves grouped by variant and the effects in words; back on the
+form, the same grid resumes the study with nothing left to train.
 Screenshots go to test-artifacts/screenshots/ (9-studies-launch.png, 10-study-view.png)."""
 
 from __future__ import annotations
@@ -81,3 +82,10 @@ def test_launch_a_study_and_read_what_mattered(page, server):  # noqa: F811 - fi
     assert "batchnorm=False, loss=bce (n=2)" in " ".join(legend.all_text_contents())
     expect(page.get_by_role("link", name="Open these 8 runs in Compare")).to_be_visible()
     screenshot(page, "10-study-view")
+
+    # Back to the form, which kept its values: the same grid resumes this study, and has nothing left to train
+    page.locator(".st-key-studies_mode").get_by_text("New study", exact=True).click()
+    wait_idle(page)
+    expect(count).to_contain_text(f"8 runs: 4 variants × 2 seeds, 2 at a time · resumes study #{study.id}, "
+                                  "0 left to train")
+    expect(count).to_contain_text("Nothing left to train: every run of this grid has a result or is running.")

@@ -23,7 +23,8 @@ from core.cli.study import add_study_parser, cmd_study, spec_from_args
 from core.experiment.config import ConfigError, ExperimentConfig
 from core.jobs.scheduler import resume_study, run_study
 from core.jobs.spec import STUDIES, StudySpec, expand, run_key
-from core.jobs.studies import cancel_study, load_spec, open_study, progress, study_frame
+from core.jobs.studies import (cancel_study, load_spec, open_study, plan_study, progress, sort_slots,
+                              study_frame)
 from core.store import Store
 
 FAST = ["--epochs", "1", "--n-samples", "200", "--diagnostics", "loss"]
@@ -102,9 +103,18 @@ def test_small_study_end_to_end_then_resume_replaces_a_dead_run(db):
     assert len(store.list_runs(study_id=summary["id"])) == 8
 
     # A run left "running" by a process that died is marked interrupted and replaced by a fresh run.
-    victim = runs[3]
+    victim, spec = runs[3], load_spec(store, summary["id"])
     store.start_run(victim.id, device="cpu", dtype="float32", torch_version="x", total_steps=5, pid=dead_pid(),
                     host=socket.gethostname())
+    # What the Studies page reads before a launch (`sort_slots`) writes nothing: the dead run still counts as busy.
+    # A launch (`plan_study`) marks it interrupted first, and its cell is the one to train.
+    looked = sort_slots(store, summary["id"])
+    assert looked.todo == [] and [r.id for r in looked.busy.values()] == [victim.id] and len(looked.kept) == 7
+    assert store.get_runs([victim.id])[0].status == "running"
+    planned = plan_study(store, summary["id"])
+    assert [run_key(spec, slot.cfg.to_dict()) for slot in planned.todo] == [run_key(spec, victim.config)]
+    assert planned.busy == {} and list(planned.replace.values()) == [[victim.id]] and planned.kept == looked.kept
+    assert sort_slots(store, summary["id"]).todo == planned.todo  # now marked: the same answer as a launch's
     code, _, err = study("--study", summary["name"], db=db)
     assert code == 0, err
     assert_one_finished_run_per_slot(store, summary["id"], 8)

@@ -302,7 +302,7 @@ def test_edit_changes_finds_what_was_edited(runs):
 
 # ---------------------------------------------------------------------- studies
 from core.analysis.effects import effects, ranking  # noqa: E402
-from core.jobs.spec import STUDIES, auto_name  # noqa: E402
+from core.jobs.spec import STUDIES, auto_name, expand  # noqa: E402
 from core.jobs.studies import StudyProgress
 from core.store import Study  # noqa: E402
 
@@ -444,3 +444,10 @@ def test_population_text_says_how_the_scheduler_will_batch_the_runs():
     assert text({"hidden": "[4]"}, 1, 2) is None  # one run: nothing to say
     bad = forms.study_draft(name="x", base=STUDY_FORM, vary={"lr": "abc"}, seeds=1, check_data=False)
     assert forms.population_text(bad, 2) is None
+    # a resumed study: only the runs it still has to train (`studies.sort_slots`), or none
+    draft = forms.study_draft(name="x", base=STUDY_FORM, vary=canonical, seeds=3, check_data=False)
+    left = [slot.cfg for slot in expand(draft.spec)][14:]
+    assert forms.population_text(draft, 2, left) == "Trains as 2 batched models of 5 runs each, side by side."
+    assert forms.population_text(draft, 2, left[:1]) is None
+    assert forms.population_text(draft, 2, []) == \
+        "Nothing left to train: every run of this grid has a result or is running."

@@ -69,9 +69,16 @@ class Plan:
 
 def plan_study(store: Store, study_id: int, *, host: str | None = None,
                alive: Callable[[int], bool] = pid_alive) -> Plan:
-    """Marks dead runs interrupted, then sorts the study's slots into kept, busy and to-do."""
-    spec = load_spec(store, study_id)
+    """Marks dead runs interrupted, then sorts the study's slots into kept, busy and to-do (`sort_slots`)."""
     store.mark_interrupted(host=host or socket.gethostname(), pid_alive=alive)
+    return sort_slots(store, study_id)
+
+
+def sort_slots(store: Store, study_id: int) -> Plan:
+    """The study's slots sorted into kept, busy and to-do, as the store has them now: `plan_study` without
+    marking dead runs first (it writes nothing). A page's estimate of what running it again would train: a run
+    whose process died without a word still counts as busy here, until a launch marks it interrupted."""
+    spec = load_spec(store, study_id)
     runs: dict[tuple, list[Run]] = {}
     for run in store.list_runs(study_id=study_id):
         key = run_key(spec, run.config)

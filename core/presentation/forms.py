@@ -261,14 +261,18 @@ def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], 
     return StudyDraft(spec, {}, variants, n_seeds)
 
 
-def population_text(draft: StudyDraft, workers: int) -> str | None:
+def population_text(draft: StudyDraft, workers: int, todo: list[ExperimentConfig] | None = None) -> str | None:
     """How a launch on `workers` local worker processes trains the runs (`groups.tasks`, as the
     study's scheduler splits them): "Trains as 2 batched models of 12 runs each, side by side." and the runs that
     train on their own (those that differ from every other in a field a population does not batch: widths, data,
-    batch size, ...); None without a valid spec. A resumed study splits only the runs it still has to train."""
+    batch size, ...); None without a valid spec. A resumed study splits only the runs it still has to train:
+    `todo`, their configs (`studies.sort_slots`), where the draft resumes one; "Nothing left to train: ..." when
+    none is left."""
     if draft.spec is None:
         return None
-    parts = tasks([slot.cfg for slot in expand(draft.spec)], max(1, workers))
+    if todo is not None and not todo:
+        return "Nothing left to train: every run of this grid has a result or is running."
+    parts = tasks(todo if todo is not None else [slot.cfg for slot in expand(draft.spec)], max(1, workers))
     sizes = sorted((len(t) for t in parts if len(t) > 1), reverse=True)
     alone = sum(1 for t in parts if len(t) == 1)
     if not sizes:
