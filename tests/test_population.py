@@ -370,6 +370,9 @@ def test_a_csv_configs_parameters_count_its_header_and_wide_models_make_smaller_
     csv.write_text("a,b,c,label\n1,2,3,0\n")
     cfg = BASE.replace(dataset="csv", csv_path=str(csv), hidden=(8,))
     assert groups.parameters(cfg) == (3 * 8 + 8) + 2 * 8 + (8 + 1)
+    quoted = tmp_path / "q.csv"  # a quoted column name holding a comma is one column, as pandas reads it
+    quoted.write_text('"width, cm",b,label\n1,2,0\n')
+    assert groups.parameters(cfg.replace(csv_path=str(quoted))) == (2 * 8 + 8) + 2 * 8 + (8 + 1)
     assert groups.parameters(cfg.replace(csv_path=str(tmp_path / "gone.csv"))) == (10 * 8 + 8) + 2 * 8 + (8 + 1)
     # hidden (512, 512), float32 on 10 features: 270,849 parameters with BatchNorm's, 12 rows of them (13 MB) a member
     wide = BASE.replace(hidden=(512, 512), dtype="float32")

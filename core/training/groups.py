@@ -3,6 +3,7 @@ study scheduler groups its cells with this before any worker imports torch."""
 
 from __future__ import annotations
 
+import csv
 import math
 from typing import Any
 
@@ -42,9 +43,9 @@ def parameters(cfg: ExperimentConfig) -> int:
     features = _KNOWN_FEATURES.get(cfg.dataset, cfg.n_features)
     if cfg.dataset == "csv":
         try:
-            with open(cfg.csv_path, encoding="utf-8", errors="replace") as f:
-                features = max(1, len(f.readline().split(",")) - 1)
-        except OSError:
+            with open(cfg.csv_path, encoding="utf-8", errors="replace", newline="") as f:
+                features = max(1, len(next(csv.reader(f), [])) - 1)  # a quoted name may hold a comma
+        except (OSError, csv.Error):
             pass
     widths = [features, *cfg.hidden, 1]
     return sum(a * b + b for a, b in zip(widths, widths[1:])) + 2 * sum(cfg.hidden)
