@@ -485,6 +485,8 @@ def test_the_study_command_trains_populations_unless_told_not_to(db, flag, share
     # one worker: as a population its four runs are one task, created together before any of them trains
     created_before_started = max(r.created_at for r in runs) <= min(r.started_at for r in runs)
     assert created_before_started == shared
+    # and it says so before training, as the Studies page does
+    assert ("Trains as one batched model of 4 runs, side by side.\n" in err.getvalue()) == shared
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])

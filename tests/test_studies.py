@@ -77,6 +77,7 @@ def test_small_study_end_to_end_then_resume_replaces_a_dead_run(db):
     assert_one_finished_run_per_slot(store, summary["id"], 8)
     assert all(r.study_id == summary["id"] for r in runs)
     assert err.count("finished, final val_loss") == 8 and "[8/8]" in err
+    assert "8 to run on 2 workers\nTrains as 2 batched models of 4 runs each, side by side.\n" in err
     assert [row["n"] for row in summary["ranking"]] == [2, 2, 2, 2]
     assert [(e["factor"], e["level"], e["baseline"]) for e in summary["effects"]] == [
         ("batchnorm", True, False), ("loss", "bce_with_logits", "bce")]
@@ -99,7 +100,7 @@ def test_small_study_end_to_end_then_resume_replaces_a_dead_run(db):
 
     # The same command again: nothing to do, nothing added.
     code, _, err = study(*SMALL_GRID, db=db)
-    assert code == 0 and "8 done" in err and "0 to run" in err
+    assert code == 0 and "8 done" in err and "0 to run" in err and "Trains as" not in err
     assert len(store.list_runs(study_id=summary["id"])) == 8
 
     # A run left "running" by a process that died is marked interrupted and replaced by a fresh run.

@@ -25,6 +25,7 @@ from core.jobs.populations import resume_study_populations
 from core.jobs.scheduler import Finished, check_shareable
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, STUDIES, StudySpec, auto_name, named_study, parse_vary
 from core.jobs.studies import check_runnable, default_workers, open_study, plan_study, summarize
+from core.presentation.forms import split_text
 from core.store import Store
 
 
@@ -91,6 +92,10 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         where = f" on the Dask cluster at {scheduler}"
     err.write(f"study {study_id} {spec.name!r}: {spec.size} runs; {len(plan.kept)} done, "
               f"{len(plan.busy)} running elsewhere, {len(plan.todo)} to run{where}\n")
+    batched = executor != "dask" and not getattr(args, "no_population", False)
+    split = split_text([slot.cfg for slot in plan.todo], n) if batched else None
+    if split:  # as the Studies page says it: a Dask task claims its own cells
+        err.write(f"{split}\n")
     err.flush()
 
     def line(event: Finished) -> None:

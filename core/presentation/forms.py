@@ -272,7 +272,13 @@ def population_text(draft: StudyDraft, workers: int, todo: list[ExperimentConfig
         return None
     if todo is not None and not todo:
         return "Nothing left to train: every run of this grid has a result or is running."
-    parts = tasks(todo if todo is not None else [slot.cfg for slot in expand(draft.spec)], max(1, workers))
+    return split_text(todo if todo is not None else [slot.cfg for slot in expand(draft.spec)], workers)
+
+
+def split_text(cfgs: list[ExperimentConfig], workers: int) -> str | None:
+    """How the local scheduler trains `cfgs` on `workers` worker processes (`groups.tasks`, its own split), in
+    words: "Trains as 2 batched models of 12 runs each, side by side."; None for a single run."""
+    parts = tasks(cfgs, max(1, workers))
     sizes = sorted((len(t) for t in parts if len(t) > 1), reverse=True)
     alone = sum(1 for t in parts if len(t) == 1)
     if not sizes:
