@@ -260,3 +260,14 @@ def test_a_swinging_validation_loss_falling_at_the_end_is_not_too_few_steps():
     summary = {"val_loss_tail_drop": 0.1, "val_loss_tail_fall": 0.05, "steps": 8}
     assert c.FEW_STEPS in named(cfg(), {**summary, "val_loss_osc": 0.29})
     assert c.FEW_STEPS not in named(cfg(), {**summary, "val_loss_osc": 0.3})
+
+
+def test_steps_of_zero_are_not_a_low_learning_rate():
+    """lr=50 threw the logits to 1e7, BCELoss's clamp zeroed every gradient and the weights stopped: the steps are
+    zero, but raising the rate would not move them (and the rate proposed would be lower than the run's)."""
+    zero = {"median_update_ratio/fc0": 0.0, "median_update_ratio/out": 0.0, "median_grad_norm": 0.0, **PLATEAU}
+    assert c.LR_LOW not in named(cfg(lr=50.0), zero)
+    assert c.LR_LOW not in named(cfg(lr=0.001), zero)
+    small = {"median_update_ratio/out": 1e-5, "median_grad_norm": 0.1, **PLATEAU}
+    assert c.LR_LOW in named(cfg(lr=0.001), small)
+    assert c.LR_LOW not in named(cfg(lr=20.0), small)  # 10 is the most ever proposed: not a raise

@@ -60,3 +60,33 @@ def test_fix_without_a_proposed_fix_or_with_one_seed_is_bad_input(tmp_path):
     assert code == 2 and "no finding of run" in err and err.count("\n") == 1
     code, _, err = cli(db, "fix", "999")
     assert code == 2 and "no run with id 999" in err
+
+
+def test_a_fix_that_makes_seeds_diverge_hurt_and_the_means_are_paired():
+    from core.jobs.counterfactual import judge
+
+    nan = math.nan
+    # as run: every seed finished at a huge loss; with the fix two of three diverged, one finished lower
+    v = judge(4, "sigmoid saturation", {"loss": "bce_with_logits"}, [1_000_000.0, 1_500_000.0, 62.77],
+              [nan, nan, 8.97])
+    assert v.verdict == "hurt"
+    assert v.difference == pytest.approx(8.97 - 62.77) and math.isnan(v.ci_low)  # one pair: no interval
+    assert "NaN" not in v.sentence and "2 of 3 seeds diverged or failed" in v.sentence
+    assert "from 62.8 to 8.97" in v.sentence and "too few for an interval" in v.sentence  # that seed's pair only
+
+
+def test_more_seeds_lost_as_run_is_a_help_and_the_interval_names_its_seeds():
+    from core.jobs.counterfactual import judge
+
+    nan = math.nan
+    v = judge(1, "x", {"lr": 0.1}, [nan, 2.0, 4.0, 8.0], [0.5, 1.0, 2.0, 4.0])
+    # the three paired seeds halve the loss exactly: ratio 0.5 with a zero-width interval
+    assert v.verdict == "helped" and v.ratio == pytest.approx(0.5)
+    assert "from 4.67 to 2.33 on average" in v.sentence and "3 seeds where both finished" in v.sentence
+    assert "With the fix 0 of 4 seeds diverged or failed; as run, 1." in v.sentence
+    # both sides lost every seed: nothing to judge, said so
+    both = judge(1, "x", {"lr": 0.1}, [nan, nan], [nan, nan])
+    assert both.verdict == "no clear difference" and "could not be judged" in both.sentence
+    # every seed lost with the fix, none as run
+    hurt = judge(1, "x", {"lr": 0.1}, [1.0, 2.0], [nan, nan])
+    assert hurt.verdict == "hurt" and "with lr=0.1 every seed diverged or failed" in hurt.sentence

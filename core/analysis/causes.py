@@ -324,13 +324,18 @@ def lr_too_low(config, s, status) -> Finding | None:
     largest = largest_update(s)
     if largest is None or largest[1] >= SMALL_UPDATE or not plateau(s):
         return None
-    factor = 10 ** max(1, round(math.log10(TARGET_UPDATE / max(largest[1], 1e-12))))
+    if largest[1] <= 0 or num(s, "median_grad_norm") == 0:
+        return None  # no gradient (saturation, dead units): no learning rate moves the weights
+    factor = 10 ** max(1, round(math.log10(TARGET_UPDATE / largest[1])))
+    fix = lr_times(config, factor)
+    if fix is None or fix["lr"] <= (config.get("lr") or 0):
+        return None  # already at the largest rate proposed: the steps are small for another reason
     return Finding("problem", f"The learning rate is too low: a typical step changes the weights by "
                               f"{largest[1]:.2g} of their size at most (layer {largest[0]}).",
                    f"The exact training loss fell {pct(max(num(s, 'train_loss_drop') or 0, 0))} from the first "
                    f"epoch. Steps under 0.1% of the weights (lr = {config.get('lr')}) need thousands of epochs; "
                    f"{factor:g} times the learning rate brings them near 0.3%.",
-                   cause=LR_LOW, fix=lr_times(config, factor))
+                   cause=LR_LOW, fix=fix)
 
 
 def underfit(config, s, status) -> Finding | None:

@@ -7,7 +7,9 @@ baseline and a logits fix are compared on one yardstick. Seed by seed the two ar
 often hundreds of times a healthy one's and varies by orders of magnitude between seeds, so the verdict is judged
 on the ratio fixed / baseline, as the t interval over seeds of its logarithm: "helped" when the whole interval is
 below 1, "hurt" when above, else no clear difference. The plain difference and its t interval are reported too
-(and decide when a loss is not positive).
+(and decide when a loss is not positive). Both are taken over the seeds where both sides finished; a run that
+diverged or failed has no loss to pair, so it counts apart: the side where more seeds diverged or failed is the
+worse one, unless the seeds where both finished clearly say the opposite.
 """
 
 from __future__ import annotations
@@ -47,24 +49,46 @@ class Verdict:
     @property
     def sentence(self) -> str:
         change = ", ".join(f"{k}={_text(v)}" for k, v in self.fix.items())
-        means = f"from {_fmt(_mean(self.baseline))} to {_fmt(_mean(self.fixed))} on average"
-        if not any(math.isfinite(v) for v in self.baseline) and all(math.isfinite(v) for v in self.fixed):
+        pairs = list(zip(self.baseline, self.fixed))
+        both = [(b, f) for b, f in pairs if math.isfinite(b) and math.isfinite(f)]
+        lost_base = sum(not math.isfinite(b) for b in self.baseline)
+        lost_fixed = sum(not math.isfinite(f) for f in self.fixed)
+        if pairs and lost_base == len(pairs) and lost_fixed == 0:
             return (f"The fix helped: as run, every seed diverged or failed; with {change} every seed finished, at "
                     f"an exact validation loss of {_fmt(_mean(self.fixed))} on average ({self.seeds} seeds).")
-        if math.isfinite(self.ratio) and self.ratio <= 1:
-            size = f"{_fmt(1 / self.ratio)} times lower"
-            ci = f"(95% CI {_fmt(1 / self.ratio_high)} to {_fmt(1 / self.ratio_low)} times, {self.seeds} seeds)"
-        elif math.isfinite(self.ratio):
-            size = f"{_fmt(self.ratio)} times higher"
-            ci = f"(95% CI {_fmt(self.ratio_low)} to {_fmt(self.ratio_high)} times, {self.seeds} seeds)"
+        if pairs and lost_fixed == len(pairs) and lost_base == 0:
+            return (f"The fix hurt: with {change} every seed diverged or failed; as run, every seed finished, at an "
+                    f"exact validation loss of {_fmt(_mean(self.baseline))} on average ({self.seeds} seeds).")
+        lost = (f" With the fix {lost_fixed} of {self.seeds} seeds diverged or failed; as run, {lost_base}."
+                if lost_base or lost_fixed else "")
+        if not both:
+            return (f"{change} could not be judged: no seed finished both as run and with the fix ({self.seeds} "
+                    f"seeds).{lost}")
+        n = len(both)
+        where = f"{n} seed{'s' if n > 1 else ''}" + (" where both finished" if n < len(pairs) else "")
+        means = (f"from {_fmt(_mean([b for b, _ in both]))} to {_fmt(_mean([f for _, f in both]))} on average"
+                 if n > 1 else f"from {_fmt(both[0][0])} to {_fmt(both[0][1])}")
+        if math.isfinite(self.ratio):
+            size = f"{_fmt(1 / self.ratio)} times lower" if self.ratio <= 1 else f"{_fmt(self.ratio)} times higher"
         else:
-            ci = f"(95% CI {_fmt(self.ci_low)} to {_fmt(self.ci_high)}, {self.seeds} seeds)"
             size = f"a difference of {_fmt(self.difference)}"
+        if n < 2:
+            ci = f"({where}: too few for an interval)"
+        elif math.isfinite(self.ratio) and math.isfinite(self.ratio_low):
+            low, high = (1 / self.ratio_high, 1 / self.ratio_low) if self.ratio <= 1 else (self.ratio_low,
+                                                                                          self.ratio_high)
+            ci = f"(95% CI {_fmt(low)} to {_fmt(high)} times, {where})"
+        else:
+            ci = f"(95% CI {_fmt(self.ci_low)} to {_fmt(self.ci_high)}, {where})"
         if self.verdict == "helped":
-            return f"The fix helped: {change} lowered the exact validation loss {means}, {size} {ci}."
+            return f"The fix helped: {change} lowered the exact validation loss {means}, {size} {ci}.{lost}"
         if self.verdict == "hurt":
-            return f"The fix hurt: {change} raised the exact validation loss {means}, {size} {ci}."
-        return f"{change} made no clear difference to the exact validation loss ({means}, {size} {ci})."
+            if lost_fixed > lost_base:
+                return (f"The fix hurt: with {change} {lost_fixed} of {self.seeds} seeds diverged or failed, "
+                        f"against {lost_base} as run. Where both finished, the exact validation loss went {means}, "
+                        f"{size} {ci}.")
+            return f"The fix hurt: {change} raised the exact validation loss {means}, {size} {ci}.{lost}"
+        return f"{change} made no clear difference to the exact validation loss ({means}, {size} {ci}).{lost}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "cause": self.cause, "fix": self.fix, "metric": METRIC, "seeds": self.seeds,
@@ -127,10 +151,13 @@ def judge(run_id: int, cause: str, change: dict[str, Any], baseline: list[float]
                                                                                            log_high))
     judged_low, judged_high, zero = (log_low, log_high, 0.0) if math.isfinite(log_low) else (low, high, 0.0)
     verdict = "helped" if judged_high < zero else "hurt" if judged_low > zero else "no clear difference"
-    # every seed diverged on one side and finished on the other: no interval needed
-    if pairs and all(not math.isfinite(b) and math.isfinite(f) for b, f in pairs):
+    # more seeds diverged or failed on one side than on the other: that side is worse whatever the seeds where both
+    # finished say (a fix that makes runs diverge is no fix), unless those seeds say the opposite clearly
+    lost_base = sum(not math.isfinite(b) for b, _ in pairs)
+    lost_fixed = sum(not math.isfinite(f) for _, f in pairs)
+    if lost_base > lost_fixed and verdict != "hurt":
         verdict = "helped"
-    elif pairs and all(math.isfinite(b) and not math.isfinite(f) for b, f in pairs):
+    elif lost_fixed > lost_base and verdict != "helped":
         verdict = "hurt"
     return Verdict(run_id, cause, change, len(pairs), list(baseline), list(fixed),
                    ids or {"baseline": [], "fixed": []}, mean, low, high, ratio, ratio_low, ratio_high, verdict)
