@@ -20,7 +20,12 @@ def open_store(url: str) -> Store:
     return Store(url)
 
 
-store = open_store(default_url())
+try:
+    store = open_store(default_url())
+except ValueError as exc:  # no server there, not a database, no driver: said once, not as a traceback
+    st.error(f"Lossboard cannot open its run store ({exc}). Point LOSSBOARD_DB at a SQLite file or a database "
+             "server, then reload.", icon=":material/database:")
+    st.stop()
 st.session_state["app_store"] = store
 if "app_refreshed" not in st.session_state:  # once per browser session: runs whose process died
     runner.refresh(store)

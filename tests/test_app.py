@@ -89,6 +89,16 @@ def test_every_page_runs_on_a_populated_store(populated_url, page):
     open_page(page)
 
 
+def test_a_store_that_cannot_be_opened_is_said_on_the_page_and_left_alone(tmp_path, monkeypatch):
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("hello\n")
+    monkeypatch.setenv("LOSSBOARD_DB", str(not_a_db))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "cannot open its run store" in text_of(at.error) and "file is not a database" in text_of(at.error)
+    assert not_a_db.read_text() == "hello\n"
+
+
 def test_pages_do_not_import_torch():
     """Every core module the app and its pages import leaves torch out (the dashboard starts fast and needs no GPU).
     The import-linter contract (tests/test_layers.py) checks the same statically; this imports them for real."""

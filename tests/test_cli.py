@@ -77,6 +77,7 @@ def test_runs_tag_note_delete(db):
     (["train", "--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
     (["train", "--dataset", "csv", "--csv-path", "/nonexistent.csv"], "csv_path: no such file"),
     (["train", "--config", "/nonexistent.json"], "config: no such file"),
+    (["train", "--config", "/"], "config: '/' is a folder; give a JSON file"),
     (["show", "999"], "no run with id 999"),
     (["metrics", "999"], "no run with id 999"),
 ])
@@ -234,3 +235,15 @@ def test_show_prints_the_findings_and_show_json_lists_them(db):
     assert record["summary"]["input_std_max"] > 100  # breast_cancer's raw features, as the first layer saw them
     code, out, _ = cli("show", str(run_id), db=db)
     assert "findings:" in out and "The inputs are not scaled" in out and 'fix: {"standardize": true}' in out
+
+
+@pytest.mark.parametrize("make, reason", [(lambda p: p.write_text("hello\n") and p, "file is not a database"),
+                                          (lambda p: p.parent, "unable to open database file")])
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path, make, reason):
+    target = make(tmp_path / "notes.db")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["runs", "--db", str(target)], out=out, err=err, env={})
+    assert code == 2 and err.getvalue().startswith("error: db: cannot open ") and reason in err.getvalue()
+    assert len(err.getvalue().splitlines()) == 1
+    if target.is_file():
+        assert target.read_text() == "hello\n"

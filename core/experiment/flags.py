@@ -37,6 +37,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             loaded = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError("config", f"no such file: {str(path)!r}") from None
+        except IsADirectoryError:
+            raise ConfigError("config", f"{str(path)!r} is a folder; give a JSON file") from None
+        except OSError as exc:  # unreadable: permissions, a device
+            raise ConfigError("config", f"cannot read {str(path)!r} ({exc.strerror or exc})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError("config", f"{path.name} is not valid JSON ({exc})") from None
         if isinstance(loaded, dict) and isinstance(loaded.get("config"), dict):

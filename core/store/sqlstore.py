@@ -14,13 +14,14 @@ Storage conventions:
 from __future__ import annotations
 
 import os
+import sqlite3
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from core.store.chunks import Points
@@ -75,7 +76,13 @@ class Store(ManyRuns):
         self._clock = clock
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._keys = KeyIds()
-        upgrade(self.engine)
+        try:
+            upgrade(self.engine)
+        except (DBAPIError, sqlite3.Error, OSError) as exc:  # no server there, not a database, no such folder
+            self.engine.dispose()
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise ValueError(f"db: cannot open {where!r}: {reason[0] if reason else type(exc).__name__}") from None
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
