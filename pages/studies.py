@@ -13,6 +13,7 @@ from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choic
                                     field_names)
 from core.jobs import runner
 from core.jobs.executors import ENV_SCHEDULER
+from core.jobs.spec import MAX_WORKERS
 from core.jobs.studies import (default_workers, existing_study, list_studies_with_progress, load_spec, progress,
                                sort_slots, study_frame)
 from core.presentation import charts, export, formatting, forms, run_tables, study_views, tables, urls, zoom
@@ -89,7 +90,7 @@ def read_draft() -> forms.StudyDraft:
         name=st.session_state.get("studies_name", ""),
         base={name: st.session_state.get(BASE + name) for name in field_names()},
         vary={name: st.session_state.get(VALUES + name) for name in st.session_state.get("studies_vary", [])},
-        seeds=st.session_state.get("studies_seeds"))
+        seeds=st.session_state.get("studies_seeds"), workers=st.session_state.get("studies_workers"))
 
 
 def show_study(study_id: int) -> None:
@@ -105,7 +106,7 @@ def on_launch() -> None:
         st.session_state["studies_refused"] = {"spec": None, "errors": {}}
         return
     try:
-        study_id = runner.launch_study(store, draft.spec, workers=int(st.session_state["studies_workers"]),
+        study_id = runner.launch_study(store, draft.spec, workers=st.session_state["studies_workers"],
                                        executor=executor())
     except ConfigError as exc:  # what only launching can tell (a CSV that does not load): shown until it changes
         st.session_state["studies_refused"] = {"spec": draft.spec.to_dict(),
@@ -124,8 +125,9 @@ def on_pick() -> None:
 
 
 def on_resume(study_id: int) -> None:
-    runner.relaunch_study(store, study_id, workers=int(st.session_state.get("studies_workers") or default_workers()),
-                          executor=executor())
+    workers = st.session_state.get("studies_workers")
+    good = isinstance(workers, int) and 1 <= workers <= MAX_WORKERS  # the form's value, when it is a valid one
+    runner.relaunch_study(store, study_id, workers=workers if good else default_workers(), executor=executor())
 
 
 def executor() -> str | None:
@@ -213,19 +215,20 @@ def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | 
         error_under(row, errors, FORM_COLUMNS - 1)
 
     seeds, workers, count, button = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
-    seeds.number_input("Seeds", min_value=1, max_value=100, step=1, key="studies_seeds", persist_state=KEEP,
+    # no min or max: the browser would keep an out-of-range number to itself, and launch with the last good one
+    seeds.number_input("Seeds", step=1, key="studies_seeds", persist_state=KEEP,
                        help="Each variant trains with seeds 0..N-1: the effects' intervals are over seeds.")
-    workers.number_input("Workers", min_value=1, max_value=256, step=1, key="studies_workers", persist_state=KEEP,
+    workers.number_input("Workers", step=1, key="studies_workers", persist_state=KEEP,
                          help=f"Worker processes training at once (this machine has {default_workers()} cores): "
                               "the runs that differ only in fields a population batches (seed, lr, activation, "
                               "loss, BatchNorm, ...) train side by side as one batched model a worker, the others "
                               "one at a time.")
     with count.container(key="studies_run_count"):
-        at_once = int(st.session_state.get("studies_workers") or 1)
-        st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs else "")
+        at_once = None if "workers" in errors else int(st.session_state.get("studies_workers") or 1)
+        st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs and at_once else "")
                     + (f" · resumes study #{resumes}" if resumes else "")
                     + (f", {len(todo)} left to train" if resumes and todo is not None else ""))
-        how = forms.population_text(draft, at_once, todo) if executor() is None else None  # Dask claims its own
+        how = forms.population_text(draft, at_once or 1, todo) if executor() is None else None  # Dask claims its own
         if how:
             st.caption(how)
     if SCHEDULER:  # only where a Dask scheduler is configured
@@ -236,7 +239,9 @@ def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | 
                   on_click=on_launch)
     if "seeds" in errors:
         seeds.error(errors["seeds"], icon=":material/error:")
-    shown = {"name", "seeds", *vary, *field_names()}
+    if "workers" in errors:
+        workers.error(errors["workers"], icon=":material/error:")
+    shown = {"name", "seeds", "workers", *vary, *field_names()}
     for field_name, message in errors.items():
         if field_name not in shown:
             st.error(f"{field_name}: {message}", icon=":material/error:")

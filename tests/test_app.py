@@ -463,6 +463,24 @@ def test_bad_vary_input_shows_the_field_error_and_creates_nothing(empty_url):
     assert not at.error
 
 
+@pytest.mark.parametrize("seeds, workers, bad", [(0, 2, "seeds"), (2, 0, "workers"), (101, 2, "seeds"),
+                                                  (2, 257, "workers")])
+def test_out_of_range_seeds_or_workers_are_said_and_start_nothing(empty_url, seeds, workers, bad):
+    """The form's number boxes take any number, so that the page, not the browser, judges it: a box with a minimum
+    kept 0 to itself and launched with the last good value."""
+    at = open_page(STUDIES_PAGE)
+    widget(at, "number_input", "studies_seeds").set_value(seeds)
+    widget(at, "number_input", "studies_workers").set_value(workers).run()
+    limit = 100 if bad == "seeds" else 256
+    given = seeds if bad == "seeds" else workers
+    assert f"must be a whole number from 1 to {limit}, got {given}" in text_of(at.error)
+    assert "at a time" not in text_of(at.markdown) or bad == "seeds"
+    widget(at, "button", "studies_launch").click().run()
+    assert not at.exception and f"Nothing was started: `{bad}` needs fixing" in text_of(at.error)
+    with Store(empty_url) as store:
+        assert store.list_studies() == [] and store.list_runs() == []
+
+
 def test_a_finished_study_shows_its_answer_ranking_and_curves(study_url, deferred):
     at = open_page(STUDIES_PAGE)
     assert widget(at, "button_group", "studies_mode").value == "view"

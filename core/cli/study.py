@@ -23,7 +23,7 @@ from core.experiment.flags import add_config_flags, config_from_args
 from core.jobs.executors import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, executor_options
 from core.jobs.populations import resume_study_populations
 from core.jobs.scheduler import Finished, check_shareable
-from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, STUDIES, StudySpec, auto_name, named_study, parse_vary
+from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, MAX_WORKERS, STUDIES, StudySpec, auto_name, named_study, parse_vary
 from core.jobs.studies import check_runnable, default_workers, open_study, plan_study, summarize
 from core.presentation.forms import split_text
 from core.store import Store
@@ -77,7 +77,7 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     """Build or find the study, run what it still needs, print its ranking and effects. Bad input raises a
     ConfigError naming the field, before any run (or study) is created. Exit code 0 when every run of the grid
     has a result, 1 when some are left (cancelled or interrupted: run the same command again to resume)."""
-    workers = _positive_int("workers", args.workers, 256) if args.workers is not None else None
+    workers = _positive_int("workers", args.workers, MAX_WORKERS) if args.workers is not None else None
     judge_name, difference = statistics_options(args)
     executor, scheduler = executor_options(getattr(args, "executor", None), getattr(args, "scheduler", None))
     check_shareable(store.url)

@@ -23,6 +23,7 @@ DEFAULT_SEEDS = 3
 
 
 MAX_SEEDS = 100
+MAX_WORKERS = 256  # worker processes a study may start at once
 
 
 MAX_RUNS = 10_000

@@ -16,7 +16,7 @@ from core import PROJECT_ROOT
 from core.analysis.effects import format_value as study_value
 from core.experiment.config import PRESETS, ConfigError, ExperimentConfig, choices, coerce, field_kind, field_names
 from core.experiment.data import load_dataset
-from core.jobs.spec import MAX_SEEDS, STUDIES, StudySpec, auto_name, expand, parse_vary
+from core.jobs.spec import MAX_SEEDS, MAX_WORKERS, STUDIES, StudySpec, auto_name, expand, parse_vary
 from core.presentation.formatting import form_order
 from core.training.groups import tasks
 
@@ -192,7 +192,7 @@ class StudyDraft:
     """The study form read: the spec when everything is valid, else the errors by field."""
 
     spec: StudySpec | None
-    errors: dict[str, str]  # field -> message: a base field, a varied field, "name", "seeds" or "vary"
+    errors: dict[str, str]  # field -> message: a base field, a varied field, "name", "seeds", "workers" or "vary"
     variants: int  # combinations of the values given (counted even when some are bad)
     seeds: int | None  # None when the number of seeds is bad
 
@@ -202,7 +202,7 @@ class StudyDraft:
 
 
 def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], seeds: Any,
-                check_data: bool = True) -> StudyDraft:
+                check_data: bool = True, workers: Any = 1) -> StudyDraft:
     """Read the study form: `base` holds the base config's form values (as `config_from_form` takes them),
     `vary` maps each varied field to its picked values (a list) or its typed values ("0.01, 0.1"), in order;
     an empty `name` is the built-in study's whose grid this is, else derived from the grid (`core.studies.auto_name`,
@@ -246,6 +246,8 @@ def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], 
     except ConfigError:
         n_seeds = None
         errors["seeds"] = f"must be a whole number from 1 to {MAX_SEEDS}, got {seeds!r}"
+    if not (isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= MAX_WORKERS):
+        errors["workers"] = f"must be a whole number from 1 to {MAX_WORKERS}, got {workers!r}"
     variants = math.prod(len(v) for v in values.values())
     if errors or cfg is None or n_seeds is None:
         return StudyDraft(None, errors, variants, n_seeds)
