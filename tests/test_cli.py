@@ -247,3 +247,15 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path, make, re
     assert len(err.getvalue().splitlines()) == 1
     if target.is_file():
         assert target.read_text() == "hello\n"
+
+
+def test_metrics_csv_writes_nan_and_inf_as_export_does(db):
+    from core.training.reporting import MetricRow
+
+    with Store(db) as store:
+        run_id = store.create_run(name="nan", config={})
+        store.log_metrics(run_id, [MetricRow("logit_mean", i, 0, v, 0.1 * i)
+                                   for i, v in enumerate([0.5, float("nan"), float("inf")])])
+    code, out, _ = cli("metrics", str(run_id), "--key", "logit_mean", "--format", "csv", db=db)
+    values = [line.split(",")[3] for line in out.splitlines()[1:]]
+    assert code == 0 and values == ["0.5", "NaN", "inf"], out

@@ -449,6 +449,8 @@ def test_cli_image_export_without_a_browser_fails_in_one_line_while_html_works(s
     (["--runs", "{first}", "--layout", "grid"], "layout"),
     (["--runs", "{first}", "--width", "5"], "width"),
     (["--runs", "{first}", "--scale", "0"], "scale"),
+    (["--runs", "{first}", "--format", "png", "--out", "-"], "out"),  # binary: not to standard output
+    (["--runs", "{first}", "--out", "-", "--format", "parquet"], "out"),
 ])
 def test_cli_bad_input_raises_config_error_naming_the_field(store, ids, tmp_path, argv, field):
     (tmp_path / "afile").write_text("not a folder")
@@ -461,6 +463,25 @@ def test_cli_bad_input_raises_config_error_naming_the_field(store, ids, tmp_path
         run_export(store, *argv)
     assert info.value.field == field
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "html"])
+def test_cli_export_to_standard_output_writes_no_file(store, ids, tmp_path, monkeypatch, fmt):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_export(store, "--runs", str(ids[0]), "--format", fmt, "--out", "-")
+    assert (code, err) == (0, "") and list(tmp_path.iterdir()) == []
+    path = tmp_path / f"file.{fmt}"
+    assert run_export(store, "--runs", str(ids[0]), "--format", fmt, "--out", str(path))[0] == 0
+    if fmt == "csv":
+        assert out == path.read_text()  # the same bytes the file gets
+        assert out.startswith(",".join(export.SERIES_CSV_COLUMNS))
+    else:  # (a figure's div id is drawn afresh each time)
+        assert out.startswith("<!DOCTYPE html>") and len(out) == len(path.read_text())
+
+
+def test_cli_export_names_an_unknown_suffix_not_the_whole_path(store, ids, tmp_path):
+    with pytest.raises(ConfigError, match=r"got the file suffix '\.gif'$"):
+        run_export(store, "--runs", str(ids[0]), "--out", str(tmp_path / "a.gif"))
 
 
 def test_cli_main_runs_export_when_wired(store, ids, tmp_path):

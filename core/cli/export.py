@@ -42,8 +42,8 @@ def add_export_parser(subparsers: Any) -> None:
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="NAME",
                    help=f"--format table: what the study is judged on: {', '.join(JUDGES)} (default {DEFAULT_JUDGE})")
     p.add_argument("--out", required=True, metavar="PATH",
-                   help="file to write, or an existing folder (the file is then named after the title); for "
-                        "--format table, - prints the tables")
+                   help="file to write, or an existing folder (the file is then named after the title); - prints "
+                        "a text format (csv, svg, html, report, table: give --format) to standard output")
     p.add_argument("--smoothing", type=float, default=0.0, metavar="W", help="TensorBoard smoothing weight, [0, 1)")
     p.add_argument("--log-y", action="store_true", help="logarithmic y axis")
     p.add_argument("--x", default="step", metavar="AXIS", help="step|epoch|time")
@@ -62,6 +62,9 @@ def add_export_parser(subparsers: Any) -> None:
     p.add_argument("--title", default=None, help="title (default: the metrics and the runs compared)")
 
 
+STDOUT_FORMATS = ("csv", "svg", "html", "report")  # what --out - prints: text
+
+
 def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -> int:
     """Writes the export and one line saying where. Bad input raises ConfigError naming the option (nothing is
     written); when images cannot be made here it prints one line and returns 1."""
@@ -71,7 +74,13 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
     if fmt == "table":
         return _export_tables(args, store, suffix, out)
     if fmt not in FORMATS:
-        raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, table; got {args.format or args.out!r}")
+        got = repr(args.format) if args.format else (f"the file suffix {'.' + suffix!r}" if suffix else
+                                                     f"{args.out!r}, which has no suffix")
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, table; got {got}")
+    stdout = args.out == "-"
+    if stdout and fmt not in STDOUT_FORMATS:
+        raise ConfigError("out", f"- (standard output) takes the text formats {', '.join(STDOUT_FORMATS)}; {fmt} is "
+                                 "binary: give a file name")
     if not args.runs:
         raise ConfigError("runs", f"--format {fmt} needs --runs (run ids separated by commas: 3,7,12)")
     if args.layout not in ("overlay", "metric"):
@@ -90,7 +99,7 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
                                      group_by=args.group_by, color_by=args.color_by, dash_by=args.dash_by,
                                      band=args.band)
     title = args.title if args.title is not None else report.comparison_title(runs, metrics)
-    path = _target(Path(args.out), title, EXTENSIONS[fmt])
+    path = None if stdout else _target(Path(args.out), title, EXTENSIONS[fmt])
     ids = [r.id for r in runs]
 
     if fmt == "csv":
@@ -106,6 +115,9 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
         except RuntimeError as exc:  # ExportUnavailable, or a render that timed out
             err.write(f"error: {exc}\n")
             return 1
+    if path is None:
+        out.write(data.decode("utf-8"))
+        return 0
     _write(path, data)
     out.write(f"wrote {path} ({fmt}, {len(data):,} bytes)\n")
     return 0

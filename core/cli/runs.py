@@ -67,7 +67,7 @@ def cmd_metrics(args, store, out: TextIO, err: TextIO) -> int:
                                      f"{', '.join(store.metric_keys(args.id))}")
     frame = frame.drop(columns=["run_id"])
     if args.format == "csv":
-        frame.to_csv(out, index=False, lineterminator="\n")
+        frame.to_csv(out, index=False, na_rep="NaN", lineterminator="\n")  # as export writes it
     else:
         dump_json(frame.to_dict(orient="records"), out)
     return 0
