@@ -279,6 +279,19 @@ def test_a_study_as_the_template_of_a_new_one(db):
                           Store(db))[0].name == spec.name  # named after its grid: the same command, the same study
 
 
+def test_a_stored_study_is_named_by_its_name_or_its_id_and_a_wrong_name_lists_both_kinds(db):
+    store = Store(db)
+    study_id = open_study(store, StudySpec.from_dict({**STUDIES["bn-act-loss"].to_dict(), "name": "mine"}))
+    spec, found = spec_from_args(parse("--study", str(study_id)), store)
+    assert found == study_id and spec.name == "mine"  # resumed by id, as export and the page name it
+    with pytest.raises(ConfigError) as info:
+        spec_from_args(parse("--study", "nope"), store)
+    assert info.value.field == "study" and "(stored: mine)" in str(info.value) and "bn-act-loss" in str(info.value)
+    with pytest.raises(ConfigError, match="stored: mine"):
+        spec_from_args(parse("--study", str(study_id + 1)), store)  # an id nothing has
+    assert store.list_runs() == []
+
+
 def test_the_canonical_study():
     spec = STUDIES["bn-act-loss"]
     assert spec.size == 24 and spec.seeds == 3

@@ -91,6 +91,23 @@ def test_a_worker_with_nothing_to_do_says_so(pg_url):
     assert main(["worker", "--study", "nosuch", "--db", pg_url], out=io.StringIO(), err=err, env={}) == 2
 
 
+def test_a_worker_on_a_built_in_study_not_stored_yet_stores_and_trains_it(tmp_path):
+    import io
+
+    from core.cli.main import main
+
+    db, err = f"sqlite:///{tmp_path / 'w.db'}", io.StringIO()
+    assert main(["worker", "--study", "bn-act-loss", "--population", "24", "--db", db], out=io.StringIO(), err=err,
+                env={}) == 0, err.getvalue()
+    store = Store(db)
+    (study,) = store.list_studies()
+    assert study.name == "bn-act-loss" and "trained 24 cells" in err.getvalue()
+    assert sorted(r.status for r in store.list_runs()) == ["finished"] * 24
+    err = io.StringIO()  # and by its id, with nothing left
+    assert main(["worker", "--study", str(study.id), "--db", db], out=io.StringIO(), err=err, env={}) == 0
+    assert "trained 0 cells" in err.getvalue()
+
+
 def test_a_server_that_goes_away_mid_run_leaves_the_run_marked_and_its_values(pg_server):
     """The server stops (as on a power cut) while a cell trains: the trainer stops at its next flush, and once
     the server is back the run is marked interrupted with what happened, every value stored before kept."""

@@ -152,8 +152,8 @@ def spec_from_args(args: Any, store: Store) -> tuple[StudySpec, int | None]:
     """The spec the command line asks for, and the stored study's id when it names one (else None)."""
     grid = _grid_options(args)
     if args.study is not None:
-        stored = store.get_study_by_name(args.study)
-        renamed = args.name is not None and args.name.strip() != args.study.strip()
+        stored = stored_study(store, args.study)
+        renamed = args.name is not None and args.name.strip() != (stored.name if stored else args.study).strip()
         if stored is not None and not renamed:
             if grid:
                 raise ConfigError("study", f"a study named {stored.name!r} is stored; run it without grid options "
@@ -180,6 +180,19 @@ def spec_from_args(args: Any, store: Store) -> tuple[StudySpec, int | None]:
         spec = StudySpec(name=args.name or auto_name(base, vary, seeds), base=base, vary=vary, seeds=seeds)
     found = store.get_study_by_name(spec.name)
     return spec, (open_study(store, spec) if found is not None else None)
+
+
+def stored_study(store: Store, name: str) -> Any:
+    """The stored study `name` names (its name, else its id), None for a built-in study not stored yet; a
+    ConfigError listing both kinds for anything else."""
+    stored = store.get_study_by_name(name)
+    if stored is None and name.strip().isdigit():
+        stored = next((s for s in store.list_studies() if s.id == int(name)), None)
+    if stored is None and name not in STUDIES:
+        names = ", ".join(s.name for s in store.list_studies()) or "none yet"
+        raise ConfigError("study", f"{name!r} is neither a stored study's name or id (stored: {names}) nor a "
+                                   f"built-in study ({', '.join(STUDIES)})")
+    return stored
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import socket
 from typing import Any, TextIO
 
+from core.cli.study import stored_study
 from core.experiment.config import ConfigError
 from core.jobs.cells import CellResult, publish, work
 from core.jobs.executors import ENV_LEASE_TIMEOUT, lease_timeout
 from core.jobs.scheduler import check_shareable
+from core.jobs.spec import named_study
+from core.jobs.studies import open_study
 from core.store import Store
 from core.store.leases import Leases
 from core.training.groups import MAX_POPULATION
@@ -29,7 +32,9 @@ def add_worker_parser(subparsers: Any) -> Any:
                     "another live worker. Each cell is trained once, however many workers, schedulers and "
                     f"machines share the store. A lease lives ${ENV_LEASE_TIMEOUT} seconds (default 60) "
                     "without a heartbeat; then another worker takes the cell over and reruns it.")
-    w.add_argument("--study", default=None, metavar="NAME", help="only this stored study's cells (and start it)")
+    w.add_argument("--study", default=None, metavar="NAME",
+                   help="only this study's cells: a stored study's name or id, or a built-in study (then stored "
+                        "and started)")
     w.add_argument("--poll", default=None, metavar="S", help="seconds between looks for work (default 1)")
     w.add_argument("--population", default=None, metavar="N",
                    help="claim up to N cells of a study that can share a model and train them as one batched "
@@ -47,11 +52,8 @@ def cmd_worker(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     leases = Leases(store, timeout_s=timeout_s)
     study_id = None
     if args.study is not None:
-        found = store.get_study_by_name(args.study)
-        if found is None:
-            names = ", ".join(s.name for s in store.list_studies()[:10]) or "none yet"
-            raise ConfigError("study", f"no stored study named {args.study!r}; stored: {names}")
-        study_id = found.id
+        found = stored_study(store, args.study)  # a stored study's name or id, or a built-in one
+        study_id = found.id if found is not None else open_study(store, named_study(args.study))
         publish(store, study_id, leases)
     host = socket.gethostname()
     err.write(f"worker on {host}: claiming cells of " + (f"study {args.study!r}" if study_id else "every study")
