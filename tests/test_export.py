@@ -248,8 +248,12 @@ def test_series_csv_reads_back_equal_to_the_stored_series(store, ids):
 
 def test_table_csv_of_summary_and_config_differences(store, ids):
     runs = report.load_runs(store, ids)
-    summary = pd.read_csv(io.StringIO(export.table_csv(run_tables.summary_table(runs))), index_col=0)
+    text = export.table_csv(run_tables.summary_table(runs, for_file=True))
+    summary = pd.read_csv(io.StringIO(text), index_col=0)
     assert summary.index.tolist() == ids and summary["name"].tolist() == ["baseline", SCRIPT_NAME, "bn & co"]
+    assert set(summary["status"]) <= {"finished", "diverged", "failed", "cancelled", "interrupted"}  # no icons
+    steps = [line.split(",")[list(summary.columns).index("steps") + 1] for line in text.splitlines()[1:]]
+    assert steps == [str(r.summary["steps"]) for r in runs]  # whole numbers: 320, not 320.0
     assert summary["steps"].tolist() == [r.summary["steps"] for r in runs]
     assert summary["diverged_step"].isna().all()  # None in the summary -> NaN in the table -> NaN read back
     diff = pd.read_csv(io.StringIO(export.table_csv(run_tables.config_differences(runs))), index_col=0)

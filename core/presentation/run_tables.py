@@ -250,16 +250,28 @@ def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
                         index=pd.Index([r.id for r in runs], name="id"))
 
 
-def summary_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """The selected runs side by side: status, duration and the summary metrics (NaN where a run has none)."""
+# Summary columns that count (steps, epochs): whole numbers in a file, not 320.0
+WHOLE_SUMMARY_METRICS = ("steps", "best_val_epoch", "diverged_step")
+
+
+def summary_table(runs: Sequence[Run], *, for_file: bool = False) -> pd.DataFrame:
+    """The selected runs side by side: status, duration and the summary metrics (NaN where a run has none). For a
+    file (`for_file`), the status is the plain word (no icon) and the counts are whole numbers (empty where none)."""
     rows = []
     for run in runs:
-        row: dict[str, Any] = {"name": run.name, "status": status_label(run.status), "duration_s": run.duration_s}
+        status = run.status if for_file else status_label(run.status)
+        row: dict[str, Any] = {"name": run.name, "status": status, "duration_s": run.duration_s}
         row.update({key: as_float(run.summary.get(key)) for key in SUMMARY_METRICS})
         rows.append(row)
     frame = pd.DataFrame(rows, index=pd.Index([r.id for r in runs], name="id"),
                          columns=["name", "status", "duration_s", *SUMMARY_METRICS])
     frame["duration_s"] = pd.to_numeric(frame["duration_s"], errors="coerce")
+    if for_file:
+        for key in WHOLE_SUMMARY_METRICS:
+            column = pd.to_numeric(frame[key], errors="coerce")
+            whole = column.isna() | (column == column.round())
+            if whole.all():
+                frame[key] = column.round().astype("Int64")
     return frame
 
 
