@@ -278,7 +278,7 @@ def chart_and_summary() -> None:
         frame, prefix = run_tables.legend_runs(fresh)
         try:
             figure = charts.comparison_figure(series, frame, metrics=metrics, title=legend.prefix_title(prefix) or None,
-                                              **settings)
+                                              diverged=run_tables.diverged_ids(fresh), **settings)
         except ValueError as exc:
             st.error(f"This chart cannot be drawn: {exc}")
         else:

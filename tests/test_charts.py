@@ -469,3 +469,16 @@ def test_a_finite_curve_gets_no_markers():
                            "value": [3.0, 2.0, 1.0], "wall_time": [0.0, 1.0, 2.0]})
     runs = pd.DataFrame({"name": ["#1 fine"]}, index=pd.Index([1], name="run_id"))
     assert {t.meta["kind"] for t in comparison_figure(series, runs, metrics=["loss"]).data} == {"raw"}
+
+
+def test_a_run_that_diverged_outside_the_plotted_metric_gets_its_star_where_it_stopped():
+    """The NaN was in a gradient: the loss curve stayed finite and just ends. The star marks its last point."""
+    series = pd.DataFrame({"run_id": [1] * 3 + [2] * 3, "key": ["loss"] * 6, "step": [1, 2, 3] * 2,
+                           "epoch": [0] * 6, "value": [3.0, 2.0, 5.0, 3.0, 2.0, 1.0], "wall_time": [0.0] * 6})
+    runs = pd.DataFrame({"name": ["#1 diverged", "#2 fine"]}, index=pd.Index([1, 2], name="run_id"))
+    fig = comparison_figure(series, runs, metrics=["loss"], diverged={1})
+    (star,) = [t for t in fig.data if t.meta["kind"] == "last_finite"]
+    assert star.meta["run_id"] == 1 and (list(star.x), list(star.y)) == ([3], [5.0])
+    assert "before the run diverged" in star.hovertemplate
+    assert not [t for t in fig.data if t.meta["kind"] == "nonfinite"]
+    assert {t.meta["kind"] for t in comparison_figure(series, runs, metrics=["loss"]).data} == {"raw"}

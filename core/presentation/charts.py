@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Hashable, Iterable, Literal, Sequence
+from typing import Any, Collection, Hashable, Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -144,6 +144,7 @@ def comparison_figure(
     max_points: int = 2000,
     title: str | None = None,
     show_legend: bool = True,
+    diverged: Collection[Hashable] = (),
 ) -> go.Figure:
     """Loss curves of the runs in `runs` for `metrics`, overlaid or as small multiples, per run or per group.
 
@@ -153,6 +154,8 @@ def comparison_figure(
     band (`band`: "std", "minmax" or "ci95") per group and metric, named like "batchnorm=True (n=3)".
     An empty selection returns a figure whose only content is the annotation `EMPTY_MESSAGE`.
     `show_legend` False hides the legend; a long legend goes below the plot (see "Legend placement" above).
+    A run in `diverged` (ids of runs that stopped as diverged) gets a star at its curves' last finite point even
+    where the curve itself stayed finite (the NaN was in a gradient or a logit, not in the plotted metric).
     """
     metric_list = check_names("metrics", metrics)
     check_choice("x", x, X_OPTIONS)
@@ -246,7 +249,7 @@ def comparison_figure(
                          "hovertemplate": hover, "meta": {"run_id": json_value(rid), "metric": metric, "kind": kind},
                          **group}, row, col, legend_entry=solid)
                 for mark in _nonfinite_traces(xs, ys, color=color, metric=metric, rid=rid, x=x, log_y=log_y,
-                                              group=group):
+                                              group=group, diverged=rid in diverged):
                     items.append((mark, row, col))
     else:
         fields = list(dict.fromkeys([*group_fields, color_by, dash_by, facet_field if layout == "field" else None]))
@@ -449,10 +452,15 @@ def _place_legend(fig: go.Figure, traces: Sequence[dict[str, Any]], *, show: boo
 
 
 def _nonfinite_traces(xs: np.ndarray, ys: np.ndarray, *, color: str, metric: str, rid: Hashable, x: str,
-                      log_y: bool, group: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                      log_y: bool, group: dict[str, Any] | None = None, diverged: bool = False
+                      ) -> list[dict[str, Any]]:
     """Markers for a curve's NaN and +-Inf points, and a star at its last finite point when a divergence follows
-    (TensorBoard shows them; a line through NaN only leaves a gap). Out of the legend, in the curve's group."""
+    (TensorBoard shows them; a line through NaN only leaves a gap), or when the run `diverged` though this curve
+    stayed finite. Out of the legend, in the curve's group."""
     mx, my, labels, last = nonfinite_marks(xs, ys, log_y=log_y)
+    if last is None and diverged:
+        finite = np.flatnonzero(np.isfinite(ys) & ((ys > 0) if log_y else True))
+        last = int(finite[-1]) if finite.size else None
     out = []
     common = {"type": "scatter", "showlegend": False, **{k: v for k, v in (group or {}).items() if k == "legendgroup"}}
     if mx.size:
@@ -466,7 +474,8 @@ def _nonfinite_traces(xs: np.ndarray, ys: np.ndarray, *, color: str, metric: str
         out.append(dict(
             x=[xs[last]], y=[ys[last]], mode="markers", name=f"{metric} last finite", text=["last finite value"],
             marker={"symbol": "star", "size": 13, "color": color, "line": {"width": 1, "color": "#111827"}},
-            hovertemplate=f"last finite value before NaN/Inf<br>{X_TITLES[x]} %{{x}}<br>{metric} %{{y:.4g}}"
+            hovertemplate=("last finite value before NaN/Inf" if mx.size else "last value before the run diverged")
+            + f"<br>{X_TITLES[x]} %{{x}}<br>{metric} %{{y:.4g}}"
                           "<extra></extra>",
             meta={"run_id": json_value(rid), "metric": metric, "kind": "last_finite"}, **common))
     return out

@@ -117,7 +117,8 @@ def build_comparison(store: Any, runs: Sequence[Run], *, metrics: Sequence[str],
     """The Compare page's figure for `runs`: `charts.comparison_figure` over the stored series."""
     series = store.metrics_frame([r.id for r in runs], list(metrics))
     return charts.comparison_figure(series, run_tables.chart_runs(runs), metrics=list(metrics), layout=layout,
-                                    title=title, **check_settings(runs, **settings))
+                                    title=title, diverged=run_tables.diverged_ids(runs),
+                                    **check_settings(runs, **settings))
 
 
 def comparison_title(runs: Sequence[Run], metrics: Sequence[str] = ()) -> str:
@@ -141,11 +142,14 @@ def report_html(store: Any, run_ids: str | Sequence[int], *, metrics: Sequence[s
     generated_at = generated_at or datetime.now(timezone.utc)
     series = store.metrics_frame([r.id for r in runs], metrics)
     frame = run_tables.chart_runs(runs)
+    diverged = run_tables.diverged_ids(runs)
 
     figures: list[tuple[str, go.Figure]] = []
     if len(metrics) > 1:
-        figures.append(("All metrics", charts.comparison_figure(series, frame, metrics=metrics, **settings)))
-    figures += [(m, charts.comparison_figure(series, frame, metrics=[m], **settings)) for m in metrics]
+        figures.append(("All metrics", charts.comparison_figure(series, frame, metrics=metrics, diverged=diverged,
+                                                                **settings)))
+    figures += [(m, charts.comparison_figure(series, frame, metrics=[m], diverged=diverged, **settings))
+                for m in metrics]
 
     esc = html.escape
     parts = [f"<h1>{esc(title)}</h1>",

@@ -237,6 +237,11 @@ def chart_runs(runs: Sequence[Run]) -> pd.DataFrame:
                         columns=["name", *field_names()])
 
 
+def diverged_ids(runs: Sequence[Run]) -> set[int]:
+    """The ids of the runs that stopped as diverged (`comparison_figure`'s `diverged`: a star where they stopped)."""
+    return {r.id for r in runs if r.status == "diverged"}
+
+
 def varying_fields(runs: Sequence[Run]) -> list[str]:
     """Config fields whose value differs between `runs`, in form order (choices for colour, dash, group)."""
     return [name for name in form_order() if len({format_value(r.config.get(name)) for r in runs}) > 1]
