@@ -270,9 +270,14 @@ def chart_and_summary() -> None:
     steps = ZOOM.current(st.session_state) if x == "step" else None
     series, reduced = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh), steps,
                                   zoom.read_points(smoothing), zoom.X_FIELDS[x])
+    last_step = max((int(s) for s in (r.summary.get("steps") for r in fresh) if isinstance(s, int)), default=None)
     if not metrics:
         st.info("Pick at least one metric in the sidebar.")
     else:
+        if steps and series.empty:  # a typed range past the runs' ends: say where they end
+            st.info(f"No values of these metrics between steps {steps[0]:,} and {steps[1]:,}"
+                    + (f": these runs end by step {last_step:,}" if last_step is not None else "")
+                    + ". Press *Whole run*, or type another range.", icon=":material/zoom_out:")
         settings = dict(x=x, smoothing=smoothing, log_y=log_y, layout=layout, facet_field=facet, color_by=color_by,
                         dash_by=dash_by, group_by=group_by, band=band, robust_y=robust_y, show_legend=show_legend)
         frame, prefix = run_tables.legend_runs(fresh)
@@ -296,7 +301,7 @@ def chart_and_summary() -> None:
                     st.number_input("From step", min_value=0, step=100, key="compare_zoom_first",
                                     value=steps[0] if steps else 0)
                     st.number_input("To step", min_value=1, step=100, key="compare_zoom_last",
-                                    value=steps[1] if steps else 1000)
+                                    value=steps[1] if steps else max(1, last_step or 1000))
                     st.button("Zoom", key="compare_zoom_apply", on_click=typed_zoom)
                     if st.session_state.get("compare_zoom_error"):
                         st.error(st.session_state["compare_zoom_error"])

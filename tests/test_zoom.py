@@ -51,7 +51,7 @@ def long_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, np.n
             batch.add_series("train_loss", steps, [s // 500 for s in steps], values[first:first + 1000].tolist(),
                              [s * 1e-3 for s in steps])
             store.log_metrics(run_id, batch)
-        store.finish_run(run_id, status="finished", summary={})
+        store.finish_run(run_id, status="finished", summary={"steps": STEPS})
     monkeypatch.setenv("LOSSBOARD_DB", url)
     return url, values
 
@@ -89,6 +89,11 @@ def test_compare_reads_sized_to_the_chart_then_a_zoomed_range_in_full(long_run):
     assert any(c.value.startswith("Steps 10,001 to 11,000, every point") for c in at.caption)
     at.button(key="compare_whole_run").click().run()
     assert numbers(raw_trace(at)["x"]) == xs
+    at.number_input(key="compare_zoom_first").set_value(STEPS + 1_000)  # past the end: said where the run ends
+    at.number_input(key="compare_zoom_last").set_value(STEPS + 2_000)
+    at.button(key="compare_zoom_apply").click().run()
+    assert not at.exception
+    assert f"these runs end by step {STEPS:,}" in " ".join(i.value for i in at.info)
 
 
 def test_a_box_dragged_on_the_chart_zooms(long_run):
