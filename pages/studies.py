@@ -493,7 +493,8 @@ if not studies:
 
 url_value = st.query_params.get("study", "")
 if url_value != st.session_state.get("studies_url"):
-    chosen, problem = urls.resolve_study(url_value, by_id)
+    named = [i for i, s in by_id.items() if s.study.name == url_value.strip()] if url_value else []
+    chosen, problem = (named[0], None) if named else urls.resolve_study(url_value, by_id)  # a name, or an id
     if chosen is None and not url_value:
         chosen = st.session_state.get("studies_selected")  # back from another page without ?study=
     st.session_state["studies_selected"] = chosen
@@ -504,8 +505,8 @@ if st.session_state.get("studies_problem"):
 selected = st.session_state.get("studies_selected")
 if selected not in by_id:
     selected = studies[0].study.id  # the newest
-if st.query_params.get("study") != str(selected):
-    show_study(selected)
+if st.query_params.get("study") != str(selected) and not st.session_state.get("studies_problem"):
+    show_study(selected)  # a bad link stays in the address bar, with its warning, until another study is picked
 st.session_state["studies_pick"] = selected
 st.selectbox("Study", list(by_id), key="studies_pick", on_change=on_pick,
              format_func=lambda i: study_views.study_label(by_id[i]))

@@ -518,7 +518,16 @@ def test_a_finished_study_shows_its_answer_ranking_and_curves(study_url, deferre
 
 def test_a_study_id_in_the_url_that_does_not_exist_is_reported(study_url):
     at = open_page(STUDIES_PAGE, query={"study": "99"})
-    assert "no study #99" in text_of(at.warning) and at.query_params["study"] == "1"
+    assert "no study #99" in text_of(at.warning) and widget(at, "selectbox", "studies_pick").value == 1
+    assert at.query_params["study"] == "99"  # the link stays as given, so a reload says it again
+    at.run()
+    assert "no study #99" in text_of(at.warning)
+
+
+def test_a_study_name_in_the_url_opens_that_study(study_url):
+    at = open_page(STUDIES_PAGE, query={"study": "t"})
+    assert not at.warning and not at.exception
+    assert widget(at, "selectbox", "studies_pick").value == 1 and at.query_params["study"] == "1"
 
 
 def test_launch_and_resume_run_in_the_background(empty_url):
