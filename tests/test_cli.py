@@ -60,7 +60,8 @@ def test_runs_tag_note_delete(db):
     assert cli("note", str(run_id), "looks fine", db=db)[0] == 0
     _, listed, _ = cli("runs", "--json", db=db)
     (run,) = json.loads(listed)
-    assert run["name"] == "first" and run["tags"] == ["baseline"] and run["notes"] == "looks fine"
+    # a dry run is marked as one: no one takes its single step for a result
+    assert run["name"] == "first (dry run)" and run["tags"] == ["baseline", "dry-run"] and run["notes"] == "looks fine"
     assert "first" in cli("runs", db=db)[1]
     assert cli("delete", str(run_id), db=db)[0] == 0
     assert json.loads(cli("runs", "--json", db=db)[1]) == []

@@ -78,7 +78,10 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
     if args.run_id is not None:
         run_id = args.run_id
     else:
-        run_id = store.create_run(name=args.name or args.preset or describe(cfg), config=cfg.to_dict())
+        name = args.name or args.preset or describe(cfg)
+        run_id = store.create_run(name=f"{name[:245]} (dry run)" if args.dry_run else name, config=cfg.to_dict())
+    if args.dry_run:  # one step is no result: marked, so that lists and comparisons can tell it apart
+        store.add_tag(run_id, "dry-run")
     reporter = Progress(StoreReporter(store, run_id, pid=os.getpid(), host=socket.gethostname()), err)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
