@@ -271,3 +271,24 @@ def test_steps_of_zero_are_not_a_low_learning_rate():
     small = {"median_update_ratio/out": 1e-5, "median_grad_norm": 0.1, **PLATEAU}
     assert c.LR_LOW in named(cfg(lr=0.001), small)
     assert c.LR_LOW not in named(cfg(lr=20.0), small)  # 10 is the most ever proposed: not a raise
+
+
+FROZEN = {"peak_logit_abs_max": 2.1e7, "min_margin": -1.8e7, "median_grad_norm": 0.0, "train_loss_drop": -0.56,
+          "input_std_max": 1.0, "peak_clamp_wrong_frac": 0.75, "median_update_ratio/fc0": 0.0,
+          "final_train_loss_logits": 1.7e6, "steps": 125}
+
+
+def test_steps_that_throw_the_logits_out_and_freeze_training_are_the_rate_or_the_momentum():
+    """lr=50 (or momentum 0.99) on standardized inputs: logits of 1e7, then BCELoss's clamp zeroed every gradient.
+    The root cause comes before the saturation it caused; the logits fix alone would diverge."""
+    assert named(cfg(optimizer="sgd", lr=50.0), FROZEN)[:2] == [c.LR_HIGH, c.SATURATION]
+    assert top(cfg(optimizer="sgd", lr=50.0), FROZEN).fix == {"lr": 5.0}
+    assert top(cfg(optimizer="sgd", lr=10.0, momentum=0.99), FROZEN).fix == {"momentum": 0.9}
+    assert named(cfg(optimizer="sgd", lr=10.0, momentum=0.99), FROZEN)[0] == c.MOMENTUM
+    # each piece of evidence is needed: logits in a sensible range, a gradient left, a loss that fell
+    for change in ({"peak_logit_abs_max": 9_999.0}, {"median_grad_norm": 0.01}, {"train_loss_drop": 0.0}):
+        assert c.LR_HIGH not in named(cfg(optimizer="sgd", lr=50.0), {**FROZEN, **change})
+    # unscaled inputs explain huge logits without a large step: that cause, not this one
+    raw = {**FROZEN, "input_std_max": 600.0}
+    assert named(cfg(optimizer="sgd", lr=50.0, standardize=False), raw)[0] == c.UNSCALED
+    assert c.LR_HIGH not in named(cfg(optimizer="sgd", lr=50.0, standardize=False), raw)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
-from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, OVERFIT_ABOVE,
+from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, FROZEN_LOGIT,
+                                    OVERFIT_ABOVE,
                                     OVERFIT_PROBLEM, OVERFIT_PROBLEM_ABOVE, OVERFIT_RISE, OVERFIT_TRAIN_ACC,
                                     SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP, TAIL_FALL, TAIL_STEADY,
                                     TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO, WILD_MARGIN,
@@ -153,6 +154,30 @@ def rounded_away(config, s, status) -> Finding | None:
                    + (" (bfloat16 keeps 8 significant bits, float16 11)." if half else ".")
                    + (" Train in float32." if half else " Raise the learning rate."),
                    cause=ROUNDED_AWAY, fix={"dtype": "float32"} if half else lr_times(config, 10.0))
+
+
+def thrown_and_frozen(config, s, status) -> Finding | None:
+    """Steps so large that the logits left any sensible range, then BCELoss's clamp froze every gradient: the loss
+    ends flat and high, which reads like saturation (it is, afterwards) or a rate too low (the steps are zero)."""
+    scale, peak, grad = num(s, "input_std_max"), num(s, "peak_logit_abs_max"), num(s, "median_grad_norm")
+    unscaled = scale is not None and scale >= UNSCALED_STD and not config.get("standardize", True)
+    if unscaled or peak is None or peak < FROZEN_LOGIT or grad != 0 or (num(s, "train_loss_drop") or 0) >= 0:
+        return None
+    rose = -(num(s, "train_loss_drop") or 0)
+    evidence = (f"With inputs at unit scale the logits reached {peak:.3g} (sigmoid saturates at 16.6): only steps "
+                f"far too large get there. Then sigmoid rounds to 0 or 1, BCELoss clamps the wrong ones at 100 with "
+                f"zero gradient, and nothing moves again: the typical gradient norm is 0 and the exact training loss "
+                f"ended {rose:.0%} above its first epoch's. bce_with_logits alone keeps a gradient, but with steps "
+                "this large it diverges instead.")
+    momentum = config.get("momentum") or 0
+    if config.get("optimizer") == "sgd" and momentum >= 0.99:
+        return Finding("problem", f"SGD momentum {momentum} threw the logits to {peak:.3g} and training froze.",
+                       evidence + " A momentum of 0.9 forgets in about ten steps.", cause=MOMENTUM,
+                       fix={"momentum": 0.9})
+    return Finding("problem", f"The learning rate is too high: its steps threw the logits to {peak:.3g} and "
+                              f"training froze (lr = {config.get('lr')}).",
+                   evidence + " A tenth of the learning rate usually settles it.", cause=LR_HIGH,
+                   fix=lr_times(config, 0.1))
 
 
 def half_precision_saturation(config, s, status) -> Finding | None:
@@ -389,6 +414,6 @@ def few_steps(config, s, status) -> Finding | None:
 
 
 RULES: tuple[Rule, ...] = (relu_before_sigmoid, random_labels, unscaled_inputs, diverged, rounded_away,
-                           half_precision_saturation, saturation, clamp_eps, batchnorm, weight_decay, clipping,
-                           momentum_too_high, lr_too_high, vanishing, dead_relus, lr_too_low, underfit, overfitting,
-                           few_steps)
+                           thrown_and_frozen, half_precision_saturation, saturation, clamp_eps, batchnorm,
+                           weight_decay, clipping, momentum_too_high, lr_too_high, vanishing, dead_relus, lr_too_low,
+                           underfit, overfitting, few_steps)

@@ -18,6 +18,8 @@ UNSTABLE_TRAIN_OSC = 0.5  # ... and the training loss half of it,
 UNSTABLE_SPIKES = 3  # ... or spiked this often, or ended above where it started
 BIG_UPDATE = 0.05  # a typical step changes some layer's weights by 5% of their size: far past the usual 0.1-1%
 WILD_MARGIN = -20.0  # a logit this far on the wrong side: the model swung to confident errors
+FROZEN_LOGIT = 1e4  # a logit this large from unit-scale inputs: steps far too large (sigmoid saturates at 16.6;
+# healthy runs of the catalogue stay under ~120)
 SMALL_UPDATE = 1e-3  # every layer's typical step is under 0.1% of its weights: the usual 1e-3 rule of thumb
 TARGET_UPDATE = 3e-3  # the relative update size a raised learning rate aims at
 VANISH_RATIO = 0.05  # the first layer's gradient norm under 5% of the output layer's
