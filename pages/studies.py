@@ -225,7 +225,8 @@ def launch_form(draft: forms.StudyDraft, errors: dict[str, str], resumes: int | 
                               "one at a time.")
     with count.container(key="studies_run_count"):
         at_once = None if "workers" in errors else int(st.session_state.get("studies_workers") or 1)
-        st.markdown(forms.run_count_text(draft) + (f", {at_once} at a time" if draft.runs and at_once else "")
+        workers_text = f", on {at_once} worker{'s' if at_once > 1 else ''}" if draft.runs and at_once else ""
+        st.markdown(forms.run_count_text(draft) + workers_text
                     + (f" · resumes study #{resumes}" if resumes else "")
                     + (f", {len(todo)} left to train" if resumes and todo is not None else ""))
         how = forms.population_text(draft, at_once or 1, todo) if executor() is None else None  # Dask claims its own

@@ -474,7 +474,7 @@ def test_out_of_range_seeds_or_workers_are_said_and_start_nothing(empty_url, see
     limit = 100 if bad == "seeds" else 256
     given = seeds if bad == "seeds" else workers
     assert f"must be a whole number from 1 to {limit}, got {given}" in text_of(at.error)
-    assert "at a time" not in text_of(at.markdown) or bad == "seeds"
+    assert "worker" not in text_of(at.markdown) or bad == "seeds"
     widget(at, "button", "studies_launch").click().run()
     assert not at.exception and f"Nothing was started: `{bad}` needs fixing" in text_of(at.error)
     with Store(empty_url) as store:

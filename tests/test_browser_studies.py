@@ -45,7 +45,7 @@ def test_launch_a_study_and_read_what_mattered(page, server):  # noqa: F811 - fi
     set_number(page, "Seeds", 2)
     set_number(page, "Workers", 2)
     set_number(page, "epochs", 1)
-    expect(count).to_contain_text("8 runs: 4 variants × 2 seeds, 2 at a time")
+    expect(count).to_contain_text("8 runs: 4 variants × 2 seeds, on 2 workers")
     expect(count).to_contain_text("Trains as 2 batched models of 4 runs each, side by side.")
     screenshot(page, "9-studies-launch")
     with Store(db_url) as store:
@@ -86,6 +86,6 @@ def test_launch_a_study_and_read_what_mattered(page, server):  # noqa: F811 - fi
     # Back to the form, which kept its values: the same grid resumes this study, and has nothing left to train
     page.locator(".st-key-studies_mode").get_by_text("New study", exact=True).click()
     wait_idle(page)
-    expect(count).to_contain_text(f"8 runs: 4 variants × 2 seeds, 2 at a time · resumes study #{study.id}, "
+    expect(count).to_contain_text(f"8 runs: 4 variants × 2 seeds, on 2 workers · resumes study #{study.id}, "
                                   "0 left to train")
     expect(count).to_contain_text("Nothing left to train: every run of this grid has a result or is running.")
