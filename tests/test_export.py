@@ -111,6 +111,16 @@ def test_style_for_export_is_a_light_readable_copy_with_literal_names(fig):
     assert fig.layout.paper_bgcolor is None
 
 
+def test_a_long_title_wraps_to_the_image_width_and_the_top_margin_makes_room(fig):
+    title = " vs ".join(f"run number {i} of a long study" for i in range(6))  # 181 characters
+    wide = export.style_for_export(fig, title=title, width=2400)
+    narrow = export.style_for_export(fig, title=title, width=800)
+    assert "<br>" not in wide.layout.title.text  # 2,400 px hold it on one line
+    lines = narrow.layout.title.text.split("<br>")
+    assert len(lines) == 3 and all(len(line) <= (800 - 40) // 11 for line in lines)
+    assert " ".join(lines) == title and narrow.layout.margin.t == wide.layout.margin.t + 2 * 26
+
+
 def test_style_for_export_gives_a_single_run_figure_one_legend_entry(store, ids):
     single = run_figure(store.metrics_frame([ids[1]], METRICS), run_name=SCRIPT_NAME, keys=METRICS)
     styled = export.style_for_export(single)
@@ -332,7 +342,7 @@ def test_comparison_downloads_are_the_page_chart_its_data_tables_and_report(stor
     assert renders == []
     by_key["png"].make()
     assert renders == [("png", 800, 400, 2, "train_loss, val_loss: baseline vs &lt;script&gt;alert(1)&lt;/script&gt; "
-                                            "vs bn &amp; co")]
+                                            "vs bn &amp;<br>co")]  # 70 characters: wrapped to fit 800 px
     assert by_key["csv"].make().decode() == export.series_csv(store, ids, METRICS)
     parquet = pd.read_parquet(io.BytesIO(by_key["parquet"].make()))
     assert len(parquet) == len(store.metrics_frame(ids, METRICS)) and set(parquet["key"]) == set(METRICS)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import textwrap
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -78,7 +79,11 @@ def style_for_export(fig: go.Figure, *, title: str | None = None, width: int | N
         if group_title is not None and isinstance(group_title.text, str):
             group_title.text = _literal(group_title.text)
     own = out.layout.title.text
-    text = _literal(title) if title is not None else (_literal(own) if own else None)
+    raw = title if title is not None else (own or None)
+    # a file has no window to widen: a long title wraps onto lines that fit the image (20 px text: ~11 px a character)
+    per_line = max(30, ((width or out.layout.width or DEFAULT_WIDTH) - 40) // 11)
+    lines = textwrap.wrap(raw, per_line, break_on_hyphens=False) if raw else []
+    text = "<br>".join(_literal(line) for line in lines) if lines else None
     if out.data and not any(getattr(t, "showlegend", None) is not False for t in out.data):
         _add_legend(out, own)
     out.update_layout(
@@ -91,7 +96,7 @@ def style_for_export(fig: go.Figure, *, title: str | None = None, width: int | N
         room = out.layout.legend.maxheight
         out.update_layout(legend_maxheight=None, height=(out.layout.height or DEFAULT_HEIGHT) + room)
     if text:
-        out.update_layout(margin={"t": max(70, out.layout.margin.t or 0)})
+        out.update_layout(margin={"t": max(70, out.layout.margin.t or 0) + 26 * (len(lines) - 1)})
     if width is not None:
         out.update_layout(width=int(width))
     if height is not None:
