@@ -204,7 +204,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     widths = {m: max(17, len(m)) for m in columns}
     names = {judged: label, "final_val_loss": "final val loss", "final_val_auc": "final val AUC"}
     lines = [f"study {summary['id']} {summary['name']!r}: {summary['runs']} of {summary['expected_runs']} runs "
-             f"({counts}), ranked by {label}", "",
+             f"({counts}), ranked by {label} (each cell: mean ± sd over seeds)", "",
              f"{'rank':>4}  {'n':>2}  " + "  ".join(f"{names[m]:>{widths[m]}}" for m in columns) + "  variant"]
     for row in summary["ranking"]:
         def cell(metric: str, width: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -267,7 +268,10 @@ def _read_comments() -> dict[str, str]:
         if ":" in line and "#" in line and not line.startswith("#"):
             name = line.split(":", 1)[0].strip()
             if name in _KINDS:
-                out[name] = line.split("#", 1)[1].strip()
+                comment = line.split("#", 1)[1].strip()
+                # "one of DATASETS" in the source reads "one of gaussian, moons, ..." in help texts
+                out[name] = re.sub(r"\bone of ([A-Z]+)\b", lambda m: "one of " + ", ".join(globals()[m.group(1)])
+                                   if isinstance(globals().get(m.group(1)), tuple) else m.group(0), comment)
     return out
 
 

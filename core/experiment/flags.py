@@ -22,7 +22,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kind = field_kind(name)
             flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
             help_text = field_comment(name)
-            if choices(name):
+            if choices(name) and "one of " not in help_text:  # listed once
                 help_text += f" [{'|'.join(choices(name))}]"
             extra: dict[str, Any] = {"nargs": "?", "const": "true"} if kind == "bool" else {}
             g.add_argument(*flags, dest=f"cfg_{name}", default=None, metavar="V", help=help_text, **extra)

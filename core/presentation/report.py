@@ -47,8 +47,8 @@ def load_runs(store: Any, run_ids: str | Sequence[int]) -> list[Run]:
     if isinstance(run_ids, str):
         try:
             ids = urls.parse_run_ids(run_ids)
-        except urls.SelectionError as exc:
-            raise ConfigError("runs", str(exc)) from None
+        except urls.SelectionError as exc:  # the hint, as a command line writes it
+            raise ConfigError("runs", str(exc).replace("e.g. ?runs=", "e.g. --runs ")) from None
     else:
         ids = list(dict.fromkeys(int(i) for i in run_ids))
     if not ids:
