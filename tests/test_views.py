@@ -364,6 +364,10 @@ def test_study_draft_reports_every_bad_input_on_its_field():
     assert twice.errors == {"batch_size": "the value 8 is given twice"} and twice.variants == 2
     combo = forms.study_draft(name="x", base=STUDY_FORM, vary={"n_samples": "5, 200"}, seeds=1)
     assert set(combo.errors) == {"n_samples"} and "(in the variant n_samples=5)" in combo.errors["n_samples"]
+    # every bad value of a field at once, each said as it is wrong
+    many = forms.study_draft(name="x", base=STUDY_FORM, vary={"lr": "abc, -1, 0.1, 0.1"}, seeds=1)
+    assert many.errors["lr"] == ("'abc' is not a finite number; must be a number greater than 0 and less than 100, "
+                                 "got -1.0 (in the variant lr=-1.0); the value 0.1 is given twice")
 
 
 def test_study_progress_texts():

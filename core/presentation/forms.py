@@ -14,6 +14,7 @@ from sqlalchemy import make_url
 
 from core import PROJECT_ROOT
 from core.analysis.effects import format_value as study_value
+from core.analysis.effects import variant_label
 from core.experiment.config import PRESETS, ConfigError, ExperimentConfig, choices, coerce, field_kind, field_names
 from core.experiment.data import load_dataset
 from core.jobs.spec import MAX_SEEDS, MAX_WORKERS, STUDIES, StudySpec, auto_name, expand, parse_vary
@@ -229,15 +230,22 @@ def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], 
                 errors[field_name] = "pick at least one value"
         values[field_name] = given
         coerced: list[Any] = []
+        bad: list[str] = []  # every bad value of the field, said at once
         for value in given:
             try:
                 coerced.append(coerce(field_name, value))
             except ConfigError as exc:
-                errors.setdefault(field_name, error_message(exc))
-                break
+                bad.append(error_message(exc))
+                continue
+            try:
+                if cfg is not None:
+                    cfg.replace(**{field_name: coerced[-1]})  # in range, as a run of the grid validates it
+            except ConfigError as exc:
+                bad.append(f"{error_message(exc)} (in the variant {variant_label({field_name: coerced[-1]})})")
             if coerced[-1] in coerced[:-1]:
-                errors.setdefault(field_name, f"the value {study_value(coerced[-1])} is given twice")
-                break
+                bad.append(f"the value {study_value(coerced[-1])} is given twice")
+        if bad and field_name not in errors:
+            errors[field_name] = "; ".join(dict.fromkeys(bad))
     n_seeds: int | None
     try:
         n_seeds = coerce("seed", seeds)
