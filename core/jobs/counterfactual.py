@@ -81,6 +81,10 @@ class Verdict:
         else:
             ci = f"(95% CI {_fmt(self.ci_low)} to {_fmt(self.ci_high)}, {where})"
         if self.verdict == "helped":
+            if lost_base > lost_fixed:
+                return (f"The fix helped: as run {lost_base} of {self.seeds} seeds diverged or failed, against "
+                        f"{lost_fixed} with {change}. Where both finished, the exact validation loss went {means}, "
+                        f"{size} {ci}.")
             return f"The fix helped: {change} lowered the exact validation loss {means}, {size} {ci}.{lost}"
         if self.verdict == "hurt":
             if lost_fixed > lost_base:
