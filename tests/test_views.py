@@ -455,3 +455,11 @@ def test_population_text_says_how_the_scheduler_will_batch_the_runs():
     assert forms.population_text(draft, 2, left[:1]) is None
     assert forms.population_text(draft, 2, []) == \
         "Nothing left to train: every run of this grid has a result or is running."
+
+
+def test_summary_cells_are_short_whatever_the_size():
+    assert run_tables.summary_cell("final_train_loss", 6539935843941876000.0) == "6.54e+18"
+    assert run_tables.summary_cell("final_val_loss", 0.156412) == "0.1564"
+    assert run_tables.summary_cell("final_val_acc", 0.875) == "87.5%"
+    assert run_tables.summary_cell("steps", 320.0) == "320" and run_tables.summary_cell("duration_s", 2.04) == "2.0 s"
+    assert run_tables.summary_cell("diverged_step", math.nan) == "–" and run_tables.summary_cell("steps", None) == "–"

@@ -280,6 +280,26 @@ def summary_table(runs: Sequence[Run], *, for_file: bool = False) -> pd.DataFram
     return frame
 
 
+def summary_cell(key: str, value: Any) -> str:
+    """How the summary table shows one value: shares as percentages, counts whole, the rest to 4 significant digits
+    (1.593e+09, not 1593994112), "–" where a run has none. (The table's sort still reads the numbers.)"""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if key == "duration_s":
+        return f"{value:.1f} s"
+    if key in WHOLE_SUMMARY_METRICS and float(value).is_integer():
+        return f"{int(value):,}"
+    if "acc" in key or "frac" in key:
+        return f"{value:.1%}"
+    return f"{value:.4g}"
+
+
+def summary_style(frame: pd.DataFrame) -> Any:
+    """`summary_table`'s frame as the page shows it (`summary_cell` for each numeric column)."""
+    numeric = ["duration_s", *SUMMARY_METRICS]
+    return frame.style.format({key: (lambda v, key=key: summary_cell(key, v)) for key in numeric})
+
+
 def metric_options(keys: Iterable[str]) -> list[str]:
     """Metric keys in picker order: the loss and the diagnostics first, the rest (per-layer norms...) after."""
     keys = list(dict.fromkeys(keys))
