@@ -162,3 +162,41 @@ def test_without_a_scheduler_or_with_a_bad_executor_the_command_says_what_is_mis
                  "--db", str(tmp_path / "x.db")], out=StringIO(), err=err, env={})
     assert code == 2 and err.getvalue().count("\n") == 1 and "scheduler" in err.getvalue()
     assert not Path(tmp_path / "x.db").exists() or Store(str(tmp_path / "x.db")).list_studies() == []
+
+
+def test_every_worker_killed_at_once_mid_population_and_the_study_still_finishes(cluster, pg_url):
+    """Both worker processes die together (their nannies start new ones, at new addresses): the population tasks
+    that preferred the dead workers are sent again to the new ones, and every cell ends once, none twice."""
+    store = Store(pg_url)
+    study_id = study(store, "all killed on dask", epochs=150, n_samples=1000)
+    killed: list[int] = []
+
+    def kill_all():
+        watcher = Store(pg_url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            running = [r for r in watcher.list_runs(study_id=study_id, status="running")
+                       if r.pid and r.total_steps and 0 < r.progress_step < r.total_steps // 2]
+            pids = {r.pid for r in running}
+            if len(pids) == 2:  # both workers training their populations
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                killed.extend(r.id for r in running)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_all)
+    killer.start()
+    result: dict = {}
+
+    def run() -> None:
+        result["outcome"] = resume_study(store, study_id, executor="dask", scheduler=cluster, lease_timeout_s=5,
+                                         population=True)
+
+    runner = threading.Thread(target=run, daemon=True)  # a hang fails the test instead of stalling the suite
+    runner.start()
+    runner.join(timeout=240)
+    killer.join()
+    assert not runner.is_alive(), "the study waited for tasks placed on workers that were gone"
+    assert killed and result["outcome"].remaining == 0
+    assert_each_cell_once(store, study_id)
+    assert not set(killed) & {r.id for r in store.list_runs(study_id=study_id)}  # replaced by the reruns

@@ -73,6 +73,8 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
                 if not stopping and _cancel_requested(store, study_id):
                     stopping = True
                     leases.stop(study_id)
+                if placed and not stopping:
+                    _resubmit_lost(client, futures, placed)
                 if stopping:
                     client.cancel([f for f in futures if f.status == "pending"])
                 else:
@@ -134,6 +136,24 @@ def _answers(future: Any) -> list[dict[str, Any]]:
         return list(future.result(timeout=10) or [])
     except Exception:  # noqa: BLE001 - a task that died is the lease's business, not this loop's
         return []
+
+
+def _resubmit_lost(client: Any, futures: set[Any], placed: dict[Any, str | None]) -> None:
+    """Drop the unfinished population tasks placed on a worker that has left the cluster, so that the loop sends
+    them again where workers are now. A task that preferred a worker the scheduler no longer has waits for a worker
+    to take it; when every worker left at once (the only one killed, all of a machine's), the workers that join
+    later never do, and the study would wait forever. Its cells were leased by a task that no longer runs: a
+    lease of a dead process is taken over (at once on its machine, else after the lease timeout)."""
+    alive = set(_threads(client))
+    lost = [f for f in futures if placed.get(f) is not None and placed[f] not in alive and not f.done()]
+    if lost:  # ... unless another worker took it up (it may, when it is free): that one is running
+        running = {key for keys in client.processing().values() for key in keys}
+        lost = [f for f in lost if f.key not in running]
+    if lost:
+        client.cancel(lost)
+        futures.difference_update(lost)
+        for future in lost:
+            placed.pop(future, None)
 
 
 def _threads(client: Any) -> dict[str, int]:
