@@ -164,6 +164,28 @@ def test_without_a_scheduler_or_with_a_bad_executor_the_command_says_what_is_mis
     assert not Path(tmp_path / "x.db").exists() or Store(str(tmp_path / "x.db")).list_studies() == []
 
 
+def test_a_scheduler_that_is_not_there_is_said_at_once_and_stores_no_study(pg_url):
+    import socket
+    from io import StringIO
+
+    from core.cli.main import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = len(Store(pg_url).list_studies())
+    err, began = StringIO(), time.monotonic()
+    code = main(["study", "--preset", "article-fixed", "--vary", "lr=0.1,0.2", "--executor", "dask", "--scheduler",
+                 f"tcp://127.0.0.1:{port}", "--db", pg_url], out=StringIO(), err=err, env={})
+    assert code == 2 and err.getvalue().startswith("error: scheduler: cannot reach the Dask scheduler at 'tcp://")
+    assert time.monotonic() - began < 10  # not Dask's 30-s retry of a refused connection
+    err = StringIO()
+    assert main(["study", "--preset", "article-fixed", "--vary", "lr=0.1,0.2", "--executor", "dask", "--scheduler",
+                 "tcp://nowhere", "--db", pg_url], out=StringIO(), err=err, env={}) == 2
+    assert "must look like tcp://HOST:PORT" in err.getvalue()
+    assert len(Store(pg_url).list_studies()) == before  # nothing stored for a cluster that is not there
+
+
 def test_every_worker_killed_at_once_mid_population_and_the_study_still_finishes(cluster, pg_url):
     """Both worker processes die together (their nannies start new ones, at new addresses): the population tasks
     that preferred the dead workers are sent again to the new ones, and every cell ends once, none twice."""

@@ -20,7 +20,7 @@ from core.analysis.judges import DEFAULT_JUDGE, JUDGES
 from core.cli.output import dump_json
 from core.experiment.config import PRESETS, ConfigError, coerce, field_names
 from core.experiment.flags import add_config_flags, config_from_args
-from core.jobs.executors import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, executor_options
+from core.jobs.executors import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, check_scheduler, executor_options
 from core.jobs.populations import resume_study_populations
 from core.jobs.scheduler import Finished, check_shareable
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, MAX_WORKERS, STUDIES, StudySpec, auto_name, named_study, parse_vary
@@ -80,6 +80,8 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     workers = _positive_int("workers", args.workers, MAX_WORKERS) if args.workers is not None else None
     judge_name, difference = statistics_options(args)
     executor, scheduler = executor_options(getattr(args, "executor", None), getattr(args, "scheduler", None))
+    if executor == "dask" and scheduler is not None:
+        check_scheduler(scheduler)  # nothing stored for a cluster that is not there
     check_shareable(store.url)
     spec, study_id = spec_from_args(args, store)
     if study_id is None:

@@ -50,7 +50,7 @@ def run_on_dask(store: Store, study_id: int, *, scheduler: str, timeout_s: float
     timeout_s = timeout_s or lease_timeout()
     leases = Leases(store, timeout_s=timeout_s)
     start = publish(store, study_id, leases)
-    total = start["open"] + start["stopped"]
+    total = start["total"] - start["done"]  # every cell without a result: those leased by a dead process too
     ended: list[int] = []
     stopping = False
     try:

@@ -5,6 +5,7 @@ dashboard's pages can ask whether a scheduler is configured."""
 from __future__ import annotations
 
 import os
+import socket
 from typing import Mapping
 
 from core.experiment.config import ConfigError
@@ -31,6 +32,22 @@ def executor_options(executor: str | None = None, scheduler: str | None = None, 
                                            f"tcp://HOST:8786 or {ENV_SCHEDULER}")
         check_dask()
     return executor, scheduler
+
+
+def check_scheduler(scheduler: str, *, timeout_s: float = 5.0) -> None:
+    """A ConfigError on `scheduler` when nothing listens at its tcp:// address: said at once, before a study is
+    stored (Dask's client retries a refused connection for its whole timeout). Other protocols are left to Dask."""
+    address = scheduler.strip()
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address[len("tcp://"):].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("scheduler", f"must look like tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786); got {scheduler!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError("scheduler", f"cannot reach the Dask scheduler at {scheduler!r}: "
+                                       f"{exc.strerror or exc}") from None
 
 
 def lease_timeout(env: Mapping[str, str] = os.environ) -> float:
