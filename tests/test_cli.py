@@ -260,3 +260,10 @@ def test_metrics_csv_writes_nan_and_inf_as_export_does(db):
     code, out, _ = cli("metrics", str(run_id), "--key", "logit_mean", "--format", "csv", db=db)
     values = [line.split(",")[3] for line in out.splitlines()[1:]]
     assert code == 0 and values == ["0.5", "NaN", "inf"], out
+
+
+def test_runs_with_a_status_nothing_has_says_so_not_no_runs_yet(db):
+    with Store(db) as store:
+        store.create_run(name="one", config={})  # running
+    code, out, _ = cli("runs", "--status", "diverged", db=db)
+    assert code == 0 and out == "no diverged runs (1 runs in all: `python -m core runs`)\n"

@@ -25,7 +25,10 @@ def cmd_runs(args, store, out: TextIO, err: TextIO) -> int:
         dump_json([run_record(r) for r in runs], out)
         return 0
     if not runs:
-        out.write("no runs yet: try `python -m core train --preset article-example`\n")
+        if args.status and store.list_runs():
+            out.write(f"no {args.status} runs ({len(store.list_runs())} runs in all: `python -m core runs`)\n")
+        else:
+            out.write("no runs yet: try `python -m core train --preset article-example`\n")
         return 0
     out.write(f"{'id':>5}  {'status':<11} {'created (UTC)':<16}  {'device':<7} {'val_loss':>9}  name\n")
     for r in runs:
