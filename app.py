@@ -20,6 +20,15 @@ def open_store(url: str) -> Store:
     return Store(url)
 
 
+# The navigation first, so that even the page saying the store cannot be opened has the app's own menu.
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", url_path="", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/play_circle:", url_path="train"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", url_path="runs"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
+    st.Page("pages/studies.py", title="Studies", icon=":material/science:", url_path="studies"),
+]
+page = st.navigation(pages, position="top")
 try:
     store = open_store(default_url())
 except ValueError as exc:  # no server there, not a database, no driver: said once, not as a traceback
@@ -36,14 +45,6 @@ if "app_refreshed" not in st.session_state:  # once per browser session: runs wh
 for key in [k for k in st.session_state if str(k).startswith(("train_field_", "train_preset", "compare_opt_"))]:
     st.session_state[key] = st.session_state[key]
 
-pages = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", url_path="", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/play_circle:", url_path="train"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", url_path="runs"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:", url_path="compare"),
-    st.Page("pages/studies.py", title="Studies", icon=":material/science:", url_path="studies"),
-]
-page = st.navigation(pages, position="top")
 # Until a first session has run this file, Streamlit treats pages/ as an old-style pages folder and runs a
 # requested page directly; such a page sends the request here, and it goes on to where it was meant to go.
 goto = st.session_state.pop("app_goto", None)
