@@ -309,10 +309,10 @@ def chart_and_summary() -> None:
     if running:
         st.caption("Some of these runs are still training: the chart refreshes every few seconds.")
     st.subheader("Summary")
-    # shown through a Styler: the grid's own "%.4g" writes 6.5e18 out in full, and a missing value as "None"
-    st.dataframe(run_tables.summary_style(run_tables.summary_table(fresh)), column_config={
-        "duration_s": st.column_config.Column("duration"),
-        **{key: st.column_config.Column(label) for key, label in run_tables.SUMMARY_METRICS.items()}})
+    # as text: the grid's own "%.4g" writes 6.5e18 out in full, and a missing value as "None"
+    st.dataframe(run_tables.summary_display(run_tables.summary_table(fresh)), column_config={
+        "duration_s": st.column_config.TextColumn("duration"),
+        **{key: st.column_config.TextColumn(label) for key, label in run_tables.SUMMARY_METRICS.items()}})
     found = run_tables.findings_table(fresh)
     with st.expander(f"Findings: {len(found)} (problems and warnings)" if len(found) else
                      "Findings: no problem or warning", icon=":material/troubleshoot:",

@@ -240,8 +240,9 @@ if url_run != st.session_state.get("runs_url"):
     given = list(dict.fromkeys(st.query_params.get_all("run")))  # ?run=5&run=6 names two: said, not the last taken
     run_id, problem = urls.resolve_run(given if len(given) > 1 else url_run, by_id)
     if len(given) > 1:
-        problem = (f"it names {len(given)} runs ({', '.join(given)}); it opens one. Several runs go side by side "
-                   f"on Compare: /compare?runs={','.join(given)}")
+        both = ",".join(given)
+        problem = (f"it names {len(given)} runs ({', '.join(given)}), and a run's view shows one: tick one below, "
+                   f"or see them side by side on Compare: [/compare?runs={both}](/compare?runs={both})")
     st.session_state["runs_url_problem"] = problem
     if run_id is not None:
         st.session_state["runs_selected"] = [run_id]

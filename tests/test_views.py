@@ -463,3 +463,8 @@ def test_summary_cells_are_short_whatever_the_size():
     assert run_tables.summary_cell("final_val_acc", 0.875) == "87.5%"
     assert run_tables.summary_cell("steps", 320.0) == "320" and run_tables.summary_cell("duration_s", 2.04) == "2.0 s"
     assert run_tables.summary_cell("diverged_step", math.nan) == "–" and run_tables.summary_cell("steps", None) == "–"
+
+
+def test_summary_display_is_text_of_the_cells(runs):
+    shown = run_tables.summary_display(run_tables.summary_table(runs))
+    assert shown.loc[3, "final_val_acc"] == "90.0%" and shown.loc[1, "final_val_acc"] == "–"

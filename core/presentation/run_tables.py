@@ -294,10 +294,14 @@ def summary_cell(key: str, value: Any) -> str:
     return f"{value:.4g}"
 
 
-def summary_style(frame: pd.DataFrame) -> Any:
-    """`summary_table`'s frame as the page shows it (`summary_cell` for each numeric column)."""
-    numeric = ["duration_s", *SUMMARY_METRICS]
-    return frame.style.format({key: (lambda v, key=key: summary_cell(key, v)) for key in numeric})
+def summary_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """`summary_table`'s frame as the page shows it: each numeric cell as `summary_cell` writes it. Text, because
+    the grid writes a whole number past 2**53 out in full (4.2680185646481605e+25) and NaN as "None", whatever a
+    Styler says; the files (`summary_table(for_file=True)`) keep the numbers."""
+    out = frame.copy()
+    for key in ["duration_s", *SUMMARY_METRICS]:
+        out[key] = [summary_cell(key, v) for v in frame[key].tolist()]
+    return out
 
 
 def metric_options(keys: Iterable[str]) -> list[str]:
