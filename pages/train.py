@@ -74,6 +74,8 @@ def live_card(run) -> None:
             st.progress(run_tables.progress(run) or 0.0, text=run_tables.progress_text(run))
         else:
             st.caption(run_tables.outcome_text(run))
+            st.page_link("pages/runs.py", label="Open its view: findings, every metric, export",
+                         icon=":material/open_in_new:", query_params={"run": str(run.id)})
         series = store.metrics_frame([run.id], keys=LIVE_METRICS, max_points=zoom.READ_POINTS // 2)
         if len(series):
             st.plotly_chart(charts.run_figure(series, run_name=run.name, keys=LIVE_METRICS, cols=2),

@@ -182,7 +182,12 @@ def test_train_live_panel_shows_progress_and_cancels(empty_url):
     widget(at, "button", f"train_cancel_{run_id}").click().run()
     with Store(empty_url) as store:
         assert store.get_run(run_id).cancel_requested
-    assert "cancelling" in text_of(at.caption)
+        assert "cancelling" in text_of(at.caption)
+        store.finish_run(run_id, status="cancelled", summary={}, error="cancelled on request")
+    at.session_state["train_launched"] = [run_id]  # as if launched here: the panel keeps it when it ends
+    at.run()  # ended: its card links to its view
+    (link,) = at.get("page_link")
+    assert link.proto.page == "runs" and link.proto.query_string == f"run={run_id}"
 
 
 # ---------------------------------------------------------------------- runs
