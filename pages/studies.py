@@ -294,16 +294,18 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> Study
         help="In the judged metric's units: the seeds each effect needs to find it 80% of the time.")
     stats = study_statistics(frame, judge, difference=difference or None)
     with st.container(border=True, key="studies_effects_words"):
-        for sentence, clear in zip(stats.sentences, stats.clear):
+        for sentence, clear, held in zip(stats.sentences, stats.clear, stats.held):
             text = formatting.escape_markdown(sentence)
-            st.markdown(f":material/check_circle: **{text}**" if clear else f":material/remove: {text}")
+            st.markdown(f":material/check_circle: **{text}**" if held else
+                        f":material/help: {text}" if clear else f":material/remove: {text}")
         if len(stats.effects) and not any(stats.clear) and (stats.effects["n_seeds"] >= 2).any():
             st.caption("No difference is clear yet: every 95% interval includes 0. More seeds narrow the "
                        "intervals.")
     st.caption("Each difference is the change from the first value, averaged over the other fields' values, per "
                "seed; an interaction is how much one change's effect moves when the other field changes too. The "
-               "95% confidence intervals are over seeds (paired t). Bold: the interval excludes 0. Only finished "
-               f"runs count. {power_caption(stats.family)}")
+               "95% confidence intervals are over seeds (paired t). Bold, ticked: the interval excludes 0 and "
+               "Holm's correction keeps it; a question mark: it excludes 0 before the correction only. Only "
+               f"finished runs count. {power_caption(stats.family)}")
     number = st.column_config.NumberColumn
     common = {"n_seeds": number("seeds", format="%d"), "sd": None, "p_value": number("p", format="%.3g"),
               "p_holm": number("p (Holm)", format="%.3g", help="Holm-corrected across the effects and "

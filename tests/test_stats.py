@@ -140,6 +140,11 @@ def test_holm_is_applied_across_effects_and_interactions_together():
     assert result.family == 6
     assert np.concatenate([result.effects.p_holm, result.interactions.p_holm]) == pytest.approx(holm(p))
     assert list(result.effects.clear_holm) == [bool(q < 0.05) for q in result.effects.p_holm]
+    # a sentence is held (ticked on the page) only when Holm's correction keeps it clear, and says so when not
+    assert len(result.held) == len(result.sentences) == len(result.clear)
+    for sentence, clear, held in zip(result.sentences, result.clear, result.held):
+        assert held == (clear and "Not clear after Holm's correction" not in sentence)
+        assert not held or clear
 
 
 # ---------------------------------------------------------------------- how many seeds

@@ -42,6 +42,7 @@ class StudyStatistics:
     family: int  # p-values the Holm correction counted
     difference: float | None = None  # the difference the seeds were planned for, if one was named
     power_sentences: list[str] = field(default_factory=list)
+    held: list[bool] = field(default_factory=list)  # per sentence: clear, and still clear after Holm's correction
 
 
 def study_statistics(frame: pd.DataFrame, judge: str | Judge | None = None, *, difference: float | None = None,
@@ -65,11 +66,12 @@ def study_statistics(frame: pd.DataFrame, judge: str | Judge | None = None, *, d
     family = family_size(p)
     said = _sentences(main, inter, family)
     return StudyStatistics(judge=found, effects=main, interactions=inter, family=family, difference=difference,
-                           sentences=[text for text, _ in said], clear=[clear for _, clear in said],
-                           power_sentences=power_sentences(main, inter, difference))
+                           sentences=[text for text, _, _ in said], clear=[clear for _, clear, _ in said],
+                           held=[held for _, _, held in said], power_sentences=power_sentences(main, inter, difference))
 
 
-def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[tuple[str, bool]]:
+def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[tuple[str, bool, bool]]:
+    """(sentence, clear, still clear after Holm's correction) for each effect and interaction, in reading order."""
     # the clearest interaction first: it is the one the reader needs before the main effects
     clear = inter[inter["clear"]].sort_values("p_value", kind="stable").to_dict("records") if len(inter) else []
     qualified: dict[str, list[str]] = {}
@@ -77,15 +79,19 @@ def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[tup
         a, b = row["fields"]
         qualified.setdefault(a, []).append(b)
         qualified.setdefault(b, []).append(a)
-    out = [(interaction_sentence(row) + _holm_note(row, family), True) for row in clear]
+    out = [(interaction_sentence(row) + _holm_note(row, family), True, _held(row, family)) for row in clear]
     for row, sentence in zip(main.to_dict("records"), effects_sentences(main)):
         others = list(dict.fromkeys(qualified.get(row["factor"], [])))
         if others and row["n_seeds"] >= 2:
             sentence = (f"{sentence[:-1]}, on average over {' and '.join(others)}: the interaction above says "
                         "where it holds.")
-        out.append((sentence + _holm_note(row, family), bool(row["clear"])))
-    out += [(interaction_sentence(row), False) for row in inter.to_dict("records") if not row["clear"]]
+        out.append((sentence + _holm_note(row, family), bool(row["clear"]), _held(row, family)))
+    out += [(interaction_sentence(row), False, False) for row in inter.to_dict("records") if not row["clear"]]
     return out
+
+
+def _held(row: dict, family: int) -> bool:
+    return bool(row["clear"]) and (bool(row["clear_holm"]) or family <= 1)
 
 
 def _holm_note(row: dict, family: int) -> str:
