@@ -208,6 +208,10 @@ def test_report_has_every_chart_both_tables_and_escaped_text(store, ids):
     assert "<title>Compare &lt;script&gt;" in page and "smoothing 0.6" in page
     diff = page.split('<section id="config-differences">')[1].split("</section>")[0]
     assert "activation" in diff and "batchnorm" in diff and "elu" in diff
+    summary = page.split('<section id="summary">')[1].split("</section>")[0]
+    runs = report.load_runs(store, ids)
+    acc = next(r.summary["final_val_acc"] for r in runs if isinstance(r.summary.get("final_val_acc"), float))
+    assert f">{acc:.1%}<" in summary  # as the Compare page shows it, not 0.40625
 
 
 @needs_chromium

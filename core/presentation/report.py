@@ -164,9 +164,13 @@ def report_html(store: Any, run_ids: str | Sequence[int], *, metrics: Sequence[s
                  "" if len(runs) < 2 or run_tables.varying_fields(runs) else "Every run has the same config."),
                 ("summary", "Summary", summary, ""),
                 ("runs", "Runs", run_tables.edit_frame(runs), "")]
+    # the summary's numbers as the Compare page shows them: 40.6%, 1.73e+06, "–" where a run has none
+    shown = {label: (lambda v, key=key: run_tables.summary_cell(key, v)) for key, label in
+             run_tables.SUMMARY_METRICS.items()}
     for anchor, heading, table, note in sections:
+        formats = {"duration": formatting.format_duration, **(shown if anchor == "summary" else {})}
         parts.append(f'<section id="{anchor}">\n<h2>{heading}</h2>' + (f"<p>{esc(note)}</p>" if note else "")
-                     + f'\n<div class="table">{table_html(table, formats={"duration": formatting.format_duration})}'
+                     + f'\n<div class="table">{table_html(table, formats=formats)}'
                        f"</div>\n</section>")
     parts.append(findings_html(runs))
     return html_page(title, "\n".join(parts), style=_STYLE)
