@@ -13,7 +13,6 @@ from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choic
                                     field_names)
 from core.jobs import runner
 from core.jobs.executors import ENV_SCHEDULER
-from core.jobs.spec import MAX_WORKERS
 from core.jobs.studies import (default_workers, existing_study, list_studies_with_progress, load_spec, progress,
                                sort_slots, study_frame)
 from core.presentation import charts, export, formatting, forms, run_tables, study_views, tables, urls, zoom
@@ -125,9 +124,9 @@ def on_pick() -> None:
 
 
 def on_resume(study_id: int) -> None:
-    workers = st.session_state.get("studies_workers")
-    good = isinstance(workers, int) and 1 <= workers <= MAX_WORKERS  # the form's value, when it is a valid one
-    runner.relaunch_study(store, study_id, workers=workers if good else default_workers(), executor=executor())
+    workers = st.session_state.get("studies_workers")  # the form's value, when it is a valid one
+    runner.relaunch_study(store, study_id, workers=default_workers() if forms.workers_error(workers) else workers,
+                          executor=executor())
 
 
 def executor() -> str | None:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -20,7 +21,7 @@ from core.experiment.config import ExperimentConfig
 from core.jobs.scheduler import resume_study
 from core.jobs.spec import StudySpec, run_key
 from core.jobs.studies import load_spec, open_study
-from core.store import Store
+from core.store import Run, Store
 from core.store.leases import Leases
 
 pytest.importorskip("distributed", reason="dask[distributed] is not installed (pip install -r requirements-scale.txt)")
@@ -73,6 +74,29 @@ def assert_each_cell_once(store: Store, study_id: int) -> None:
     assert all(r.host for r in runs)
 
 
+def killer(pg_url: str, study_id: int, choose: Callable[[list[Run]], list[Run]]) -> tuple[threading.Thread, list[int]]:
+    """A started thread that watches the study's running runs for up to 120 s; once `choose` picks some of those
+    before half their steps, it kills their processes (the dask worker processes: their nannies start others)
+    and notes the runs' ids in the list it returns."""
+    killed: list[int] = []
+
+    def watch() -> None:
+        watcher = Store(pg_url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            early = [r for r in watcher.list_runs(study_id=study_id, status="running")
+                     if r.pid and r.total_steps and 0 < r.progress_step < r.total_steps // 2]
+            chosen = choose(early)
+            for pid in {r.pid for r in chosen}:
+                os.kill(pid, signal.SIGKILL)
+            killed.extend(r.id for r in chosen)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread, killed
+
+
 def test_an_8_cell_study_on_two_dask_workers_against_postgresql(cluster, pg_url):
     store = Store(pg_url)
     study_id = study(store, "on dask")
@@ -113,23 +137,9 @@ def test_a_study_on_dask_trains_the_cells_that_group_as_populations(cluster, pg_
 def test_a_worker_killed_mid_cell_leaves_one_finished_run_per_cell(cluster, pg_url):
     store = Store(pg_url)
     study_id = study(store, "killed on dask", epochs=150, n_samples=1000)
-    killed: list[int] = []
-
-    def kill_one():
-        watcher = Store(pg_url)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for r in watcher.list_runs(study_id=study_id, status="running"):
-                if r.pid and r.total_steps and 0 < r.progress_step < r.total_steps // 2:
-                    os.kill(r.pid, signal.SIGKILL)  # the dask worker process (its nanny starts another)
-                    killed.append(r.id)
-                    break
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_one)
-    killer.start()
+    watching, killed = killer(pg_url, study_id, lambda early: early[:1])  # the first run before half its steps
     outcome = resume_study(store, study_id, executor="dask", scheduler=cluster, lease_timeout_s=5)
-    killer.join()
+    watching.join()
     assert killed and outcome.remaining == 0
     assert_each_cell_once(store, study_id)
     assert killed[0] not in {r.id for r in store.list_runs(study_id=study_id)}  # replaced by the rerun
@@ -191,23 +201,8 @@ def test_every_worker_killed_at_once_mid_population_and_the_study_still_finishes
     that preferred the dead workers are sent again to the new ones, and every cell ends once, none twice."""
     store = Store(pg_url)
     study_id = study(store, "all killed on dask", epochs=150, n_samples=1000)
-    killed: list[int] = []
-
-    def kill_all():
-        watcher = Store(pg_url)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            running = [r for r in watcher.list_runs(study_id=study_id, status="running")
-                       if r.pid and r.total_steps and 0 < r.progress_step < r.total_steps // 2]
-            pids = {r.pid for r in running}
-            if len(pids) == 2:  # both workers training their populations
-                for pid in pids:
-                    os.kill(pid, signal.SIGKILL)
-                killed.extend(r.id for r in running)
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_all)
-    killer.start()
+    # both workers training their populations: every such run's process, at once
+    watching, killed = killer(pg_url, study_id, lambda early: early if len({r.pid for r in early}) == 2 else [])
     result: dict = {}
 
     def run() -> None:
@@ -217,7 +212,7 @@ def test_every_worker_killed_at_once_mid_population_and_the_study_still_finishes
     runner = threading.Thread(target=run, daemon=True)  # a hang fails the test instead of stalling the suite
     runner.start()
     runner.join(timeout=240)
-    killer.join()
+    watching.join()
     assert not runner.is_alive(), "the study waited for tasks placed on workers that were gone"
     assert killed and result["outcome"].remaining == 0
     assert_each_cell_once(store, study_id)

@@ -15,11 +15,10 @@ import math
 from typing import Any, Callable, Mapping
 
 from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, FROZEN_LOGIT,
-                                    OVERFIT_ABOVE,
-                                    OVERFIT_PROBLEM, OVERFIT_PROBLEM_ABOVE, OVERFIT_RISE, OVERFIT_TRAIN_ACC,
-                                    SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP, TAIL_FALL, TAIL_STEADY,
-                                    TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO, WILD_MARGIN,
-                                    evidence_of_instability, largest_update, lr_times, plateau, unstable)
+                                    OVERFIT_ABOVE, OVERFIT_PROBLEM, OVERFIT_PROBLEM_ABOVE, OVERFIT_RISE,
+                                    OVERFIT_TRAIN_ACC, SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP, TAIL_FALL,
+                                    TAIL_STEADY, TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO,
+                                    WILD_MARGIN, evidence_of_instability, largest_update, lr_times, plateau, unstable)
 from core.analysis.finding_types import SATURATES_AT, Finding, layer_medians, num, pct
 
 RELU_SIGMOID = "a ReLU before the sigmoid"
@@ -160,10 +159,10 @@ def thrown_and_frozen(config, s, status) -> Finding | None:
     """Steps so large that the logits left any sensible range, then BCELoss's clamp froze every gradient: the loss
     ends flat and high, which reads like saturation (it is, afterwards) or a rate too low (the steps are zero)."""
     scale, peak, grad = num(s, "input_std_max"), num(s, "peak_logit_abs_max"), num(s, "median_grad_norm")
+    rose = -(num(s, "train_loss_drop") or 0)  # how far the exact training loss ended above its first epoch's
     unscaled = scale is not None and scale >= UNSCALED_STD and not config.get("standardize", True)
-    if unscaled or peak is None or peak < FROZEN_LOGIT or grad != 0 or (num(s, "train_loss_drop") or 0) >= 0:
+    if unscaled or peak is None or peak < FROZEN_LOGIT or grad != 0 or rose <= 0:
         return None
-    rose = -(num(s, "train_loss_drop") or 0)
     evidence = (f"With inputs at unit scale the logits reached {peak:.3g} (sigmoid saturates at 16.6): only steps "
                 f"far too large get there. Then sigmoid rounds to 0 or 1, BCELoss clamps the wrong ones at 100 with "
                 f"zero gradient, and nothing moves again: the typical gradient norm is 0 and the exact training loss "

@@ -6,7 +6,6 @@ import argparse
 from typing import Any, TextIO
 
 from core.cli.output import dump_json
-from core.experiment.config import ConfigError
 
 
 def add_fix_parser(subparsers: Any) -> None:
@@ -21,16 +20,14 @@ def add_fix_parser(subparsers: Any) -> None:
 
 
 def cmd_fix(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -> int:
-    from core.jobs.counterfactual import MAX_SEEDS, prove_fix  # noqa: PLC0415 - torch loads only for this command
+    from core.jobs.counterfactual import check_seeds, prove_fix  # noqa: PLC0415 - torch loads only for this command
     from core.jobs.fixes import proposed_fix  # noqa: PLC0415
 
     try:
         seeds = int(args.seeds)
     except ValueError:
-        seeds = 0
-    if not 2 <= seeds <= MAX_SEEDS:  # said before anything else is printed
-        raise ConfigError("seeds", f"must be a whole number from 2 to {MAX_SEEDS} (a CI needs two), got "
-                                   f"{args.seeds!r}")
+        seeds = args.seeds
+    check_seeds(seeds)  # said before anything else is printed
     cause, fix = proposed_fix(store, args.id)
     err.write(f"run {args.id}: {cause}; trying {fix} over {seeds} seeds\n")
 

@@ -25,8 +25,9 @@ def cmd_runs(args, store, out: TextIO, err: TextIO) -> int:
         dump_json([run_record(r) for r in runs], out)
         return 0
     if not runs:
-        if args.status and store.list_runs():
-            out.write(f"no {args.status} runs ({len(store.list_runs())} runs in all: `python -m core runs`)\n")
+        every = len(store.list_runs()) if args.status else 0
+        if every:
+            out.write(f"no {args.status} runs ({every} runs in all: `python -m core runs`)\n")
         else:
             out.write("no runs yet: try `python -m core train --preset article-example`\n")
         return 0

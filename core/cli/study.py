@@ -24,7 +24,7 @@ from core.jobs.executors import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, check_sc
 from core.jobs.populations import resume_study_populations
 from core.jobs.scheduler import Finished, check_shareable
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, MAX_WORKERS, STUDIES, StudySpec, auto_name, named_study, parse_vary
-from core.jobs.studies import check_runnable, default_workers, open_study, plan_study, summarize
+from core.jobs.studies import check_runnable, default_workers, find_study, open_study, plan_study, summarize
 from core.presentation.forms import split_text
 from core.store import Store
 
@@ -187,9 +187,7 @@ def spec_from_args(args: Any, store: Store) -> tuple[StudySpec, int | None]:
 def stored_study(store: Store, name: str) -> Any:
     """The stored study `name` names (its name, else its id), None for a built-in study not stored yet; a
     ConfigError listing both kinds for anything else."""
-    stored = store.get_study_by_name(name)
-    if stored is None and name.strip().isdigit():
-        stored = next((s for s in store.list_studies() if s.id == int(name)), None)
+    stored = find_study(store, name)
     if stored is None and name not in STUDIES:
         names = ", ".join(s.name for s in store.list_studies()) or "none yet"
         raise ConfigError("study", f"{name!r} is neither a stored study's name or id (stored: {names}) nor a "

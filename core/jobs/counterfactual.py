@@ -110,8 +110,7 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
     from core.experiment.data import load_dataset  # noqa: PLC0415 - torch loads only when runs train
     from core.training.trainer import train  # noqa: PLC0415
 
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 2 <= seeds <= MAX_SEEDS:
-        raise ConfigError("seeds", f"must be a whole number from 2 to {MAX_SEEDS} (a CI needs two), got {seeds!r}")
+    check_seeds(seeds)
     run = store.get_run(run_id)
     cause, change = ("given", dict(fix)) if fix else proposed_fix(store, run_id)
     base = ExperimentConfig.from_dict(run.config)
@@ -132,6 +131,14 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
             if on_run is not None:
                 on_run(side, seed, value)
     return judge(run_id, cause, change, values["baseline"], values["fixed"], ids)
+
+
+def check_seeds(seeds: Any) -> int:
+    """The number of seeds a proof trains, or a ConfigError on `seeds`: a whole number from 2 (a CI needs two)
+    to MAX_SEEDS."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 2 <= seeds <= MAX_SEEDS:
+        raise ConfigError("seeds", f"must be a whole number from 2 to {MAX_SEEDS} (a CI needs two), got {seeds!r}")
+    return seeds
 
 
 def final_loss(status: str, summary: dict[str, Any]) -> float:

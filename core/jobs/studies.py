@@ -26,13 +26,25 @@ from core.experiment.config import ConfigError, ExperimentConfig
 from core.experiment.data import read_csv
 from core.jobs.devices import check_device
 from core.jobs.spec import Slot, StudySpec, expand, run_key, slot_key, spec_difference
-from core.store import STATUSES, Run, RunNotFound, Store, Study, pid_alive
+from core.store import STATUSES, Run, RunNotFound, Store, Study, StudyNotFound, pid_alive
 
 
 RESULT_STATUSES = ("finished", "diverged", "failed")  # outcomes: kept when a study runs again
 
 
 RERUN_STATUSES = ("interrupted", "cancelled")  # replaced by a fresh run when a study runs again
+
+
+def find_study(store: Store, name_or_id: str) -> Study | None:
+    """The stored study named `name_or_id`, else the one with that id (as the command line and the pages name a
+    study); None when there is neither."""
+    found = store.get_study_by_name(name_or_id)
+    if found is None and name_or_id.strip().isdigit():
+        try:
+            found = store.get_study(int(name_or_id))
+        except StudyNotFound:
+            found = None
+    return found
 
 
 def open_study(store: Store, spec: StudySpec) -> int:

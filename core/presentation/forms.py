@@ -254,8 +254,9 @@ def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], 
     except ConfigError:
         n_seeds = None
         errors["seeds"] = f"must be a whole number from 1 to {MAX_SEEDS}, got {seeds!r}"
-    if not (isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= MAX_WORKERS):
-        errors["workers"] = f"must be a whole number from 1 to {MAX_WORKERS}, got {workers!r}"
+    wrong = workers_error(workers)
+    if wrong:
+        errors["workers"] = wrong
     variants = math.prod(len(v) for v in values.values())
     if errors or cfg is None or n_seeds is None:
         return StudyDraft(None, errors, variants, n_seeds)
@@ -269,6 +270,13 @@ def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], 
             if spec.to_dict() | {"name": builtin.name} == builtin.to_dict():
                 spec = builtin
     return StudyDraft(spec, {}, variants, n_seeds)
+
+
+def workers_error(workers: Any) -> str | None:
+    """What is wrong with the form's number of worker processes, or None when it is one a study can start."""
+    if isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= MAX_WORKERS:
+        return None
+    return f"must be a whole number from 1 to {MAX_WORKERS}, got {workers!r}"
 
 
 def population_text(draft: StudyDraft, workers: int, todo: list[ExperimentConfig] | None = None) -> str | None:

@@ -282,7 +282,7 @@ def summary_table(runs: Sequence[Run], *, for_file: bool = False) -> pd.DataFram
 
 def summary_cell(key: str, value: Any) -> str:
     """How the summary table shows one value: shares as percentages, counts whole, the rest to 4 significant digits
-    (1.593e+09, not 1593994112), "–" where a run has none. (The table's sort still reads the numbers.)"""
+    (1.593e+09, not 1593994112), "–" where a run has none."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if key == "duration_s":

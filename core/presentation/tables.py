@@ -18,8 +18,8 @@ import pandas as pd
 
 from core.analysis.effects import choice_words, factor_columns, format_value, ranking
 from core.analysis.statistics import StudyStatistics
-from core.jobs.studies import judged_statistics
-from core.store import Store, StudyNotFound
+from core.jobs.studies import find_study, judged_statistics
+from core.store import Store
 
 TABLE_FORMATS: tuple[str, ...] = ("markdown", "latex")
 EXTENSIONS = {"markdown": "md", "latex": "tex"}
@@ -143,12 +143,7 @@ def stored_study_tables(store: Store, study: str, *, judge: str | None = None,
                         table_format: str = "markdown") -> tuple[str, str]:
     """(study name, tables text) of the stored study named `study` (or with that id): what `export --format table`
     writes. A ValueError names what is wrong (no such study, a bad judge or format)."""
-    found = store.get_study_by_name(study)
-    if found is None and study.strip().isdigit():
-        try:
-            found = store.get_study(int(study))
-        except StudyNotFound:
-            found = None
+    found = find_study(store, study)
     if found is None:
         names = ", ".join(s.name for s in store.list_studies()) or "none yet"
         raise ValueError(f"no stored study is named {study!r} (stored: {names})")
