@@ -370,7 +370,8 @@ def group_difference_section() -> None:
         st.markdown(formatting.escape_markdown(run_groups.difference_sentence(result, name_a, name_b, metric)))
         st.dataframe(run_groups.groups_table(result, name_a, name_b), hide_index=True, key="compare_group_table",
                      column_config={c: st.column_config.NumberColumn(c, format="%.4g")
-                                    for c in ("mean", "sd", "95% CI low", "95% CI high", "p (Welch)")})
+                                    for c in ("mean", "sd", "95% CI low", "95% CI high", "p (Welch)")},
+                     placeholder="–")
         st.caption("B minus A over the runs of each group (runs without the number left out). The groups are not "
                    "paired, so the 95% interval is Welch's t interval, which does not assume equal variances.")
 
@@ -379,6 +380,6 @@ group_difference_section()
 
 st.subheader("Config differences")
 if fields:
-    st.dataframe(run_tables.config_differences(chosen))
+    st.dataframe(run_tables.config_differences(chosen), placeholder="–")
 else:
     st.caption("The selected runs have the same config" + (" (one run)." if len(chosen) == 1 else "."))

@@ -51,7 +51,7 @@ else:
             "duration_s": st.column_config.NumberColumn("duration", format="%.1f s"),
             "final_val_loss": st.column_config.NumberColumn("final val loss", format="%.4f"),
             "final_val_acc": st.column_config.NumberColumn("val acc", format="percent"),
-        })
+        }, placeholder="–")
     left, right = st.columns(2)
     left.page_link("pages/runs.py", label="All runs: filter, edit, open one", icon=":material/table_rows:")
     right.page_link("pages/compare.py", label="Compare runs side by side", icon=":material/stacked_line_chart:")

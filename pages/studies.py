@@ -322,14 +322,14 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> Study
         "baseline": st.column_config.TextColumn("baseline", width="medium"),
         "level_mean": number("mean at level", format="%.4g"),
         "baseline_mean": number("mean at baseline", format="%.4g"),
-        "difference": number("difference", format="%+.4g")})
+        "difference": number("difference", format="%+.4g")}, placeholder="–")
     interactions_table = study_views.interactions_view(stats.interactions)
     if len(interactions_table):
         st.markdown("**Interactions** · one field's effect with the other field at its baseline and at the level")
         st.dataframe(interactions_table, hide_index=True, key="studies_interactions_table", column_config={
             **common, "estimate": number("interaction", format="%+.4g"),
             **{c: number(c.replace("_", " "), format="%+.4g") for c in interactions_table.columns
-               if c.startswith("effect_at")}})
+               if c.startswith("effect_at")}}, placeholder="–")
     with st.expander("How many seeds", icon=":material/functions:"):
         for line in stats.power_sentences:
             st.markdown(f"- {formatting.escape_markdown(line)}")
@@ -356,7 +356,7 @@ def ranking_section(name: str, frame: pd.DataFrame, factors: list[str], stats: S
            for m, label in study_views.STUDY_METRICS.items() for s in ("mean", "sd")},
         f"{judge.column}_mean": number(judge.label, format="%.4g", help=f"{judge.label}: mean over seeds"),
         f"{judge.column}_ci_low": number("95% CI low", format="%.4g"),
-        f"{judge.column}_ci_high": number("95% CI high", format="%.4g")})
+        f"{judge.column}_ci_high": number("95% CI high", format="%.4g")}, placeholder="–")
     downloads = [table_download("csv_ranking", "Ranking (CSV)", table, f"{name} ranking")]
     if stats is not None:  # tables for papers: ranking, effects and interactions, mean ± 95% CI, n seeds
         for kind, label in (("markdown", "Tables (Markdown)"), ("latex", "Tables (LaTeX)")):
@@ -445,7 +445,7 @@ def study_view(study_id: int, active_before: bool) -> None:
             st.dataframe(study_views.study_runs_view(frame, factors), column_config={
                 "wall_time_s": st.column_config.NumberColumn("wall time", format="%.1f s"),
                 **{m: st.column_config.NumberColumn(label, format="%.4f")
-                   for m, label in study_views.STUDY_METRICS.items()}})
+                   for m, label in study_views.STUDY_METRICS.items()}}, placeholder="–")
 
 
 # ---------------------------------------------------------------------- the page

@@ -125,6 +125,7 @@ def test_overview_counts_the_runs_and_lists_the_latest(populated_url):
     assert metrics["Runs"] == "4" and metrics["Finished"] == "4"
     latest = at.dataframe[0].value
     assert list(latest["name"]) == ["mlp-bn-logits seed 1", "mlp-bn-logits", "article-fixed", "article-example"]
+    assert at.dataframe[0].proto.placeholder == "–"  # a diverged run's missing numbers, not "None"
     assert {b.key for b in at.button} >= {"overview_launch_article-example", "overview_launch_article-fixed"}
 
 
@@ -508,6 +509,8 @@ def test_a_finished_study_shows_its_answer_ranking_and_curves(study_url, deferre
                                     for c in ("final_val_loss_mean", "difference"))
     assert len(ranking_table) == 4 and list(ranking_table.index) == [1, 2, 3, 4]
     assert list(effects_table["factor"]) == ["batchnorm", "loss"]
+    numeric = [d for d in at.dataframe if {"final_val_loss_mean", "difference", "wall_time_s"} & set(d.value.columns)]
+    assert len(numeric) == 3 and {d.proto.placeholder for d in numeric} == {"–"}  # missing numbers, not "None"
     (figure,) = figures(at)
     means = {t["meta"]["group"]: len(t["meta"]["run_ids"]) for t in figure["data"] if t["meta"]["kind"] == "mean"}
     assert len(means) == 4 and set(means.values()) == {2}  # one mean line per variant, over its 2 seeds
@@ -668,8 +671,10 @@ def test_compare_difference_between_two_groups(study_url):
     expected = run_groups.difference_sentence(run_groups.group_difference(a, b, "final_val_loss_logits"),
                                               "batchnorm=False", "batchnorm=True", "final_val_loss_logits")
     assert formatting.escape_markdown(expected) in text_of(at.markdown) and "Welch t" in expected
-    table = next(d.value for d in at.dataframe if "p (Welch)" in d.value.columns)
+    shown = next(d for d in at.dataframe if "p (Welch)" in d.value.columns)
+    table = shown.value
     assert list(table["group"]) == ["batchnorm=False", "batchnorm=True", "B − A"]
+    assert shown.proto.placeholder == "–"  # the groups' rows have no p-value: a dash, not "None"
 
     widget(at, "selectbox", "compare_group_kind").set_value("pick").run()
     widget(at, "multiselect", "compare_group_a_pick").set_value([1, 2, 3])
