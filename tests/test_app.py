@@ -387,12 +387,15 @@ def test_compare_without_chromium_says_what_to_install_and_keeps_html_and_csv(po
 
 def test_one_run_offers_its_chart_and_every_metric(populated_url, populated_store, deferred):
     at = open_page("pages/runs.py", state={"runs_selected": [2]})
-    assert [b.key for b in at.download_button] == [f"runs_export_2_{k}" for k in ("png", "svg", "html", "csv", "parquet")]
+    assert [b.key for b in at.download_button] == [f"runs_export_2_{k}" for k in ("png", "svg", "pdf", "html", "csv", "parquet", "report")]
     name, mime, data = click_download(at, deferred, "runs_export_2_csv")
     assert (name, mime) == ("2_article-fixed.csv", "text/csv")
     assert data.decode() == export.series_csv(populated_store, [2])
     page = click_download(at, deferred, "runs_export_2_html")[2].decode()
     assert "<title>article-fixed</title>" in page and export.external_references(page) == []
+    name, mime, data = click_download(at, deferred, "runs_export_2_report")
+    assert (name, mime) == ("2_article-fixed_report.html", "text/html")
+    assert "<h1>#2 article-fixed</h1>" in data.decode() and '<section id="findings">' in data.decode()
 
 
 # ---------------------------------------------------------------------- studies

@@ -367,15 +367,22 @@ def test_run_downloads_are_its_small_multiples_and_every_metric(store, ids, rend
     run = store.get_run(ids[1])
     figure = run_figure(store.metrics_frame([run.id]), run_name=run.name)
     downloads = report.run_downloads(store, run, figure=figure)
+    stem = "2_script_alert(1)_script"
     assert [(d.key, d.file_name) for d in downloads] == [
-        ("png", "2_script_alert(1)_script.png"), ("svg", "2_script_alert(1)_script.svg"),
-        ("html", "2_script_alert(1)_script.html"), ("csv", "2_script_alert(1)_script.csv"),
-        ("parquet", "2_script_alert(1)_script.parquet")]
-    downloads[0].make()
-    assert renders == [("png", export.DEFAULT_WIDTH, None, None, "&lt;script&gt;alert(1)&lt;/script&gt;")]
-    back = pd.read_csv(io.StringIO(downloads[3].make().decode()))
+        ("png", f"{stem}.png"), ("svg", f"{stem}.svg"), ("pdf", f"{stem}.pdf"), ("html", f"{stem}.html"),
+        ("csv", f"{stem}.csv"), ("parquet", f"{stem}.parquet"), ("report", f"{stem}_report.html")]
+    made = {d.key: d for d in downloads}
+    made["png"].make()
+    made["pdf"].make()
+    assert renders == [(fmt, export.DEFAULT_WIDTH, None, None, "&lt;script&gt;alert(1)&lt;/script&gt;")
+                       for fmt in ("png", "pdf")]
+    back = pd.read_csv(io.StringIO(made["csv"].make().decode()))
     assert len(back) == len(store.metrics_frame([run.id])) and set(back["key"]) == set(store.metric_keys(run.id))
-    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in downloads[2].make().decode()
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in made["html"].make().decode()
+    page = made["report"].make().decode()  # this run's report: its curves, summary, config and findings, escaped
+    assert "<h1>#2 &lt;script&gt;alert(1)&lt;/script&gt;</h1>" in page and "<script>alert(1)" not in page
+    assert page.count('<figure class="chart"') == 3 and '<section id="findings">' in page
+    assert export.external_references(page) == []
 
 
 # ---------------------------------------------------------------------- file names

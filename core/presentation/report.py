@@ -234,14 +234,17 @@ def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, 
 
 
 def run_downloads(store: Any, run: Run, *, figure: go.Figure) -> list[Download]:
-    """One run's view: its small multiples (`charts.run_figure`, as shown) as PNG, SVG and interactive HTML, and
-    every metric it logged at full resolution (CSV); files named after `formatting.run_label(run)`."""
+    """One run's view: its small multiples (`charts.run_figure`, as shown) as PNG, SVG, PDF and interactive HTML,
+    every metric it logged at full resolution (CSV and Parquet), and its report (`report_html` of this run: its
+    loss curves, summary, config and findings); files named after `formatting.run_label(run)`."""
     name = formatting.run_label(run)
-    return [*figure_downloads(figure, title=None, name=name, formats=("png", "svg", "html")),
+    return [*figure_downloads(figure, title=None, name=name),
             Download("csv", "Data (CSV)", safe_filename(name, ext="csv"), MIME_TYPES["csv"],
                      lambda: series_csv(store, [run.id]).encode("utf-8")),
             Download("parquet", "Data (Parquet)", safe_filename(name, ext="parquet"), MIME_TYPES["parquet"],
-                     lambda: series_parquet(store, [run.id]))]
+                     lambda: series_parquet(store, [run.id])),
+            Download("report", "Report (HTML)", safe_filename(f"{name} report", ext="html"), MIME_TYPES["report"],
+                     lambda: report_html(store, [run.id], title=name).encode("utf-8"))]
 
 
 def table_html(df: pd.DataFrame, *, formats: dict[str, Callable[[Any], str]] | None = None) -> str:
