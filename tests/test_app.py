@@ -615,7 +615,12 @@ def test_the_run_view_proves_a_fix_in_the_background(populated_url, populated_st
     at.run()
     (verdict,) = [s.value for s in at.success if "The fix helped" in s.value] or [text_of(at.warning)]
     assert "output_relu=false" in verdict and "95% CI" in verdict and "3 seeds" in verdict
-    assert len([r for r in populated_store.list_runs() if f"fix:{run.id}" in r.tags]) == 6
+    proof = [r for r in populated_store.list_runs() if f"fix:{run.id}" in r.tags]
+    assert len(proof) == 6
+    populated_store.delete_run(proof[0].id)  # a verdict whose runs are gone is withdrawn: the fix can be proved again
+    at.run()
+    assert not [s for s in at.success if "The fix helped" in s.value] and "95% CI" not in text_of(at.warning)
+    assert widget(at, "button", f"runs_fix_{run.id}").label.startswith("Prove the fix: output_relu=False")
 
 
 # ---------------------------------------------------------------------- statistics (issue 15)

@@ -194,7 +194,8 @@ def launch_fix(store: Store, run_id: int, *, seeds: int = 3, log_dir: Path | Non
 
 
 def fix_state(store: Store, run_id: int) -> FixState | None:
-    """How the fix this server started for the run is doing; None when it started none."""
+    """How the fix this server started for the run is doing; None when it started none, or when a run its
+    verdict rests on has been deleted since (the verdict is withdrawn, and the fix can be proved again)."""
     found = _fix_processes.get((store.url, run_id))
     if found is None:
         return None
@@ -202,11 +203,16 @@ def fix_state(store: Store, run_id: int) -> FixState | None:
     if proc.poll() is None:
         return FixState("running")
     try:
-        return FixState("done", verdict=json.loads(result.read_text()))
+        verdict = json.loads(result.read_text())
     except (OSError, ValueError):
         log = result.with_suffix(".log")
         lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
         return FixState("failed", error=lines[-1] if lines else f"exit code {proc.returncode}")
+    ids = [int(i) for side in verdict.get("run_ids", {}).values() for i in side]
+    if len(store.get_runs(ids)) < len(ids):
+        del _fix_processes[(store.url, run_id)]
+        return None
+    return FixState("done", verdict=verdict)
 
 
 def wait_fix(store: Store, run_id: int, timeout: float | None = None) -> int | None:
