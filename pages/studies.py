@@ -270,8 +270,8 @@ def download_buttons(downloads: list[export.Download]) -> None:
                                icon=DOWNLOAD_ICONS.get(d.key.split("_")[0]), on_click="ignore")
 
 
-def table_download(key: str, label: str, table: pd.DataFrame, name: str) -> export.Download:
-    return export.Download(key, label, export.safe_filename(name, ext="csv"), export.MIME_TYPES["csv"],
+def table_download(key: str, label: str, table: pd.DataFrame, name: str, tail: str) -> export.Download:
+    return export.Download(key, label, export.safe_filename(name, tail=tail, ext="csv"), export.MIME_TYPES["csv"],
                            lambda: export.table_csv(table).encode("utf-8"))
 
 
@@ -334,9 +334,9 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> Study
         for line in stats.power_sentences:
             st.markdown(f"- {formatting.escape_markdown(line)}")
     download_buttons([
-        table_download("csv_effects", "Effects (CSV)", effects_table.set_index("factor"), f"{name} effects {judge}"),
+        table_download("csv_effects", "Effects (CSV)", effects_table.set_index("factor"), name, f"effects {judge}"),
         table_download("csv_interactions", "Interactions (CSV)", interactions_table.set_index("fields"),
-                       f"{name} interactions {judge}")])
+                       name, f"interactions {judge}")])
     return stats
 
 
@@ -357,11 +357,11 @@ def ranking_section(name: str, frame: pd.DataFrame, factors: list[str], stats: S
         f"{judge.column}_mean": number(judge.label, format="%.4g", help=f"{judge.label}: mean over seeds"),
         f"{judge.column}_ci_low": number("95% CI low", format="%.4g"),
         f"{judge.column}_ci_high": number("95% CI high", format="%.4g")}, placeholder="–")
-    downloads = [table_download("csv_ranking", "Ranking (CSV)", table, f"{name} ranking")]
+    downloads = [table_download("csv_ranking", "Ranking (CSV)", table, name, "ranking")]
     if stats is not None:  # tables for papers: ranking, effects and interactions, mean ± 95% CI, n seeds
         for kind, label in (("markdown", "Tables (Markdown)"), ("latex", "Tables (LaTeX)")):
             downloads.append(export.Download(
-                f"table_{kind}", label, export.safe_filename(f"{name} {judge.name}", ext=tables.EXTENSIONS[kind]),
+                f"table_{kind}", label, export.safe_filename(name, tail=judge.name, ext=tables.EXTENSIONS[kind]),
                 tables.MIME_TYPES[kind], lambda kind=kind: tables.study_tables(name, ranked, factors, stats,
                                                                                kind).encode("utf-8")))
     download_buttons(downloads)

@@ -136,7 +136,8 @@ def test_png_signature_pixel_size_and_one_browser_for_many_images(fig):
     assert png_size(export.figure_image(styled, "png", width=640, height=360, scale=2)) == (1280, 720)
     starts = export.renderer_stats()["starts"]
     assert png_size(export.figure_image(styled, "png", width=500, height=300, scale=1)) == (500, 300)
-    assert png_size(export.figure_image(styled, "png", width=500)) == (1000, 960)  # height 480 from the figure
+    # the height from the figure: its own, with room for every legend row in the file's font
+    assert png_size(export.figure_image(styled, "png", width=500)) == (1000, 2 * styled.layout.height)
     assert export.renderer_stats()["starts"] == starts, "a warm browser is reused, not started per image"
 
 
@@ -398,6 +399,27 @@ def test_safe_filename(text):
     assert all(not (0x202a <= ord(c) <= 0x202e) for c in name)
 
 
+def test_a_long_name_is_cut_before_what_the_file_is():
+    """Files of one long title keep what tells them apart (the summary, the config differences)."""
+    title = "lr x batchnorm x activation on gaussian, 10 seeds (3a7a1017): lr=0.003 batchnorm=false seed=0 " * 2
+    summary = export.safe_filename(title, tail="summary", ext="csv")
+    differences = export.safe_filename(title, tail="config differences", ext="csv")
+    assert summary.endswith("_summary.csv") and differences.endswith("_config_differences.csv")
+    assert all(export.MAX_FILENAME_BYTES - 2 <= len(n) <= export.MAX_FILENAME_BYTES for n in (summary, differences))
+    assert export.safe_filename("", tail="report", ext="html") == "report.html"
+    assert export.safe_filename("run", tail="../x", ext="csv") == "run_x.csv"
+
+
+def test_a_title_of_many_runs_says_what_they_share_and_how_many():
+    runs = [run_tables.Run(id=i, name=f"bn-act-loss: batchnorm={b} seed={i}", status="finished", config={},
+                           created_at=None) for i, b in enumerate(("true", "false") * 3)]
+    assert report.comparison_title(runs, ["val_loss"]) == "val_loss: bn-act-loss (6 runs)"
+    assert report.comparison_title(runs[:3]) == " vs ".join(r.name for r in runs[:3])
+    loose = [run_tables.Run(id=i, name=n, status="finished", config={}, created_at=None)
+             for i, n in enumerate(("a", "b", "c", "d", "e"))]
+    assert report.comparison_title(loose) == "a, b, c and 2 more"
+
+
 def test_safe_filename_keeps_readable_names():
     assert export.safe_filename("mlp-bn (lr 0.05)", ext="svg") == "mlp-bn_(lr_0.05).svg"
     assert export.safe_filename(SCRIPT_NAME, ext="csv") == "script_alert(1)_script.csv"
@@ -529,16 +551,50 @@ def test_a_browser_that_does_not_start_raises_export_unavailable_instead_of_hang
         export.figure_image(fig, "png", env={"BROWSER_PATH": "/bin/false"})
 
 
-def test_a_scrolling_legend_is_unrolled_for_a_file():
-    """On the page a long legend below the plot scrolls (legend.maxheight); an image cannot scroll, so the export
-    drops the cap and grows the figure by it."""
+def long_legend_figure(*, show_legend: bool):
+    """40 curves of a 20-run study as the Compare page draws them: the legend below the plot, scrolling."""
     import plotly.graph_objects as go
 
-    fig = go.Figure([go.Scatter(x=[1, 2], y=[1, 2], name=f"run {i}") for i in range(40)])
-    fig.update_layout(height=700, legend={"orientation": "h", "yref": "container", "maxheight": 320})
+    from core.presentation.legend import LegendEntry, plan_legend
+
+    names = [f"#{i} lr={lr} batchnorm={bn} activation=relu seed=0 · {m}" for i, (lr, bn) in
+             enumerate(((lr, bn) for lr in (0.003, 0.01, 0.03, 0.1, 0.3) for bn in ("false", "true", "x", "y")), 1)
+             for m in ("train_loss", "val_loss")]
+    plan = plan_legend([LegendEntry(None, None, n) for n in names], show=show_legend)
+    fig = go.Figure([go.Scatter(x=[0, 500], y=[0.7, 0.3], name=n) for n in names])
+    fig.update_layout(height=600 + plan.height_px, showlegend=show_legend, legend=plan.layout)  # as charts does
+    return fig
+
+
+@pytest.mark.parametrize("show_legend", [True, False])
+def test_a_long_legend_is_whole_in_the_file_below_the_plot(show_legend):
+    """On the page a long legend below the plot scrolls (legend.maxheight), or is hidden; a file cannot scroll, so
+    the export lays every entry out below the plot and grows the figure by the rows, in the file's larger font."""
+    fig = long_legend_figure(show_legend=show_legend)
     out = export.style_for_export(fig)
-    assert out.layout.legend.maxheight is None and out.layout.height == 1020
-    assert fig.layout.legend.maxheight == 320  # the page's figure is left as it was
+    assert out.layout.showlegend is True and out.layout.legend.orientation == "h"
+    assert out.layout.legend.maxheight > 320 and fig.layout.legend.maxheight == (320 if show_legend else None)
+    same = export.style_for_export(long_legend_figure(show_legend=not show_legend))
+    assert out.layout.height == same.layout.height > fig.layout.height  # hidden on the page or not: one file
+    assert fig.layout.showlegend is show_legend  # the page's figure is left as it was
+
+
+@needs_chromium
+def test_an_image_holds_every_legend_entry_and_its_title_above_the_plot():
+    """Rendered: all 40 entries, the legend below the plot and inside the image, nothing scrolled, the plot
+    still tall, and a title of two lines ending above the plot."""
+    fig = long_legend_figure(show_legend=True)
+    title = "train_loss, val_loss: lr x batchnorm x activation on gaussian, 10 seeds (3a7a1017) (20 runs)"
+    svg = export.export_figure(fig, "svg", title=title, width=1000).decode()
+    height = float(re.search(r'<svg[^>]*height="([\d.]+)"', svg).group(1))
+    top, plot = map(float, re.search(r'class="xgrid crisp"[^>]*d="M0,([\d.]+)v([\d.]+)"', svg).groups())
+    legend_y = float(re.search(r'class="legend"[^>]*transform="translate\([\d.]+,([\d.]+)\)"', svg).group(1))
+    legend_h = float(re.search(r'class="legend".*?<rect class="bg"[^>]*height="([\d.]+)"', svg).group(1))
+    assert svg.count('class="legendtext"') == 40
+    assert re.search(r'class="scrollbar"[^>]*height="0"', svg), "the legend does not scroll"
+    assert top + plot <= legend_y and legend_y + legend_h <= height + 1 and plot >= 400
+    lines = re.findall(r'<tspan class="line"[^>]*y="([\d.]+)"', svg.split('class="g-gtitle"')[1].split("</g>")[0])
+    assert len(lines) == 2 and float(lines[0]) + 26 * 2 <= top
 
 
 def test_csv_and_parquet_hold_every_stored_value_exactly(tmp_path):

@@ -72,6 +72,7 @@ def test_the_prefix_goes_as_far_as_the_names_agree_at_a_word_boundary() -> None:
     ["only one: run"],
     [],
     ["same name", "same name"],  # nothing left to tell them apart: the '#id' does that
+    [f"run {i}" for i in range(1000)],  # a bare number left: "#8 7" would read as two ids
 ])
 def test_names_without_a_usable_prefix_are_unchanged(names: list[str]) -> None:
     prefix, short = short_names(names)
@@ -83,6 +84,12 @@ def test_distinct_names_stay_distinct() -> None:
     prefix, short = short_names(names)
     assert prefix == "sweep: " and short == ["lr=0.1", "lr=0.01", "lr=0.1 wd=1"]
     assert shared_prefix(["a b c", "a b c d"]) == "a b ", "a name equal to the cut keeps a word"
+
+
+def test_a_title_made_of_a_prefix_ends_without_its_punctuation() -> None:
+    names = ["lr x batchnorm on gaussian, 10 seeds (3a7a): lr=0.1", "lr x batchnorm on gaussian, 5 seeds (9f0e): lr=0.1"]
+    assert shared_prefix(names) == "lr x batchnorm on gaussian, "
+    assert prefix_title(shared_prefix(names)) == "lr x batchnorm on gaussian"
 
 
 def test_legend_runs_keeps_the_id_and_returns_the_prefix() -> None:

@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from core.presentation.images import (DEFAULT_HEIGHT, DEFAULT_SCALE, DEFAULT_WIDTH, IMAGE_FORMATS, ExportUnavailable,
                                       check_scale, check_size, figure_image, find_browser, image_export_problem,
                                       renderer_stats, stop_renderer)
+from core.presentation.legend import LegendEntry, below_height, plan_legend
 from core.presentation.offline_html import (CSP, FONT_FAMILY, OFFLINE_CONFIG, external_references, figure_div,
                                             figure_html, html_page)
 
@@ -84,17 +85,20 @@ def style_for_export(fig: go.Figure, *, title: str | None = None, width: int | N
     per_line = max(30, ((width or out.layout.width or DEFAULT_WIDTH) - 40) // 11)
     lines = textwrap.wrap(raw, per_line, break_on_hyphens=False) if raw else []
     text = "<br>".join(_literal(line) for line in lines) if lines else None
+    # the rows the page's chart grew by for a legend below its plot (none where the legend is hidden)
+    on_page = plan_legend(_legend_entries(out), show=fig.layout.showlegend is not False).height_px
     if out.data and not any(getattr(t, "showlegend", None) is not False for t in out.data):
         _add_legend(out, own)
     out.update_layout(
         template="plotly_white", paper_bgcolor="white", plot_bgcolor="white",
         font={"family": FONT_FAMILY, "size": 14, "color": "#222222"},
-        title={"text": text, "font": {"size": 20}, "x": 0.02, "xanchor": "left"} if text else None,
+        # the title's first line at the top of the image, its lines above the plot (the margin grows by each)
+        title={"text": text, "font": {"size": 20}, "x": 0.02, "xanchor": "left", "y": 1, "yref": "container",
+               "yanchor": "top", "pad": {"t": 14}} if text else None,
         legend={"font": {"size": 14}, "bgcolor": "rgba(255,255,255,0.85)"}, showlegend=True,
     )
-    if out.layout.legend.maxheight is not None:  # a file cannot scroll its legend: give it the room it needs
-        room = out.layout.legend.maxheight
-        out.update_layout(legend_maxheight=None, height=(out.layout.height or DEFAULT_HEIGHT) + room)
+    _legend_in_full(out, width=width or out.layout.width or DEFAULT_WIDTH,
+                    height=(out.layout.height or DEFAULT_HEIGHT) - on_page)
     if text:
         out.update_layout(margin={"t": max(70, out.layout.margin.t or 0) + 26 * (len(lines) - 1)})
     if width is not None:
@@ -112,6 +116,26 @@ def style_for_export(fig: go.Figure, *, title: str | None = None, width: int | N
             annotation.text = _literal(annotation.text)
         annotation.font.size = annotation.font.size or 15
     return out
+
+
+def _legend_entries(fig: go.Figure) -> list[LegendEntry]:
+    """The figure's legend, one entry a trace shown in it."""
+    return [LegendEntry(t.legendgroup, getattr(getattr(t, "legendgrouptitle", None), "text", None) or None,
+                        t.name or "") for t in fig.data if t.showlegend is not False]
+
+
+def _legend_in_full(fig: go.Figure, *, width: int, height: int) -> None:
+    """Every entry of the legend in the file, which cannot scroll it: a long legend (`legend.plan_legend`) in
+    rows below the plot, the figure `height` px (without a legend below its plot) plus the rows' whole height in
+    the file's 14 px font; a short one on the right, as Plotly puts it, in `height`."""
+    entries = _legend_entries(fig)
+    plot_width = max(200, width - 80)  # the plot's width in the image: the margins' default 80 px
+    plan = plan_legend(entries, show=True, plot_width_px=plot_width)
+    if not plan.below:
+        fig.update_layout(height=height)
+        return
+    rows = below_height(entries, width_px=plot_width, font_px=14)
+    fig.update_layout(legend={**plan.layout, "maxheight": rows + 20}, height=height + rows)
 
 
 def _add_legend(fig: go.Figure, run_name: str | None) -> None:
@@ -258,20 +282,26 @@ _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNOR
 MAX_FILENAME_BYTES = 120
 
 
-def safe_filename(text: str, *, ext: str, max_bytes: int = MAX_FILENAME_BYTES) -> str:
-    """A file name made from `text` (a run name, a comparison title) plus `.ext`.
+def safe_filename(text: str, *, ext: str, tail: str = "", max_bytes: int = MAX_FILENAME_BYTES) -> str:
+    """A file name made from `text` (a run name, a comparison title), then `tail` (what the file is: 'summary'),
+    plus `.ext`.
 
     Letters (any script), digits and `-_.()` are kept; anything else (path separators, control characters,
     spaces, `<>:"|?*`) becomes `_`. No leading dot or dash, no trailing dot, not a Windows device name, at most
-    `max_bytes` UTF-8 bytes in all, never empty ('export')."""
+    `max_bytes` UTF-8 bytes in all, never empty ('export'). A name too long is cut in `text`, never in `tail`, so
+    the files of one long title stay apart."""
     if not isinstance(ext, str) or not re.fullmatch(r"[A-Za-z0-9]{1,10}", ext):
         raise ValueError(f"ext must be 1-10 letters or digits, like 'png'; got {ext!r}")
-    stem = _UNSAFE.sub("_", unicodedata.normalize("NFKC", str(text)))
-    stem = re.sub(r"_+", "_", stem).strip("._- ")
-    budget = max_bytes - len(ext) - 1
+
+    def clean(part: str) -> str:
+        return re.sub(r"_+", "_", _UNSAFE.sub("_", unicodedata.normalize("NFKC", str(part)))).strip("._- ")
+    stem, end = clean(text), clean(tail)[:40]
+    end = f"_{end}" if end else ""
+    budget = max_bytes - len(ext) - 1 - len(end.encode("utf-8"))
     while len(stem.encode("utf-8")) > budget:
         stem = stem[:-1]
-    stem = stem.rstrip("._- ") or "export"
+    stem = (stem.rstrip("._- ") or ("" if end else "export")) + end
+    stem = stem.strip("._- ") or "export"
     if _RESERVED.match(stem):
         stem = f"{stem}_"
     return f"{stem}.{ext.lower()}"

@@ -36,7 +36,8 @@ def shared_prefix(names: Sequence[str]) -> str:
     ends = sorted({i + len(sep) for sep in SEPARATORS for i in _find_all(common, sep)}, reverse=True)
     for end in ends:
         prefix = common[:end]
-        if prefix.strip() and all(name[end:].strip() for name in names):
+        # every name keeps a rest with a letter: "run 7" of "run 0".."run 999" would read "#8 7" in a legend
+        if prefix.strip() and all(any(c.isalpha() for c in name[end:]) for name in names):
             return prefix
     return ""
 
@@ -49,8 +50,9 @@ def short_names(names: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def prefix_title(prefix: str) -> str:
-    """The prefix as a title: without the separator it ends with ("bn-act-loss: " -> "bn-act-loss")."""
-    return prefix.strip().rstrip(":").rstrip()
+    """The prefix as a title: without the separator or punctuation it ends with ("bn-act-loss: " ->
+    "bn-act-loss", "lr x batchnorm on gaussian, " -> "lr x batchnorm on gaussian")."""
+    return prefix.strip().rstrip(":,;·–-").rstrip()
 
 
 def _common_start(names: Sequence[str]) -> str:
@@ -124,26 +126,37 @@ def plan_legend(entries: Sequence[LegendEntry], *, show: bool = True,
     return LegendPlan(show=True, below=True, height_px=height, layout=layout)
 
 
-def _item_width(text: str) -> float:
-    return TEXT_GAP_PX + CHAR_PX * len(text)
+def below_height(entries: Sequence[LegendEntry], *, width_px: int, font_px: float = 12) -> int:
+    """The whole height, in px, of these entries laid out in rows below a plot `width_px` wide, in a `font_px`
+    legend font: what a file, which cannot scroll its legend, must make room for (`plan_legend` caps it)."""
+    if not entries:
+        return 0
+    return _rows_height(entries, any(e.title for e in entries), width_px, font_px / 12)
 
 
-def _rows_height(entries: Sequence[LegendEntry], grouped: bool, width: int) -> int:
-    """Plotly's horizontal layout, estimated. Grouped: each group is a block (its title over its entries, one
-    per line), blocks flow left to right and wrap. Not grouped: a grid whose column is the widest entry."""
+def _item_width(text: str, scale: float = 1.0) -> float:
+    return TEXT_GAP_PX + CHAR_PX * scale * len(text)
+
+
+def _rows_height(entries: Sequence[LegendEntry], grouped: bool, width: int, scale: float = 1.0) -> int:
+    """Plotly's horizontal layout, estimated (`scale`: the font's size over Plotly's 12 px). Grouped: each group
+    is a block (its title over its entries, one per line), blocks flow left to right and wrap. Not grouped: a
+    grid whose column is the widest entry."""
+    item_height = ITEM_HEIGHT_PX * max(1.0, scale)
     if not grouped:
-        column = max(_item_width(e.name) for e in entries) + ITEM_GAP_PX
+        column = max(_item_width(e.name, scale) for e in entries) + ITEM_GAP_PX
         per_row = max(1, int(width // column))
         rows = math.ceil(len(entries) / per_row)
-        return int(rows * ITEM_HEIGHT_PX + 2 * PADDING_PX)
+        return int(rows * item_height + 2 * PADDING_PX)
     blocks: dict[Any, list[LegendEntry]] = {}
     for entry in entries:
         blocks.setdefault(entry.group if entry.group is not None else ("entry", entry.name), []).append(entry)
     height, line_height, x = 0.0, 0.0, 0.0
     for members in blocks.values():
         title = members[0].title
-        block_width = max([_item_width(e.name) for e in members] + ([CHAR_PX * len(title)] if title else []))
-        block_height = ITEM_HEIGHT_PX * (len(members) + (1 if title else 0))
+        block_width = max([_item_width(e.name, scale) for e in members]
+                          + ([CHAR_PX * scale * len(title)] if title else []))
+        block_height = item_height * (len(members) + (1 if title else 0))
         if x > 0 and x + block_width + ITEM_GAP_PX > width:
             height += line_height + GROUP_GAP_PX
             x, line_height = 0.0, 0.0

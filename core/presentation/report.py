@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from core.analysis.findings import findings
 from core.experiment.config import ConfigError, field_names
-from core.presentation import charts, formatting, run_tables, urls
+from core.presentation import charts, formatting, legend, run_tables, urls
 from core.presentation.export import (MIME_TYPES, Download, figure_div, figure_downloads, html_page, safe_filename,
                                       series_csv, series_parquet, style_for_export, table_csv)
 from core.store import Run, RunNotFound
@@ -114,18 +114,26 @@ def _ids(runs: Sequence[Run]) -> str:
 # ---------------------------------------------------------------------- the comparison
 def build_comparison(store: Any, runs: Sequence[Run], *, metrics: Sequence[str], layout: str = "overlay",
                      title: str | None = None, **settings: Any) -> go.Figure:
-    """The Compare page's figure for `runs`: `charts.comparison_figure` over the stored series."""
+    """The Compare page's figure for `runs`: `charts.comparison_figure` over the stored series, the legend's
+    names without the prefix they share (`run_tables.legend_runs`), which titles the chart unless `title`."""
     series = store.metrics_frame([r.id for r in runs], list(metrics))
-    return charts.comparison_figure(series, run_tables.chart_runs(runs), metrics=list(metrics), layout=layout,
-                                    title=title, diverged=run_tables.diverged_ids(runs),
-                                    **check_settings(runs, **settings))
+    frame, prefix = run_tables.legend_runs(runs)
+    return charts.comparison_figure(series, frame, metrics=list(metrics), layout=layout,
+                                    title=title if title is not None else legend.prefix_title(prefix) or None,
+                                    diverged=run_tables.diverged_ids(runs), **check_settings(runs, **settings))
 
 
 def comparison_title(runs: Sequence[Run], metrics: Sequence[str] = ()) -> str:
-    """'a vs b vs c' (more runs: 'a, b, c and 4 more'), after the metrics when given: 'val_loss: a vs b'."""
+    """'a vs b vs c'; more runs: what their names share and how many ('bn-act-loss (24 runs)'), else 'a, b, c
+    and 4 more'; after the metrics when given: 'val_loss: a vs b'."""
     names = [r.name for r in runs]
-    text = " vs ".join(names) if len(names) <= MAX_TITLE_RUNS else \
-        f"{', '.join(names[:MAX_TITLE_RUNS])} and {len(names) - MAX_TITLE_RUNS} more"
+    shared = legend.prefix_title(legend.shared_prefix(names)) if len(names) > MAX_TITLE_RUNS else ""
+    if len(names) <= MAX_TITLE_RUNS:
+        text = " vs ".join(names)
+    elif shared:
+        text = f"{shared} ({len(names)} runs)"
+    else:
+        text = f"{', '.join(names[:MAX_TITLE_RUNS])} and {len(names) - MAX_TITLE_RUNS} more"
     return f"{', '.join(metrics)}: {text}" if metrics else text
 
 
@@ -224,11 +232,11 @@ def comparison_downloads(store: Any, runs: Sequence[Run], *, figure: go.Figure, 
                  lambda: series_csv(store, ids, metrics).encode("utf-8")),
         Download("parquet", "Data (Parquet)", safe_filename(title, ext="parquet"), MIME_TYPES["parquet"],
                  lambda: series_parquet(store, ids, metrics)),
-        Download("summary", "Summary (CSV)", safe_filename(f"{name} summary", ext="csv"), csv,
+        Download("summary", "Summary (CSV)", safe_filename(name, tail="summary", ext="csv"), csv,
                  lambda: table_csv(run_tables.summary_table(runs, for_file=True)).encode("utf-8")),
-        Download("differences", "Config differences (CSV)", safe_filename(f"{name} config differences", ext="csv"),
+        Download("differences", "Config differences (CSV)", safe_filename(name, tail="config differences", ext="csv"),
                  csv, lambda: table_csv(run_tables.config_differences(runs)).encode("utf-8")),
-        Download("report", "Report (HTML)", safe_filename(f"{name} report", ext="html"), MIME_TYPES["report"],
+        Download("report", "Report (HTML)", safe_filename(name, tail="report", ext="html"), MIME_TYPES["report"],
                  lambda: report_html(store, ids, metrics=metrics, title=name, **report_settings).encode("utf-8")),
     ]
 
@@ -243,7 +251,7 @@ def run_downloads(store: Any, run: Run, *, figure: go.Figure) -> list[Download]:
                      lambda: series_csv(store, [run.id]).encode("utf-8")),
             Download("parquet", "Data (Parquet)", safe_filename(name, ext="parquet"), MIME_TYPES["parquet"],
                      lambda: series_parquet(store, [run.id])),
-            Download("report", "Report (HTML)", safe_filename(f"{name} report", ext="html"), MIME_TYPES["report"],
+            Download("report", "Report (HTML)", safe_filename(name, tail="report", ext="html"), MIME_TYPES["report"],
                      lambda: report_html(store, [run.id], title=name).encode("utf-8"))]
 
 
