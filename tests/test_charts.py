@@ -247,6 +247,32 @@ def test_without_color_by_each_run_has_its_own_colour() -> None:
     assert len({t.line.color for t in fig.data}) == 5
 
 
+@pytest.mark.parametrize("group", [False, True])
+def test_past_ten_lines_the_colours_come_from_a_wider_palette(group) -> None:
+    """20 runs (or 20 variants of 2 seeds): 20 colours, not Plotly's ten twice over."""
+    ids = list(range(1, 41 if group else 21))
+    runs = make_runs(ids, variant=[(i - 1) // 2 for i in ids])
+    fig = comparison_figure(make_series({i: 30 for i in ids}), runs, metrics=["train_loss"],
+                            group_by=["variant"] if group else ())
+    lines = [t for t in fig.data if t.meta["kind"] in ("raw", "mean")]
+    assert len(lines) == 20 and len({t.line.color for t in lines}) == 20
+
+
+def test_many_curves_share_the_figures_points() -> None:
+    """300 runs of 3,000 steps, two metrics: each curve reduced further than max_points, the figure holding
+    about FIGURE_POINTS in all, each curve at least MIN_CURVE_POINTS; a few runs keep max_points each."""
+    from core.presentation.charts import FIGURE_POINTS, MIN_CURVE_POINTS
+
+    ids = list(range(1, 301))
+    series = make_series({i: 3000 for i in ids}, per_epoch=(), per_step=("train_loss", "val_loss"))
+    fig = comparison_figure(series, make_runs(ids), metrics=["train_loss", "val_loss"])
+    sizes = [len(t.x) for t in fig.data if t.meta["kind"] == "raw"]
+    assert len(sizes) == 600 and sum(sizes) <= FIGURE_POINTS * 1.05
+    assert min(sizes) >= MIN_CURVE_POINTS * 0.9 and max(sizes) <= FIGURE_POINTS // 600 + 10
+    few = comparison_figure(series[series["run_id"] <= 3], make_runs([1, 2, 3]), metrics=["train_loss"])
+    assert max(len(t.x) for t in few.data) > 1500  # 2,000 a curve, as before
+
+
 # ---------------------------------------------------------------------- groups
 @pytest.fixture
 def seeds() -> tuple[pd.DataFrame, pd.DataFrame]:

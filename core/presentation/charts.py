@@ -12,7 +12,9 @@ Inputs (see `SERIES_COLUMNS`):
   group or facet the curves.
 
 Every figure is built from `go.Scatter` traces (SVG export works), every trace is reduced with
-`downsample_indices` to about `max_points` points, and every trace carries a `meta` dict
+`downsample_indices` to about `max_points` points (fewer when a figure's curves together would pass
+FIGURE_POINTS: a browser draws a thousand runs' curves, not a thousand times 2,000 points), and every trace
+carries a `meta` dict
 `{"run_id", "metric", "kind"}` (kind "raw", "smoothed", "mean" or "band"; group traces have run_id None and add
 "run_ids" and "group") so tests and export code can find traces without parsing names.
 
@@ -38,6 +40,7 @@ Decisions worth knowing:
   grid (the band polygon then holds about max_points points). NaN in a run is ignored by the mean (nanmean), so
   a diverged seed drops out of the mean where it is NaN; "n=" counts the runs with data for that metric.
 - `runs` is the selection: its order sets trace order and colours; series rows of other runs are ignored.
+  Colours are Plotly's ten, or 24 darker ones (`WIDE_PALETTE`) when more lines need a colour of their own.
 - log_y drops non-positive values from the plotted arrays (for groups: before aligning; a band's lower edge
   below zero is lifted to the smallest positive value of the group's data).
 - Subplots are kept only for metrics that have data in at least one selected run; the x title is on the bottom
@@ -91,6 +94,23 @@ EMPTY_MESSAGE = "No data for the selected runs and metrics"
 
 
 PALETTE: tuple[str, ...] = tuple(plotly.colors.qualitative.Plotly)
+# More lines than PALETTE has colours: 24 dark ones, distinct on white, before colours repeat
+WIDE_PALETTE: tuple[str, ...] = tuple(plotly.colors.qualitative.Dark24)
+# Points a figure's line traces hold at most, all together, and each at least: each of many curves is reduced
+# further (2,000 curves of 2,000 points were 29 MB of figure, and a browser froze on them), never below a shape
+FIGURE_POINTS = 200_000
+MIN_CURVE_POINTS = 100
+
+
+def palette(lines: int) -> tuple[str, ...]:
+    """The colours for `lines` lines of distinct colour: PALETTE, or WIDE_PALETTE when they are more."""
+    return PALETTE if lines <= len(PALETTE) else WIDE_PALETTE
+
+
+def curve_points(max_points: int, curves: int) -> int:
+    """The points each of `curves` line traces is reduced to: `max_points`, fewer when together they would pass
+    FIGURE_POINTS, never fewer than MIN_CURVE_POINTS (or `max_points`, if smaller)."""
+    return min(max_points, max(MIN_CURVE_POINTS, FIGURE_POINTS // max(1, curves)))
 
 
 DASHES: tuple[str, ...] = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -217,10 +237,13 @@ def comparison_figure(
     x_hover = _X_HOVER[x]
     if not group_fields:
         names = _run_names(runs, plotted_runs)
+        colors = palette(len(color_values) if color_by else len(run_ids))
+        drawn = sum(1 for rid in plotted_runs for m in shown_metrics if (rid, m) in curves) * (2 if smoothing else 1)
+        points = curve_points(max_points, drawn)
         for pos, rid in enumerate(run_ids):
             if rid not in names:
                 continue
-            color = PALETTE[(color_values.index(values[color_by][rid]) if color_by else pos) % len(PALETTE)]
+            color = colors[(color_values.index(values[color_by][rid]) if color_by else pos) % len(colors)]
             style_label = ", ".join(config_label(f, values[f][rid]) for f in (color_by, dash_by) if f)
             for metric in shown_metrics:
                 if (rid, metric) not in curves:
@@ -239,7 +262,7 @@ def comparison_figure(
                 layers = [("raw", ys)] if smoothing == 0 else [("raw", ys), ("smoothed", ema_smooth(ys, smoothing))]
                 for kind, yy in layers:
                     solid = kind == "smoothed" or smoothing == 0
-                    px, py = reduce_points(xs, yy, log_y=log_y, max_points=max_points)
+                    px, py = reduce_points(xs, yy, log_y=log_y, max_points=points)
                     if px.size == 0:
                         continue
                     markers = solid and xs.size <= MARKER_MAX_POINTS
@@ -259,11 +282,12 @@ def comparison_figure(
             groups.setdefault(tuple(values[f][rid] for f in fields), []).append(rid)
         ordered = sorted(groups, key=lambda k: tuple(value_sort_key(v) for v in k))
         n_grid = max(2, max_points // 2)
+        colors = palette(len(color_values) if color_by else len(ordered))
         for gpos, gkey in enumerate(ordered):
             members = groups[gkey]
             first = members[0]
             label = ", ".join(config_label(f, v) for f, v in zip(fields, gkey))
-            color = PALETTE[(color_values.index(values[color_by][first]) if color_by else gpos) % len(PALETTE)]
+            color = colors[(color_values.index(values[color_by][first]) if color_by else gpos) % len(colors)]
             for metric in shown_metrics:
                 pairs = []
                 for rid in members:
