@@ -101,7 +101,20 @@ def test_filter_by_status_config_and_text(runs):
     assert ids(run_tables.filter_runs(runs, text="baseline")) == [3]  # a tag
     assert ids(run_tables.filter_runs(runs, text="mlp baseline")) == [3]  # every word must match, name or tag
     assert ids(run_tables.filter_runs(runs, text="#1")) == [1]
+    assert ids(run_tables.filter_runs(runs, text="2")) == [2]  # one number alone: that run's id too
     assert ids(run_tables.filter_runs(runs, text="nothing like it")) == []
+
+
+def test_an_id_search_is_that_run_and_numbers_in_text_are_text():
+    """'#12' is run 12, not #120-129; '10 seeds' finds names with '10 seeds', not run #10 or #100."""
+    def run(i: int, name: str) -> Run:
+        return Run(id=i, name=name, status="finished", config={}, created_at=None)
+    runs = [run(i, f"sweep, 5 seeds: seed={i % 5}") for i in range(1, 130)] + [run(130, "sweep, 10 seeds: seed=0"),
+                                                                              run(131, "lr 0.12")]
+    found = lambda text: [r.id for r in run_tables.filter_runs(runs, text=text)]  # noqa: E731
+    assert found("#12") == [12] and found("#12 sweep") == [12] and found("#999") == []
+    assert found("10 seeds") == [130]
+    assert found("12") == [12, 131]  # the id, and every name with "12" in it
 
 
 def test_filter_refuses_unknown_status_and_field(runs):

@@ -160,7 +160,8 @@ def filter_runs(runs: Sequence[Run], *, statuses: Iterable[str] = (), config: Ma
     """The runs that match every filter; an empty filter matches everything.
 
     statuses: any of these. config: field -> allowed `format_value` strings. text: every word must occur in the
-    name, a tag or the id ('#12' or '12'), case-insensitively."""
+    name or a tag, case-insensitively, except '#12', which is run 12 (not #120); a search of one number alone
+    ('12') also finds run 12."""
     wanted_status = set(statuses)
     unknown = wanted_status - set(STATUSES)
     if unknown:
@@ -170,14 +171,21 @@ def filter_runs(runs: Sequence[Run], *, statuses: Iterable[str] = (), config: Ma
     if bad:
         raise ValueError(f"unknown config field {bad[0]!r}; allowed: {', '.join(field_names())}")
     words = text.lower().split()
+    one_number = len(words) == 1 and words[0].isdigit()
+
+    def matches(run: Run, haystack: str, word: str) -> bool:
+        if word[:1] == "#" and word[1:].isdigit():
+            return run.id == int(word[1:]) or word in haystack
+        return word in haystack or (one_number and run.id == int(word))
+
     out = []
     for run in runs:
         if wanted_status and run.status not in wanted_status:
             continue
         if any(format_value(run.config.get(name)) not in allowed for name, allowed in wanted_config.items()):
             continue
-        haystack = " ".join([run.name, *run.tags, f"#{run.id}"]).lower()
-        if any(word not in haystack for word in words):
+        haystack = " ".join([run.name, *run.tags]).lower()
+        if not all(matches(run, haystack, word) for word in words):
             continue
         out.append(run)
     return out
