@@ -251,10 +251,19 @@ if url_run != st.session_state.get("runs_url"):
 if st.session_state.get("runs_url_problem"):
     st.warning(f"In the link's `?run=`: {st.session_state['runs_url_problem']}.", icon=":material/link_off:")
 
-search, status_box, more = st.columns([3, 3, 1], vertical_alignment="bottom")
+in_studies = sorted({r.study_id for r in runs if r.study_id is not None})
+if in_studies:
+    search, status_box, study_box, more = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
+else:
+    search, status_box, more = st.columns([3, 3, 1], vertical_alignment="bottom")
 text = search.text_input("Search", key="runs_search", placeholder="name, tag or #id")
 statuses = status_box.multiselect("Status", STATUSES, key="runs_status", format_func=formatting.status_label,
                                   placeholder="any status")
+studies: list[int] = []
+if in_studies:
+    study_names = {s.id: s.name for s in store.list_studies()}
+    studies = study_box.multiselect("Study", in_studies, key="runs_filter_study", placeholder="any study",
+                                    format_func=lambda i: f"#{i} {study_names.get(i, '')}".strip())
 options = run_tables.filter_options(runs)
 config_filter = {field: st.session_state.get(f"runs_filter_{field}") or [] for field in options}
 active_filters = sum(bool(v) for v in config_filter.values())
@@ -264,7 +273,7 @@ with more.popover("Config filters", icon=":material/filter_list:", width="stretc
     for field, values in options.items():
         st.multiselect(field, values, key=f"runs_filter_{field}", placeholder="any")
 
-shown = run_tables.filter_runs(runs, statuses=statuses, config=config_filter, text=text)
+shown = run_tables.filter_runs(runs, statuses=statuses, config=config_filter, text=text, studies=studies)
 st.caption(f"{len(shown)} of {len(runs)} runs" + (f" · {active_filters} config filter(s) on" if active_filters else "")
            + " · click a column header to sort · tick the boxes at the left to select runs")
 

@@ -433,6 +433,20 @@ def study_url(study_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return url
 
 
+def test_runs_filter_by_study(study_url):
+    """A study's runs, and no other, with the Study filter; it lists the studies by id and name."""
+    with Store(study_url) as store:
+        loose = store.create_run(name="t: batchnorm=False loss=bce seed=0 (copy)", config=dict(SMALL_BASE),
+                                 status="finished")
+    at = open_page("pages/runs.py")
+    box = widget(at, "multiselect", "runs_filter_study")
+    assert box.options == ["#1 t"] and len(at.dataframe[0].value) == 9
+    box.set_value([1]).run()
+    shown = at.dataframe[0].value
+    assert len(shown) == 8 and loose not in list(shown.index)
+    assert "8 of 9 runs" in text_of(at.caption)
+
+
 def fill_small_study(at: AppTest, *, seeds: int = 1) -> None:
     """The form, for a study of 2 runs that trains in seconds: batchnorm off/on, one epoch of 200 samples."""
     widget(at, "selectbox", "studies_start").set_value("preset:article-fixed").run()

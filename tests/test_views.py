@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -103,6 +104,9 @@ def test_filter_by_status_config_and_text(runs):
     assert ids(run_tables.filter_runs(runs, text="#1")) == [1]
     assert ids(run_tables.filter_runs(runs, text="2")) == [2]  # one number alone: that run's id too
     assert ids(run_tables.filter_runs(runs, text="nothing like it")) == []
+    in_study = [dataclasses.replace(r, study_id=7 if r.id != 2 else None) for r in runs]
+    assert ids(run_tables.filter_runs(in_study, studies=[7])) == [3, 1]
+    assert ids(run_tables.filter_runs(in_study, studies=[7], text="mlp")) == [3]
 
 
 def test_an_id_search_is_that_run_and_numbers_in_text_are_text():

@@ -156,10 +156,11 @@ def filter_options(runs: Sequence[Run]) -> dict[str, list[str]]:
 
 
 def filter_runs(runs: Sequence[Run], *, statuses: Iterable[str] = (), config: Mapping[str, Iterable[str]] | None = None,
-                text: str = "") -> list[Run]:
+                text: str = "", studies: Iterable[int] = ()) -> list[Run]:
     """The runs that match every filter; an empty filter matches everything.
 
-    statuses: any of these. config: field -> allowed `format_value` strings. text: every word must occur in the
+    statuses: any of these. studies: runs of any of these study ids.
+    config: field -> allowed `format_value` strings. text: every word must occur in the
     name or a tag, case-insensitively, except '#12', which is run 12 (not #120); a search of one number alone
     ('12') also finds run 12."""
     wanted_status = set(statuses)
@@ -170,6 +171,7 @@ def filter_runs(runs: Sequence[Run], *, statuses: Iterable[str] = (), config: Ma
     bad = sorted(set(wanted_config) - set(field_names()))
     if bad:
         raise ValueError(f"unknown config field {bad[0]!r}; allowed: {', '.join(field_names())}")
+    wanted_studies = {int(i) for i in studies}
     words = text.lower().split()
     one_number = len(words) == 1 and words[0].isdigit()
 
@@ -181,6 +183,8 @@ def filter_runs(runs: Sequence[Run], *, statuses: Iterable[str] = (), config: Ma
     out = []
     for run in runs:
         if wanted_status and run.status not in wanted_status:
+            continue
+        if wanted_studies and run.study_id not in wanted_studies:
             continue
         if any(format_value(run.config.get(name)) not in allowed for name, allowed in wanted_config.items()):
             continue
