@@ -372,8 +372,12 @@ def group_difference_section() -> None:
                      column_config={c: st.column_config.NumberColumn(c, format="%.4g")
                                     for c in ("mean", "sd", "95% CI low", "95% CI high", "p (Welch)")},
                      placeholder="–")
+        study = run_tables.common_study(chosen)
         st.caption("B minus A over the runs of each group (runs without the number left out). The groups are not "
-                   "paired, so the 95% interval is Welch's t interval, which does not assume equal variances.")
+                   "paired, so the 95% interval is Welch's t interval, which does not assume equal variances."
+                   + (f" These runs are one study's: [its page](/studies?study={study}) pairs each variant's runs "
+                      "seed by seed and averages over the other fields' levels, so it can find a difference this "
+                      "leaves unclear." if study is not None else ""))
 
 
 group_difference_section()

@@ -684,6 +684,7 @@ def test_compare_difference_between_two_groups(study_url):
     at.run()
     assert widget(at, "selectbox", "compare_group_kind").value == "field:batchnorm"
     assert widget(at, "selectbox", "compare_group_metric").value == "final_val_loss_logits"
+    assert "[its page](/studies?study=1) pairs each variant's runs seed by seed" in text_of(at.caption)
     with Store(study_url) as store:
         runs = [r for r in store.list_runs() if r.id <= 8]
         store.add_tag(1, "mine")
