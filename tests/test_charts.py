@@ -453,6 +453,18 @@ def test_run_figure_small_multiples() -> None:
     assert picked.layout.xaxis2.title.text == "step"
 
 
+def test_run_figure_centres_a_constant_metric_on_its_value() -> None:
+    """lr 0.01 at every step: its axis runs 0.005 to 0.015, not from -0.5 (where 0.01 reads as 0); 0 gets -1 to 1,
+    and a metric that moves keeps Plotly's own range."""
+    series = make_series({7: 50}, per_step=("train_loss",), per_epoch=())
+    flat = series.assign(key="lr", value=0.01)
+    zero = series.assign(key="stuck_update_frac", value=0.0)
+    zero.loc[zero.index[3], "value"] = np.nan  # a NaN does not make it move
+    fig = run_figure(pd.concat([series, flat, zero]), run_name="r", keys=["lr", "stuck_update_frac", "train_loss"])
+    assert list(fig.layout.yaxis.range) == pytest.approx([0.005, 0.015])
+    assert list(fig.layout.yaxis2.range) == [-1.0, 1.0] and fig.layout.yaxis3.range is None
+
+
 def test_run_figure_refuses_several_runs_and_handles_empty() -> None:
     series = make_series({1: 20, 2: 20})
     with pytest.raises(ValueError, match="series"):

@@ -388,6 +388,9 @@ def test_latex_and_markdown_escape_what_they_must():
                                                          ["50% & $x_1$ #{~^}\\\\", "–"]]
     (rows,) = latex_tables(tables.latex(table))
     assert rows[2] == ["50\\% \\& \\$x\\_1\\$ \\#\\{\\textasciitilde{}\\textasciicircum{}\\}\\textbackslash{}", "--"]
+    # a sign is math's minus, a comparison math's < (text mode prints "-" as a hyphen, "<" as "¡"); words keep "-"
+    assert tables.latex_escape("-2875 ± 2373, < 0.001, -∞, bn-act-loss") == \
+        "$-$2875 $\\pm$ 2373, $<$ 0.001, $-$$\\infty$, bn-act-loss"
 
 
 def run_export(store, *argv):

@@ -422,8 +422,12 @@ def run_figure(
                         vertical_spacing=min(0.12, 0.4 / nrows), horizontal_spacing=min(0.08, 0.3 / ncols))
     traces, rows, columns = [], [], []
     color = PALETTE[0]
+    flat: dict[int, float] = {}  # subplots whose finite values are all one value v
     for i, key in enumerate(present):
         xs, ys = curves[(rid, key)]
+        finite = ys[np.isfinite(ys)]
+        if finite.size and finite.min() == finite.max():
+            flat[i] = float(finite[0])
         px, py = reduce_points(xs, ys, log_y=False, max_points=max_points)
         markers = xs.size <= MARKER_MAX_POINTS
         traces.append(dict(
@@ -438,6 +442,9 @@ def run_figure(
             rows.append(i // ncols + 1)
             columns.append(i % ncols + 1)
     fig = _add_traces(fig, list(zip(traces, rows, columns)))
+    for i, v in flat.items():  # a constant (lr 0.01) centred on its value, not on an axis from -0.5 that reads as 0
+        half = abs(v) / 2 if v else 1.0
+        fig.update_yaxes(range=[v - half, v + half], row=i // ncols + 1, col=i % ncols + 1)
     fig.update_xaxes(matches="x")
     for c in range(1, ncols + 1):  # x title under the lowest subplot of each column
         last_row = max(r for r, cc in zip(rows, columns) if cc == c)

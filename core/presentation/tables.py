@@ -12,6 +12,7 @@ Markdown: GitHub's pipe tables, a `###` heading over each, `|` in a cell escaped
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Sequence
 
 import pandas as pd
@@ -100,11 +101,13 @@ def latex(table: pd.DataFrame) -> str:
 
 _LATEX = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{",
           "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", PM: "$\\pm$", "×": "$\\times$",
-          "–": "--", "∞": "$\\infty$"}
+          "–": "--", "∞": "$\\infty$", "<": "$<$", ">": "$>$"}  # < and > in text mode print as ¡ and ¿
+_MINUS = "\x00"  # a number's sign, set as math's minus, not a hyphen
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in text)
+    text = re.sub(r"(?<![\w.])-(?=[\d.∞])", _MINUS, text)
+    return "".join(_LATEX.get(ch, ch) for ch in text).replace(_MINUS, "$-$")
 
 
 def study_tables(name: str, ranking: pd.DataFrame, factors: Sequence[str], stats: StudyStatistics,
