@@ -292,8 +292,9 @@ def chart_and_summary() -> None:
             st.plotly_chart(figure, key=ZOOM.chart_key(st.session_state), config={"displaylogo": False},
                             on_select="rerun" if x == "step" else "ignore", selection_mode="box")
             with st.container(horizontal=True, vertical_alignment="center"):
-                st.caption(zoom.zoom_caption(steps, reduced=reduced) if x == "step" else
-                           "Zooming into a range of steps works on the step axis.")
+                if not (steps and series.empty):  # a range past the runs' ends is said above the chart
+                    st.caption(zoom.zoom_caption(steps, reduced=reduced) if x == "step" else
+                               "Zooming into a range of steps works on the step axis.")
                 if steps is not None:
                     st.button("Whole run", key="compare_whole_run", icon=":material/zoom_out_map:",
                               on_click=ZOOM.set, args=(st.session_state, None))

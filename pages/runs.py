@@ -237,7 +237,7 @@ by_id = {r.id: r for r in runs}
 url_run = st.query_params.get("run")
 if url_run != st.session_state.get("runs_url"):
     st.session_state["runs_url"] = url_run
-    given = list(dict.fromkeys(st.query_params.get_all("run")))  # ?run=5&run=6 names two: said, not the last taken
+    given = urls.pieces(st.query_params.get_all("run"))  # ?run=5&run=6 or ?run=5,6 names two: said, not one taken
     run_id, problem = urls.resolve_run(given if len(given) > 1 else url_run, by_id)
     if len(given) > 1:
         both = ",".join(given)

@@ -237,9 +237,10 @@ def test_choosing_a_run_puts_it_in_the_url(populated_url, populated_store):
     assert at.query_params["run"] == str(run.id)  # ticking rows is in the browser test (AppTest cannot click them)
 
 
-def test_a_run_link_that_names_two_runs_says_so_and_points_to_compare(populated_url, populated_store):
+@pytest.mark.parametrize("commas", [False, True])
+def test_a_run_link_that_names_two_runs_says_so_and_points_to_compare(populated_url, populated_store, commas):
     a, b = [str(r.id) for r in populated_store.list_runs()[:2]]
-    at = open_page("pages/runs.py", query={"run": [a, b]})
+    at = open_page("pages/runs.py", query={"run": f"{a},{b}" if commas else [a, b]})
     assert not at.exception
     assert f"it names 2 runs ({a}, {b})" in text_of(at.warning) and f"/compare?runs={a},{b}" in text_of(at.warning)
     assert not at.header  # no run view: which one was meant is not known

@@ -147,7 +147,8 @@ def test_clean_tags_and_edit_frame(runs):
 
 # ---------------------------------------------------------------------- the selection in the URL
 @pytest.mark.parametrize("text, ids", [("3,7,12", [3, 7, 12]), (" 3, 7 ,,12, ", [3, 7, 12]), ("3 7", [3, 7]),
-                                       ("7,3,7", [7, 3]), ("", []), (None, []), (["3,7", "12"], [3, 7, 12])])
+                                       ("7,3,7", [7, 3]), ("", []), (None, []), (["3,7", "12"], [3, 7, 12]),
+                                       ("#3,#7", [3, 7])])
 def test_parse_run_ids(text, ids):
     assert urls.parse_run_ids(text) == ids
 
@@ -160,6 +161,11 @@ def test_parse_run_ids_names_every_bad_piece(text, bad):
     assert "e.g. ?runs=3,7,12" in str(info.value)
     if text == "1,x,y":
         assert "'y'" in str(info.value)
+
+
+def test_a_link_names_several_runs_by_repeating_or_by_commas():
+    assert urls.pieces(["5", "6"]) == urls.pieces(["5,6"]) == urls.pieces([" 5 6 ", "5"]) == ["5", "6"]
+    assert urls.pieces(["7"]) == ["7"] and urls.pieces([]) == []
 
 
 def test_split_run_ids_keeps_the_good_ones():

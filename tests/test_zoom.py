@@ -94,6 +94,7 @@ def test_compare_reads_sized_to_the_chart_then_a_zoomed_range_in_full(long_run):
     at.button(key="compare_zoom_apply").click().run()
     assert not at.exception
     assert f"these runs end by step {STEPS:,}" in " ".join(i.value for i in at.info)
+    assert not [c for c in at.caption if c.value.startswith("Steps")]  # not "every point" of an empty range
 
 
 def test_a_box_dragged_on_the_chart_zooms(long_run):

@@ -29,6 +29,7 @@ def split_run_ids(value: str | Sequence[str] | None) -> tuple[list[int], list[st
     ids: list[int] = []
     problems: list[str] = []
     for token in re.split(r"[,\s]+", text.strip()):
+        token = token.removeprefix("#")  # "#3", as the pages write a run
         if not token:
             continue
         if token.isdigit() and int(token) > 0:
@@ -68,6 +69,12 @@ def resolve_selection(value: str | Sequence[str] | None, known_ids: Iterable[int
         problems.append(f"no run {listed}: deleted, or from another database" if len(missing) == 1 else
                         f"no runs {listed}: deleted, or from another database")
     return Selection(tuple(i for i in ids if i in known), tuple(problems))
+
+
+def pieces(values: Sequence[str]) -> list[str]:
+    """A repeated parameter's values (`?run=5&run=6`) or one value's comma- or space-separated pieces
+    (`?run=5,6`), distinct and in order: more than one means a link names several."""
+    return list(dict.fromkeys(p for v in values for p in re.split(r"[,\s]+", v.strip()) if p))
 
 
 def resolve_one(value: str | Sequence[str] | None, known_ids: Iterable[int], *, what: str,
