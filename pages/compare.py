@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from core.jobs.studies import load_spec
-from core.presentation import charts, export, formatting, legend, report, run_groups, run_tables, urls, zoom
+from core.presentation import (charts, export, formatting, legend, report, run_groups, run_tables, selection, urls,
+                               zoom)
 from core.store import Store
 from core.store.metrics import traces_frame
 
@@ -66,7 +67,7 @@ def on_add_study() -> None:
     if study_id is None:
         return
     all_runs = st.session_state["app_store"].list_runs()
-    st.session_state["compare_runs"] = run_tables.with_study_runs(st.session_state.get("compare_runs", []), all_runs,
+    st.session_state["compare_runs"] = selection.with_study_runs(st.session_state.get("compare_runs", []), all_runs,
                                                                   study_id)
     on_pick()
 
@@ -74,7 +75,7 @@ def on_add_study() -> None:
 def study_fields(chosen: list) -> list[str]:
     """The varied fields of the study every chosen run belongs to; none for a mixed selection (or a study whose
     stored spec cannot be read: grouping is only a default)."""
-    study_id = run_tables.common_study(chosen)
+    study_id = selection.common_study(chosen)
     if study_id is None:
         return []
     try:
@@ -121,7 +122,7 @@ for problem in st.session_state.get("compare_problems", []):
 
 st.session_state["compare_runs"] = [i for i in st.session_state.get("compare_selected", []) if i in by_id]
 study_names = {s.id: s.name for s in store.list_studies()} if any(r.study_id for r in runs) else {}
-study_choices = run_tables.study_options(runs, study_names)
+study_choices = selection.study_options(runs, study_names)
 
 
 def run_picker() -> None:
@@ -140,7 +141,7 @@ def study_picker() -> None:
 chosen = [by_id[i] for i in st.session_state["compare_runs"]]
 if len(chosen) > COMPACT_RUNS:
     with st.container(horizontal=True, vertical_alignment="center", key="compare_selection"):
-        st.markdown(f"**{formatting.escape_markdown(run_tables.selection_summary(chosen, study_names))}**",
+        st.markdown(f"**{formatting.escape_markdown(selection.selection_summary(chosen, study_names))}**",
                     width="content")
         with st.popover("Edit selection", icon=":material/edit:", key="compare_selection_popover"):
             run_picker()
@@ -166,7 +167,7 @@ keep_valid(OPT + "color", [NONE, *fields], NONE)
 keep_valid(OPT + "dash", [NONE, *fields], NONE)
 # Runs of one study start grouped by its varied fields (24 runs: 8 mean lines over seeds). The default is applied
 # when it changes (another selection), so a grouping the user chose stays while the selection keeps the same default.
-group_default = run_tables.default_group_by(chosen, study_fields(chosen))
+group_default = selection.default_group_by(chosen, study_fields(chosen))
 if st.session_state.get("compare_group_default") != group_default:
     if "compare_group_default" in st.session_state or OPT + "group" not in st.session_state:
         st.session_state[OPT + "group"] = group_default
@@ -280,7 +281,7 @@ def chart_and_summary() -> None:
                     + ". Press *Whole run*, or type another range.", icon=":material/zoom_out:")
         settings = dict(x=x, smoothing=smoothing, log_y=log_y, layout=layout, facet_field=facet, color_by=color_by,
                         dash_by=dash_by, group_by=group_by, band=band, robust_y=robust_y, show_legend=show_legend)
-        frame, prefix = run_tables.legend_runs(fresh)
+        frame, prefix = selection.legend_runs(fresh)
         try:
             figure = charts.comparison_figure(series, frame, metrics=metrics, title=legend.prefix_title(prefix) or None,
                                               diverged=run_tables.diverged_ids(fresh), **settings)
@@ -373,7 +374,7 @@ def group_difference_section() -> None:
                      column_config={c: st.column_config.NumberColumn(c, format="%.4g")
                                     for c in ("mean", "sd", "95% CI low", "95% CI high", "p (Welch)")},
                      placeholder="–")
-        study = run_tables.common_study(chosen)
+        study = selection.common_study(chosen)
         st.caption("B minus A over the runs of each group (runs without the number left out). The groups are not "
                    "paired, so the 95% interval is Welch's t interval, which does not assume equal variances."
                    + (f" These runs are one study's: [its page](/studies?study={study}) pairs each variant's runs "

@@ -1,6 +1,6 @@
 """Many runs in one chart: legend names without their shared prefix (core.presentation.legend), where the legend
 goes and how tall the figure gets (charts.comparison_figure), and the Compare page's choices for a large
-selection (core.presentation.run_tables: legend_runs, default_group_by, with_study_runs, selection_summary)."""
+selection (core.presentation.selection: legend_runs, default_group_by, with_study_runs, selection_summary)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from core.experiment.config import ExperimentConfig
 from core.jobs.spec import STUDIES, expand, run_name
-from core.presentation import legend, run_tables
+from core.presentation import legend, run_tables, selection
 from core.presentation.charts import comparison_figure
 from core.presentation.legend import LegendEntry, plan_legend, prefix_title, shared_prefix, short_names
 from core.store import Run
@@ -87,14 +87,15 @@ def test_distinct_names_stay_distinct() -> None:
 
 
 def test_a_title_made_of_a_prefix_ends_without_its_punctuation() -> None:
-    names = ["lr x batchnorm on gaussian, 10 seeds (3a7a): lr=0.1", "lr x batchnorm on gaussian, 5 seeds (9f0e): lr=0.1"]
+    names = ["lr x batchnorm on gaussian, 10 seeds (3a7a): lr=0.1",
+             "lr x batchnorm on gaussian, 5 seeds (9f0e): lr=0.1"]
     assert shared_prefix(names) == "lr x batchnorm on gaussian, "
     assert prefix_title(shared_prefix(names)) == "lr x batchnorm on gaussian"
 
 
 def test_legend_runs_keeps_the_id_and_returns_the_prefix() -> None:
     runs = study_runs()[:3]
-    frame, prefix = run_tables.legend_runs(runs)
+    frame, prefix = selection.legend_runs(runs)
     assert prefix == "bn-act-loss: batchnorm=false "  # they differ in activation and loss
     assert list(frame["name"]) == ["#1 activation=relu loss=bce seed=0",
                                    "#2 activation=relu loss=bce_with_logits seed=0",
@@ -102,53 +103,53 @@ def test_legend_runs_keeps_the_id_and_returns_the_prefix() -> None:
     assert list(frame.index) == [1, 2, 3] and frame.drop(columns="name").equals(
         run_tables.chart_runs(runs).drop(columns="name"))
     plain = [loose_run(1, "article-example"), loose_run(2, "article-fixed")]
-    frame, prefix = run_tables.legend_runs(plain)
+    frame, prefix = selection.legend_runs(plain)
     assert prefix == "" and list(frame["name"]) == ["#1 article-example", "#2 article-fixed"]
-    frame, prefix = run_tables.legend_runs(study_runs()[:1])
+    frame, prefix = selection.legend_runs(study_runs()[:1])
     assert prefix == "" and list(frame["name"]) == ["#1 " + study_runs()[0].name], "one run keeps its name"
 
 
 # ---------------------------------------------------------------------- default grouping
 def test_a_studys_runs_group_by_its_varied_fields() -> None:
     runs = study_runs()
-    assert run_tables.common_study(runs) == 1
-    assert run_tables.default_group_by(runs, VARIED) == ["batchnorm", "activation", "loss"]  # form order
+    assert selection.common_study(runs) == 1
+    assert selection.default_group_by(runs, VARIED) == ["batchnorm", "activation", "loss"]  # form order
 
 
 def test_only_the_varied_fields_that_vary_among_the_chosen_runs() -> None:
     runs = [r for r in study_runs() if r.config["batchnorm"]]
-    assert run_tables.default_group_by(runs, VARIED) == ["activation", "loss"]
+    assert selection.default_group_by(runs, VARIED) == ["activation", "loss"]
 
 
 def test_no_default_grouping_without_seeds_to_average_or_without_a_study() -> None:
-    assert run_tables.default_group_by(study_runs(seeds=1), VARIED) == [], "one run per variant: nothing to average"
+    assert selection.default_group_by(study_runs(seeds=1), VARIED) == [], "one run per variant: nothing to average"
     seeds_of_one_variant = [r for r in study_runs() if r.name.startswith("bn-act-loss: batchnorm=true "
                                                                          "activation=elu loss=bce ")]
-    assert len(seeds_of_one_variant) == 3 and run_tables.default_group_by(seeds_of_one_variant, VARIED) == []
-    assert run_tables.default_group_by(study_runs(), []) == []
+    assert len(seeds_of_one_variant) == 3 and selection.default_group_by(seeds_of_one_variant, VARIED) == []
+    assert selection.default_group_by(study_runs(), []) == []
     mixed = [*study_runs(), loose_run(99)]
-    assert run_tables.common_study(mixed) is None
-    assert run_tables.common_study(study_runs(1)[:2] + study_runs(2, first_id=50)[:2]) is None
-    assert run_tables.common_study([]) is None
+    assert selection.common_study(mixed) is None
+    assert selection.common_study(study_runs(1)[:2] + study_runs(2, first_id=50)[:2]) is None
+    assert selection.common_study([]) is None
 
 
 # ---------------------------------------------------------------------- the selector
 def test_adding_a_studys_runs_keeps_the_selection_and_appends_oldest_first() -> None:
     runs = [loose_run(1), *study_runs(first_id=2)]
     newest_first = list(reversed(runs))
-    assert run_tables.with_study_runs([1, 5], newest_first, 1) == [1, 5, 2, 3, 4, *range(6, 26)]
-    assert run_tables.with_study_runs([], newest_first, 7) == []
+    assert selection.with_study_runs([1, 5], newest_first, 1) == [1, 5, 2, 3, 4, *range(6, 26)]
+    assert selection.with_study_runs([], newest_first, 7) == []
 
 
 def test_study_options_and_the_summary_line() -> None:
     runs = [loose_run(1), *study_runs(first_id=2)]
     names = {2: "empty study", 1: "bn-act-loss"}
-    assert run_tables.study_options(runs, names) == {1: "bn-act-loss · 24 runs"}
-    assert run_tables.selection_summary(study_runs(), names) == "24 runs · study bn-act-loss"
-    assert run_tables.selection_summary(runs, names) == "25 runs · 24 of study bn-act-loss, 1 outside a study"
+    assert selection.study_options(runs, names) == {1: "bn-act-loss · 24 runs"}
+    assert selection.selection_summary(study_runs(), names) == "24 runs · study bn-act-loss"
+    assert selection.selection_summary(runs, names) == "25 runs · 24 of study bn-act-loss, 1 outside a study"
     live = [replace(r, status="running") for r in study_runs()[:2]] + study_runs(first_id=3)[:8]
-    assert run_tables.selection_summary(live, names) == "10 runs · study bn-act-loss · 2 running"
-    assert run_tables.selection_summary([loose_run(i) for i in range(9)], {}) == "9 runs"
+    assert selection.selection_summary(live, names) == "10 runs · study bn-act-loss · 2 running"
+    assert selection.selection_summary([loose_run(i) for i in range(9)], {}) == "9 runs"
 
 
 # ---------------------------------------------------------------------- placement
@@ -185,7 +186,7 @@ def test_few_runs_keep_the_figure_as_it_was() -> None:
 
 def test_a_studys_24_runs_get_a_legend_below_and_a_tall_plot() -> None:
     runs = study_runs()
-    frame, prefix = run_tables.legend_runs(runs)
+    frame, prefix = selection.legend_runs(runs)
     series = series_for([r.id for r in runs])
     fig = comparison_figure(series, frame, metrics=["train_loss", "val_loss"], title=prefix_title(prefix))
     shown = [t for t in fig.data if t.showlegend]
@@ -204,9 +205,9 @@ def test_a_studys_24_runs_get_a_legend_below_and_a_tall_plot() -> None:
 
 def test_grouped_by_variant_there_is_one_mean_line_per_variant_and_metric() -> None:
     runs = study_runs()
-    frame, _ = run_tables.legend_runs(runs)
+    frame, _ = selection.legend_runs(runs)
     fig = comparison_figure(series_for([r.id for r in runs]), frame, metrics=["train_loss", "val_loss"],
-                            group_by=run_tables.default_group_by(runs, VARIED))
+                            group_by=selection.default_group_by(runs, VARIED))
     means = [t for t in fig.data if t.meta["kind"] == "mean"]
     assert len(means) == 16 and all(len(t.meta["run_ids"]) == 3 for t in means)
     assert len({t.meta["group"] for t in means}) == 8
@@ -219,7 +220,7 @@ def test_grouped_by_variant_there_is_one_mean_line_per_variant_and_metric() -> N
 
 def test_colour_groups_keep_their_titles_below_the_plot() -> None:
     runs = study_runs()
-    frame, _ = run_tables.legend_runs(runs)
+    frame, _ = selection.legend_runs(runs)
     fig = comparison_figure(series_for([r.id for r in runs]), frame, metrics=["train_loss"],
                             color_by="activation", layout="metric")
     assert {t.legendgrouptitle.text for t in fig.data} == {"activation=elu", "activation=relu"}

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from core.analysis.findings import findings
 from core.experiment.config import ConfigError, field_names
-from core.presentation import charts, formatting, legend, run_tables, urls
+from core.presentation import charts, formatting, legend, run_tables, selection, urls
 from core.presentation.export import (MIME_TYPES, Download, figure_div, figure_downloads, html_page, safe_filename,
                                       series_csv, series_parquet, style_for_export, table_csv)
 from core.store import Run, RunNotFound
@@ -115,9 +115,9 @@ def _ids(runs: Sequence[Run]) -> str:
 def build_comparison(store: Any, runs: Sequence[Run], *, metrics: Sequence[str], layout: str = "overlay",
                      title: str | None = None, **settings: Any) -> go.Figure:
     """The Compare page's figure for `runs`: `charts.comparison_figure` over the stored series, the legend's
-    names without the prefix they share (`run_tables.legend_runs`), which titles the chart unless `title`."""
+    names without the prefix they share (`selection.legend_runs`), which titles the chart unless `title`."""
     series = store.metrics_frame([r.id for r in runs], list(metrics))
-    frame, prefix = run_tables.legend_runs(runs)
+    frame, prefix = selection.legend_runs(runs)
     return charts.comparison_figure(series, frame, metrics=list(metrics), layout=layout,
                                     title=title if title is not None else legend.prefix_title(prefix) or None,
                                     diverged=run_tables.diverged_ids(runs), **check_settings(runs, **settings))
