@@ -27,6 +27,7 @@ from core.store import (INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Store, St
                         pid_alive)
 from core.store.database import alembic_config, head_revision, make_engine
 from core.store.schema import Base
+from core.store.sqlstore import REUSED_AFTER_S
 from core.store.codec import decode_floats
 from core.training.reporting import MetricBatch, MetricRow, RunInfo, RunResult
 
@@ -790,6 +791,19 @@ def test_mark_interrupted(store: Store, clock: FakeClock) -> None:
     assert store.get_run(remote_fresh).status == "running"
     assert store.get_run(finished).status == "finished" and store.get_run(finished).error is None
     assert store.mark_interrupted(host="here", pid_alive=fake_alive) == []
+
+
+def test_a_run_whose_pid_lives_on_in_another_process_is_interrupted(store: Store, clock: FakeClock) -> None:
+    """After a reboot the dead run's pid can belong to a new process: alive by its pid, but silent for longer than
+    any run stays silent (it beats at every flush), it is interrupted; a run that beats stays running."""
+    quiet, beating = (store.create_run(name=n, config={}) for n in ("quiet", "beating"))
+    for run_id in (quiet, beating):
+        store.start_run(run_id, device="cpu", dtype="float32", torch_version="2", total_steps=10, pid=12, host="here")
+    clock.advance(REUSED_AFTER_S - 5)
+    store.heartbeat(beating)
+    clock.advance(10)
+    assert store.mark_interrupted(host="here", pid_alive=lambda pid: True) == [quiet]
+    assert store.get_run(beating).status == "running"
 
 
 def test_pid_alive() -> None:

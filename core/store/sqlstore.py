@@ -43,6 +43,9 @@ def utc_now() -> datetime:
 
 
 _RUNS = RunModel.__table__
+# A running run beats at every flush (about once a second); one on this host whose pid is alive but that has not
+# beaten for this long belongs to a process that died, its pid now another's (`mark_interrupted`)
+REUSED_AFTER_S = 600.0
 
 
 
@@ -187,19 +190,22 @@ class Store(ManyRuns):
             return set(session.scalars(stmt))
 
     def mark_interrupted(self, *, host: str, pid_alive: Callable[[int], bool],
-                         stale_after_s: float = 60.0) -> list[int]:
+                         stale_after_s: float = 60.0, reused_after_s: float = REUSED_AFTER_S) -> list[int]:
         """Running runs whose process is gone become "interrupted". A run with a pid on `host` is judged by its
-        pid; any other by its heartbeat (or start, or creation) being older than `stale_after_s`."""
+        pid, and by its heartbeat (or start, or creation) being older than `reused_after_s` (its pid is alive, but
+        it is another process's: a reboot or a container's restart hands pids out again); any other run by its
+        heartbeat being older than `stale_after_s`."""
         now = self._now()
         marked: list[int] = []
         with self._sessions.begin() as session:
             running = session.scalars(select(RunModel).where(RunModel.status == "running").order_by(RunModel.id))
             for run in running.all():
+                last = run.heartbeat_at or run.started_at or run.created_at
+                silent = (now - last).total_seconds()
                 if run.pid is not None and run.host == host:
-                    stopped = not pid_alive(run.pid)
+                    stopped = silent > reused_after_s or not pid_alive(run.pid)
                 else:
-                    last = run.heartbeat_at or run.started_at or run.created_at
-                    stopped = (now - last).total_seconds() > stale_after_s
+                    stopped = silent > stale_after_s
                 if not stopped:
                     continue
                 lived = None  # started to last heartbeat: how long it ran, not how long until we noticed
