@@ -113,9 +113,9 @@ if url_value != st.session_state.get("compare_url"):
         if url_value:
             st.query_params["runs"] = url_value
     else:
-        selection = urls.resolve_selection(url_value, by_id)
-        st.session_state["compare_selected"] = list(selection.ids)
-        st.session_state["compare_problems"] = list(selection.problems)
+        from_url = urls.resolve_selection(url_value, by_id)
+        st.session_state["compare_selected"] = list(from_url.ids)
+        st.session_state["compare_problems"] = list(from_url.problems)
     st.session_state["compare_url"] = url_value
 for problem in st.session_state.get("compare_problems", []):
     st.warning(f"In the link's `?runs=`: {problem}.", icon=":material/link_off:")
