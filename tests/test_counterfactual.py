@@ -75,6 +75,17 @@ def test_a_fix_that_makes_seeds_diverge_hurt_and_the_means_are_paired():
     assert "from 62.8 to 8.97" in v.sentence and "too few for an interval" in v.sentence  # that seed's pair only
 
 
+def test_the_averages_said_agree_with_the_ratio_judged():
+    """Five seeds at 1 fall to 0.1, one at 100 rises to 150: the ratio (geometric) falls 6.4 times, the arithmetic
+    means rise (17.5 to 25.1). The sentence gives the geometric means, which fall with it."""
+    from core.jobs.counterfactual import judge
+
+    v = judge(1, "x", {"loss": "bce_with_logits"}, [1, 1, 1, 1, 1, 100], [0.1, 0.1, 0.1, 0.1, 0.1, 150])
+    assert v.verdict == "helped" and v.ratio == pytest.approx((0.1 ** 5 * 1.5) ** (1 / 6))
+    assert "lowered the exact validation loss from 2.15 to 0.338 on average (geometric means), 6.37 times lower" \
+        in v.sentence, v.sentence
+
+
 def test_more_seeds_lost_as_run_is_a_help_and_the_interval_names_its_seeds():
     from core.jobs.counterfactual import judge
 
@@ -82,7 +93,7 @@ def test_more_seeds_lost_as_run_is_a_help_and_the_interval_names_its_seeds():
     v = judge(1, "x", {"lr": 0.1}, [nan, 2.0, 4.0, 8.0], [0.5, 1.0, 2.0, 4.0])
     # the three paired seeds halve the loss exactly: ratio 0.5 with a zero-width interval
     assert v.verdict == "helped" and v.ratio == pytest.approx(0.5)
-    assert "from 4.67 to 2.33 on average" in v.sentence and "3 seeds where both finished" in v.sentence
+    assert "from 4 to 2 on average (geometric means)" in v.sentence and "3 seeds where both finished" in v.sentence
     assert v.sentence.startswith("The fix helped: as run 1 of 4 seeds diverged or failed, against 0 with lr=0.1.")
     # fewer seeds lost with the fix, the others unclear (and higher): helped on the count, and said so
     mixed = judge(1, "x", {"lr": 0.1}, [nan, 2.0, 4.0], [1.0, 2.2, 4.1])

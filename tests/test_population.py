@@ -330,6 +330,21 @@ def test_a_failing_reporter_fails_its_member_only():
     assert "disk full" in reps[1].result.error
 
 
+def test_a_member_whose_store_refuses_writes_is_interrupted_not_failed():
+    """The store's trouble (`StoreUnavailable`: locked, full, gone) stops its member as interrupted, which a study
+    reruns; the others go on."""
+    from core.training.reporting import StoreUnavailable
+
+    class LockedOut(MemoryReporter):
+        def on_metrics(self, batch, *, step):
+            raise StoreUnavailable("the store could not take the run's values: database is locked")
+
+    reps = [MemoryReporter(), LockedOut(), MemoryReporter()]
+    train_population([BASE.replace(seed=s) for s in range(3)], reps, data=load_dataset(BASE), device=CPU)
+    assert [r.result.status for r in reps] == ["finished", "interrupted", "finished"]
+    assert reps[1].result.error == "the store could not take the run's values: database is locked"
+
+
 def test_group_key_and_populations():
     a = BASE.replace(lr=0.1, seed=3, activation="elu", loss="bce_with_logits", batchnorm=True, pos_weight=2.0)
     assert group_key(a) == group_key(BASE)

@@ -888,3 +888,33 @@ def test_metric_keys_for_several_runs_in_one_query(tmp_path):
     assert store.metric_keys_for([a, b, 999]) == ["clamp_frac", "train_loss", "val_loss"]
     assert store.metric_keys_for([b]) == store.metric_keys(b)
     assert store.metric_keys_for([]) == []
+
+
+def test_a_store_that_refuses_writes_interrupts_the_run_instead_of_failing_it(tmp_path: Path) -> None:
+    """A write lock held past the busy timeout (another process, a backup), a full disk: the run is stopped as
+    "interrupted", which a study reruns, with the reason in one line, not "failed" (a result a study keeps)
+    with a page of SQLAlchemy traceback."""
+    from core.experiment.config import ExperimentConfig
+    from core.training.trainer import train
+
+    path = tmp_path / "locked.db"
+    store = Store(f"sqlite:///{path}")
+    event.listen(store.engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA busy_timeout=100"))
+    store.engine.dispose()  # connections from now on wait 0.1 s for a lock, not 30 s
+    run_id = store.create_run(name="locked out", config={})
+    holder = sqlite3.connect(path, isolation_level=None)
+
+    class LockedOut(StoreReporter):
+        def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
+            holder.execute("BEGIN IMMEDIATE")  # another writer holds the database from the first flush on
+            super().on_metrics(batch, step=step)
+
+        def on_finish(self, result: RunResult) -> None:
+            holder.execute("ROLLBACK")  # it lets go: the run's end can be stored
+            super().on_finish(result)
+
+    result = train(ExperimentConfig(epochs=1, n_samples=200, hidden=(4,)), LockedOut(store, run_id))
+    assert result.status == "interrupted"
+    assert result.error == "the store could not take the run's values: database is locked"
+    stored = store.get_run(run_id)
+    assert (stored.status, stored.error) == ("interrupted", result.error)

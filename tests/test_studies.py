@@ -26,6 +26,7 @@ from core.jobs.spec import STUDIES, StudySpec, expand, run_key
 from core.jobs.studies import (cancel_study, load_spec, open_study, plan_study, progress, sort_slots,
                               study_frame)
 from core.store import Store
+from core.store.leases import CellSpec, Leases, SlotRun
 
 FAST = ["--epochs", "1", "--n-samples", "200", "--diagnostics", "loss"]
 SMALL_GRID = ["--vary", "batchnorm=false,true", "--vary", "loss=bce,bce_with_logits", "--seeds", "2", *FAST]
@@ -158,6 +159,73 @@ def test_resume_after_a_killed_worker_finishes_the_rest_without_duplicates(db):
     assert_one_finished_run_per_slot(store, study_id, 8)
     assert len(outcome.run_ids) == 1 and outcome.kept == 7 and outcome.remaining == 0
     assert killed[0] not in {r.id for r in store.list_runs(study_id=study_id)}
+
+
+@pytest.mark.parametrize("population", [True, False])
+def test_two_schedulers_of_one_study_at_once_train_each_cell_once(db, population):
+    """The same study command twice at once (a second terminal, a resume from the dashboard): each slot's run is
+    created by whichever scheduler takes it first (`Leases.take`), never by both; the other says the runs train
+    in another process. Before, both planned an empty study and trained every cell, 16 runs for 8."""
+    argv = [sys.executable, "-m", "core", "--db", db, "study", "--preset", "article-fixed", "--vary",
+            "lr=0.01,0.1", "--vary", "epochs=30,100", "--hidden", "32", "--seeds", "2", "--workers", "1",
+            *([] if population else ["--no-population"])]
+    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [proc.communicate(timeout=300)[1] for proc in procs]
+    store = Store(db)
+    (study_id,) = [s.id for s in store.list_studies()]
+    finished = [r for r in store.list_runs(study_id=study_id) if r.status == "finished"]
+    assert len(store.list_runs(study_id=study_id)) == 8, logs
+    assert len({run_key(load_spec(store, study_id), r.config) for r in store.list_runs(study_id=study_id)}) == 8
+    assert len(finished) == 8 or any("training in another process" in log for log in logs), logs
+
+
+def test_a_scheduler_and_a_worker_share_a_study_each_cell_once(db):
+    """`study` and `worker --study` on one study at once: the worker publishes the cells and claims those no
+    run has; the scheduler creates a run only for a slot nobody took since its plan, and leases its cell."""
+    name = "shared by a scheduler and a worker"
+    study = [sys.executable, "-m", "core", "--db", db, "study", "--name", name, "--preset", "article-fixed",
+             "--vary", "lr=0.01,0.1", "--vary", "epochs=40,120", "--hidden", "32", "--seeds", "2", "--workers", "1",
+             "--no-population"]
+    scheduler = subprocess.Popen(study, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    store = Store(db)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not store.list_runs():  # the scheduler has started its first run
+        time.sleep(0.05)
+    worker = subprocess.run([sys.executable, "-m", "core", "--db", db, "worker", "--study", name, "--poll", "0.2"],
+                            capture_output=True, text=True, timeout=300)
+    log = scheduler.communicate(timeout=300)[1]
+    assert worker.returncode == 0, worker.stderr
+    (study_id,) = [s.id for s in store.list_studies()]
+    runs = store.list_runs(study_id=study_id)
+    assert len(runs) == 8 and {r.status for r in runs} == {"finished"}, (log, worker.stderr)
+    assert len({run_key(load_spec(store, study_id), r.config) for r in runs}) == 8
+    assert len({r.pid for r in runs}) >= 2  # both trained some of it
+    assert {c["state"] for c in Leases(store).cells(study_id)} == {"done"}  # the scheduler handed its cells back
+
+
+def test_a_local_claim_skips_a_taken_slot_replaces_a_dead_run_and_leases_the_cell(db):
+    store = Store(db)
+    spec = StudySpec(name="takes", base=ExperimentConfig(**{"epochs": 1}).to_dict(), vary={"lr": [0.01, 0.1]},
+                     seeds=1)
+    study_id = open_study(store, spec)
+    slots = list(expand(spec))
+    dead = store.create_run(name="dead", config=slots[1].cfg.to_dict(), study_id=study_id, status="interrupted")
+    leases = Leases(store)
+    leases.publish(study_id, [CellSpec(position=i, cell=str(i), name=f"c{i}", config=s.cfg.to_dict())
+                              for i, s in enumerate(slots)])
+    wanted = [SlotRun(key=run_key(spec, s.cfg.to_dict()), name=f"s{i}", config=s.cfg.to_dict(),
+                      replaces=(dead,) if i == 1 else ()) for i, s in enumerate(slots)]
+    key_of = lambda config: run_key(spec, config)  # noqa: E731
+    first = leases.take(study_id, wanted, key_of=key_of, holder="a", host="h", pid=1)
+    assert None not in first and dead not in {r.id for r in store.list_runs(study_id=study_id)}
+    assert leases.take(study_id, wanted, key_of=key_of, holder="b", host="h", pid=2) == [None, None]
+    assert [(c["state"], c["run_id"], c["holder"]) for c in leases.cells(study_id)] == [
+        ("leased", first[0], "a"), ("leased", first[1], "a")]
+    assert leases.claim("worker", study_id=study_id) is None  # a worker finds nothing to claim
+    store.finish_run(first[0], status="finished", summary={}, wall_time_s=1.0)
+    store.finish_run(first[1], status="cancelled", summary={}, wall_time_s=1.0)
+    leases.hand_back(study_id, first)
+    assert [c["state"] for c in leases.cells(study_id)] == ["done", "stopped"]
 
 
 def test_failing_and_diverging_runs_are_recorded_and_the_others_finish(db, tmp_path):

@@ -127,9 +127,12 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         dump_json(summary, out)
     else:
         out.write(format_summary(summary))
-    if outcome.remaining:
-        err.write(f"{outcome.remaining} runs have no result yet; run the same command again to resume "
-                  f"(python -m core study --study {shlex.quote(spec.name)})\n")
+    if outcome.elsewhere:
+        err.write(f"{outcome.elsewhere} runs are training in another process (another scheduler or worker of this "
+                  "study), which stores their results; each is trained once\n")
+    if outcome.remaining > outcome.elsewhere:
+        err.write(f"{outcome.remaining - outcome.elsewhere} runs have no result yet; run the same command again to "
+                  f"resume (python -m core study --study {shlex.quote(spec.name)})\n")
     return 1 if outcome.remaining else 0
 
 

@@ -66,8 +66,13 @@ class Verdict:
                     f"seeds).{lost}")
         n = len(both)
         where = f"{n} seed{'s' if n > 1 else ''}" + (" where both finished" if n < len(pairs) else "")
-        means = (f"from {_fmt(_mean([b for b, _ in both]))} to {_fmt(_mean([f for _, f in both]))} on average"
-                 if n > 1 else f"from {_fmt(both[0][0])} to {_fmt(both[0][1])}")
+        # On the ratio's scale (every loss positive) the averages are geometric means, whose ratio is the ratio
+        # judged: arithmetic ones can rise while the ratio falls (one seed at 100 and 150, five at 1 and 0.1)
+        geometric = math.isfinite(self.ratio) and all(b > 0 and f > 0 for b, f in both)
+        average = _geomean if geometric else _mean
+        means = (f"from {_fmt(average([b for b, _ in both]))} to {_fmt(average([f for _, f in both]))} on average"
+                 + (" (geometric means)" if geometric else "") if n > 1 else f"from {_fmt(both[0][0])} to "
+                                                                              f"{_fmt(both[0][1])}")
         if math.isfinite(self.ratio):
             size = f"{_fmt(1 / self.ratio)} times lower" if self.ratio <= 1 else f"{_fmt(self.ratio)} times higher"
         else:
@@ -183,6 +188,10 @@ def _t_interval(diffs: list[float]) -> tuple[float, float, float]:
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def _text(value: Any) -> str:

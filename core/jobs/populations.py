@@ -22,7 +22,7 @@ from core.jobs import scheduler
 from core.jobs.population_worker import worker_main
 from core.jobs.scheduler import (Finished, Outcome, _cancelled, _get, _request_cancel, check_shareable,
                                  resume_study)
-from core.jobs.spec import Slot, StudySpec, run_name, slot_key
+from core.jobs.spec import Slot, StudySpec
 from core.jobs.studies import Plan, default_workers, load_spec, plan_study
 from core.store import INTERRUPTED_ERROR, RunNotFound, Store
 from core.training.groups import MAX_POPULATION
@@ -67,12 +67,15 @@ def resume_study_populations(store: Store, study_id: int, *, workers: int | None
         task, w.task = w.task, None
         answer = w.receive()
         runs = {r.id: r for r in store.get_runs([run_id for run_id, _ in task])}  # one query for the task
-        for run_id, slot in task:
+        for run_id, _ in task:
             run = runs.get(run_id)
             if run is not None and run.status == "running":  # the worker died or could not store its end
                 _settle(store, run_id, answer, w.proc.exitcode, **how)
-                run = _get(store, run_id)
+                runs[run_id] = _get(store, run_id)
+        scheduler.hand_back(store, study_id, [run_id for run_id, _ in task])
+        for run_id, slot in task:
             ended.append(run_id)
+            run = runs.get(run_id)
             if on_finished is not None and run is not None:
                 on_finished(Finished(run, slot, len(ended), total))
 
@@ -86,7 +89,10 @@ def resume_study_populations(store: Store, study_id: int, *, workers: int | None
                         if not w.alive():
                             w.close()
                             w = pool[i] = _Worker(store.url, threads)
-                        launched.update(_dispatch(store, study_id, spec, plan, queue.popleft(), w, host))
+                        task = queue.popleft()
+                        started = _dispatch(store, study_id, spec, plan, task, w, host)
+                        total -= len(task) - len(started)  # slots another process took since the plan
+                        launched.update(started)
                 busy = [w for w in pool if w.task]
                 ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=poll_s))
                 for w in busy:
@@ -110,22 +116,18 @@ def resume_study_populations(store: Store, study_id: int, *, workers: int | None
             w.close()
     left = plan_study(store, study_id, host=host)
     return Outcome(study_id=study_id, run_ids=ended, kept=len(plan.kept), busy=len(plan.busy), cancelled=stopping,
-                   remaining=len(left.todo) + len(left.busy))
+                   remaining=len(left.todo) + len(left.busy), elsewhere=len(left.busy))
 
 
 def _dispatch(store: Store, study_id: int, spec: StudySpec, plan: Plan, task: list[Slot], worker: _Worker,
               host: str) -> list[int]:
-    """Replace the task's interrupted or cancelled runs by new runs, hand them to `worker`, return their ids."""
-    for slot in task:
-        for old in plan.replace.get(slot_key(slot.variant, slot.seed), []):
-            try:
-                store.delete_run(old)
-            except RunNotFound:
-                pass
-    run_ids = store.create_runs([(run_name(spec, slot.variant, slot.seed), slot.cfg.to_dict()) for slot in task],
-                                study_id=study_id, pid=worker.proc.pid, host=host)
-    worker.start(list(zip(run_ids, task)))
-    return run_ids
+    """Create the task's runs (`scheduler.take_slots`: those no other process took since the plan), hand them to
+    `worker`, return their ids (none started when every slot was taken)."""
+    run_ids = scheduler.take_slots(store, study_id, spec, plan, task, host=host, pid=worker.proc.pid)
+    mine = [(run_id, slot) for run_id, slot in zip(run_ids, task) if run_id is not None]
+    if mine:
+        worker.start(mine)
+    return [run_id for run_id, _ in mine]
 
 
 def _settle(store: Store, run_id: int, answer: tuple[str, str | None] | None, exitcode: int | None, *,

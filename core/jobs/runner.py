@@ -84,7 +84,7 @@ def launch_study(store: Store, spec: StudySpec, *, workers: int | None = None, l
 
     check_runnable(spec)
     study_id = open_study(store, spec)
-    if not study_running(store, study_id):  # one scheduler per study: a second could train a run twice
+    if not study_running(store, study_id):  # a second would find every cell taken (`scheduler.take_slots`)
         _start_study(store, study_id, spec.name, workers=workers, log_dir=log_dir, python=python, executor=executor)
     return study_id
 

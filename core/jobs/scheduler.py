@@ -9,8 +9,10 @@ variant.
 
 Workers are local processes ("spawn"), one per CPU core by default, each training one run at a time through
 `StoreReporter`, so metrics are in the store as they are measured. A worker that dies takes only its own run
-with it (recorded as interrupted) and is replaced; a run that fails or diverges is recorded as such. One
-scheduler per study at a time: a second one skips runs that are running but may duplicate queued ones.
+with it (recorded as interrupted) and is replaced; a run that fails or diverges is recorded as such. A run is
+created only if no other process took its slot since the plan (`take_slots`, one locked transaction), so two
+schedulers of one study, or a scheduler and `python -m core worker` processes, share it and never train a slot
+twice.
 Cancelling (`cancel_study`) sets the cancel flag on the study's runs: the running ones stop at their trainers'
 next flush, and the scheduler, seeing the flag on a run it started, starts no more runs.
 
@@ -28,13 +30,16 @@ import socket
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from sqlalchemy.exc import DBAPIError
 
 from core.experiment.config import ConfigError, ExperimentConfig
 from core.jobs.population_worker import leave
-from core.jobs.spec import Slot, StudySpec, expand, run_name, slot_key
+from core.jobs.spec import Slot, StudySpec, expand, run_key, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, open_study, plan_study
 from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store
+from core.store.leases import Leases, SlotRun
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Outcome:
     busy: int  # slots skipped because another process was running them
     cancelled: bool  # the pass was cancelled (cancel_study, Ctrl-C, SIGTERM) and started no more runs
     remaining: int  # slots still without a result afterwards (to resume, or running elsewhere)
+    elsewhere: int = 0  # ... of which running in another process (another scheduler or worker of the study)
 
 
 def run_study(store: Store, spec: StudySpec, **kwargs: Any) -> Outcome:
@@ -94,6 +100,7 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
         run_id, slot = w.task
         w.task = None
         _settle(store, run_id, w, **how)
+        hand_back(store, study_id, [run_id])
         ended.append(run_id)
         if on_finished is not None:
             run = _get(store, run_id)
@@ -110,7 +117,11 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
                         if not w.alive():
                             w.close()
                             w = pool[i] = _Worker(store.url, threads)
-                        launched.add(_dispatch(store, study_id, spec, plan, queue.popleft(), w, host))
+                        run_id = _dispatch(store, study_id, spec, plan, queue.popleft(), w, host)
+                        if run_id is None:  # another process took it since the plan: not this pass's
+                            total -= 1
+                        else:
+                            launched.add(run_id)
                 busy = [w for w in pool if w.task]
                 ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=poll_s))
                 for w in busy:
@@ -134,7 +145,7 @@ def resume_study(store: Store, study_id: int, *, workers: int | None = None,
             w.close()
     left = plan_study(store, study_id, host=host)
     return Outcome(study_id=study_id, run_ids=ended, kept=len(plan.kept), busy=len(plan.busy), cancelled=stopping,
-                   remaining=len(left.todo) + len(left.busy))
+                   remaining=len(left.todo) + len(left.busy), elsewhere=len(left.busy))
 
 
 def _resume_on_dask(store: Store, study_id: int, *, scheduler: str | None,
@@ -159,19 +170,29 @@ def _resume_on_dask(store: Store, study_id: int, *, scheduler: str | None,
                    cancelled=got["cancelled"], remaining=got["remaining"])
 
 
+def take_slots(store: Store, study_id: int, spec: StudySpec, plan: Plan, slots: list[Slot], *, host: str,
+               pid: int) -> list[int | None]:
+    """Create the runs of `slots`, attached to `pid` on `host` (judged by it from now on), replacing their
+    interrupted or cancelled runs, unless another process took a slot since `plan` was made: another scheduler
+    of the study, a `python -m core worker` or a Dask task (`Leases.take`). None for a slot taken."""
+    def key_of(config: Mapping[str, Any]) -> Any:
+        return run_key(spec, config)
+
+    slot_runs = [SlotRun(key=slot_key(slot.variant, slot.seed), name=run_name(spec, slot.variant, slot.seed),
+                         config=slot.cfg.to_dict(), replaces=tuple(plan.replace.get(slot_key(slot.variant, slot.seed),
+                                                                                    ())))
+                 for slot in slots]
+    return Leases(store).take(study_id, slot_runs, key_of=key_of, holder=f"scheduler {host}:{os.getpid()}",
+                              host=host, pid=pid)
+
+
 def _dispatch(store: Store, study_id: int, spec: StudySpec, plan: Plan, slot: Slot, worker: _Worker,
-              host: str) -> int:
-    """Replace the slot's interrupted or cancelled runs by a new run, hand it to `worker`, return its id."""
-    key = slot_key(slot.variant, slot.seed)
-    for run_id in plan.replace.get(key, []):
-        try:
-            store.delete_run(run_id)
-        except RunNotFound:
-            pass
-    run_id = store.create_run(name=run_name(spec, slot.variant, slot.seed), config=slot.cfg.to_dict(),
-                              study_id=study_id)
-    store.attach_process(run_id, pid=worker.proc.pid, host=host)  # judged by this pid from now on
-    worker.start(run_id, slot)
+              host: str) -> int | None:
+    """Create the slot's run (`take_slots`) and hand it to `worker`; return its id, None when another process
+    took the slot meanwhile (nothing is started)."""
+    (run_id,) = take_slots(store, study_id, spec, plan, [slot], host=host, pid=worker.proc.pid)
+    if run_id is not None:
+        worker.start(run_id, slot)
     return run_id
 
 
@@ -189,6 +210,16 @@ def _settle(store: Store, run_id: int, worker: _Worker, *, status: str = "interr
     try:
         store.finish_run(run_id, status=status, summary=run.summary, error=error, wall_time_s=run.duration_s)
     except RunNotFound:
+        pass
+
+
+def hand_back(store: Store, study_id: int, run_ids: list[int]) -> None:
+    """The cells `take_slots` leased to these ended runs, where the study has cells: done, stopped or open
+    again as the runs ended (a worker sharing the study then skips or reruns them). Best effort: a cell left
+    leased is settled by the next claim."""
+    try:
+        Leases(store).hand_back(study_id, run_ids)
+    except DBAPIError:
         pass
 
 

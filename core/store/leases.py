@@ -29,6 +29,7 @@ from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from core.store.records import dumps_json
 from core.store.schema import CellModel, RunModel, StudyModel
 from core.store.sqlstore import Store
 
@@ -64,6 +65,17 @@ class Claim:
     config: dict[str, Any]
     holder: str
     attempt: int
+
+
+@dataclass(frozen=True)
+class SlotRun:
+    """A run a local scheduler is about to create for one of a study's cells: the cell's key (as `take` is told
+    to compute it from a config), the run's name and config, and the interrupted or cancelled runs it replaces."""
+
+    key: Hashable
+    name: str
+    config: Mapping[str, Any]
+    replaces: tuple[int, ...] = ()
 
 
 @contextlib.contextmanager
@@ -117,6 +129,56 @@ class Leases:
             conn.execute(update(CELLS).where(CELLS.c.study_id == study_id, CELLS.c.state == "stopped")
                          .values(state="open"))
         return len(rows)
+
+    def take(self, study_id: int, slots: Sequence[SlotRun], *, key_of: Callable[[Mapping[str, Any]], Hashable],
+             holder: str, host: str, pid: int) -> list[int | None]:
+        """A local scheduler's claim: create the runs of `slots` that no other process took since the scheduler
+        planned them, attached to `pid` on `host`. In one write transaction with the study locked, a slot whose key
+        (`key_of` a run's config) already has a run that is running or has a result, other than the runs it
+        replaces, is skipped (None); otherwise its replaced runs go, its run is created, and its cell, where the
+        study has cells (a worker or Dask shares it), is leased to that run, so no claim takes it. So two
+        schedulers, or a scheduler and workers, never train one cell twice. Returns the new run ids (None where
+        skipped), in order."""
+        holder = holder[:255]
+        with write_transaction(self.store) as conn:
+            _lock_study(conn, study_id)
+            now = self.store.now()
+            replaced = {i for slot in slots for i in slot.replaces}
+            taken = {key_of(json.loads(r.config_json)) for r in conn.execute(
+                select(RUNS.c.id, RUNS.c.config_json).where(RUNS.c.study_id == study_id,
+                                                            RUNS.c.status.in_(("running", *RESULTS))))
+                     if r.id not in replaced}
+            cells = {key_of(json.loads(c.config_json)): c.position for c in conn.execute(
+                select(CELLS.c.position, CELLS.c.config_json).where(CELLS.c.study_id == study_id))}
+            out: list[int | None] = []
+            for slot in slots:
+                if slot.key in taken:
+                    out.append(None)
+                    continue
+                if slot.replaces:
+                    conn.execute(delete(RUNS).where(RUNS.c.id.in_(slot.replaces), RUNS.c.status != "running"))
+                run_id = conn.execute(insert(RUNS).values(
+                    name=slot.name[:255], status="running", config_json=dumps_json(slot.config),
+                    created_at=now, study_id=study_id, host=host, pid=pid)).inserted_primary_key[0]
+                if slot.key in cells:
+                    conn.execute(update(CELLS).where(CELLS.c.study_id == study_id,
+                                                     CELLS.c.position == cells[slot.key])
+                                 .values(state="leased", run_id=run_id, holder=holder, heartbeat_at=now))
+                taken.add(slot.key)
+                out.append(run_id)
+        return out
+
+    def hand_back(self, study_id: int, run_ids: Sequence[int]) -> None:
+        """`release` of the cells a local scheduler leased to these runs (`take`), once the runs ended: done,
+        stopped or open as their statuses say; cells held by others, or none at all, are left alone."""
+        if not run_ids:
+            return
+        with self.store.engine.connect() as conn:
+            held = conn.execute(select(CELLS.c.position, CELLS.c.run_id, CELLS.c.holder).where(
+                CELLS.c.study_id == study_id, CELLS.c.state == "leased", CELLS.c.run_id.in_(list(run_ids)))).all()
+        for row in held:
+            self.release(Claim(study_id=study_id, position=row.position, cell="", run_id=row.run_id, name="",
+                               config={}, holder=row.holder, attempt=0))
 
     def reopen(self, study_id: int) -> int:
         """Stopped cells (a cancelled study) become claimable again; returns how many."""

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Callable, Hashable
+import contextlib
+from typing import Callable, Hashable, Iterator
+
+from sqlalchemy.exc import DBAPIError
 
 from core.store.records import RunNotFound
 from core.store.sqlstore import Store
-from core.training.reporting import MetricBatch, RunInfo, RunResult
+from core.training.reporting import MetricBatch, RunInfo, RunResult, StoreUnavailable
+
+
+@contextlib.contextmanager
+def unavailable() -> Iterator[None]:
+    """A database error as `StoreUnavailable`, in one line ("the store could not take the run's values: database
+    is locked"): the trainer then stops the run as interrupted, which a study reruns."""
+    try:
+        yield
+    except DBAPIError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise StoreUnavailable(f"the store could not take the run's values: {reason}") from exc
 
 
 class StoreReporter:
@@ -22,14 +36,16 @@ class StoreReporter:
         self.deleted = False
 
     def on_start(self, info: RunInfo) -> None:
-        self.store.start_run(self.run_id, device=info.device, dtype=info.dtype, torch_version=info.torch_version,
-                             total_steps=info.total_steps, pid=self.pid, host=self.host)
+        with unavailable():
+            self.store.start_run(self.run_id, device=info.device, dtype=info.dtype, torch_version=info.torch_version,
+                                 total_steps=info.total_steps, pid=self.pid, host=self.host)
 
     def on_metrics(self, batch: MetricBatch, *, step: int) -> None:
         if self.deleted:
             return
         try:
-            self.store.log_metrics(self.run_id, batch, progress_step=step)
+            with unavailable():
+                self.store.log_metrics(self.run_id, batch, progress_step=step)
         except RunNotFound:
             self.deleted = True
 
@@ -37,7 +53,8 @@ class StoreReporter:
         if self.deleted:
             return True
         try:
-            return self.store.is_cancel_requested(self.run_id)
+            with unavailable():
+                return self.store.is_cancel_requested(self.run_id)
         except RunNotFound:
             self.deleted = True
             return True

@@ -31,7 +31,7 @@ from core.experiment.losses import loss_fn
 from core.training.batched_optim import BatchedOptimizer, Clip
 from core.training.diagnostics import BatchNormSnapshot, GradLayout
 from core.training.groups import BATCHABLE, group_key
-from core.training.reporting import Reporter, RunInfo, RunResult
+from core.training.reporting import Reporter, RunInfo, RunResult, StoreUnavailable
 from core.training.stacked import StackedClassifier, stacking_order
 from core.training.trainer import (DTYPES, _quiet_collector, batch_slices, input_scale, resolve_device,
                                    where_nonfinite)
@@ -77,6 +77,9 @@ class _Member:
         return steps if got.first_bad is None else got.first_bad[0]
 
     def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, StoreUnavailable):  # the store's trouble, not the run's: rerun by a study's resume
+            self.status, self.error = "interrupted", str(exc)
+            return
         self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
         tb = traceback.format_exc(limit=3)
         self.error = f"{self.error}\n{tb}" if len(tb) < 4000 else self.error

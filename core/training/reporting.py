@@ -151,6 +151,12 @@ class MetricBatch:
         self.__init__(*state)
 
 
+class StoreUnavailable(RuntimeError):
+    """A reporter could not keep the run's values: its store refused the write (locked past its timeout, a full
+    disk, a server gone). Not the run's fault: the trainer stops it as "interrupted", which a study reruns, not
+    "failed", which a study keeps as a result."""
+
+
 @dataclass(frozen=True)
 class RunInfo:
     device: str  # "cpu", "cuda:0", ...
@@ -161,7 +167,7 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class RunResult:
-    status: str  # "finished", "diverged", "failed" or "cancelled"
+    status: str  # "finished", "diverged", "failed", "cancelled" or "interrupted" (`StoreUnavailable`)
     summary: dict[str, Any]  # final and best metrics; floats may be NaN
     error: str | None  # what went wrong, for diverged and failed runs
     wall_time_s: float

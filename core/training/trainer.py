@@ -22,7 +22,7 @@ from core.experiment.data import Dataset, load_dataset
 from core.experiment.losses import loss_fn
 from core.experiment.models import build_model
 from core.training.diagnostics import BatchNormSnapshot, GradLayout, first_nonfinite_layer
-from core.training.reporting import Reporter, RunInfo, RunResult
+from core.training.reporting import Reporter, RunInfo, RunResult, StoreUnavailable
 from core.training.window import Fetched, LoggedStep, Summary, Window, report_pending
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -289,6 +289,8 @@ def _train(cfg: ExperimentConfig, reporter: Reporter, *, data: Dataset | None, d
     except KeyboardInterrupt:
         status, error = "cancelled", "interrupted by the user (Ctrl-C or SIGTERM)"
         report_pending(buf, report)
+    except StoreUnavailable as exc:  # the store's trouble, not the run's: rerun by a study's next resume
+        status, error = "interrupted", str(exc)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a stored status, never a crash
         status = "failed"
         error = f"{type(exc).__name__}: {exc}"
