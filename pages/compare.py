@@ -269,8 +269,12 @@ def chart_and_summary() -> None:
     fresh = [r for r in store.list_runs() if r.id in ids]
     fresh.sort(key=lambda r: ids.index(r.id))
     steps = ZOOM.current(st.session_state) if x == "step" else None
-    series, reduced = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh), steps,
+    # a smoothed zoom reads from the runs' start: the EMA at a step depends on every step before it
+    read = (0, steps[1]) if steps and smoothing else steps
+    series, reduced = load_series(store, store.url, ids, tuple(metrics), run_tables.cache_token(fresh), read,
                                   zoom.read_points(smoothing), zoom.X_FIELDS[x])
+    if steps and not series.empty and not series["step"].between(*steps).any():
+        series = series.iloc[:0]  # nothing in the zoomed range itself
     last_step = max((int(s) for s in (r.summary.get("steps") for r in fresh) if isinstance(s, int)), default=None)
     if not metrics:
         st.info("Pick at least one metric in the sidebar.")
@@ -284,7 +288,7 @@ def chart_and_summary() -> None:
         frame, prefix = selection.legend_runs(fresh)
         try:
             figure = charts.comparison_figure(series, frame, metrics=metrics, title=legend.prefix_title(prefix) or None,
-                                              diverged=run_tables.diverged_ids(fresh), **settings)
+                                              diverged=run_tables.diverged_ids(fresh), window=steps, **settings)
         except ValueError as exc:
             st.error(f"This chart cannot be drawn: {exc}")
         else:

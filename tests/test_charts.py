@@ -139,6 +139,24 @@ def test_smoothing_is_applied_before_the_reduction() -> None:
     assert smooth.y[-1] == pytest.approx(expected[-1])
 
 
+@pytest.mark.parametrize("group", [False, True])
+def test_a_window_draws_the_whole_curves_smoothed_values_there(seeds, group) -> None:
+    """window=(100, 150): the points there, smoothed from the series' first point (the zoomed view of the whole
+    chart), per run and for a group's mean alike."""
+    series, runs = seeds
+    kw = dict(metrics=["train_loss"], smoothing=0.8, group_by=["batchnorm"] if group else ())
+    whole = comparison_figure(series, runs, **kw)
+    zoomed = comparison_figure(series, runs, window=(100, 150), **kw)
+    kind = "mean" if group else "smoothed"
+    for full, part in zip([t for t in whole.data if t.meta["kind"] == kind],
+                          [t for t in zoomed.data if t.meta["kind"] == kind]):
+        x, y = np.asarray(full.x), np.asarray(full.y)
+        inside = (x >= 100) & (x <= 150)
+        assert list(part.x) == list(x[inside]) and np.allclose(part.y, y[inside])
+    with pytest.raises(ValueError, match="window"):
+        comparison_figure(series, runs, window=(150, 100), **kw)
+
+
 def test_zero_smoothing_has_only_raw_lines(two_runs) -> None:
     series, runs = two_runs
     fig = comparison_figure(series, runs, metrics=["train_loss"], smoothing=0.0)

@@ -97,6 +97,30 @@ def test_compare_reads_sized_to_the_chart_then_a_zoomed_range_in_full(long_run):
     assert not [c for c in at.caption if c.value.startswith("Steps")]  # not "every point" of an empty range
 
 
+def test_a_smoothed_zoom_shows_the_whole_curves_smoothed_values(long_run):
+    """Smoothing 0.9, zoomed to steps 10,001-11,000: the smoothed values there are those of the whole run's EMA
+    (TensorBoard's: zooming never changes them), not an EMA restarted at the zoom's left edge."""
+    from core.analysis.series import ema_smooth
+
+    _, values = long_run
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["runs"] = "1"
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.slider(key="compare_opt_smoothing").set_value(0.9).run()
+    at.number_input(key="compare_zoom_first").set_value(10_001)
+    at.number_input(key="compare_zoom_last").set_value(11_000)
+    at.button(key="compare_zoom_apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (chart,) = at.get("plotly_chart")
+    smoothed = next(t for t in json.loads(chart.proto.spec)["data"] if t["meta"]["kind"] == "smoothed")
+    xs, ys = numbers(smoothed["x"]), numbers(smoothed["y"])
+    assert xs[0] == 10_001 and xs[-1] == 11_000
+    whole = ema_smooth(values, 0.9)
+    assert ys == pytest.approx(whole[10_000:11_000].tolist())
+    assert abs(ys[0] - values[10_000]) > 1e-4  # a restarted EMA would start at the raw value
+
+
 def test_a_box_dragged_on_the_chart_zooms(long_run):
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["runs"] = "1"

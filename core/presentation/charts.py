@@ -165,6 +165,7 @@ def comparison_figure(
     title: str | None = None,
     show_legend: bool = True,
     diverged: Collection[Hashable] = (),
+    window: tuple[float, float] | None = None,
 ) -> go.Figure:
     """Loss curves of the runs in `runs` for `metrics`, overlaid or as small multiples, per run or per group.
 
@@ -176,6 +177,8 @@ def comparison_figure(
     `show_legend` False hides the legend; a long legend goes below the plot (see "Legend placement" above).
     A run in `diverged` (ids of runs that stopped as diverged) gets a star at its curves' last finite point even
     where the curve itself stayed finite (the NaN was in a gradient or a logit, not in the plotted metric).
+    `window` (first, last) on the x axis: only those points are drawn, but smoothing starts from the first point
+    of `series`, so a zoomed curve is the whole curve's smoothed values there (as TensorBoard's), not a new EMA.
     """
     metric_list = check_names("metrics", metrics)
     check_choice("x", x, X_OPTIONS)
@@ -188,6 +191,8 @@ def comparison_figure(
     max_points = check_int("max_points", max_points, 4)
     if title is not None and not isinstance(title, str):
         raise ValueError(f"title must be a string or None; got {title!r}")
+    if window is not None and not (len(window) == 2 and window[0] <= window[1]):
+        raise ValueError(f"window must be (first, last) with first <= last; got {window!r}")
     check_frame("runs", runs)
     for arg, field in (("facet_field", facet_field), ("color_by", color_by), ("dash_by", dash_by)):
         if field is not None:
@@ -260,6 +265,9 @@ def comparison_figure(
                 hover = f"%{{fullData.name}}<br>{X_TITLES[x]} {x_hover}<br>{metric} %{{y:.4g}}<extra></extra>"
                 row, col = cell(rid, metric)
                 layers = [("raw", ys)] if smoothing == 0 else [("raw", ys), ("smoothed", ema_smooth(ys, smoothing))]
+                if window is not None:  # smoothed from the series' start, then cut to the window
+                    inside = (xs >= window[0]) & (xs <= window[1])
+                    xs, ys, layers = xs[inside], ys[inside], [(kind, yy[inside]) for kind, yy in layers]
                 for kind, yy in layers:
                     solid = kind == "smoothed" or smoothing == 0
                     px, py = reduce_points(xs, yy, log_y=log_y, max_points=points)
@@ -296,6 +304,9 @@ def comparison_figure(
                     xs, ys = curves[(rid, metric)]
                     if smoothing:
                         ys = ema_smooth(ys, smoothing)
+                    if window is not None:
+                        inside = (xs >= window[0]) & (xs <= window[1])
+                        xs, ys = xs[inside], ys[inside]
                     if log_y:
                         keep = ~(ys <= 0)
                         xs, ys = xs[keep], ys[keep]
