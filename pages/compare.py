@@ -373,14 +373,15 @@ def group_difference_section() -> None:
         else:
             name_a, name_b = (f"{kind[6:]}={v}" if kind != "tag" else f"tag {v}" for v in (a, b))
         result = run_groups.group_difference(group_a, group_b, metric)
-        st.markdown(formatting.escape_markdown(run_groups.difference_sentence(result, name_a, name_b, metric)))
+        st.markdown(formatting.escape_markdown(run_groups.difference_sentence(
+            result, name_a, name_b, metric, unfinished=run_groups.left_out(group_a, group_b))))
         st.dataframe(run_groups.groups_table(result, name_a, name_b), hide_index=True, key="compare_group_table",
                      column_config={c: st.column_config.NumberColumn(c, format="%.4g")
                                     for c in ("mean", "sd", "95% CI low", "95% CI high", "p (Welch)")},
                      placeholder="–")
         study = selection.common_study(chosen)
-        st.caption("B minus A over the runs of each group (runs without the number left out). The groups are not "
-                   "paired, so the 95% interval is Welch's t interval, which does not assume equal variances."
+        st.caption("B minus A over the finished runs of each group (runs without the number left out). The groups "
+                   "are not paired, so the 95% interval is Welch's t interval, which does not assume equal variances."
                    + (f" These runs are one study's: [its page](/studies?study={study}) pairs each variant's runs "
                       "seed by seed and averages over the other fields' levels, so it can find a difference this "
                       "leaves unclear." if study is not None else ""))

@@ -713,4 +713,4 @@ def test_compare_difference_between_two_groups(study_url):
     widget(at, "selectbox", "compare_group_kind").set_value("tag").run()  # runs 1 and 2 were tagged above
     assert (widget(at, "selectbox", "compare_group_a_tag").value, widget(at, "selectbox", "compare_group_b_tag").value) \
         == ("mine", "theirs")
-    assert "each group needs at least 2 runs" in text_of(at.markdown)
+    assert "each group needs at least 2 finished runs" in text_of(at.markdown)

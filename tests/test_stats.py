@@ -469,6 +469,13 @@ def test_run_groups_split_by_field_tag_or_pick_and_say_the_difference():
     sentence = run_groups.difference_sentence(result, "A", "B", "final_val_loss_logits")
     assert sentence.startswith("B (3 runs) against A (2 runs): final exact val loss lower by 0.21 (95% CI ")
     assert "Welch t, unpaired, p = " in sentence
+    # a diverged run's value is from before it broke: left out, and said so
+    broke = Run(id=7, name="r7", status="diverged", config={}, summary={"final_val_loss_logits": 9e30},
+                created_at=datetime(2026, 1, 1))
+    assert run_groups.group_difference(a, [*b, broke], "final_val_loss_logits") == result
+    told = run_groups.difference_sentence(result, "A", "B", "final_val_loss_logits",
+                                          unfinished=run_groups.left_out(a, [*b, broke]))
+    assert told.endswith(" 1 run that did not finish (diverged, failed, stopped or still running) left out.")
     table = run_groups.groups_table(result, "A", "B")
     assert list(table["group"]) == ["A", "B", "B − A"] and table["mean"].iloc[2] == pytest.approx(-0.21)
     with pytest.raises(ValueError, match="field:NAME, tag or pick"):

@@ -61,17 +61,32 @@ def split_runs(runs: Sequence[Run], kind: str, a: object, b: object) -> tuple[li
 
 
 def group_difference(group_a: Sequence[Run], group_b: Sequence[Run], metric: str) -> GroupDifference:
-    """B minus A on the summary number `metric`, with Welch's 95% interval (runs without the number left out)."""
-    return welch_difference([as_float(r.summary.get(metric)) for r in group_a],
-                            [as_float(r.summary.get(metric)) for r in group_b])
+    """B minus A on the summary number `metric`, with Welch's 95% interval, over the finished runs with the number
+    (a diverged run's last value is from before it broke, and a running one's is not final: a study's effects
+    leave them out too; `left_out` counts them)."""
+    return welch_difference([as_float(r.summary.get(metric)) for r in group_a if r.status == "finished"],
+                            [as_float(r.summary.get(metric)) for r in group_b if r.status == "finished"])
 
 
-def difference_sentence(result: GroupDifference, name_a: str, name_b: str, metric: str) -> str:
-    """"B (3 runs) − A (3 runs): final exact val loss lower by 0.12 (95% CI 0.05 to 0.19, Welch t, p = 0.004)."."""
+def left_out(group_a: Sequence[Run], group_b: Sequence[Run]) -> int:
+    """The runs of both groups that `group_difference` leaves out for not having finished."""
+    return sum(r.status != "finished" for r in [*group_a, *group_b])
+
+
+def difference_sentence(result: GroupDifference, name_a: str, name_b: str, metric: str, *,
+                        unfinished: int = 0) -> str:
+    """"B (3 runs) − A (3 runs): final exact val loss lower by 0.12 (95% CI 0.05 to 0.19, Welch t, p = 0.004).",
+    then how many runs that did not finish were left out (`unfinished`)."""
+    note = (f" {unfinished} run{'s' if unfinished != 1 else ''} that did not finish (diverged, failed, stopped or "
+            "still running) left out." if unfinished else "")
+    return _sentence(result, name_a, name_b, metric) + note
+
+
+def _sentence(result: GroupDifference, name_a: str, name_b: str, metric: str) -> str:
     label = GROUP_METRICS.get(metric, metric.replace("_", " "))
     head = f"{name_b} ({_runs(result.n_b)}) against {name_a} ({_runs(result.n_a)})"
     if result.n_a < 2 or result.n_b < 2:
-        return (f"{head}: each group needs at least 2 runs with a {label} for an interval "
+        return (f"{head}: each group needs at least 2 finished runs with a {label} for an interval "
                 f"(means {fmt(result.mean_b)} and {fmt(result.mean_a)}).")
     d, lo, hi = result.difference, result.ci_low, result.ci_high
     p = f"p = {result.p_value:.2g}" if math.isfinite(result.p_value) else "p not defined"
