@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import socket
 import subprocess
 import sys
 
@@ -236,6 +237,48 @@ def test_show_prints_the_findings_and_show_json_lists_them(db):
     assert record["summary"]["input_std_max"] > 100  # breast_cancer's raw features, as the first layer saw them
     code, out, _ = cli("show", str(run_id), db=db)
     assert "findings:" in out and "The inputs are not scaled" in out and 'fix: {"standardize": true}' in out
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_another_programs_database_or_a_newer_lossboards_is_refused_and_left_as_it_was(tmp_path):
+    """`runs` on another program's SQLite file would have added Lossboard's tables to it; a database a newer
+    Lossboard wrote gave Alembic's traceback. Each is one line, exit 2, and the file is not written."""
+    import sqlite3
+
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("create table users (id integer)")
+    before = other.read_bytes()
+    code, _, err = cli("runs", db=f"sqlite:///{other}")
+    assert code == 2 and err == (f"error: db: 'sqlite:///{other}' is not a Lossboard store: it holds other tables "
+                                 "(users) and no Lossboard schema; name a new file or an empty database\n")
+    assert other.read_bytes() == before
+    newer = tmp_path / "newer.db"
+    Store(f"sqlite:///{newer}").close()
+    with sqlite3.connect(newer) as conn:
+        conn.execute("update alembic_version set version_num = '9999_future'")
+    code, _, err = cli("runs", db=f"sqlite:///{newer}")
+    assert code == 2 and "was written by a newer Lossboard (schema 9999_future; this one knows up to" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_read_only_store_is_read_and_a_write_to_it_is_one_line(tmp_path):
+    """A store opened read-only (a read-only file or mount; here SQLite's mode=ro, which holds for root too):
+    `runs` lists it, even with a dead run that cannot be marked interrupted; `tag` says the database refused."""
+    path = tmp_path / "ro.db"
+    with Store(f"sqlite:///{path}") as store:
+        ghost = store.create_run(name="ghost", config={})
+        store.attach_process(ghost, pid=dead_pid(), host=socket.gethostname())
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    code, out, err = cli("runs", db=read_only)
+    assert code == 0 and "ghost" in out, err
+    code, _, err = cli("tag", str(ghost), "x", db=read_only)
+    assert code == 2 and err.endswith("refused: attempt to write a readonly database\n") and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("make, reason", [(lambda p: p.write_text("hello\n") and p, "file is not a database"),

@@ -98,6 +98,8 @@ COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": c
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
          env: dict[str, str] | None = None) -> int:
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
     from core.store import RunNotFound, Store, pid_alive  # noqa: PLC0415 - `--help` stays free of SQLAlchemy
 
     try:
@@ -105,9 +107,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: Te
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_BAD_INPUT
+    store = None
     try:
         store = Store(db_url(args), env=os.environ if env is None else env)
-        store.mark_interrupted(host=socket.gethostname(), pid_alive=pid_alive)
+        try:
+            store.mark_interrupted(host=socket.gethostname(), pid_alive=pid_alive)
+        except DBAPIError:  # a store that cannot be written now (read-only, locked) can still be read
+            pass
         handler = COMMANDS[args.command]
         return handler(args, store, out, err)
     except ConfigError as exc:
@@ -118,6 +124,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: Te
         return EXIT_BAD_INPUT
     except ValueError as exc:  # the store's checks (a blank name or tag)
         err.write(f"error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except DBAPIError as exc:  # the database refused (read-only, locked past its timeout, full): one line
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        where = store.engine.url.render_as_string(hide_password=True) if store is not None else "the database"
+        err.write(f"error: db: {where!r} refused: {reason[0] if reason else type(exc).__name__}\n")
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return 0

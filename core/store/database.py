@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from core import PROJECT_ROOT
@@ -77,7 +77,12 @@ def make_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        for pragma in ("busy_timeout=30000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
+        cursor.execute("PRAGMA busy_timeout=30000")
+        # WAL is written into the file's header: only for a Lossboard store or an empty file, so that another
+        # program's database, which `check_lossboard` refuses, is left exactly as it was
+        ours = cursor.execute("SELECT count(*) = 0 OR sum(name = 'alembic_version') > 0 FROM sqlite_master "
+                              "WHERE type = 'table'").fetchone()[0]
+        for pragma in (("journal_mode=WAL",) if ours else ()) + ("foreign_keys=ON", "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -122,6 +127,27 @@ def _vacuum(engine: Engine) -> None:
 MIGRATION_LOCK = 0x10551B0A  # the PostgreSQL advisory lock key of Lossboard's migrations (any fixed 64-bit number)
 
 
+class NotThisStore(ValueError):
+    """A database this Lossboard must not migrate: another program's, or a newer Lossboard's."""
+
+
+def check_lossboard(engine: Engine, revision: str | None) -> None:
+    """Refuse, before anything is written, a database at a schema revision this code does not know (a newer
+    Lossboard wrote it) and one without Lossboard's schema that holds tables of its own (another program's: a
+    command, even `runs`, would otherwise add Lossboard's tables to it)."""
+    if revision is not None:
+        known = {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+        if revision not in known:
+            raise NotThisStore(f"was written by a newer Lossboard (schema {revision}; this one knows up to "
+                               f"{head_revision()}): upgrade Lossboard, or name another database")
+        return
+    tables = sorted(inspect(engine).get_table_names())
+    if tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise NotThisStore(f"is not a Lossboard store: it holds other tables ({shown}) and no Lossboard schema; "
+                           "name a new file or an empty database")
+
+
 def upgrade(engine: Engine, attempts: int = 3) -> None:
     """`alembic upgrade head`; a read-only no-op when already there. Safe when processes open a new DB at once:
     on SQLite the migration runs under `BEGIN IMMEDIATE`, on PostgreSQL under `pg_advisory_xact_lock` (the others
@@ -135,6 +161,7 @@ def upgrade(engine: Engine, attempts: int = 3) -> None:
             start = _current_revision(engine)
             if start == head:
                 return
+            check_lossboard(engine, start)
             with _MIGRATING, engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
                     conn.exec_driver_sql("BEGIN IMMEDIATE")  # DDL runs inside this one write transaction

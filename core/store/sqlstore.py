@@ -26,7 +26,7 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from core.store.chunks import Points
 from core.store.cursors import chunks, fetch, gc_paused, placeholder
-from core.store.database import database_url, default_url, make_engine, upgrade
+from core.store.database import NotThisStore, database_url, default_url, make_engine, upgrade
 from core.store.records import (INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound,
                                 check_status, dumps_json, loads_json)
 from core.store.many import ManyRuns
@@ -81,6 +81,10 @@ class Store(ManyRuns):
         self._keys = KeyIds()
         try:
             upgrade(self.engine)
+        except NotThisStore as exc:  # another program's database, or a newer Lossboard's: nothing was written
+            self.engine.dispose()
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise ValueError(f"db: {where!r} {exc}") from None
         except (DBAPIError, sqlite3.Error, OSError) as exc:  # no server there, not a database, no such folder
             self.engine.dispose()
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
