@@ -454,6 +454,10 @@ def test_effects_sentences():
         "least 2 seeds (there is 1).",
         "elu instead of relu raises final val AUC by 0.031 (95% CI 0.011 to 0.052).",
     ]
+    from core.analysis.effects import choice_words
+    # whole numbers of an integer field read back from a frame as floats are written as the field's values
+    assert choice_words("epochs", 100.0, 30.0) == "epochs 100 instead of 30"
+    assert choice_words("lr", 1.0, 0.5) == "lr 1.0 instead of 0.5"  # a float field keeps its floats
 
 
 # ---------------------------------------------------------------------- read helpers for the dashboard

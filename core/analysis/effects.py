@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from core.analysis.judges import CURVE_COLUMNS, judge_for_column
+from core.experiment.config import field_kind, field_names
 
 # Per-run result columns, read from the run's stored summary (NaN where a run has none).
 SUMMARY_METRICS: tuple[str, ...] = ("final_val_loss", "best_val_loss", "final_val_auc", "final_val_acc",
@@ -261,6 +262,8 @@ def choice_words(factor: str, level: Any, baseline: Any) -> str:
         return name if level else NO_FLAG_WORDS.get(factor, f"{factor}=false instead of true")
     if isinstance(level, str) and isinstance(baseline, str):
         return f"{level} instead of {baseline}"
+    if factor in field_names() and field_kind(factor) == "int":  # a frame's column of whole numbers may have come back as floats (100.0)
+        level, baseline = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (level, baseline))
     return f"{factor} {format_value(level)} instead of {format_value(baseline)}"
 
 
