@@ -262,7 +262,8 @@ def choice_words(factor: str, level: Any, baseline: Any) -> str:
         return name if level else NO_FLAG_WORDS.get(factor, f"{factor}=false instead of true")
     if isinstance(level, str) and isinstance(baseline, str):
         return f"{level} instead of {baseline}"
-    if factor in field_names() and field_kind(factor) == "int":  # a frame's column of whole numbers may have come back as floats (100.0)
+    # a frame's column of an integer field may have come back as floats (100.0)
+    if factor in field_names() and field_kind(factor) == "int":
         level, baseline = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (level, baseline))
     return f"{factor} {format_value(level)} instead of {format_value(baseline)}"
 

@@ -178,10 +178,9 @@ def take_slots(store: Store, study_id: int, spec: StudySpec, plan: Plan, slots: 
     def key_of(config: Mapping[str, Any]) -> Any:
         return run_key(spec, config)
 
-    slot_runs = [SlotRun(key=slot_key(slot.variant, slot.seed), name=run_name(spec, slot.variant, slot.seed),
-                         config=slot.cfg.to_dict(), replaces=tuple(plan.replace.get(slot_key(slot.variant, slot.seed),
-                                                                                    ())))
-                 for slot in slots]
+    keys = [slot_key(slot.variant, slot.seed) for slot in slots]
+    slot_runs = [SlotRun(key=key, name=run_name(spec, slot.variant, slot.seed), config=slot.cfg.to_dict(),
+                         replaces=tuple(plan.replace.get(key, ()))) for key, slot in zip(keys, slots)]
     return Leases(store).take(study_id, slot_runs, key_of=key_of, holder=f"scheduler {host}:{os.getpid()}",
                               host=host, pid=pid)
 

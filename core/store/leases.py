@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from core.store.records import dumps_json
+from core.store.records import StudyNotFound, dumps_json
 from core.store.schema import CellModel, RunModel, StudyModel
 from core.store.sqlstore import Store
 
@@ -141,7 +141,8 @@ class Leases:
         skipped), in order."""
         holder = holder[:255]
         with write_transaction(self.store) as conn:
-            _lock_study(conn, study_id)
+            if conn.execute(select(STUDIES.c.id).where(STUDIES.c.id == study_id).with_for_update()).first() is None:
+                raise StudyNotFound(study_id)  # deleted since the plan
             now = self.store.now()
             replaced = {i for slot in slots for i in slot.replaces}
             taken = {key_of(json.loads(r.config_json)) for r in conn.execute(
