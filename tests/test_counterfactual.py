@@ -50,6 +50,15 @@ def test_fix_proves_that_standardizing_unscaled_inputs_helps(tmp_path):
         tagged = [r for r in store.list_runs() if f"fix:{run_id}" in r.tags]
         assert len(tagged) == 6 and {r.config["standardize"] for r in tagged} == {False, True}
         assert sorted(r.config["seed"] for r in tagged) == [0, 0, 1, 1, 2, 2]
+    # proving again with a fourth seed trains only that seed's two runs; the first three come from the first proof
+    code, out, err = cli(db, "fix", str(run_id), "--seeds", "4", "--json")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["baseline"][:3] == verdict["baseline"] and again["fixed"][:3] == verdict["fixed"]
+    assert again["run_ids"]["baseline"][:3] == verdict["run_ids"]["baseline"]
+    assert err.count("(an earlier proof's run)") == 6
+    with Store(db) as store:
+        assert len([r for r in store.list_runs() if f"fix:{run_id}" in r.tags]) == 8
 
 
 def test_fix_without_a_proposed_fix_or_with_one_seed_is_bad_input(tmp_path):

@@ -31,8 +31,9 @@ def cmd_fix(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -> i
     cause, fix = proposed_fix(store, args.id)
     err.write(f"run {args.id}: {cause}; trying {fix} over {seeds} seeds\n")
 
-    def line(side: str, seed: int, value: float) -> None:
-        err.write(f"  {side:<8} seed={seed}: exact val loss {value:.4g}\n")
+    def line(side: str, seed: int, value: float, kept: bool) -> None:
+        err.write(f"  {side:<8} seed={seed}: exact val loss {value:.4g}" + (" (an earlier proof's run)" if kept
+                                                                              else "") + "\n")
         err.flush()
 
     verdict = prove_fix(store, args.id, seeds=seeds, on_run=line)

@@ -108,10 +108,12 @@ class Verdict:
 
 
 def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] | None = None,
-              on_run: Callable[[str, int, float], None] | None = None) -> Verdict:
+              on_run: Callable[[str, int, float, bool], None] | None = None) -> Verdict:
     """Train the run's config and the fixed config over seeds 0..seeds-1 and judge the difference (see above).
-    `fix` defaults to the run's top proposed fix. Bad input (an unknown run, a fix that makes an invalid config)
-    raises before anything is trained."""
+    `fix` defaults to the run's top proposed fix. A (config, seed) an earlier proof of this run already has a
+    result for (a run tagged fix:RUN_ID that finished, diverged or failed) is taken from it, not trained again, so
+    proving again, or with more seeds, trains only what is new. `on_run(side, seed, value, kept)` after each.
+    Bad input (an unknown run, a fix that makes an invalid config) raises before anything is trained."""
     from core.experiment.data import load_dataset  # noqa: PLC0415 - torch loads only when runs train
     from core.training.trainer import train  # noqa: PLC0415
 
@@ -122,20 +124,35 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
     fixed = base.replace(**change)  # validated: a fix that breaks the config is a ConfigError here
     values: dict[str, list[float]] = {"baseline": [], "fixed": []}
     ids: dict[str, list[int]] = {"baseline": [], "fixed": []}
+    earlier = [r for r in store.list_runs(status=RESULTS) if f"fix:{run_id}" in r.tags]
     for seed in range(seeds):
         for side, cfg in (("baseline", base), ("fixed", fixed)):
             cfg = cfg.replace(seed=seed)
-            label = "as run" if side == "baseline" else ", ".join(f"{k}={_text(v)}" for k, v in change.items())
-            new_id = store.create_run(name=f"fix #{run_id}: {label} seed={seed}"[:255], config=cfg.to_dict())
-            store.add_tag(new_id, f"fix:{run_id}")
-            result = train(cfg, StoreReporter(store, new_id, pid=os.getpid(), host=socket.gethostname()),
-                           data=load_dataset(cfg))
-            value = final_loss(result.status, result.summary)
+            kept = next((r for r in earlier if _same_config(r.config, cfg)), None)
+            if kept is not None:
+                value, new_id = final_loss(kept.status, kept.summary), kept.id
+            else:
+                label = "as run" if side == "baseline" else ", ".join(f"{k}={_text(v)}" for k, v in change.items())
+                new_id = store.create_run(name=f"fix #{run_id}: {label} seed={seed}"[:255], config=cfg.to_dict())
+                store.add_tag(new_id, f"fix:{run_id}")
+                result = train(cfg, StoreReporter(store, new_id, pid=os.getpid(), host=socket.gethostname()),
+                               data=load_dataset(cfg))
+                value = final_loss(result.status, result.summary)
             values[side].append(value)
             ids[side].append(new_id)
             if on_run is not None:
-                on_run(side, seed, value)
+                on_run(side, seed, value, kept is not None)
     return judge(run_id, cause, change, values["baseline"], values["fixed"], ids)
+
+
+RESULTS = ("finished", "diverged", "failed")  # an earlier proof's runs that are kept (as a study keeps them)
+
+
+def _same_config(stored: dict[str, Any], cfg: ExperimentConfig) -> bool:
+    try:
+        return ExperimentConfig.from_dict(stored) == cfg
+    except (ConfigError, TypeError, ValueError):  # a config this version no longer reads: not the same
+        return False
 
 
 def check_seeds(seeds: Any) -> int:
