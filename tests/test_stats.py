@@ -506,3 +506,21 @@ def test_a_yes_no_field_reads_as_words_either_way():
     assert choice_words("standardize", False, True) == "unstandardized inputs"
     assert choice_words("some_flag", False, True) == "some_flag=false instead of true"
     assert choice_words("some_flag", True, False) == "some_flag=true"
+
+
+def test_variants_that_differ_by_float_rounding_make_no_difference():
+    """Two variants whose losses differ by one unit in the last place (a sum taken in another order): each seed's
+    contrast is rounding, not an effect. Before, contrasts that did not vary gave a zero-width interval off 0: a
+    "clear" difference of 5.6e-17 with p = 0. Now they are 0: no difference, p = 1."""
+    import numpy as np
+
+    from core.analysis.effects import effects, without_rounding
+
+    rows = []
+    for seed, loss in enumerate([0.31, 0.29, 0.35]):
+        rows.append({"status": "finished", "seed": seed, "flag": "a", "final_val_loss_logits": loss})
+        rows.append({"status": "finished", "seed": seed, "flag": "b", "final_val_loss_logits": np.nextafter(loss, 1)})
+    found = effects(pd.DataFrame(rows), factors=["flag"], metric="final_val_loss_logits").iloc[0]
+    assert (found["difference"], found["ci_low"], found["ci_high"], found["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+    assert not found["clear"]
+    assert list(without_rounding(np.array([5.6e-17, -1e-3, 1e-12]), 0.3)) == [0.0, -1e-3, 1e-12]

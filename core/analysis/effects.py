@@ -187,7 +187,7 @@ def _effect(cells, seeds, index: int, factor: str, level: Any, baseline: Any, co
         level_means.append(ys[:, 0].mean())
         base_means.append(ys[:, 1].mean())
         diffs.append(ys[:, 0].mean() - ys[:, 1].mean())
-    d = np.array(diffs)
+    d = without_rounding(np.array(diffs), max((abs(v) for v in (*level_means, *base_means)), default=0.0))
     n = d.size
     mean, lo, hi = t_interval(d)
     p = paired_p(d)
@@ -197,6 +197,16 @@ def _effect(cells, seeds, index: int, factor: str, level: Any, baseline: Any, co
             "difference": mean, "ci_low": lo, "ci_high": hi, "n_seeds": n, "pairs": pairs,
             "sd": float(d.std(ddof=1)) if n >= 2 else math.nan, "p_value": p,
             "clear": bool(n >= 2 and (lo > 0 or hi < 0))}
+
+
+ROUNDING = 1e-12  # a per-seed contrast this small against the values it comes from is float64's rounding
+
+
+def without_rounding(d: np.ndarray, scale: float) -> np.ndarray:
+    """Per-seed contrasts `d` with those no larger than float rounding of values of size `scale` set to 0: two
+    variants whose results are the same up to the order of a sum (5.6e-17 on losses of 0.3) differ by nothing,
+    where a t interval over contrasts that do not vary would call the rounding a clear difference with p = 0."""
+    return np.where(np.abs(d) <= ROUNDING * scale, 0.0, d)
 
 
 def t_interval(values: Sequence[float] | np.ndarray) -> tuple[float, float, float]:

@@ -44,6 +44,7 @@ from core.analysis.effects import (
     paired_p,
     t_interval,
     variant_keys,
+    without_rounding,
 )
 
 INTERACTION_COLUMNS: tuple[str, ...] = (
@@ -85,7 +86,7 @@ def _interaction(cells, seeds, width: int, pair: tuple[int, int], others: list[i
         return tuple(out)
 
     (a, b), (a0, b0) = levels, baselines
-    inter, at_base, at_level, pairs = [], [], [], 0
+    inter, at_base, at_level, pairs, scale = [], [], [], 0, 0.0
     for seed in seeds:
         here = []
         for combo in combos:
@@ -95,15 +96,16 @@ def _interaction(cells, seeds, width: int, pair: tuple[int, int], others: list[i
         if not here:
             continue
         ys = np.array(here).mean(axis=0)  # y(a,b), y(a0,b), y(a,b0), y(a0,b0), averaged over the combinations
+        scale = max(scale, float(np.abs(ys).max()))
         pairs += len(here)
         at_level.append(ys[0] - ys[1])
         at_base.append(ys[2] - ys[3])
         inter.append(ys[0] - ys[1] - ys[2] + ys[3])
-    d = np.array(inter)
+    d = without_rounding(np.array(inter), scale)
     n = d.size
     mean, lo, hi = t_interval(d)
-    base = t_interval(at_base)
-    level = t_interval(at_level)
+    base = t_interval(without_rounding(np.array(at_base), scale))
+    level = t_interval(without_rounding(np.array(at_level), scale))
     return {"fields": list(names), "levels": [a, b], "baselines": [a0, b0], "metric": metric,
             "estimate": mean, "ci_low": lo, "ci_high": hi, "n_seeds": n, "pairs": pairs,
             "sd": float(d.std(ddof=1)) if n >= 2 else math.nan, "p_value": paired_p(d),
