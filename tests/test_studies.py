@@ -482,3 +482,29 @@ def test_list_studies_with_progress_and_existing_study(db):
     with pytest.raises(ConfigError) as exc:
         existing_study(store, StudySpec(name="first", base=ExperimentConfig().to_dict(), vary={"lr": [0.3]}))
     assert exc.value.field == "name" and "another grid" in str(exc.value)
+
+
+def test_a_worker_opens_its_store_again_after_a_refusal(tmp_path, monkeypatch):
+    """A worker that cannot open the store at its start would die with its run's cell: a refusal is tried again
+    (here the first two attempts fail), and one that lasts is raised for the scheduler to record."""
+    import core.store
+    from core.jobs import population_worker
+
+    calls = []
+
+    def refuses(times):
+        def open_(url):
+            calls.append(url)
+            if len(calls) <= times:
+                raise ValueError("db: cannot open 'x': database is locked")
+            return Store(url)
+        return open_
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    monkeypatch.setattr(core.store, "Store", refuses(2))
+    assert population_worker.open_store(url, wait_s=0).list_runs() == [] and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(core.store, "Store", refuses(99))
+    with pytest.raises(ValueError, match="database is locked"):
+        population_worker.open_store(url, attempts=4, wait_s=0)
+    assert len(calls) == 4

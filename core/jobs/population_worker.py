@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
@@ -22,13 +23,13 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
     import torch  # noqa: PLC0415 - only workers need torch
 
     from core.experiment.data import load_dataset  # noqa: PLC0415
-    from core.store import Store, StoreReporter  # noqa: PLC0415
+    from core.store import StoreReporter  # noqa: PLC0415
     from core.training.population import train_population  # noqa: PLC0415
     from core.training.trainer import train  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     warm = False
-    store = Store(url)
+    store = open_store(url)
     host = socket.gethostname()
     while True:
         try:
@@ -61,6 +62,22 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
             conn.send(answer)
         except (BrokenPipeError, OSError):  # the scheduler is gone; the runs are stored all the same
             leave(store)
+
+
+def open_store(url: str, *, attempts: int = 5, wait_s: float = 0.5) -> Any:
+    """A worker's `Store(url)`, tried again a few times: a worker that cannot open the store at its start dies
+    with its run's cell (interrupted, rerun by the next resume), so a moment's refusal (a file briefly locked
+    while another process checkpoints it) is waited out rather than costing the run."""
+    from core.store import Store  # noqa: PLC0415
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return Store(url)
+        except ValueError:
+            if attempt == attempts:
+                raise
+            time.sleep(wait_s * attempt)
+    raise AssertionError("unreachable")
 
 
 def leave(store: Any) -> NoReturn:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy.exc import DBAPIError
 
 from core.experiment.config import ConfigError, ExperimentConfig
-from core.jobs.population_worker import leave
+from core.jobs.population_worker import leave, open_store
 from core.jobs.spec import Slot, StudySpec, expand, run_key, run_name, slot_key
 from core.jobs.studies import Plan, default_workers, load_spec, open_study, plan_study
 from core.store import INTERRUPTED_ERROR, Run, RunNotFound, Store
@@ -313,7 +313,7 @@ def worker_main(conn: Connection, url: str, threads: int) -> None:
     # The first optimizer a process builds imports torch._dynamo (~2 s): do it now, so that it does not count
     # in the wall time of the worker's first run.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    store = Store(url)
+    store = open_store(url)
     host = socket.gethostname()
     while True:
         try:

@@ -78,11 +78,15 @@ def make_engine(url: str) -> Engine:
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout=30000")
-        # WAL is written into the file's header: only for a Lossboard store or an empty file, so that another
-        # program's database, which `check_lossboard` refuses, is left exactly as it was
-        ours = cursor.execute("SELECT count(*) = 0 OR sum(name = 'alembic_version') > 0 FROM sqlite_master "
-                              "WHERE type = 'table'").fetchone()[0]
-        for pragma in (("journal_mode=WAL",) if ours else ()) + ("foreign_keys=ON", "synchronous=NORMAL"):
+        # WAL is written into the file's header, once: only for a Lossboard store or an empty file, so that another
+        # program's database, which `check_lossboard` refuses, is left exactly as it was. A store in WAL already
+        # (every one after its first connection) is asked nothing more.
+        if cursor.execute("PRAGMA journal_mode").fetchall()[0][0] != "wal":
+            ours = cursor.execute("SELECT count(*) = 0 OR sum(name = 'alembic_version') > 0 FROM sqlite_master "
+                                  "WHERE type = 'table'").fetchall()[0][0]
+            if ours:
+                cursor.execute("PRAGMA journal_mode=WAL").fetchall()
+        for pragma in ("foreign_keys=ON", "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
