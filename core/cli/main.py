@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: Te
     from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
 
     from core.store import RunNotFound, Store, pid_alive  # noqa: PLC0415 - `--help` stays free of SQLAlchemy
+    from core.store.records import db_reason  # noqa: PLC0415
 
     try:
         args = build_parser().parse_args(argv)
@@ -126,9 +127,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: Te
         err.write(f"error: {exc}\n")
         return EXIT_BAD_INPUT
     except DBAPIError as exc:  # the database refused (read-only, locked past its timeout, full): one line
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        where = store.engine.url.render_as_string(hide_password=True) if store is not None else "the database"
-        err.write(f"error: db: {where!r} refused: {reason[0] if reason else type(exc).__name__}\n")
+        where = store.where if store is not None else "the database"
+        err.write(f"error: db: {where!r} refused: {db_reason(exc)}\n")
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return 0

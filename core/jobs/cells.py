@@ -29,6 +29,7 @@ from core.jobs.spec import expand, run_name, slot_key
 from core.jobs.studies import load_spec, plan_study
 from core.store import RunNotFound, Store, StoreReporter, pid_alive
 from core.store.leases import DEFAULT_TIMEOUT_S, CellSpec, Claim, Leases
+from core.store.records import db_reason
 from core.training.groups import group_key, population_limit
 from core.training.reporting import MetricBatch, RunInfo, RunResult
 
@@ -175,10 +176,9 @@ class CellReporter(StoreReporter):
 
     def _record_lost(self, result: RunResult) -> None:
         orig = getattr(self.lost, "orig", self.lost)
-        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
         error = (f"lost the connection to the database server at step {self.lost_step or self.stored_step} "
-                 f"({type(orig).__name__}: {first}); every value stored before (through step {self.stored_step}) "
-                 "is kept; running the study again reruns this cell")
+                 f"({type(orig).__name__}: {db_reason(orig)}); every value stored before (through step "
+                 f"{self.stored_step}) is kept; running the study again reruns this cell")
         deadline = time.monotonic() + self.record_within_s
         while True:
             try:

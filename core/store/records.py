@@ -87,6 +87,13 @@ def check_status(status: str, allowed: Sequence[str] = STATUSES) -> str:
     return status
 
 
+def db_reason(exc: BaseException) -> str:
+    """A database error in one line: the first line of the driver's own message (SQLAlchemy's wraps it in the
+    statement and a link), else the error's type."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def dumps_json(obj: Mapping[str, Any]) -> str:
     """A config or summary as stored: Python's json with NaN and Infinity allowed (floats round trip exactly)."""
     return json.dumps(obj, allow_nan=True, default=_json_default)

@@ -7,7 +7,7 @@ from typing import Callable, Hashable, Iterator
 
 from sqlalchemy.exc import DBAPIError
 
-from core.store.records import RunNotFound
+from core.store.records import RunNotFound, db_reason
 from core.store.sqlstore import Store
 from core.training.reporting import MetricBatch, RunInfo, RunResult, StoreUnavailable
 
@@ -19,8 +19,7 @@ def unavailable() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise StoreUnavailable(f"the store could not take the run's values: {reason}") from exc
+        raise StoreUnavailable(f"the store could not take the run's values: {db_reason(exc)[:300]}") from exc
 
 
 class StoreReporter:

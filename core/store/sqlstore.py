@@ -28,7 +28,7 @@ from core.store.chunks import Points
 from core.store.cursors import chunks, fetch, gc_paused, placeholder
 from core.store.database import NotThisStore, database_url, default_url, make_engine, upgrade
 from core.store.records import (INTERRUPTED_ERROR, STATUSES, Run, RunNotFound, Study, StudyNotFound,
-                                check_status, dumps_json, loads_json)
+                                check_status, db_reason, dumps_json, loads_json)
 from core.store.many import ManyRuns
 from core.store.metrics import KeyIds, Trace, compact_run, metric_names, read_traces, traces_frame
 from core.store.schema import RunModel, StudyModel, TagModel
@@ -83,16 +83,18 @@ class Store(ManyRuns):
             upgrade(self.engine)
         except NotThisStore as exc:  # another program's database, or a newer Lossboard's: nothing was written
             self.engine.dispose()
-            where = self.engine.url.render_as_string(hide_password=True)
-            raise ValueError(f"db: {where!r} {exc}") from None
+            raise ValueError(f"db: {self.where!r} {exc}") from None
         except (DBAPIError, sqlite3.Error, OSError) as exc:  # no server there, not a database, no such folder
             self.engine.dispose()
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            where = self.engine.url.render_as_string(hide_password=True)
-            raise ValueError(f"db: cannot open {where!r}: {reason[0] if reason else type(exc).__name__}") from None
+            raise ValueError(f"db: cannot open {self.where!r}: {db_reason(exc)}") from None
+
+    @property
+    def where(self) -> str:
+        """The store's URL as messages show it (no password)."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     def __repr__(self) -> str:
-        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+        return f"Store({self.where!r})"
 
     def close(self) -> None:
         self.engine.dispose()
