@@ -23,6 +23,7 @@ from typing import Any, Callable
 from core.experiment.config import ConfigError, ExperimentConfig
 from core.analysis.effects import t_interval
 from core.jobs.fixes import proposed_fix
+from core.jobs.studies import RESULT_STATUSES
 from core.store import Store, StoreReporter
 
 METRIC = "final_val_loss_logits"  # the exact loss: one yardstick for clamped BCE and logits alike
@@ -124,7 +125,7 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
     fixed = base.replace(**change)  # validated: a fix that breaks the config is a ConfigError here
     values: dict[str, list[float]] = {"baseline": [], "fixed": []}
     ids: dict[str, list[int]] = {"baseline": [], "fixed": []}
-    earlier = [r for r in store.list_runs(status=RESULTS) if f"fix:{run_id}" in r.tags]
+    earlier = [r for r in store.list_runs(status=RESULT_STATUSES) if f"fix:{run_id}" in r.tags]  # kept, as a study's
     for seed in range(seeds):
         for side, cfg in (("baseline", base), ("fixed", fixed)):
             cfg = cfg.replace(seed=seed)
@@ -143,9 +144,6 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
             if on_run is not None:
                 on_run(side, seed, value, kept is not None)
     return judge(run_id, cause, change, values["baseline"], values["fixed"], ids)
-
-
-RESULTS = ("finished", "diverged", "failed")  # an earlier proof's runs that are kept (as a study keeps them)
 
 
 def _same_config(stored: dict[str, Any], cfg: ExperimentConfig) -> bool:

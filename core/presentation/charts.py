@@ -266,7 +266,7 @@ def comparison_figure(
                 row, col = cell(rid, metric)
                 layers = [("raw", ys)] if smoothing == 0 else [("raw", ys), ("smoothed", ema_smooth(ys, smoothing))]
                 if window is not None:  # smoothed from the series' start, then cut to the window
-                    inside = (xs >= window[0]) & (xs <= window[1])
+                    inside = _inside(xs, window)
                     xs, ys, layers = xs[inside], ys[inside], [(kind, yy[inside]) for kind, yy in layers]
                 for kind, yy in layers:
                     solid = kind == "smoothed" or smoothing == 0
@@ -305,7 +305,7 @@ def comparison_figure(
                     if smoothing:
                         ys = ema_smooth(ys, smoothing)
                     if window is not None:
-                        inside = (xs >= window[0]) & (xs <= window[1])
+                        inside = _inside(xs, window)
                         xs, ys = xs[inside], ys[inside]
                     if log_y:
                         keep = ~(ys <= 0)
@@ -563,6 +563,11 @@ def _dash(metric: str, metrics: Sequence[str], by_metric: bool, dash_value: Any,
     if by_metric:
         return DASHES[metrics.index(metric) % len(DASHES)]
     return "solid"
+
+
+def _inside(xs: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Which of `xs` lie in `window` (first, last), ends included."""
+    return (xs >= window[0]) & (xs <= window[1])
 
 
 def _rgba(color: str, alpha: float) -> str:

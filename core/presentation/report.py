@@ -127,10 +127,9 @@ def comparison_title(runs: Sequence[Run], metrics: Sequence[str] = ()) -> str:
     """'a vs b vs c'; more runs: what their names share and how many ('bn-act-loss (24 runs)'), else 'a, b, c
     and 4 more'; after the metrics when given: 'val_loss: a vs b'."""
     names = [r.name for r in runs]
-    shared = legend.prefix_title(legend.shared_prefix(names)) if len(names) > MAX_TITLE_RUNS else ""
     if len(names) <= MAX_TITLE_RUNS:
         text = " vs ".join(names)
-    elif shared:
+    elif shared := legend.prefix_title(legend.shared_prefix(names)):
         text = f"{shared} ({len(names)} runs)"
     else:
         text = f"{', '.join(names[:MAX_TITLE_RUNS])} and {len(names) - MAX_TITLE_RUNS} more"

@@ -17,6 +17,7 @@ class SelectionError(ValueError):
 
 
 _ID_HINT = "use run ids separated by commas, e.g. ?runs=3,7,12"
+_PIECES = re.compile(r"[,\s]+")  # what separates the ids a person types into a link
 
 
 def split_run_ids(value: str | Sequence[str] | None) -> tuple[list[int], list[str]]:
@@ -28,7 +29,7 @@ def split_run_ids(value: str | Sequence[str] | None) -> tuple[list[int], list[st
     text = ",".join(value) if isinstance(value, (list, tuple)) else str(value)
     ids: list[int] = []
     problems: list[str] = []
-    for token in re.split(r"[,\s]+", text.strip()):
+    for token in _PIECES.split(text.strip()):
         token = token.removeprefix("#")  # "#3", as the pages write a run
         if not token:
             continue
@@ -74,7 +75,7 @@ def resolve_selection(value: str | Sequence[str] | None, known_ids: Iterable[int
 def pieces(values: Sequence[str]) -> list[str]:
     """A repeated parameter's values (`?run=5&run=6`) or one value's comma- or space-separated pieces
     (`?run=5,6`), distinct and in order: more than one means a link names several."""
-    return list(dict.fromkeys(p for v in values for p in re.split(r"[,\s]+", v.strip()) if p))
+    return list(dict.fromkeys(p for v in values for p in _PIECES.split(v.strip()) if p))
 
 
 def resolve_one(value: str | Sequence[str] | None, known_ids: Iterable[int], *, what: str,
