@@ -68,6 +68,35 @@ def test_runs_tag_note_delete(db):
     assert json.loads(cli("runs", "--json", db=db)[1]) == []
 
 
+def test_a_run_deleted_while_it_trains_stops_and_says_so(db):
+    import threading
+    import time
+
+    store = Store(db)
+    said = []
+
+    def delete_when_running():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = store.list_runs()
+            if runs and runs[0].status == "running":
+                said.append(cli("delete", str(runs[0].id), db=db))
+                return
+            time.sleep(0.05)
+
+    deleter = threading.Thread(target=delete_when_running)
+    deleter.start()
+    code, out, err = cli("train", "--preset", "article-fixed", "--epochs", "2000", "--json", db=db)
+    deleter.join()
+    (deleted,) = said
+    assert deleted[0] == 0 and "it was training: its process stops at its next flush" in deleted[1]
+    result = json.loads(out)  # still JSON: a script reading it learns what happened
+    assert code == 1 and result["status"] == "deleted" and result["summary"] == {}
+    assert result["error"] == f"run {result['id']} was deleted while it trained; training stopped and nothing of " \
+                              "it is stored"
+    assert store.list_runs() == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--preset", "nope"], "preset: 'nope' is not a preset"),
     (["train", "--lr", "0"], "lr: must be a number greater than 0"),

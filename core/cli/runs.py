@@ -78,8 +78,10 @@ def cmd_metrics(args, store, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_delete(args, store, out: TextIO, err: TextIO) -> int:
+    training = store.get_run(args.id).status == "running"
     store.delete_run(args.id)
-    out.write(f"deleted run {args.id}\n")
+    out.write(f"deleted run {args.id}" + (" (it was training: its process stops at its next flush, about a "
+                                          "second)" if training else "") + "\n")
     return 0
 
 

@@ -82,12 +82,21 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
         run_id = store.create_run(name=f"{name[:245]} (dry run)" if args.dry_run else name, config=cfg.to_dict())
     if args.dry_run:  # one step is no result: marked, so that lists and comparisons can tell it apart
         store.add_tag(run_id, "dry-run")
-    reporter = Progress(StoreReporter(store, run_id, pid=os.getpid(), host=socket.gethostname()), err)
+    stored = StoreReporter(store, run_id, pid=os.getpid(), host=socket.gethostname())
+    reporter = Progress(stored, err)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         result = train(cfg, reporter, data=data, device=device, max_steps=1 if args.dry_run else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if stored.deleted:  # deleted while it trained (the dashboard's Delete, or `delete`): it stopped, nothing kept
+        error = f"run {run_id} was deleted while it trained; training stopped and nothing of it is stored"
+        if args.json:
+            dump_json({"id": run_id, "name": None, "status": "deleted", "summary": {}, "error": error,
+                       "device": str(device), "wall_time_s": result.wall_time_s}, out)
+        else:
+            out.write(error + "\n")
+        return 1
     run = store.get_run(run_id)
     if args.json:
         dump_json({"id": run.id, "name": run.name, "status": result.status, "summary": result.summary,
