@@ -43,14 +43,14 @@ else:
     cols[4].metric("Failed or stopped", stopped)
 
     st.subheader("Latest runs")
-    latest = run_tables.runs_table(store.list_runs(limit=6))
+    latest = run_tables.in_percent(run_tables.runs_table(store.list_runs(limit=6)))
     st.dataframe(
         latest[["name", "status", "created", "duration_s", "dataset", "loss", "final_val_loss", "final_val_acc"]],
         column_config={
             "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
             "duration_s": st.column_config.NumberColumn("duration", format="%.1f s"),
             "final_val_loss": st.column_config.NumberColumn("final val loss", format="%.4f"),
-            "final_val_acc": st.column_config.NumberColumn("val acc", format="percent"),
+            "final_val_acc": st.column_config.NumberColumn("val acc", format=run_tables.PERCENT_FORMAT),
         }, placeholder="–")
     left, right = st.columns(2)
     left.page_link("pages/runs.py", label="All runs: filter, edit, open one", icon=":material/table_rows:")

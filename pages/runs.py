@@ -54,9 +54,9 @@ def table_columns() -> dict:
         "seed": number(labels["seed"], format="%d", width="small"),
         "final_val_loss": number(labels["final_val_loss"], format="%.4f"),
         "best_val_loss": number(labels["best_val_loss"], format="%.4f"),
-        "final_val_acc": number(labels["final_val_acc"], format="percent"),
+        "final_val_acc": number(labels["final_val_acc"], format=run_tables.PERCENT_FORMAT),
         "final_val_auc": number(labels["final_val_auc"], format="%.3f"),
-        "peak_clamp_frac": number(labels["peak_clamp_frac"], format="percent"),
+        "peak_clamp_frac": number(labels["peak_clamp_frac"], format=run_tables.PERCENT_FORMAT),
         "notes": st.column_config.TextColumn(labels["notes"], width="medium"),
     }
 
@@ -281,7 +281,8 @@ table = run_tables.runs_table(shown)
 ids = [int(i) for i in table.index]
 remembered = [i for i in st.session_state.get("runs_selected", []) if i in ids]
 columns = [c for c in table.columns if c != "progress" or any(r.status == "running" for r in shown)]
-event = st.dataframe(table, key=run_tables.table_key("runs_table", ids), on_select="rerun", selection_mode="multi-row",
+event = st.dataframe(run_tables.in_percent(table), key=run_tables.table_key("runs_table", ids), on_select="rerun",
+                     selection_mode="multi-row",
                      selection_default={"selection": {"rows": [ids.index(i) for i in remembered]}},
                      column_config=table_columns(), column_order=columns, placeholder="–")
 selected = [ids[row] for row in event.selection.rows]

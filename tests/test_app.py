@@ -196,6 +196,9 @@ def test_runs_table_lists_every_run_and_filters(populated_url):
     at = open_page("pages/runs.py")
     table = at.dataframe[0].value
     assert len(table) == 4 and {"status", "final_val_loss", "hidden", "batchnorm", "lr"} <= set(table.columns)
+    stored = {r.name: r.summary["final_val_acc"] for r in Store(populated_url).list_runs()}
+    # shares shown as percentages, one decimal each (Streamlit's "percent" wrote "92%" beside "40.63%")
+    assert dict(zip(table["name"], table["final_val_acc"])) == pytest.approx({k: 100 * v for k, v in stored.items()})
     widget(at, "text_input", "runs_search").set_value("seed").run()
     assert list(at.dataframe[0].value["name"]) == ["mlp-bn-logits seed 1"]
     widget(at, "text_input", "runs_search").set_value("").run()

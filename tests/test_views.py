@@ -208,6 +208,16 @@ def test_config_differences_show_only_what_differs(runs):
     assert run_tables.varying_fields(runs[:1]) == []
 
 
+def test_run_tables_show_shares_as_percentages_with_one_decimal(runs):
+    table = run_tables.runs_table(runs)
+    shown = run_tables.in_percent(table)
+    assert shown.loc[3, "final_val_acc"] == pytest.approx(90.0) and math.isnan(shown.loc[1, "final_val_acc"])
+    assert table.loc[3, "final_val_acc"] == 0.9  # the frame itself is unchanged
+    assert shown.loc[3, "final_val_loss"] == table.loc[3, "final_val_loss"]  # losses are not shares
+    assert run_tables.PERCENT_FORMAT % shown.loc[3, "final_val_acc"] == "90.0%"  # as `summary_cell` writes it
+    assert run_tables.PERCENT_FORMAT % 40.625 == "40.6%"
+
+
 def test_summary_table(runs):
     table = run_tables.summary_table(runs)
     assert list(table.columns) == ["name", "status", "duration_s", *run_tables.SUMMARY_METRICS]

@@ -133,6 +133,20 @@ def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
     return frame
 
 
+# How the run tables show a share (as the summary table's cells: `summary_cell`), on `in_percent`'s columns.
+# Streamlit's own "percent" format drops trailing zeros, so that one column read "92%" beside "40.63%".
+PERCENT_FORMAT = "%.1f%%"
+
+
+def in_percent(frame: pd.DataFrame) -> pd.DataFrame:
+    """`runs_table`'s frame with its shares (accuracy, clamp fraction) as percentages, for PERCENT_FORMAT: numbers
+    still, so that the column sorts as numbers."""
+    shown = frame.copy()
+    for key in [k for k in TABLE_METRICS if k in shown and ("acc" in k or "frac" in k)]:
+        shown[key] = shown[key] * 100
+    return shown
+
+
 def table_key(prefix: str, ids: Iterable[int]) -> str:
     """A widget key that changes whenever the rows (ids, in order) change.
 
