@@ -347,16 +347,16 @@ def ranking_section(name: str, frame: pd.DataFrame, factors: list[str], stats: S
     table = study_views.judged_ranking_view(ranked, factors, judge.column)
     st.caption(f"Variants by mean {judge.label} over their finished runs (with its 95% CI over seeds), best first; "
                "± is the sd over seeds.")
-    number = st.column_config.NumberColumn
+    number, shown = st.column_config.NumberColumn, study_views.judged_format(judge.column)
     st.dataframe(table, key="studies_ranking_table", column_config={
         **{f: st.column_config.TextColumn(f, width="medium") for f in factors},
         "n": number("n", help="finished runs counted"),
         **{f"{m}_{s}": number(label if s == "mean" else "± sd", format="%.4f",
                               help=f"{label}: {'mean' if s == 'mean' else 'standard deviation'} over seeds")
            for m, label in study_views.STUDY_METRICS.items() for s in ("mean", "sd")},
-        f"{judge.column}_mean": number(judge.label, format="%.4g", help=f"{judge.label}: mean over seeds"),
-        f"{judge.column}_ci_low": number("95% CI low", format="%.4g"),
-        f"{judge.column}_ci_high": number("95% CI high", format="%.4g")}, placeholder="–")
+        f"{judge.column}_mean": number(judge.label, format=shown, help=f"{judge.label}: mean over seeds"),
+        f"{judge.column}_ci_low": number("95% CI low", format=shown),
+        f"{judge.column}_ci_high": number("95% CI high", format=shown)}, placeholder="–")
     downloads = [table_download("csv_ranking", "Ranking (CSV)", table, name, "ranking")]
     if stats is not None:  # tables for papers: ranking, effects and interactions, mean ± 95% CI, n seeds
         for kind, label in (("markdown", "Tables (Markdown)"), ("latex", "Tables (LaTeX)")):

@@ -218,6 +218,13 @@ def test_run_tables_show_shares_as_percentages_with_one_decimal(runs):
     assert run_tables.PERCENT_FORMAT % 40.625 == "40.6%"
 
 
+def test_the_ranking_writes_a_judged_loss_as_the_losses_beside_it():
+    assert study_views.judged_format("final_val_loss_logits") == "%.4f"  # 0.3180, as final val loss beside it
+    assert study_views.judged_format("final_val_acc") == "%.4f"
+    assert study_views.judged_format("best_exact_epoch") == "%.4g"  # 12, not 12.0000
+    assert "%.4f" % 0.318 == "0.3180"
+
+
 def test_summary_table(runs):
     table = run_tables.summary_table(runs)
     assert list(table.columns) == ["name", "status", "duration_s", *run_tables.SUMMARY_METRICS]

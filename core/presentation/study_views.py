@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from core.analysis.effects import format_value as study_value
-from core.analysis.judges import JUDGES
+from core.analysis.judges import CURVE_COLUMNS, JUDGES
 from core.jobs.spec import StudySpec
 from core.jobs.studies import RESULT_STATUSES, StudyProgress
 from core.presentation.formatting import status_label
@@ -17,6 +17,12 @@ from core.presentation.formatting import status_label
 # The ranked metrics, with their labels (the runs list and the ranking show them).
 STUDY_METRICS: dict[str, str] = {"final_val_loss": "final val loss", "best_val_loss": "best val loss",
                                  "final_val_auc": "final val AUC"}
+
+
+def judged_format(column: str) -> str:
+    """The ranking's number format for a judged column: four decimals for a loss, accuracy or AUC, as the study
+    metrics beside it (0.3180 beside 0.3180, not 0.318), four significant digits for an epoch or an area."""
+    return "%.4g" if column in CURVE_COLUMNS else "%.4f"
 
 
 # What the effects can be judged on: judge name -> label (core.analysis.judges).
