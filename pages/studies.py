@@ -322,7 +322,11 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> Study
         "baseline": st.column_config.TextColumn("baseline", width="medium"),
         "level_mean": number("mean at level", format="%.4g"),
         "baseline_mean": number("mean at baseline", format="%.4g"),
-        "difference": number("difference", format="%+.4g")}, placeholder="–")
+        "difference": number("difference", format="%+.4g"),
+        "level_diverged": number("diverged at level", format="%d", help="its runs that diverged: no result, not "
+                                 "in the mean"),
+        "baseline_diverged": number("diverged at baseline", format="%d"), "level_ended": None,
+        "baseline_ended": None}, placeholder="–")
     interactions_table = study_views.interactions_view(stats.interactions)
     if len(interactions_table):
         st.markdown("**Interactions** · one field's effect with the other field at its baseline and at the level")

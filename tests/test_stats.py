@@ -524,3 +524,50 @@ def test_variants_that_differ_by_float_rounding_make_no_difference():
     assert (found["difference"], found["ci_low"], found["ci_high"], found["p_value"]) == (0.0, 0.0, 0.0, 1.0)
     assert not found["clear"]
     assert list(without_rounding(np.array([5.6e-17, -1e-3, 1e-12]), 0.3)) == [0.0, -1e-3, 1e-12]
+
+
+# ---------------------------------------------------------------------- what divergence leaves out
+def _diverging_frame(diverges) -> pd.DataFrame:
+    """lr x batchnorm x 3 seeds of the exact val loss, a run diverged where `diverges(lr, bn, seed)`."""
+    rows = []
+    for seed in range(3):
+        for lr in (0.01, 0.3):
+            for bn in (False, True):
+                bad = diverges(lr, bn, seed)
+                rows.append({"run_id": len(rows), "name": "", "variant": "", "seed": seed, "lr": lr, "batchnorm": bn,
+                             "status": "diverged" if bad else "finished",
+                             "final_val_loss_logits": math.nan if bad else 0.3 + 0.01 * seed + 0.1 * lr + 0.02 * bn
+                             + 0.001 * (seed * seed)})
+    return pd.DataFrame(rows)
+
+
+def test_effects_count_what_diverged_and_say_it():
+    from core.analysis.effects import effects, effects_sentences
+
+    frame = _diverging_frame(lambda lr, bn, seed: lr == 0.3 and not bn)  # the 3 runs of lr 0.3 without BatchNorm
+    table = effects(frame, "final_val_loss_logits", factors=["lr", "batchnorm"]).set_index("factor")
+    assert table.loc["lr", ["level_diverged", "level_ended", "baseline_diverged", "baseline_ended"]].tolist() \
+        == [3, 6, 0, 6]
+    assert table.loc["batchnorm", ["level_diverged", "level_ended", "baseline_diverged", "baseline_ended"]].tolist() \
+        == [0, 6, 3, 6]
+    # the difference is the survivors' (lr 0.3 with BatchNorm against lr 0.01 with BatchNorm): 0.1 * 0.29
+    assert table.loc["lr", "difference"] == pytest.approx(0.029) and table.loc["lr", "pairs"] == 3
+    lr_sentence, bn_sentence = effects_sentences(table.reset_index())
+    assert lr_sentence.endswith(" 3 of 6 runs at lr 0.3 diverged, none at lr 0.01: lr 0.3 diverges more often, "
+                                "which the difference leaves out: it compares the runs that finished.")
+    assert bn_sentence.endswith(" 3 of 6 runs at batchnorm=false diverged, none at batchnorm=true: batchnorm=false "
+                                "diverges more often, which the difference leaves out: it compares the runs that "
+                                "finished.")
+    # every run at a level diverged: nothing to average, and no "yet" (more seeds would diverge as well)
+    frame = _diverging_frame(lambda lr, bn, seed: lr == 0.3)
+    lr_sentence = effects_sentences(effects(frame, "final_val_loss_logits", factors=["lr", "batchnorm"]))[0]
+    assert lr_sentence == ("lr 0.3 instead of 0.01 cannot be judged on final exact val loss: a diverged run has "
+                           "none. All 6 runs at lr 0.3 diverged, none at lr 0.01: lr 0.3 diverges more often.")
+    # the study's statistics say it too, after an interaction's qualification where there is one
+    said = study_statistics(frame, "exact_loss").sentences
+    assert any(s.startswith("lr 0.3 instead of 0.01 cannot be judged") and "All 6 runs at lr 0.3 diverged" in s
+               for s in said)
+    # no run diverged: nothing added
+    frame = _diverging_frame(lambda lr, bn, seed: False)
+    assert all("diverge" not in s for s in effects_sentences(effects(frame, "final_val_loss_logits",
+                                                                     factors=["lr", "batchnorm"])))

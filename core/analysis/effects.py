@@ -43,7 +43,8 @@ RANKED_METRICS: tuple[str, ...] = ("final_val_loss", "best_val_loss", "final_val
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"final_val_auc", "final_val_acc", "best_val_acc"})
 
 EFFECT_COLUMNS: tuple[str, ...] = ("factor", "level", "baseline", "metric", "level_mean", "baseline_mean",
-                                   "difference", "ci_low", "ci_high", "n_seeds", "pairs", "sd", "p_value", "clear")
+                                   "difference", "ci_low", "ci_high", "n_seeds", "pairs", "sd", "p_value", "clear",
+                                   "level_diverged", "level_ended", "baseline_diverged", "baseline_ended")
 
 # Words for the sentences: how a metric and a yes/no field read in prose.
 _METRIC_WORDS = {"final_val_loss": "final val loss", "best_val_loss": "best val loss",
@@ -129,8 +130,10 @@ def effects(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors: Seq
     with two or more levels and per level other than the first. Columns (`EFFECT_COLUMNS`): factor, level,
     baseline (the first level), metric, level_mean and baseline_mean (over the pairs used), difference (level
     minus baseline), ci_low, ci_high, n_seeds, pairs (the (combination, seed) pairs used), sd (of the per-seed
-    differences, ddof=1: what `core.analysis.power` plans seeds from), p_value, and clear (the interval excludes
-    0)."""
+    differences, ddof=1: what `core.analysis.power` plans seeds from), p_value, clear (the interval excludes
+    0), and level_diverged, level_ended, baseline_diverged, baseline_ended: of the runs at the level (and at the
+    baseline) that ended, finished or diverged, how many diverged. A diverged run has no result to average, so
+    these say what the difference leaves out: a level whose every run diverged has no mean at all."""
     factors = check_factors(frame, factors)
     cells = cell_means(frame, factors, metric, statuses)
     seeds = list(dict.fromkeys(frame["seed"]))
@@ -141,9 +144,28 @@ def effects(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors: Seq
             continue
         others = [f for f in factors if f != factor]
         combos = list(dict.fromkeys(variant_keys(frame, others)))
+        ended = _ended(frame, factor)
         for level in levels[1:]:
-            rows.append(_effect(cells, seeds, i, factor, level, levels[0], combos, metric))
+            rows.append(_effect(cells, seeds, i, factor, level, levels[0], combos, metric)
+                        | {"level_diverged": ended.get(level, (0, 0))[0], "level_ended": ended.get(level, (0, 0))[1],
+                           "baseline_diverged": ended.get(levels[0], (0, 0))[0],
+                           "baseline_ended": ended.get(levels[0], (0, 0))[1]})
     return pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
+
+
+def _ended(frame: pd.DataFrame, factor: str) -> dict[Any, tuple[int, int]]:
+    """Each level of `factor` -> (its runs that diverged, its runs that ended: finished or diverged)."""
+    out: dict[Any, list[int]] = {}
+    for level, status in zip(frame[factor], frame["status"]):
+        if status in ("finished", "diverged"):
+            counts = out.setdefault(_hashable(level), [0, 0])
+            counts[0] += status == "diverged"
+            counts[1] += 1
+    return {level: (a, b) for level, (a, b) in out.items()}
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def cell_means(frame: pd.DataFrame, factors: Sequence[str], metric: str,
@@ -227,23 +249,75 @@ def t_interval(values: Sequence[float] | np.ndarray) -> tuple[float, float, floa
 
 def effects_sentences(effects_df: pd.DataFrame) -> list[str]:
     """Each effect in words, e.g. "bce_with_logits instead of bce lowers final val loss by 0.21 (95% CI 0.15 to
-    0.27)" or "BatchNorm made no clear difference to final val loss (+0.012, 95% CI -0.03 to 0.05 includes 0)"."""
-    out = []
-    for row in effects_df.to_dict("records"):
-        choice = choice_words(row["factor"], row["level"], row["baseline"])
-        metric = metric_words(row["metric"])
-        d, lo, hi, n = row["difference"], row["ci_low"], row["ci_high"], row["n_seeds"]
-        if n < 2 or not math.isfinite(lo):
-            out.append(f"{choice} cannot be judged on {metric} yet: that needs results at both levels for at least "
-                       f"2 seeds (there {'is' if n == 1 else 'are'} {n}).")
-        elif row["clear"]:
-            verb = "lowers" if d < 0 else "raises"
-            a, b = (-hi, -lo) if d < 0 else (lo, hi)
-            out.append(f"{choice} {verb} {metric} by {fmt(abs(d))} (95% CI {fmt(a)} to {fmt(b)}).")
+    0.27)" or "BatchNorm made no clear difference to final val loss (+0.012, 95% CI -0.03 to 0.05 includes 0)",
+    with what divergence left out (`diverged_note`)."""
+    return [effect_sentence(row) + diverged_note(row) for row in effects_df.to_dict("records")]
+
+
+def effect_sentence(row: Mapping[str, Any]) -> str:
+    """One row of `effects` in words, divergence aside (`diverged_note`)."""
+    choice = choice_words(row["factor"], row["level"], row["baseline"])
+    metric = metric_words(row["metric"])
+    d, lo, hi, n = row["difference"], row["ci_low"], row["ci_high"], row["n_seeds"]
+    if n < 2 or not math.isfinite(lo):
+        level, base = (_ended_count(row, side) for side in ("level", "baseline"))
+        if (level and level[0] == level[1]) or (base and base[0] == base[1]):  # every run of a side diverged
+            return f"{choice} cannot be judged on {metric}: a diverged run has none."
+        return (f"{choice} cannot be judged on {metric} yet: that needs results at both levels for at least "
+                f"2 seeds (there {'is' if n == 1 else 'are'} {n}).")
+    if row["clear"]:
+        verb = "lowers" if d < 0 else "raises"
+        a, b = (-hi, -lo) if d < 0 else (lo, hi)
+        return f"{choice} {verb} {metric} by {fmt(abs(d))} (95% CI {fmt(a)} to {fmt(b)})."
+    return (f"{choice} made no clear difference to {metric} ({'+' if d > 0 else ''}{fmt(d)}, "
+            f"95% CI {fmt(lo)} to {fmt(hi)} includes 0).")
+
+
+def diverged_note(row: Mapping[str, Any]) -> str:
+    """" 6 of 6 runs at lr 0.3 diverged, none at lr 0.01: lr 0.3 diverges more often, which ..." where runs
+    diverged; "" where none did (or the row does not say). A diverged run's result is left out of the means, so
+    a difference between the survivors says nothing of a level that mostly diverges."""
+    counts = {side: _ended_count(row, side) for side in ("level", "baseline")}
+    if not any(c and c[0] for c in counts.values()):
+        return ""
+    words = {side: level_words(row["factor"], row[side]) for side in counts}
+    sides = sorted((side for side in counts if counts[side]), key=lambda side: not counts[side][0])
+    parts = []
+    for side in sides:
+        diverged, ended = counts[side]
+        if not diverged:
+            parts.append(f"none at {words[side]}")
+        elif diverged == ended:
+            parts.append(f"{'all ' if ended > 1 else ''}{ended} run{'s' if ended > 1 else ''} at {words[side]}")
         else:
-            out.append(f"{choice} made no clear difference to {metric} ({'+' if d > 0 else ''}{fmt(d)}, "
-                       f"95% CI {fmt(lo)} to {fmt(hi)} includes 0).")
-    return out
+            parts.append(f"{diverged} of {ended} runs at {words[side]}")
+    text = " " + parts[0][0].upper() + parts[0][1:] + " diverged" + (f", {parts[1]}" if len(parts) > 1 else "")
+    judged = row["n_seeds"] >= 2 and math.isfinite(row["ci_low"])
+    level, base = counts["level"], counts["baseline"]
+    if level and base and level[0] * base[1] != base[0] * level[1]:  # their rates differ
+        worse = words["level"] if level[0] * base[1] > base[0] * level[1] else words["baseline"]
+        return text + f": {worse} diverges more often" + (
+            ", which the difference leaves out: it compares the runs that finished." if judged else ".")
+    return text + ("; the difference compares the runs that finished." if judged else ".")
+
+
+def _ended_count(row: Mapping[str, Any], side: str) -> tuple[int, int] | None:
+    """(diverged, ended) runs at `side` ("level" or "baseline"), or None where the row does not say."""
+    diverged, ended = row.get(f"{side}_diverged"), row.get(f"{side}_ended")
+    if diverged is None or ended is None or not ended or (isinstance(ended, float) and math.isnan(ended)):
+        return None
+    return int(diverged), int(ended)
+
+
+def level_words(factor: str, value: Any) -> str:
+    """One level of a field in a sentence: "lr 0.3", "elu", "batchnorm=true"."""
+    if isinstance(value, (bool, np.bool_)):
+        return f"{factor}={'true' if value else 'false'}"
+    if isinstance(value, str):
+        return value
+    if factor in field_names() and field_kind(factor) == "int" and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{factor} {format_value(value)}"
 
 
 def metric_words(metric: str) -> str:

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from core.analysis.effects import choice_words, effects, effects_sentences, fmt, metric_words
+from core.analysis.effects import choice_words, diverged_note, effect_sentence, effects, fmt, metric_words
 from core.analysis.interactions import interaction_sentence, interactions
 from core.analysis.judges import Judge
 from core.analysis.judges import judge as find_judge
@@ -80,12 +80,14 @@ def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[tup
         qualified.setdefault(a, []).append(b)
         qualified.setdefault(b, []).append(a)
     out = [(interaction_sentence(row) + _holm_note(row, family), True, _held(row, family)) for row in clear]
-    for row, sentence in zip(main.to_dict("records"), effects_sentences(main)):
+    for row in main.to_dict("records"):
+        sentence = effect_sentence(row)
         others = list(dict.fromkeys(qualified.get(row["factor"], [])))
         if others and row["n_seeds"] >= 2:
             sentence = (f"{sentence[:-1]}, on average over {' and '.join(others)}: the interaction above says "
                         "where it holds.")
-        out.append((sentence + _holm_note(row, family), bool(row["clear"]), _held(row, family)))
+        out.append((sentence + diverged_note(row) + _holm_note(row, family), bool(row["clear"]),
+                    _held(row, family)))
     out += [(interaction_sentence(row), False, False) for row in inter.to_dict("records") if not row["clear"]]
     return out
 
