@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from core import PROJECT_ROOT
-from core.analysis.effects import choice_words, ranking
+from core.analysis.effects import choice_words, fmt, ranking
 from core.analysis.groups import welch_difference
 from core.analysis.interactions import interaction_sentence, interactions
 from core.analysis.judges import JUDGES, curve_measures, judge
@@ -571,3 +571,18 @@ def test_effects_count_what_diverged_and_say_it():
     frame = _diverging_frame(lambda lr, bn, seed: False)
     assert all("diverge" not in s for s in effects_sentences(effects(frame, "final_val_loss_logits",
                                                                      factors=["lr", "batchnorm"])))
+
+
+def test_power_lines_do_not_plan_seeds_from_no_spread():
+    # lr's effect is 0.1 * 0.29 at every seed: its sd is 0 up to float rounding
+    frame = _diverging_frame(lambda lr, bn, seed: False)
+    said = study_statistics(frame, "exact_loss", difference=0.01).power_sentences
+    assert said[0] == ("lr 0.3 instead of 0.01: the difference is the same at each of the 3 seeds (sd 0), so there "
+                       "is no spread to plan seeds from: any real difference shows at every seed.")
+    # with a spread at each seed, the usual line: what 3 seeds detect, from that spread
+    noise = {0: 0.0, 1: 0.01, 2: 0.03}
+    frame["final_val_loss_logits"] += [noise[s] if bn else 0.0 for s, bn in zip(frame["seed"], frame["batchnorm"])]
+    said = study_statistics(frame, "exact_loss").power_sentences
+    sd = float(np.std([0.02, 0.03, 0.05], ddof=1))
+    assert said[1] == f"BatchNorm: 3 seeds detect a difference of {fmt(detectable_difference(3, sd))} in final " \
+                      "exact val loss."

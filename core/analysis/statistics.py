@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from core.analysis.effects import choice_words, diverged_note, effect_sentence, effects, fmt, metric_words
+from core.analysis.effects import ROUNDING, choice_words, diverged_note, effect_sentence, effects, fmt, metric_words
 from core.analysis.interactions import interaction_sentence, interactions
 from core.analysis.judges import Judge
 from core.analysis.judges import judge as find_judge
@@ -115,6 +115,11 @@ def power_sentences(main: pd.DataFrame, inter: pd.DataFrame, difference: float |
         if not math.isfinite(detectable):
             out.append(f"{name}: too few seeds with results ({n}) to say what they could detect.")
             continue
+        if detectable <= ROUNDING * _scale(row):  # "detects a difference of 0" (or of 5e-17, float rounding of
+            # a spread of 0) is true of the formula and says nothing
+            out.append(f"{name}: the difference is the same at each of the {n} seeds (sd 0), so there is no "
+                       "spread to plan seeds from: any real difference shows at every seed.")
+            continue
         text = f"{name}: {n} seeds detect a difference of {fmt(detectable)} in {metric}"
         if difference is not None:
             need = row["seeds_needed"]
@@ -122,6 +127,13 @@ def power_sentences(main: pd.DataFrame, inter: pd.DataFrame, difference: float |
                      (f"{int(need):,} seeds" if math.isfinite(need) else "more than a million seeds"))
         out.append(text + ".")
     return out
+
+
+def _scale(row: dict) -> float:
+    """The size of the values an effect's or interaction's differences come from (0 where the row has none)."""
+    values = [abs(v) for k in ("level_mean", "baseline_mean") if isinstance(v := row.get(k), float)
+              and math.isfinite(v)]
+    return max(values, default=0.0)
 
 
 def power_caption(family: int) -> str:
