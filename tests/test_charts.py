@@ -308,8 +308,14 @@ def test_group_by_gives_one_mean_and_one_band_per_group(seeds) -> None:
                             max_points=200)
     assert kinds(fig) == ["band", "mean", "band", "mean"]
     means = [t for t in fig.data if t.meta["kind"] == "mean"]
+    # the elu seeds stop at steps 300, 280 and 250: one is left at the right end ("n=3→1")
     assert [t.name for t in means] == ["batchnorm=False, activation=relu (n=3)",
-                                       "batchnorm=True, activation=elu (n=3)"]
+                                       "batchnorm=True, activation=elu (n=3→1)"]
+    # each point's hover says how many runs its mean is over (as the band counts them)
+    elu = means[1]
+    np.testing.assert_array_equal(elu.customdata, np.where(elu.x <= 250, 3, np.where(elu.x <= 280, 2, 1)))
+    assert "of %{customdata} of 3 runs" in elu.hovertemplate
+    assert set(means[0].customdata) == {3}
     assert means[1].meta["run_ids"] == [1, 2, 3] and means[1].meta["run_id"] is None
     bands = [t for t in fig.data if t.meta["kind"] == "band"]
     assert all(t.fill == "toself" and t.showlegend is False for t in bands)
@@ -339,7 +345,7 @@ def test_group_by_with_smoothing_and_several_metrics(seeds) -> None:
                             smoothing=0.6, band="minmax")
     means = [t for t in fig.data if t.meta["kind"] == "mean"]
     assert [t.name for t in means] == ["batchnorm=False (n=3) · train_loss", "batchnorm=False (n=3) · val_loss",
-                                       "batchnorm=True (n=3) · train_loss", "batchnorm=True (n=3) · val_loss"]
+                                       "batchnorm=True (n=3→1) · train_loss", "batchnorm=True (n=3→1) · val_loss"]
     # val_loss: shared epochs within a group -> the grid is the epochs' steps, smoothing applied per run first
     val = means[1]
     smoothed = [ema_smooth(series[(series.run_id == r) & (series.key == "val_loss")].value.to_numpy(), 0.6)

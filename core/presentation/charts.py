@@ -38,7 +38,8 @@ Decisions worth knowing:
   group never mixes colours, dashes or facets. Groups are aligned with `align(..., n_grid=max_points // 2)`: the
   union of the runs' x values when there are that few (per-epoch metrics: exact, no interpolation), else an even
   grid (the band polygon then holds about max_points points). NaN in a run is ignored by the mean (nanmean), so
-  a diverged seed drops out of the mean where it is NaN; "n=" counts the runs with data for that metric.
+  a diverged seed drops out of the mean where it is NaN; "n=" counts the runs with data for that metric, "n=3→2"
+  says two are left at the right end, and a mean's hover gives the runs at each point.
 - `runs` is the selection: its order sets trace order and colours; series rows of other runs are ignored.
   Colours are Plotly's ten, or 24 darker ones (`WIDE_PALETTE`) when more lines need a colour of their own.
 - log_y drops non-positive values from the plotted arrays (for groups: before aligning; a band's lower edge
@@ -321,7 +322,12 @@ def comparison_figure(
                     positive = matrix[np.isfinite(matrix) & (matrix > 0)]
                     floor = float(positive.min()) if positive.size else np.nan
                     lo = np.where(lo > 0, lo, floor)
-                name = f"{label} (n={len(pairs)})" + (f" · {metric}" if several else "")
+                # runs with a value at each grid point (as the band counts them): a seed that diverged or ended
+                # early leaves the mean from there on, and "n=3→2" says how many are left at the right end
+                counts = np.sum(~np.isnan(matrix), axis=0)
+                left = int(counts[np.flatnonzero(counts)[-1]]) if counts.any() else 0
+                n_text = f"n={len(pairs)}" + (f"→{left}" if left < len(pairs) else "")
+                name = f"{label} ({n_text})" + (f" · {metric}" if several else "")
                 legendgroup = f"group:{label}:{metric}" if several else f"group:{label}"
                 dash = _dash(metric, shown_metrics, dash_metric, values[dash_by][first] if dash_by else None,
                              dash_values)
@@ -338,8 +344,10 @@ def comparison_figure(
                 if px.size == 0:
                     continue
                 markers = grid.size <= MARKER_MAX_POINTS
-                hover = f"%{{fullData.name}}<br>{X_TITLES[x]} {x_hover}<br>{metric} mean %{{y:.4g}}<extra></extra>"
+                hover = (f"%{{fullData.name}}<br>{X_TITLES[x]} {x_hover}<br>{metric} mean %{{y:.4g}} of "
+                         f"%{{customdata}} of {len(pairs)} runs<extra></extra>")
                 add({"x": px, "y": py, "name": name, "mode": "lines+markers" if markers else "lines",
+                     "customdata": counts[np.searchsorted(grid, px)],
                      "line": {"color": color, "dash": dash, "width": 2}, "marker": {"size": 5, "color": color},
                      "hovertemplate": hover, "legendgroup": legendgroup, "meta": {**meta, "kind": "mean"}},
                     row, col, legend_entry=True)
