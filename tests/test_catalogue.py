@@ -31,7 +31,8 @@ def test_every_failure_names_a_known_cause_and_a_fix_that_is_a_valid_config_chan
 def test_the_catalogue_covers_the_failure_classes_people_meet():
     covered = {e.cause for e in FAILURES}
     assert {"a ReLU before the sigmoid", "unscaled inputs", "learning rate too high", "learning rate too low",
-            "half-precision saturation", "float16 overflow", "clamp_eps too large", "weight decay too strong",
+            "half-precision saturation", "Adam's denominator rounds to 0 in float16", "clamp_eps too large",
+            "weight decay too strong", "predicting the majority class",
             "dead ReLUs", "BatchNorm with tiny batches", "BatchNorm momentum too high", "random labels",
             "overfitting", "vanishing gradients"} <= covered
 

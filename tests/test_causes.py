@@ -61,7 +61,9 @@ def test_random_labels_come_from_the_data_set():
 @pytest.mark.parametrize("where, dtype, optimizer, momentum, cause, fix", [
     ("gradient", "float16", "adam", 0.0, c.FLOAT16_OVERFLOW, {"dtype": "float32"}),
     ("forward", "float16", "sgd", 0.0, c.FLOAT16_OVERFLOW, {"dtype": "float32"}),
-    ("update", "float16", "adam", 0.0, c.LR_HIGH, {"lr": 0.001}),
+    ("update", "float16", "adam", 0.0, c.FLOAT16_ADAM, {"dtype": "float32"}),  # eps and v round to 0: m / 0
+    ("update", "float16", "adamw", 0.0, c.FLOAT16_ADAM, {"dtype": "float32"}),
+    ("update", "float16", "sgd", 0.0, c.LR_HIGH, {"lr": 0.001}),
     ("forward", "float32", "sgd", 0.99, c.MOMENTUM, {"momentum": 0.9}),
     ("forward", "float32", "sgd", 0.9, c.LR_HIGH, {"lr": 0.001}),
 ])
@@ -139,8 +141,11 @@ def test_weight_decay_is_blamed_for_a_plateau_only(decay, summary, expected):
 
 @pytest.mark.parametrize("grad, expected", [(0.0099, False), (0.01, True)])
 def test_clipping_too_tight(grad, expected):
-    assert (c.CLIP in named(cfg(grad_clip=1e-3), {"median_grad_norm": grad, **PLATEAU})) is expected
-    assert c.CLIP not in named(cfg(grad_clip=1e-3), {"median_grad_norm": 1.0, **LEARNED})
+    assert (c.CLIP in named(cfg(grad_clip=1e-3, optimizer="sgd"), {"median_grad_norm": grad, **PLATEAU})) is expected
+    assert c.CLIP not in named(cfg(grad_clip=1e-3, optimizer="sgd"), {"median_grad_norm": 1.0, **LEARNED})
+    # Adam's step m / sqrt(v) is the same whatever scale every gradient is clipped to: clipping is not its brake
+    for optimizer in ("adam", "adamw"):
+        assert c.CLIP not in named(cfg(grad_clip=1e-3, optimizer=optimizer), {"median_grad_norm": 1.0, **PLATEAU})
 
 
 @pytest.mark.parametrize("momentum, expected", [(0.99, True), (0.98, False)])
@@ -292,3 +297,82 @@ def test_steps_that_throw_the_logits_out_and_freeze_training_are_the_rate_or_the
     raw = {**FROZEN, "input_std_max": 600.0}
     assert named(cfg(optimizer="sgd", lr=50.0, standardize=False), raw)[0] == c.UNSCALED
     assert c.LR_HIGH not in named(cfg(optimizer="sgd", lr=50.0, standardize=False), raw)
+
+
+# ---------------------------------------------------------------------- what a QA audit of the rules found
+def test_a_wrong_side_clamp_costs_what_pytorch_charges_under_clamp_eps():
+    import torch
+
+    from core.experiment.losses import bce_loss
+
+    for eps in (0.1, 1e-7):
+        z, y = torch.tensor([20.0, -100.0]), torch.tensor([0.0, 1.0])  # saturated to 1 and to 0, both wrong
+        charged = [float(v) for v in bce_loss(z, y, clamp_eps=eps, reduction="none")]  # 15.94, 16.12 for 1e-7
+        f = top(cfg(loss="bce", clamp_eps=eps), {"peak_clamp_wrong_frac": 0.25, **LEARNED})
+        cost = " to ".join(sorted({f"{v:.3g}" for v in charged}, key=float))
+        assert f.cause == c.SATURATION and f"each costs {cost} and passes no gradient" in f.title
+        assert f"such a prediction costs {cost}" in f.detail and "costs 100" not in f.detail
+    assert cost == "15.9 to 16.1"  # float32 holds 1 - 1e-7 as 1 - 1.19e-7
+    assert "each costs 100 and" in top(cfg(loss="bce"), {"peak_clamp_wrong_frac": 0.25, **LEARNED}).title
+    # bfloat16 rounds 1 - 0.1 to 0.8984375: a negative at p = 1 costs -ln 0.1015625, as PyTorch charges it
+    charged = float(bce_loss(torch.tensor([20.0], dtype=torch.bfloat16), torch.tensor([0.0], dtype=torch.bfloat16),
+                             clamp_eps=0.1))
+    f = top(cfg(loss="bce", clamp_eps=0.1, dtype="bfloat16"), {"peak_clamp_wrong_frac": 0.25, **LEARNED})
+    assert f"{charged:.3g}" == "2.28" and "each costs 2.28 to 2.3 " in f.title
+
+
+def test_frozen_logits_quote_the_dtypes_own_saturation_point():
+    summary = {"peak_logit_abs_max": 2e5, "median_grad_norm": 0.0, "train_loss_drop": -0.4, **PLATEAU}
+    summary["train_loss_drop"] = -0.4
+    assert "sigmoid saturates at 6.25 in bfloat16" in top(cfg(dtype="bfloat16", loss="bce"), summary).detail
+    assert "sigmoid saturates at 16.6 in float32" in top(cfg(loss="bce"), summary).detail
+
+
+THROWN = {"val_loss_osc": 0.0, "train_loss_osc": 0.0, "train_loss_drop": 0.99, "min_margin": -2.8e6,
+          "peak_logit_abs_max": 3.8e6, "median_update_ratio/out": 0.055, "final_val_loss_logits": 521.7,
+          "val_loss_tail_drop": 0.41, "val_loss_tail_fall": 100.0, "steps": 125}
+
+
+def test_a_learning_rate_so_high_the_loss_only_falls_from_absurd_heights():
+    # Adam at lr 90: no swing, the loss falls every epoch, from logits in the millions; it ends worse than 0.5
+    config = cfg(optimizer="adam", lr=90.0, loss="bce_with_logits", hidden=(32,))
+    f = top(config, THROWN)
+    assert (f.cause, f.fix) == (c.LR_HIGH, {"lr": 9.0})
+    assert "ended at 522, worse than predicting 0.5 for every sample (0.693)" in f.title
+    assert c.FEW_STEPS not in named(config, THROWN)  # more epochs at lr 90 is no fix
+    # below ln 2 the same steps are not blamed without a swing; nor without the wild logits
+    assert c.LR_HIGH not in named(config, {**THROWN, "final_val_loss_logits": 0.6})
+    assert c.LR_HIGH not in named(config, {**THROWN, "min_margin": -5.0})
+
+
+def test_an_imbalanced_run_that_only_predicts_the_larger_class():
+    import math
+
+    summary = {"final_val_acc": 0.875, "final_val_auc": 0.494, "val_pos_frac": 0.125, "final_train_acc": 0.906,
+               "final_val_loss_logits": 0.382, "final_val_pred_pos_rate": 0.0, **LEARNED}
+    # circles with no hidden layer: a straight line cannot do better than the prior
+    f = top(cfg(dataset="circles", hidden=(), pos_fraction=0.1), summary)
+    assert (f.cause, f.fix) == (c.MAJORITY, {"hidden": [32]})
+    assert f.title == ("The model does no better than always predicting negative: validation accuracy 87.5% "
+                       "against 87.5% negative samples, AUC 0.494 (0.5 is chance).")
+    prior = -(0.125 * math.log(0.125) + 0.875 * math.log(0.875))
+    assert f"is above the {prior:.3g} of predicting the positive share" in f.detail
+    # gaussian data whose label noise flips as many labels as there are positives
+    f = top(cfg(dataset="gaussian", hidden=(32,), pos_fraction=0.05, noise=0.05),
+            {**summary, "val_pos_frac": 0.085, "final_val_acc": 0.92, "final_val_auc": 0.52})
+    assert (f.cause, f.fix) == (c.MAJORITY, {"noise": 0.0})
+    assert f"about {0.05 * 0.95 / 0.085:.0%} of the positive labels are flipped ones" in f.detail
+    # no "good" beside it, though the accuracy is 87.5%; and a run that ranks well is not blamed
+    assert all(f.severity != "good" for f in findings_for(cfg(dataset="circles", hidden=()), summary,
+                                                          status="finished"))
+    assert c.MAJORITY not in named(cfg(), {**summary, "final_val_auc": 0.9})
+    assert c.MAJORITY not in named(cfg(), {**summary, "final_val_acc": 0.9})
+    assert c.MAJORITY not in named(cfg(), {**summary, "val_pos_frac": 0.35, "final_val_acc": 0.65})  # balanced
+    good = findings_for(cfg(), {**summary, "final_val_acc": 0.95, "final_val_auc": 0.97}, status="finished")
+    assert good[-1].severity == "good"
+
+
+def test_random_labels_are_not_also_blamed_on_a_linear_model():
+    summary = {"final_train_acc": 0.6, "final_val_auc": 0.5, **PLATEAU}
+    assert named(cfg(dataset="random", hidden=()), summary) == [c.RANDOM_LABELS]
+    assert c.LINEAR in named(cfg(dataset="circles", hidden=()), summary)

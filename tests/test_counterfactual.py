@@ -113,3 +113,14 @@ def test_more_seeds_lost_as_run_is_a_help_and_the_interval_names_its_seeds():
     # every seed lost with the fix, none as run
     hurt = judge(1, "x", {"lr": 0.1}, [1.0, 2.0], [nan, nan])
     assert hurt.verdict == "hurt" and "with lr=0.1 every seed diverged or failed" in hurt.sentence
+
+
+def test_a_ratio_near_one_reads_as_a_percent_change():
+    from core.jobs.counterfactual import judge
+
+    # clipping under Adam: the exact loss moves by a few hundredths of a percent at every seed
+    baseline, fixed = [0.6671, 0.692, 0.6966], [0.6674, 0.6921, 0.6967]
+    proof = judge(1, "gradient clipping too tight", {"grad_clip": None}, baseline, fixed)
+    ratio = math.exp(sum(math.log(f / b) for b, f in zip(baseline, fixed)) / 3)
+    assert f"a change of {(ratio - 1) * 100:+.2g}%" in proof.sentence
+    assert "1 times" not in proof.sentence and " to +" in proof.sentence

@@ -10,8 +10,8 @@ def titles(config, summary, status="finished"):
 
 def test_wrong_side_clamp_is_reported_with_its_share():
     out = titles(ExperimentConfig().to_dict(), {"peak_clamp_wrong_frac": 0.31, "steps": 10})
-    assert ("problem", "31% of outputs were clamped on the wrong side: their loss is 100 and their gradient is "
-                       "zero.") in out
+    assert ("problem", "Up to 31% of a batch's outputs were clamped on the wrong side: each costs 100 and passes no "
+                       "gradient.") in out
 
 
 def test_output_relu_floor():

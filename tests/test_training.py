@@ -389,6 +389,32 @@ def test_a_divergence_says_where_the_first_non_finite_value_came_from():
     assert result.summary["nonfinite_layer"] in ("fc0", "act0", "fc1", "act1", "out", "input")
 
 
+def test_adam_in_float16_is_traced_to_the_update_that_divided_by_zero():
+    # PyTorch itself: Adam's first float16 step divides m by sqrt(v) + eps where eps (1e-8) and 0.001 * g**2 of
+    # a small gradient round to 0, so the weights become infinite while every gradient is finite
+    import torch
+
+    weight = torch.nn.Parameter(torch.ones(2, dtype=torch.float16))
+    weight.grad = torch.tensor([1e-3, 0.1], dtype=torch.float16)
+    torch.optim.Adam([weight], lr=1e-3).step()
+    assert not torch.isfinite(weight[0]) and torch.isfinite(weight[1])
+
+    from core.analysis import causes
+    from core.analysis.findings import findings_for
+
+    cfg = ExperimentConfig(optimizer="adam", dtype="float16", loss="bce_with_logits", hidden=(32,), lr=1e-3, epochs=2)
+    rep, result = run(cfg)
+    assert result.status == "diverged"
+    step = result.summary["diverged_step"]
+    grads = [r.value for r in rep.rows if r.key == "grad_norm" and r.step < step]
+    assert grads and all(math.isfinite(g) for g in grads)  # finite gradients up to the bad step ...
+    assert any(not math.isfinite(r.value) for r in rep.rows if r.key == "update_norm" and r.step < step)  # ... an
+    # infinite update before it: the weights were already infinite when the bad step's forward pass ran
+    assert result.summary["nonfinite_in"] == "update" and result.summary["nonfinite_layer"] in ("fc0", "out")
+    top = findings_for(cfg.to_dict(), result.summary, status="diverged")[0]
+    assert (top.cause, top.fix) == (causes.FLOAT16_ADAM, {"dtype": "float32"})
+
+
 def test_feature_scale_and_hidden_bias_init():
     scaled = load_dataset(ExperimentConfig(feature_scale=1000.0, standardize=False))
     plain = load_dataset(ExperimentConfig(standardize=False))

@@ -14,12 +14,18 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
-from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CLIP_RATIO, DEAD_FINAL, DEEP, FROZEN_LOGIT,
-                                    OVERFIT_ABOVE, OVERFIT_PROBLEM, OVERFIT_PROBLEM_ABOVE, OVERFIT_RISE,
-                                    OVERFIT_TRAIN_ACC, SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP, TAIL_FALL,
-                                    TAIL_STEADY, TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO,
-                                    WILD_MARGIN, evidence_of_instability, largest_update, lr_times, plateau, unstable)
+import numpy as np
+
+from core.analysis.evidence import (BIG_UPDATE, BN_MOMENTUM_HIGH, CHANCE_AUC, CLIP_RATIO, DEAD_FINAL, DEEP,
+                                    FROZEN_LOGIT, IMBALANCED, MAJORITY_SLACK, NONLINEAR_DATASETS, OVERFIT_ABOVE,
+                                    OVERFIT_PROBLEM, OVERFIT_PROBLEM_ABOVE, OVERFIT_RISE, OVERFIT_TRAIN_ACC,
+                                    SMALL_UPDATE, STRONG_DECAY, STUCK_FRAC, TAIL_DROP, TAIL_FALL, TAIL_STEADY,
+                                    TARGET_UPDATE, TINY_BATCH, UNDERFIT_ACC, UNSCALED_STD, VANISH_RATIO, WILD_MARGIN,
+                                    evidence_of_instability, largest_update, lr_times, majority, plateau, prior_loss,
+                                    unstable)
 from core.analysis.finding_types import SATURATES_AT, Finding, layer_medians, num, pct
+
+LN2 = math.log(2)  # the exact loss of predicting 0.5 for every sample
 
 RELU_SIGMOID = "a ReLU before the sigmoid"
 UNSCALED = "unscaled inputs"
@@ -28,6 +34,7 @@ LR_HIGH = "learning rate too high"
 LR_LOW = "learning rate too low"
 MOMENTUM = "momentum too high"
 FLOAT16_OVERFLOW = "float16 overflow"
+FLOAT16_ADAM = "Adam's denominator rounds to 0 in float16"
 ROUNDED_AWAY = "updates below the dtype's precision"
 HALF_SATURATION = "half-precision saturation"
 SATURATION = "sigmoid saturation under BCELoss's clamp"
@@ -41,12 +48,13 @@ VANISHING = "vanishing gradients"
 DEAD_RELU = "dead ReLUs"
 LINEAR = "a linear model for non-linear data"
 NO_NONLINEARITY = "no non-linearity"
+MAJORITY = "predicting the majority class"
 OVERFITTING = "overfitting"
 FEW_STEPS = "too few optimizer steps"
 
-CAUSES = (RELU_SIGMOID, RANDOM_LABELS, UNSCALED, FLOAT16_OVERFLOW, MOMENTUM, LR_HIGH, ROUNDED_AWAY, HALF_SATURATION,
-          SATURATION, CLAMP_EPS, BN_FROZEN, BN_MOMENTUM, BN_TINY, WEIGHT_DECAY, CLIP, VANISHING, DEAD_RELU, LR_LOW,
-          LINEAR, NO_NONLINEARITY, OVERFITTING, FEW_STEPS)
+CAUSES = (RELU_SIGMOID, RANDOM_LABELS, UNSCALED, FLOAT16_ADAM, FLOAT16_OVERFLOW, MOMENTUM, LR_HIGH, ROUNDED_AWAY,
+          HALF_SATURATION, SATURATION, CLAMP_EPS, BN_FROZEN, BN_MOMENTUM, BN_TINY, WEIGHT_DECAY, CLIP, VANISHING,
+          DEAD_RELU, LR_LOW, LINEAR, NO_NONLINEARITY, MAJORITY, OVERFITTING, FEW_STEPS)
 
 Rule = Callable[[Mapping[str, Any], Mapping[str, Any], str], "Finding | None"]
 
@@ -122,6 +130,13 @@ def diverged(config, s, status) -> Finding | None:
     grad = num(s, "median_grad_norm")
     grown = f" The typical gradient norm was {grad:.3g}." if grad is not None else ""
     title = f"Training diverged at step {step}: a loss, logit or gradient became NaN or infinite."
+    if config.get("dtype") == "float16" and where == "update" and config.get("optimizer") in ("adam", "adamw"):
+        return Finding("problem", title, "Adam divides each step by √v + eps, v being the gradient's running square. "
+                                         "In float16 its eps (1e-8) rounds to 0, and so does v's first term, "
+                                         "0.001 × g², for any gradient under about 0.005: the update divides by "
+                                         f"zero and the weights become infinite, with finite gradients.{located}"
+                                         f"{grown} Train in float32 (or bfloat16, whose range holds them).",
+                       cause=FLOAT16_ADAM, fix={"dtype": "float32"})
     if config.get("dtype") == "float16" and where in ("forward", "gradient"):
         return Finding("problem", title, "float16 holds numbers only up to 65,504: an activation or a gradient past "
                                          f"that is infinite.{located}{grown} Train in float32 (or bfloat16, which "
@@ -163,9 +178,11 @@ def thrown_and_frozen(config, s, status) -> Finding | None:
     unscaled = scale is not None and scale >= UNSCALED_STD and not config.get("standardize", True)
     if unscaled or peak is None or peak < FROZEN_LOGIT or grad != 0 or rose <= 0:
         return None
-    evidence = (f"With inputs at unit scale the logits reached {peak:.3g} (sigmoid saturates at 16.6): only steps "
-                f"far too large get there. Then sigmoid rounds to 0 or 1, BCELoss clamps the wrong ones at 100 with "
-                f"zero gradient, and nothing moves again: the typical gradient norm is 0 and the exact training loss "
+    dtype, (cost, _) = config.get("dtype", "float32"), wrong_cost(config)
+    evidence = (f"With inputs at unit scale the logits reached {peak:.3g} (sigmoid saturates at "
+                f"{SATURATES_AT.get(dtype, 16.6)} in {dtype}): only steps far too large get there. Then sigmoid "
+                f"rounds to 0 or 1, BCELoss charges the wrong ones {cost} with zero gradient, and nothing moves "
+                "again: the typical gradient norm is 0 and the exact training loss "
                 f"ended {rose:.0%} above its first epoch's. bce_with_logits alone keeps a gradient, but with steps "
                 "this large it diverges instead.")
     momentum = config.get("momentum") or 0
@@ -190,8 +207,35 @@ def half_precision_saturation(config, s, status) -> Finding | None:
                               "would still have represented.",
                    f"sigmoid rounds to exactly 1 above z ≈ {SATURATES_AT[dtype]} in {dtype} (16.6 in float32). The "
                    f"most wrong margin y·z of the run was {margin:.3g}: past {dtype}'s threshold, not float32's. A "
-                   "confident wrong prediction then costs 100 with zero gradient under BCELoss. Train in float32.",
+                   f"confident wrong prediction then costs {wrong_cost(config)[0]} with zero gradient under "
+                   "BCELoss. Train in float32.",
                    cause=HALF_SATURATION, fix={"dtype": "float32"})
+
+
+def wrong_cost(config: Mapping[str, Any]) -> tuple[str, str]:
+    """What BCELoss charges an output saturated on the wrong side ("100", or "15.9 to 16.1"), and how it comes
+    about: its clamp of log 0 at -100, or with clamp_eps the probability clamped into [eps, 1 - eps] first, in
+    the compute dtype, where 1 - eps rounds (float32 holds 1 - 1e-7 as 1 - 1.19e-7: a negative at p = 1 costs
+    15.9, a positive at p = 0 costs -ln 1e-7 = 16.1)."""
+    eps = config.get("clamp_eps")
+    if not (isinstance(eps, (int, float)) and 0 < eps < 1):
+        return "100", "BCELoss then clamps log(0) at -100: such a prediction costs 100"
+    dtype = config.get("dtype", "float32")
+    top, bottom = _rounded(1.0 - eps, dtype), _rounded(eps, dtype)
+    costs = sorted({f"{min(100.0, _rounded(-math.log(q), dtype)):.3g}" for q in (1.0 - top, bottom) if q > 0}
+                   or {"100"}, key=float)
+    cost = " to ".join(costs)
+    return cost, (f"clamp_eps = {eps:g} first clamps the probability into [{eps:g}, 1 - {eps:g}] (in {dtype}): "
+                  f"such a prediction costs {cost}")
+
+
+def _rounded(x: float, dtype: str) -> float:
+    """`x` rounded to `dtype` as a tensor of it holds it (bfloat16: float32's top 16 bits, to nearest even)."""
+    if dtype == "bfloat16":
+        bits = int(np.float32(x).view(np.uint32))
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return float(np.uint32(bits).view(np.float32))
+    return float(np.dtype(dtype).type(x)) if dtype in ("float16", "float32", "float64") else x
 
 
 def saturation(config, s, status) -> Finding | None:
@@ -200,12 +244,13 @@ def saturation(config, s, status) -> Finding | None:
         return None
     dtype, margin = config.get("dtype", "float32"), num(s, "min_margin")
     reached = f" The most wrong margin y·z of the run was {margin:.3g}." if margin is not None else ""
-    return Finding("problem", f"{pct(wrong)} of outputs were clamped on the wrong side: their loss is 100 and their "
-                              "gradient is zero.",
+    cost, how = wrong_cost(config)
+    return Finding("problem", f"Up to {pct(wrong)} of a batch's outputs were clamped on the wrong side: each costs "
+                              f"{cost} and passes no gradient.",
                    f"sigmoid rounds to exactly 1 above z ≈ {SATURATES_AT.get(dtype, 16.6)} in {dtype} (and to 0 "
-                   f"below about -88.7 in float32).{reached} BCELoss then clamps log(0) at -100: a confident wrong "
-                   "prediction costs 100 and gets no gradient, so it can never be corrected. bce_with_logits stays "
-                   "exact and keeps the gradient sigmoid(z) - y.", cause=SATURATION,
+                   f"below about -88.7 in float32).{reached} {how} and gets no gradient of its own, so only the "
+                   "other samples' gradients can move it back. bce_with_logits stays exact and keeps the gradient "
+                   "sigmoid(z) - y.", cause=SATURATION,
                    fix={"loss": "bce_with_logits", **({"clamp_eps": None} if config.get("clamp_eps") else {})})
 
 
@@ -270,7 +315,11 @@ def weight_decay(config, s, status) -> Finding | None:
 
 
 def clipping(config, s, status) -> Finding | None:
+    """SGD's step is lr times the gradient, so clipping the gradient shrinks it. Adam's is m / √v, which scaling
+    every gradient alike leaves as it was: clipping does not slow Adam down, and the rule says nothing there."""
     clip, grad = config.get("grad_clip"), num(s, "median_grad_norm")
+    if config.get("optimizer", "sgd") != "sgd":
+        return None
     if not clip or grad is None or grad < CLIP_RATIO * clip or not plateau(s):
         return None
     return Finding("problem", f"Gradient clipping at {clip:g} shrinks every step: the typical gradient norm is "
@@ -291,11 +340,24 @@ def momentum_too_high(config, s, status) -> Finding | None:
 
 
 def lr_too_high(config, s, status) -> Finding | None:
-    if not unstable(s):
-        return None
+    """The loss swings, with big steps or wild logits; or, where it fell steadily, it fell from so high that it
+    ended worse than predicting 0.5 for every sample, with big steps and wild logits (Adam at lr 90: its steps
+    are about lr each, so the logits reach millions and the loss falls for ever from there)."""
     largest, margin = largest_update(s), num(s, "min_margin")
     big = largest is not None and largest[1] >= BIG_UPDATE
     wild = margin is not None and margin <= WILD_MARGIN
+    val, peak = num(s, "final_val_loss_logits"), num(s, "peak_logit_abs_max")
+    if not unstable(s):
+        if not (big and wild and val is not None and val > LN2 and status == "finished"):
+            return None
+        return Finding("problem", f"The learning rate is too high: its steps threw the logits to "
+                                  f"{peak if peak is not None else -margin:.3g} and the exact validation loss ended "
+                                  f"at {val:.3g}, worse than predicting 0.5 for every sample ({LN2:.3f}) (lr = "
+                                  f"{config.get('lr')}).",
+                       f"A typical step changed layer {largest[0]}'s weights by {largest[1]:.0%} of their size, and "
+                       f"a logit reached {margin:.3g} on the wrong side. The loss falls because it started so high, "
+                       "not because the model learned. A tenth of the learning rate usually settles it.",
+                       cause=LR_HIGH, fix=lr_times(config, 0.1))
     if not big and not wild:
         return None
     evidence = [evidence_of_instability(s)]
@@ -364,6 +426,8 @@ def lr_too_low(config, s, status) -> Finding | None:
 
 def underfit(config, s, status) -> Finding | None:
     train_acc = num(s, "final_train_acc")
+    if config.get("dataset") == "random":
+        return None  # no model fits labels drawn apart from the inputs (`random_labels` says so)
     if not plateau(s) or train_acc is None or train_acc >= UNDERFIT_ACC:
         return None
     hidden = config.get("hidden") or ()
@@ -379,6 +443,41 @@ def underfit(config, s, status) -> Finding | None:
                        "Linear layers stacked without a non-linearity multiply into one linear map. A ReLU between "
                        "them lets the boundary bend.", cause=NO_NONLINEARITY, fix={"activation": "relu"})
     return None
+
+
+def majority_class(config, s, status) -> Finding | None:
+    """On imbalanced data, an accuracy no better than always predicting the larger class and an AUC near chance:
+    the model learned the class prior and nothing else, whatever its accuracy looks like."""
+    larger, acc, auc = majority(s), num(s, "final_val_acc"), num(s, "final_val_auc")
+    if status != "finished" or larger is None or acc is None or larger[0] < IMBALANCED:
+        return None
+    share, side = larger
+    if acc > share + MAJORITY_SLACK or (auc is not None and auc >= CHANCE_AUC):
+        return None
+    p = num(s, "val_pos_frac") or 0.0
+    val, prior = num(s, "final_val_loss_logits"), prior_loss(p)
+    loss = (f" Its exact validation loss, {val:.3g}, is {'above' if val > prior else 'near'} the {prior:.3g} of "
+            f"predicting the positive share, {p:.1%}, for every sample." if val is not None else "")
+    title = (f"The model does no better than always predicting {side}: validation accuracy {acc:.1%} against "
+             f"{share:.1%} {side} samples" + (f", AUC {auc:.3f} (0.5 is chance)." if auc is not None else "."))
+    detail = (f"On data this imbalanced, predicting the larger class for every sample scores {share:.1%}, so the "
+              f"accuracy says nothing; the AUC says the model ranks the samples barely better than a coin.{loss}")
+    noise, wanted = config.get("noise") or 0, config.get("pos_fraction")
+    if config.get("dataset") in NONLINEAR_DATASETS and not config.get("hidden"):
+        return Finding("problem", title, detail + f" No straight line separates {config.get('dataset')}, and with "
+                       "no hidden layer the model draws one: the best it can do is the prior. One hidden layer of "
+                       "32 units can bend it.", cause=MAJORITY, fix={"hidden": [32]})
+    if config.get("dataset") == "gaussian" and noise and isinstance(wanted, (int, float)) and p:
+        flipped = noise * (1 - wanted) / p if p < 0.5 else noise * wanted / (1 - p)
+        if flipped >= 0.25:
+            return Finding("problem", title, detail + f" The data's noise ({noise:g}) flips that share of every "
+                           f"label, so about {min(flipped, 1):.0%} of the "
+                           f"{'positive' if side == 'negative' else 'negative'} labels are flipped ones: there is "
+                           "little left to learn. Less label noise (or a less imbalanced split) gives the model "
+                           "something to find.", cause=MAJORITY,
+                           fix={"noise": 0.0})
+    return Finding("problem", title, detail + " Judge it by the AUC and the exact loss, not accuracy; pos_weight "
+                   "(negatives per positive) makes the loss weigh the classes alike.", cause=MAJORITY)
 
 
 def overfitting(config, s, status) -> Finding | None:
@@ -403,6 +502,8 @@ def few_steps(config, s, status) -> Finding | None:
     epochs = config.get("epochs") or 1
     if status != "finished" or tail is None or fall is None or tail < TAIL_DROP or fall < TAIL_FALL:
         return None
+    if (num(s, "final_val_loss_logits") or 0) > LN2:
+        return None  # still worse than predicting 0.5 everywhere: falling from far too high, not short of steps
     if (num(s, "val_loss_osc") or 0) >= TAIL_STEADY:
         return None
     steps = s.get("steps")
@@ -415,4 +516,4 @@ def few_steps(config, s, status) -> Finding | None:
 RULES: tuple[Rule, ...] = (relu_before_sigmoid, random_labels, unscaled_inputs, diverged, rounded_away,
                            thrown_and_frozen, half_precision_saturation, saturation, clamp_eps, batchnorm,
                            weight_decay, clipping, momentum_too_high, lr_too_high, vanishing, dead_relus, lr_too_low,
-                           underfit, overfitting, few_steps)
+                           underfit, majority_class, overfitting, few_steps)

@@ -5,6 +5,7 @@ Each threshold is named for what it means; the comment says why it sits where it
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from core.analysis.finding_types import layer_medians, num
@@ -38,6 +39,23 @@ TAIL_FALL = 0.01  # ... and at least 0.01 nats an epoch,
 TAIL_STEADY = 0.3  # ... and had not been swinging (a noisy curve's last epochs fall as often as they rise)
 TINY_BATCH = 4  # BatchNorm on batches of at most this many samples
 BN_MOMENTUM_HIGH = 0.5  # running statistics that follow the last batch this closely
+IMBALANCED = 0.7  # the larger class holds at least this share of the validation samples
+MAJORITY_SLACK = 0.01  # accuracy within this of the larger class's share: no better than predicting it always
+CHANCE_AUC = 0.65  # ... with an AUC under this: the ranking of the samples is near chance (0.5)
+NONLINEAR_DATASETS = ("circles", "moons", "xor")  # generated data that no straight line separates
+
+
+def prior_loss(p: float) -> float:
+    """The exact loss of predicting the positive share `p` for every sample (the labels' entropy, in nats)."""
+    return -sum(q * math.log(q) for q in (p, 1 - p) if q > 0)
+
+
+def majority(s: Mapping[str, Any]) -> tuple[float, str] | None:
+    """The larger class's share of the validation samples and its name ("negative"/"positive"), if known."""
+    p = num(s, "val_pos_frac")
+    if p is None or not 0 <= p <= 1:
+        return None
+    return (1 - p, "negative") if p < 0.5 else (p, "positive")
 
 
 

@@ -47,5 +47,5 @@ def layer_medians(summary: Mapping[str, Any], prefix: str) -> dict[str, float]:
 def _layer_order(name: str) -> tuple[int, int]:
     if name == "out":
         return (1_000_000, 0)
-    digits = "".join(c for c in name if c.isdigit())
+    digits = "".join(c for c in name if c in "0123456789")
     return (int(digits) if digits else 0, 0 if name.startswith("fc") else 1)

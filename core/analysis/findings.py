@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from core.analysis.causes import cause_findings
+from core.analysis.causes import cause_findings, wrong_cost
+from core.analysis.evidence import majority
 from core.analysis.finding_types import SATURATES_AT, SEVERITIES, Finding, num, pct
 
 __all__ = ["SATURATES_AT", "SEVERITIES", "Finding", "findings", "findings_for"]
@@ -57,8 +58,8 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
             out.append(Finding("info", f"Up to {_pct(clamped)} of a batch's outputs saturated to a probability of "
                                        "exactly 0 or 1, all on the right side.",
                                f"Harmless while they are right; in {dtype} sigmoid rounds to 1 above "
-                               f"z ≈ {SATURATES_AT.get(dtype, 16.6)}, so one wrong sample there would cost 100 "
-                               "with zero gradient under bce."))
+                               f"z ≈ {SATURATES_AT.get(dtype, 16.6)}, so one wrong sample there would cost "
+                               f"{wrong_cost(config)[0]} with zero gradient under bce."))
 
     vanish = _num(summary, "peak_grad_vanish_frac")
     if vanish and vanish >= 0.01:
@@ -105,8 +106,11 @@ def findings_for(config: Mapping[str, Any], summary: Mapping[str, Any], *, statu
                            "The model collapsed to one class; check the class balance and pos_weight."))
 
     acc, auc = _num(summary, "final_val_acc"), _num(summary, "final_val_auc")
+    larger = majority(summary)
+    # learned: accurate, and (on imbalanced data) well past always predicting the larger class, ranking well
+    beats_prior = larger is None or acc is None or acc >= larger[0] + (1 - larger[0]) / 2
     if status == "finished" and acc is not None and not any(f.severity == "problem" for f in out):
-        if acc >= 0.85 and config.get("dataset") != "random":
+        if acc >= 0.85 and config.get("dataset") != "random" and beats_prior and (auc is None or auc >= 0.75):
             out.append(Finding("good", f"The model learned: validation accuracy {acc:.1%}"
                                        + (f", AUC {auc:.3f}." if auc is not None else "."), ""))
     return out

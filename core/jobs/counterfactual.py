@@ -74,12 +74,17 @@ class Verdict:
         means = (f"from {_fmt(average([b for b, _ in both]))} to {_fmt(average([f for _, f in both]))} on average"
                  + (" (geometric means)" if geometric else "") if n > 1 else f"from {_fmt(both[0][0])} to "
                                                                               f"{_fmt(both[0][1])}")
-        if math.isfinite(self.ratio):
+        near = math.isfinite(self.ratio) and NEAR[0] < self.ratio < NEAR[1]  # "1 times higher (1 to 1 times)"
+        if near:
+            size = f"a change of {_change(self.ratio)}"
+        elif math.isfinite(self.ratio):
             size = f"{_fmt(1 / self.ratio)} times lower" if self.ratio <= 1 else f"{_fmt(self.ratio)} times higher"
         else:
             size = f"a difference of {_fmt(self.difference)}"
         if n < 2:
             ci = f"({where}: too few for an interval)"
+        elif near and math.isfinite(self.ratio_low) and math.isfinite(self.ratio_high):
+            ci = f"(95% CI {_change(self.ratio_low)} to {_change(self.ratio_high)}, {where})"
         elif math.isfinite(self.ratio) and math.isfinite(self.ratio_low):
             low, high = (1 / self.ratio_high, 1 / self.ratio_low) if self.ratio <= 1 else (self.ratio_low,
                                                                                           self.ratio_high)
@@ -217,3 +222,11 @@ def _fmt(x: float) -> str:
     if not math.isfinite(x):
         return "NaN"
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
+NEAR = (0.9, 1.1)  # a ratio this near 1 reads as a percent change: "1 times higher (1 to 1 times)" says nothing
+
+
+def _change(ratio: float) -> str:
+    """A ratio as a signed percent change: 1.0004 -> "+0.04%", 0.97 -> "-3%"."""
+    return f"{(ratio - 1) * 100:+.2g}%"

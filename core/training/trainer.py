@@ -54,14 +54,19 @@ def input_scale(x: np.ndarray) -> dict[str, float]:
 
 
 def where_nonfinite(model, layout: GradLayout, x: torch.Tensor, bad_step: LoggedStep | None) -> dict[str, str]:
-    """Where a divergence started, looked at once when a run diverges (never on the hot path): the first layer, in
-    forward order, whose output on the training inputs is non-finite with the parameters of just before the bad
-    step (`nonfinite_in` "forward"); else the first layer whose gradient at that step was non-finite
+    """Where a divergence started, looked at once when a run diverges (never on the hot path): the first layer
+    whose parameters were already non-finite before the bad step (`nonfinite_in` "update": an earlier step's
+    update made them so, with finite logits, loss and gradient, as Adam's in float16 divides by a zero); else the
+    first layer, in forward order, whose output on the training inputs is non-finite with the parameters of just
+    before the bad step ("forward"); else the first layer whose gradient at that step was non-finite
     ("gradient"); else the first whose parameters after it were ("update"); else, when only the gradient's norm
     overflowed, the layer with the largest gradient ("gradient"). Without the bad step's values (it was not
     logged), the parameters as they are now."""
     if bad_step is not None and layout.values is not None:
         layout.values.copy_(bad_step.before)
+        for name, spans in layout.ranges.items():
+            if not all(torch.isfinite(bad_step.before[a:b]).all() for a, b in spans):
+                return {"nonfinite_layer": name, "nonfinite_in": "update"}
     layer = first_nonfinite_layer(model, x)
     if layer is not None:
         return {"nonfinite_layer": layer, "nonfinite_in": "forward"}
