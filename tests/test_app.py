@@ -250,7 +250,10 @@ def test_a_run_link_that_names_two_runs_says_so_and_points_to_compare(populated_
 
 
 @pytest.mark.parametrize("value, message", [("99", "no run #99: deleted, or from another database"),
-                                            ("abc", "'abc' is not a run id: use a number, e.g. ?run=3")])
+                                            ("abc", "'abc' is not a run id: use a number, e.g. ?run=3"),
+                                            # digits to str.isdigit, not to int(): these crashed the page
+                                            ("²", "'²' is not a run id"), ("①", "'①' is not a run id"),
+                                            ("٣", "'٣' is not a run id")])
 def test_a_bad_run_link_says_what_is_wrong(populated_url, value, message):
     at = open_page("pages/runs.py", query={"run": value})
     assert message in text_of(at.warning)

@@ -171,6 +171,15 @@ def test_a_link_names_several_runs_by_repeating_or_by_commas():
 def test_split_run_ids_keeps_the_good_ones():
     ids, problems = urls.split_run_ids("4,oops,5")
     assert ids == [4, 5] and len(problems) == 1 and "'oops' is not a run id" in problems[0]
+    # characters str.isdigit calls digits and int() refuses ('²', '①'), or reads as another run ('٣' is 3)
+    ids, problems = urls.split_run_ids("1,²,①,٣,#²")
+    assert ids == [1] and len(problems) == 4
+
+
+def test_unicode_digits_in_a_search_or_a_name_are_text(runs):
+    assert run_tables.filter_runs(runs, text="²") == [] and run_tables.filter_runs(runs, text="#²") == []
+    assert formatting.natural_key("run x² 10") == ((1, 0, "run x² "), (0, 10, ""))
+    assert sorted(["b²", "b10", "b2"], key=formatting.natural_key) == ["b2", "b10", "b²"]
 
 
 def test_format_round_trips():

@@ -41,7 +41,7 @@ def check_scheduler(scheduler: str, *, timeout_s: float = 5.0) -> None:
     if not address.startswith("tcp://"):
         return
     host, _, port = address[len("tcp://"):].rstrip("/").rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         raise ConfigError("scheduler", f"must look like tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786); got {scheduler!r}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()

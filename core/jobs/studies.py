@@ -39,7 +39,7 @@ def find_study(store: Store, name_or_id: str) -> Study | None:
     """The stored study named `name_or_id`, else the one with that id (as the command line and the pages name a
     study); None when there is neither."""
     found = store.get_study_by_name(name_or_id)
-    if found is None and name_or_id.strip().isdigit():
+    if found is None and name_or_id.strip().isascii() and name_or_id.strip().isdigit():
         try:
             found = store.get_study(int(name_or_id))
         except StudyNotFound:

@@ -130,7 +130,7 @@ def config_label(field: str, value: Any) -> str:
 
 
 def natural_key(text: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(text)))
+    return tuple(int(p) if p.isascii() and p.isdigit() else p for p in re.split(r"([0-9]+)", str(text)))
 
 
 def value_sort_key(value: Any) -> tuple:

@@ -66,4 +66,6 @@ def form_order() -> list[str]:
 
 
 def natural_key(text: str) -> tuple:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", str(text)) if p)
+    """A sort key that orders "run 2" before "run 10" (ASCII digits only: int() refuses "²")."""
+    return tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p)
+                 for p in re.split(r"([0-9]+)", str(text)) if p)

@@ -185,10 +185,10 @@ def filter_runs(runs: Sequence[Run], *, statuses: Iterable[str] = (), config: Ma
         raise ValueError(f"unknown config field {bad[0]!r}; allowed: {', '.join(field_names())}")
     wanted_studies = {int(i) for i in studies}
     words = text.lower().split()
-    one_number = len(words) == 1 and words[0].isdigit()
+    one_number = len(words) == 1 and words[0].isascii() and words[0].isdigit()
 
     def matches(run: Run, haystack: str, word: str) -> bool:
-        if word[:1] == "#" and word[1:].isdigit():
+        if word[:1] == "#" and word[1:].isascii() and word[1:].isdigit():
             return run.id == int(word[1:]) or word in haystack
         return word in haystack or (one_number and run.id == int(word))
 

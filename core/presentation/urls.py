@@ -33,7 +33,7 @@ def split_run_ids(value: str | Sequence[str] | None) -> tuple[list[int], list[st
         token = token.removeprefix("#")  # "#3", as the pages write a run
         if not token:
             continue
-        if token.isdigit() and int(token) > 0:
+        if token.isascii() and token.isdigit() and int(token) > 0:
             if int(token) not in ids:
                 ids.append(int(token))
         else:
@@ -86,7 +86,7 @@ def resolve_one(value: str | Sequence[str] | None, known_ids: Iterable[int], *, 
     text = text.strip().removeprefix("#")
     if not text:
         return None, None
-    if not (text.isdigit() and int(text) > 0):
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
         return None, f"{text!r} is not a {what} id: use a number, e.g. ?{param}=3"
     if int(text) not in set(known_ids):
         return None, f"no {what} #{int(text)}: deleted, or from another database"
