@@ -474,6 +474,35 @@ def test_cli_export_into_a_folder_names_the_file_safely(store, ids, tmp_path):
     assert code == 0 and [p.name for p in tmp_path.iterdir()] == ["train_loss_val_loss_script_alert(1)_script.csv"]
 
 
+def test_cli_export_writes_through_a_link_and_into_a_pipe_and_wants_its_folder(store, ids, tmp_path):
+    import os
+    import threading
+
+    assert run_export(store, "--runs", str(ids[0]), "--out", str(tmp_path / "plain.csv"))[0] == 0
+    expected = (tmp_path / "plain.csv").read_text()
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "target.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to(real / "target.csv")
+    code, out, _ = run_export(store, "--runs", str(ids[0]), "--out", str(tmp_path / "link.csv"))
+    assert code == 0 and (tmp_path / "link.csv").is_symlink()  # the link stays a link ...
+    assert (real / "target.csv").read_text() == expected  # ... and its file holds the export
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    code, _, _ = run_export(store, "--runs", str(ids[0]), "--out", str(fifo))
+    reader.join(timeout=30)
+    assert code == 0 and got == [expected] and fifo.is_fifo()  # written into, not replaced by a file
+    # "figures/" names a folder: missing, it is an error, not a file called "figures"
+    from core.experiment.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"out: folder '.*figures/' does not exist"):
+        run_export(store, "--runs", str(ids[0]), "--format", "csv", "--out", str(tmp_path / "figures") + "/")
+    assert not (tmp_path / "figures").exists()
+
+
 def test_cli_image_export_without_a_browser_fails_in_one_line_while_html_works(store, ids, tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))
     code, _, err = run_export(store, "--runs", str(ids[0]), "--format", "png", "--out", str(tmp_path / "a.png"))

@@ -99,7 +99,7 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
                                      group_by=args.group_by, color_by=args.color_by, dash_by=args.dash_by,
                                      band=args.band)
     title = args.title if args.title is not None else report.comparison_title(runs, metrics)
-    path = None if stdout else _target(Path(args.out), title, EXTENSIONS[fmt])
+    path = None if stdout else _target(args.out, title, EXTENSIONS[fmt])
     ids = [r.id for r in runs]
 
     if fmt == "csv":
@@ -140,7 +140,7 @@ def _export_tables(args: argparse.Namespace, store: Any, suffix: str, out: TextI
     if args.out == "-":
         out.write(text)
         return 0
-    path = _target(Path(args.out), f"{name} {args.judge}", TABLE_EXTENSIONS[kind])
+    path = _target(args.out, f"{name} {args.judge}", TABLE_EXTENSIONS[kind])
     data = text.encode("utf-8")
     _write(path, data)
     out.write(f"wrote {path} (table, {kind}, {len(data):,} bytes)\n")
@@ -154,10 +154,16 @@ def _config_check(field: str, check: Any, *args: Any) -> Any:
         raise ConfigError(field, str(exc)) from None
 
 
-def _target(out: Path, title: str, ext: str) -> Path:
-    """The file to write: `out`, or a safe name from `title` inside `out` when it is a folder."""
+def _target(given: str, title: str, ext: str) -> Path:
+    """The file to write: `given`, or a safe name from `title` inside it when it is a folder ("figures/", with its
+    trailing slash, must be one); a symbolic link is followed to the file it names."""
+    out = Path(given)
+    if given.endswith(("/", os.sep)) and not out.is_dir():
+        raise ConfigError("out", f"folder {given!r} does not exist")
     if out.is_dir():
         out = out / safe_filename(title, ext=ext)
+    if out.is_symlink():  # write where it points: replacing the link would leave its file as it was
+        out = Path(os.path.realpath(out))
     parent = out.parent
     if not parent.is_dir():
         raise ConfigError("out", f"folder {str(parent)!r} does not exist")
@@ -167,7 +173,15 @@ def _target(out: Path, title: str, ext: str) -> Path:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Atomically: a failed export never leaves half a file, a reader never sees one."""
+    """Atomically: a failed export never leaves half a file, a reader never sees one. Into a pipe or a device
+    (`--out /dev/stdout`, a FIFO), which a rename would replace, it writes straight through."""
+    if path.exists() and not path.is_file():
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise ConfigError("out", f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         tmp.write_bytes(data)
