@@ -42,7 +42,8 @@ if "app_refreshed" not in st.session_state:  # once per browser session: runs wh
 
 # Streamlit forgets a widget's value when its page is not shown; the train form and the compare settings
 # should survive a visit to another page, so their values are re-saved on every run.
-for key in [k for k in st.session_state if str(k).startswith(("train_field_", "train_preset", "compare_opt_"))]:
+KEPT = ("train_field_", "train_preset", "train_name", "compare_opt_")
+for key in [k for k in st.session_state if str(k).startswith(KEPT)]:
     st.session_state[key] = st.session_state[key]
 
 # Until a first session has run this file, Streamlit treats pages/ as an old-style pages folder and runs a

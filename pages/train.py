@@ -32,13 +32,18 @@ def on_preset() -> None:
     st.session_state.pop("train_loaded_from", None)
 
 
+EXACT_INT = 2**53 - 1  # JavaScript's largest exact integer (Number.MAX_SAFE_INTEGER)
+
+
 def field_widget(name: str) -> None:
     """The widget of one config field, labelled with the field's name and explained by its comment."""
     kind, key, help_text = field_kind(name), FIELD + name, field_comment(name)
     if kind == "bool":
         st.checkbox(name, key=key, help=help_text)
     elif kind == "int":
-        st.number_input(name, key=key, step=1, help=help_text)
+        # bounded at the browser's exact integers: past 2**53 it drops the digits it cannot hold and keeps showing
+        # them (a seed of 9007199254740993 stayed the last one it could); the config's own range says the rest
+        st.number_input(name, key=key, step=1, min_value=-EXACT_INT, max_value=EXACT_INT, help=help_text)
     elif kind == "choice":
         st.selectbox(name, choices(name), key=key, help=help_text)
     else:
@@ -121,11 +126,17 @@ with form_col:
     elif st.session_state["train_preset"] in forms.PRESET_NOTES:
         st.caption(forms.PRESET_NOTES[st.session_state["train_preset"]])
 
+    # "Nothing was started" stays until the fields are fixed or a launch succeeds: the live panel reruns the page
+    # whenever a run starts or ends anywhere, which had wiped it within seconds
+    if launch and errors:
+        st.session_state["train_not_started"] = True
+    if not errors:
+        st.session_state.pop("train_not_started", None)
+    if errors and st.session_state.get("train_not_started"):
+        fields = ", ".join(f"`{f}`" for f in errors)
+        st.error(f"Nothing was started: {fields} {'needs' if len(errors) == 1 else 'need'} fixing (marked below).")
     if launch:
-        if errors:
-            fields = ", ".join(f"`{f}`" for f in errors)
-            st.error(f"Nothing was started: {fields} {'needs' if len(errors) == 1 else 'need'} fixing (marked below).")
-        else:
+        if not errors:
             new_id = runner.launch(store, cfg, name=st.session_state.get("train_name", "").strip() or None)
             st.session_state.setdefault("train_launched", []).insert(0, new_id)
             st.toast(f"Run #{new_id} started", icon=":material/rocket_launch:")

@@ -154,6 +154,11 @@ def test_train_form_shows_field_errors_and_starts_nothing(empty_url):
     assert "Nothing was started: `lr`, `epochs` need fixing" in text_of(at.error)
     with Store(empty_url) as store:
         assert store.list_runs() == []
+    at.run()  # a rerun, as the live panel's when any run starts or ends: the message stays while fields are bad
+    assert "Nothing was started: `lr`, `epochs` need fixing" in text_of(at.error)
+    widget(at, "text_input", "train_field_lr").set_value("0.01")
+    widget(at, "number_input", "train_field_epochs").set_value(2).run()
+    assert "Nothing was started" not in text_of(at.error)  # fixed: it goes
 
 
 def test_train_form_checks_an_uploaded_csv(empty_url, tmp_path):

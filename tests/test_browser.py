@@ -283,3 +283,32 @@ def test_proving_a_fix_from_the_run_view(page, server, shots):
     screenshot(page, "12-runs-fix-proved")
     with Store(db_url) as store:
         assert len([r for r in store.list_runs() if f"fix:{run_id}" in r.tags]) == 6
+
+
+def test_the_train_form_survives_a_visit_to_another_page_and_refuses_inexact_integers(page, server):
+    base, db_url = server
+    page.goto(f"{base}/train")
+    lr = page.get_by_role("textbox", name="lr")
+    lr.fill("0.05")
+    lr.press("Enter")
+    name = page.get_by_role("textbox", name="Run name")
+    name.fill("kept across pages")
+    name.press("Enter")
+    wait_idle(page)
+    page.get_by_role("link", name="Runs", exact=True).first.click()
+    wait_idle(page)
+    page.get_by_role("link", name="Train", exact=True).first.click()
+    wait_idle(page)
+    expect(page.get_by_role("textbox", name="lr")).to_have_value("0.05")
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value("kept across pages")
+    # past 2**53 the browser cannot hold the integer: the field is marked invalid, where it had looked taken
+    # (and the run got the last seed it could hold)
+    seed = page.get_by_role("spinbutton", name="seed", exact=True)
+    seed.fill("9007199254740993")
+    seed.press("Enter")
+    wait_idle(page)
+    expect(seed).to_have_attribute("aria-invalid", "true")
+    seed.fill("5")
+    seed.press("Enter")
+    wait_idle(page)
+    expect(seed).not_to_have_attribute("aria-invalid", "true")

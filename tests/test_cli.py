@@ -68,6 +68,22 @@ def test_runs_tag_note_delete(db):
     assert json.loads(cli("runs", "--json", db=db)[1]) == []
 
 
+def test_data_past_memory_is_bad_input_and_a_dashboard_run_says_why_it_failed(db):
+    argv = ["train", "--n-samples", "10000000", "--n-features", "100000", "--epochs", "1"]
+    code, _, err = cli(*argv, db=db)
+    assert code == 2 and "n_samples: 10,000,000 samples of 100,000 features do not fit in this machine's memory" in err
+    assert Store(db).list_runs() == []
+    # the dashboard made its run first: it ends failed, with the reason (it was left "interrupted", the
+    # MemoryError's traceback only in the process's log)
+    cfg = json.loads(cli("train", "--dry-run", "--json", db=db)[1])
+    store = Store(db)
+    run_id = store.create_run(name="huge", config={**store.get_run(cfg["id"]).config, "n_samples": 10_000_000,
+                                                   "n_features": 100_000})
+    code, _, err = cli(*argv, "--run-id", str(run_id), db=db)
+    run = store.get_run(run_id)
+    assert code == 2 and run.status == "failed" and "do not fit in this machine's memory" in run.error
+
+
 def test_a_run_deleted_while_it_trains_stops_and_says_so(db):
     import threading
     import time

@@ -301,6 +301,19 @@ def test_form_checks_the_split_of_a_small_data_set():
     assert list(errors) == ["val_fraction"] and "validation samples" in errors["val_fraction"]
 
 
+def test_form_refuses_a_device_this_machine_lacks_before_any_run_exists():
+    import torch
+
+    values = ExperimentConfig().to_dict()
+    for device, present in (("cuda", torch.cuda.is_available()), ("mps", torch.backends.mps.is_available())):
+        cfg, errors = forms.config_from_form({**values, "device": device})
+        if present:
+            assert cfg is not None and not errors
+        else:  # the command line's words, on the field
+            assert cfg is None and list(errors) == ["device"] and f"device '{device}' was asked for" in errors["device"]
+    assert forms.config_from_form({**values, "device": "cpu"})[1] == {}
+
+
 def test_form_checks_the_csv(tmp_path: Path):
     values = forms.form_values(ExperimentConfig(dataset="csv", csv_path="x"))
     values["csv_path"] = ""

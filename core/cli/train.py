@@ -66,7 +66,11 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
         store.get_run(args.run_id)
     try:
         cfg = config_from_args(args)
-        data = load_dataset(cfg)  # a broken CSV is bad input: report it before a run exists
+        try:
+            data = load_dataset(cfg)  # a broken CSV is bad input: report it before a run exists
+        except MemoryError as exc:  # n_samples x n_features past this machine's memory: bad input too
+            raise ConfigError("n_samples", f"{cfg.n_samples:,} samples of {cfg.n_features:,} features do not fit "
+                                           f"in this machine's memory ({exc})") from None
         try:
             device = resolve_device(cfg.device)
         except RuntimeError as exc:

@@ -17,6 +17,7 @@ from core.analysis.effects import format_value as study_value
 from core.analysis.effects import variant_label
 from core.experiment.config import PRESETS, ConfigError, ExperimentConfig, choices, coerce, field_kind, field_names
 from core.experiment.data import load_dataset
+from core.jobs.devices import check_device
 from core.jobs.spec import MAX_SEEDS, MAX_WORKERS, STUDIES, StudySpec, auto_name, expand, parse_vary
 from core.presentation.formatting import form_order
 from core.training.groups import tasks
@@ -90,6 +91,11 @@ def config_from_form(values: Mapping[str, Any], *, check_data: bool = True) -> t
             and cfg.dataset != "breast_cancer":
         try:
             load_dataset(cfg)
+        except ConfigError as exc:
+            return None, {exc.field: error_message(exc)}
+    if check_data and cfg.device not in ("auto", "cpu"):  # as `train --device cuda` refuses on a CPU machine
+        try:
+            check_device(cfg.device)
         except ConfigError as exc:
             return None, {exc.field: error_message(exc)}
     return cfg, {}
