@@ -115,6 +115,8 @@ def test_a_run_deleted_while_it_trains_stops_and_says_so(db):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--preset", "nope"], "preset: 'nope' is not a preset"),
+    (["train", "--name", "   "], "name: must not be empty"),
+    (["train", "--name", "x" * 256], "name: must be at most 255 characters (got 256)"),
     (["train", "--lr", "0"], "lr: must be a number greater than 0"),
     (["train", "--lr", "fast"], "lr: 'fast' is not a finite number"),
     (["train", "--epochs", "0"], "epochs: must be a whole number from 1"),
@@ -355,3 +357,20 @@ def test_runs_with_a_status_nothing_has_says_so_not_no_runs_yet(db):
         store.create_run(name="one", config={})  # running
     code, out, _ = cli("runs", "--status", "diverged", db=db)
     assert code == 0 and out == "no diverged runs (1 runs in all: `python -m core runs`)\n"
+
+
+def test_ctrl_c_stops_train_with_the_shells_code_and_the_run_cancelled(db):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "core", "--db", db, "train", "--preset", "article-fixed",
+                             "--epochs", "5000"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = Store(db)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not [r for r in store.list_runs() if r.status == "running"]:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    (run,) = store.list_runs()
+    assert proc.returncode == 130 and run.status == "cancelled"  # 0 had let `train && next` go on
+    assert "cancelled - interrupted by the user" in out.decode()

@@ -918,3 +918,16 @@ def test_a_store_that_refuses_writes_interrupts_the_run_instead_of_failing_it(tm
     assert result.error == "the store could not take the run's values: database is locked"
     stored = store.get_run(run_id)
     assert (stored.status, stored.error) == ("interrupted", result.error)
+
+
+def test_names_and_tags_past_255_characters_are_refused_on_every_backend(tmp_path):
+    # VARCHAR(255): PostgreSQL refuses a longer value, SQLite would keep it; a store must move between them
+    store = Store(f"sqlite:///{tmp_path / 'long.db'}")
+    with pytest.raises(ValueError, match=r"run name must be at most 255 characters \(got 256\)"):
+        store.create_run(name="x" * 256, config={})
+    run_id = store.create_run(name="x" * 255, config={})
+    with pytest.raises(ValueError, match="tag must be at most 255 characters"):
+        store.add_tag(run_id, "t" * 300)
+    with pytest.raises(ValueError, match="run name must be at most 255"):
+        store.rename_run(run_id, "y" * 256)
+    assert store.get_run(run_id).name == "x" * 255 and not store.get_run(run_id).tags

@@ -64,6 +64,10 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
 
     if args.run_id is not None:
         store.get_run(args.run_id)
+    if args.name is not None and not args.name.strip():
+        raise ConfigError("name", "must not be empty (leave --name out for a name made from the config)")
+    if args.name is not None and len(args.name.strip()) > 255:
+        raise ConfigError("name", f"must be at most 255 characters (got {len(args.name.strip())})")
     try:
         cfg = config_from_args(args)
         try:
@@ -82,7 +86,7 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
     if args.run_id is not None:
         run_id = args.run_id
     else:
-        name = args.name or args.preset or describe(cfg)
+        name = (args.name or args.preset or describe(cfg)).strip()[:255]
         run_id = store.create_run(name=f"{name[:245]} (dry run)" if args.dry_run else name, config=cfg.to_dict())
     if args.dry_run:  # one step is no result: marked, so that lists and comparisons can tell it apart
         store.add_tag(run_id, "dry-run")
@@ -110,6 +114,8 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
         out.write(f"run {run.id} {run.name!r}: {result.status}"
                   + (f", final val_loss {loss:.4f}" if isinstance(loss, float) else "")
                   + (f" - {result.error.splitlines()[0]}" if result.error else "") + "\n")
+    if result.status == "cancelled" and (result.error or "").startswith("interrupted by the user"):
+        return 130  # Ctrl-C or SIGTERM, as a shell reports it: `train && next` stops there
     return 1 if result.status == "failed" else 0
 
 

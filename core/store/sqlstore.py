@@ -65,9 +65,14 @@ def _study_record(row: StudyModel) -> Study:
     return Study(id=row.id, name=row.name, spec=loads_json(row.spec_json), created_at=row.created_at)
 
 
+MAX_TEXT = 255  # names and tags: VARCHAR(255) columns, which PostgreSQL enforces and SQLite does not
+
+
 def _clean(text: str, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{what} must not be empty")
+    if len(text.strip()) > MAX_TEXT:  # refused alike on every backend: a store SQLite took, PostgreSQL could not
+        raise ValueError(f"{what} must be at most {MAX_TEXT} characters (got {len(text.strip())})")
     return text.strip()
 
 
