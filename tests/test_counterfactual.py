@@ -106,10 +106,10 @@ def test_more_seeds_lost_as_run_is_a_help_and_the_interval_names_its_seeds():
     assert v.sentence.startswith("The fix helped: as run 1 of 4 seeds diverged or failed, against 0 with lr=0.1.")
     # fewer seeds lost with the fix, the others unclear (and higher): helped on the count, and said so
     mixed = judge(1, "x", {"lr": 0.1}, [nan, 2.0, 4.0], [1.0, 2.2, 4.1])
-    assert mixed.verdict == "helped" and "lowered" not in mixed.sentence and "1.06 times higher" in mixed.sentence
+    assert mixed.verdict == "helped" and "lowered" not in mixed.sentence and "a change of +6.2%" in mixed.sentence
     # both sides lost every seed: nothing to judge, said so
     both = judge(1, "x", {"lr": 0.1}, [nan, nan], [nan, nan])
-    assert both.verdict == "no clear difference" and "could not be judged" in both.sentence
+    assert both.verdict == "not judged" and "could not be judged" in both.sentence
     # every seed lost with the fix, none as run
     hurt = judge(1, "x", {"lr": 0.1}, [1.0, 2.0], [nan, nan])
     assert hurt.verdict == "hurt" and "with lr=0.1 every seed diverged or failed" in hurt.sentence
@@ -124,3 +124,12 @@ def test_a_ratio_near_one_reads_as_a_percent_change():
     ratio = math.exp(sum(math.log(f / b) for b, f in zip(baseline, fixed)) / 3)
     assert f"a change of {(ratio - 1) * 100:+.2g}%" in proof.sentence
     assert "1 times" not in proof.sentence and " to +" in proof.sentence
+
+
+def test_a_proof_where_no_seed_finished_either_way_is_not_judged():
+    from core.jobs.counterfactual import judge
+
+    nan = math.nan
+    proof = judge(1, "float16 overflow", {"dtype": "float32"}, [nan, nan], [nan, nan])
+    assert proof.verdict == "not judged" and "could not be judged" in proof.sentence
+    assert judge(1, "c", {"lr": 0.1}, [nan, nan], [0.5, 0.6]).verdict == "helped"  # the fix finished, as run did not

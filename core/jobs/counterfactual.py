@@ -45,7 +45,7 @@ class Verdict:
     ratio: float  # geometric mean over seeds of fixed / baseline (NaN unless every loss is positive)
     ratio_low: float
     ratio_high: float
-    verdict: str  # "helped", "hurt" or "no clear difference"
+    verdict: str  # "helped", "hurt", "no clear difference" or "not judged" (no seed finished either way)
 
     @property
     def sentence(self) -> str:
@@ -195,6 +195,8 @@ def judge(run_id: int, cause: str, change: dict[str, Any], baseline: list[float]
         verdict = "helped"
     elif lost_fixed > lost_base and verdict != "helped":
         verdict = "hurt"
+    if lost_base == lost_fixed and not any(math.isfinite(b) and math.isfinite(f) for b, f in pairs):
+        verdict = "not judged"  # no seed finished both ways, and neither side lost more: nothing says either way
     return Verdict(run_id, cause, change, len(pairs), list(baseline), list(fixed),
                    ids or {"baseline": [], "fixed": []}, mean, low, high, ratio, ratio_low, ratio_high, verdict)
 
