@@ -127,6 +127,7 @@ def test_a_run_deleted_while_it_trains_stops_and_says_so(db):
     (["train", "--dataset", "csv", "--csv-path", "/nonexistent.csv"], "csv_path: no such file"),
     (["train", "--config", "/nonexistent.json"], "config: no such file"),
     (["train", "--config", "/"], "config: '/' is a folder; give a JSON file"),
+    (["train", "--dataset", "csv", "--csv-path", "/"], "csv_path: '/' is a folder; give a CSV file"),
     (["show", "999"], "no run with id 999"),
     (["metrics", "999"], "no run with id 999"),
 ])
@@ -374,3 +375,13 @@ def test_ctrl_c_stops_train_with_the_shells_code_and_the_run_cancelled(db):
     (run,) = store.list_runs()
     assert proc.returncode == 130 and run.status == "cancelled"  # 0 had let `train && next` go on
     assert "cancelled - interrupted by the user" in out.decode()
+
+
+def test_a_read_with_a_mistyped_db_folder_makes_nothing(tmp_path):
+    missing = tmp_path / "no" / "such" / "x.db"
+    for argv in (["runs"], ["show", "1"], ["export", "--runs", "1", "--out", str(tmp_path / "a.csv")]):
+        code, _, err = cli(*argv, db=f"sqlite:///{missing}")
+        assert code == 2 and f"db: no database at '{missing}': its folder does not exist" in err
+    assert not (tmp_path / "no").exists()
+    code, out, _ = cli("train", "--dry-run", db=f"sqlite:///{missing}")  # a write makes its folder, as before
+    assert code == 0 and missing.exists()

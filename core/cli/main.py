@@ -96,6 +96,27 @@ COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": c
             "worker": cmd_worker}
 
 
+READ_ONLY = ("runs", "show", "metrics", "export")  # commands that read: a mistyped --db makes no folders for them
+
+
+def _check_folder(url: str | None) -> None:
+    """A SQLite file in a folder that does not exist is a mistyped --db (a read makes neither folder nor file)."""
+    if not url:
+        return
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    from core.store.database import database_url  # noqa: PLC0415
+
+    try:
+        parsed = make_url(database_url(url))
+    except Exception:  # noqa: BLE001 - the store's own open says what is wrong with the URL
+        return
+    path = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not path.startswith("file:") \
+            and not os.path.isdir(os.path.dirname(os.path.abspath(os.path.expanduser(path)))):
+        raise ConfigError("db", f"no database at {path!r}: its folder does not exist")
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
          env: dict[str, str] | None = None) -> int:
     from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
@@ -110,6 +131,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: Te
         return EXIT_BAD_INPUT
     store = None
     try:
+        if args.command in READ_ONLY:
+            _check_folder(db_url(args) or (os.environ if env is None else env).get("LOSSBOARD_DB"))
         store = Store(db_url(args), env=os.environ if env is None else env)
         try:
             store.mark_interrupted(host=socket.gethostname(), pid_alive=pid_alive)

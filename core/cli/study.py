@@ -89,7 +89,7 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         study_id = open_study(store, spec)
     plan = plan_study(store, study_id)
     n = min(workers or default_workers(), len(plan.todo))
-    where = f" on {n} workers" if n else ""
+    where = f" on {n} worker{'s' if n != 1 else ''}" if n else ""
     if executor == "dask" and plan.todo:
         where = f" on the Dask cluster at {scheduler}"
     err.write(f"study {study_id} {spec.name!r}: {spec.size} runs; {len(plan.kept)} done, "

@@ -78,7 +78,7 @@ def _seconds(value: Any) -> float:
     except (TypeError, ValueError):
         number = -1.0
     if not 0 < number <= 3600:
-        raise ConfigError("poll", f"must be a number of seconds from 0 to 3600; got {value!r}")
+        raise ConfigError("poll", f"must be a number of seconds above 0 and at most 3600; got {value!r}")
     return number
 
 

@@ -106,6 +106,8 @@ def read_csv(path: str | Path, label: str) -> tuple[np.ndarray, np.ndarray, tupl
     import pandas as pd
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError("csv_path", f"{str(p)!r} is a folder; give a CSV file")
     if not p.is_file():
         raise ConfigError("csv_path", f"no such file: {str(p)!r}")
     try:
