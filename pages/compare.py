@@ -8,7 +8,6 @@ and runs of one study are grouped by its varied fields (one mean line per varian
 import pandas as pd
 import streamlit as st
 
-from core.jobs.studies import load_spec
 from core.presentation import (charts, export, formatting, legend, report, run_groups, run_tables, selection, urls,
                                zoom)
 from core.store import Store
@@ -70,18 +69,6 @@ def on_add_study() -> None:
     st.session_state["compare_runs"] = selection.with_study_runs(st.session_state.get("compare_runs", []), all_runs,
                                                                   study_id)
     on_pick()
-
-
-def study_fields(chosen: list) -> list[str]:
-    """The varied fields of the study every chosen run belongs to; none for a mixed selection (or a study whose
-    stored spec cannot be read: grouping is only a default)."""
-    study_id = selection.common_study(chosen)
-    if study_id is None:
-        return []
-    try:
-        return list(load_spec(store, study_id).vary)
-    except (KeyError, ValueError):
-        return []
 
 
 def keep_valid(key: str, allowed: list, default) -> None:
@@ -167,7 +154,7 @@ keep_valid(OPT + "color", [NONE, *fields], NONE)
 keep_valid(OPT + "dash", [NONE, *fields], NONE)
 # Runs of one study start grouped by its varied fields (24 runs: 8 mean lines over seeds). The default is applied
 # when it changes (another selection), so a grouping the user chose stays while the selection keeps the same default.
-group_default = selection.default_group_by(chosen, study_fields(chosen))
+group_default = selection.default_group_by(chosen, selection.study_fields(store, chosen))
 if st.session_state.get("compare_group_default") != group_default:
     if "compare_group_default" in st.session_state or OPT + "group" not in st.session_state:
         st.session_state[OPT + "group"] = group_default

@@ -503,6 +503,29 @@ def test_cli_export_writes_through_a_link_and_into_a_pipe_and_wants_its_folder(s
     assert not (tmp_path / "figures").exists()
 
 
+def test_cli_export_groups_a_studys_runs_as_compare_does(tmp_path):
+    from core.jobs.spec import StudySpec
+    from core.jobs.studies import open_study
+
+    store = Store(f"sqlite:///{tmp_path / 'study.db'}")
+    base = ExperimentConfig(epochs=2, hidden=(4,), n_samples=120, device="cpu")
+    spec = StudySpec(name="lr", base=base.to_dict(), vary={"lr": [0.01, 0.1]}, seeds=2)
+    study_id = open_study(store, spec)
+    for lr in (0.01, 0.1):
+        for seed in (0, 1):
+            cfg = base.replace(lr=lr, seed=seed)
+            (run_id,) = store.create_runs([(f"lr: lr={lr} seed={seed}", cfg.to_dict())], study_id=study_id)
+            assert train(cfg, StoreReporter(store, run_id)).status == "finished"
+    ids = ",".join(str(r.id) for r in store.list_runs())
+    code, _, _ = run_export(store, "--runs", ids, "--metric", "train_loss", "--out", str(tmp_path / "g.html"))
+    grouped = (tmp_path / "g.html").read_text()
+    assert code == 0 and "lr=0.01 (n=2)" in grouped and "lr=0.1 (n=2)" in grouped  # a mean line per variant
+    code, _, _ = run_export(store, "--runs", ids, "--metric", "train_loss", "--no-group", "--out",
+                            str(tmp_path / "u.html"))
+    assert code == 0 and "lr=0.01 (n=2)" not in (tmp_path / "u.html").read_text()  # every run its own line
+    store.close()
+
+
 def test_cli_image_export_without_a_browser_fails_in_one_line_while_html_works(store, ids, tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))
     code, _, err = run_export(store, "--runs", str(ids[0]), "--format", "png", "--out", str(tmp_path / "a.png"))

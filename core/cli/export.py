@@ -48,7 +48,9 @@ def add_export_parser(subparsers: Any) -> None:
     p.add_argument("--log-y", action="store_true", help="logarithmic y axis")
     p.add_argument("--x", default="step", metavar="AXIS", help="step|epoch|time")
     p.add_argument("--group-by", action="append", default=[], metavar="FIELD",
-                   help="config field: one mean line and band per group (repeat for several)")
+                   help="config field: one mean line and band per group (repeat for several); a study's runs are "
+                        "grouped by its varied fields unless told otherwise, as on the Compare page")
+    p.add_argument("--no-group", action="store_true", help="draw every run, even a study's, as its own line")
     p.add_argument("--color-by", default=None, metavar="FIELD", help="config field that sets the colour")
     p.add_argument("--dash-by", default=None, metavar="FIELD", help="config field that sets the line dash")
     p.add_argument("--band", default="std", metavar="KIND", help="band around a group's mean: std|minmax|ci95")
@@ -95,8 +97,13 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
 
     runs = report.load_runs(store, args.runs)
     metrics = report.check_metrics(store, runs, args.metrics)
+    group_by = args.group_by
+    if not group_by and not args.no_group:  # as Compare shows a study's runs: a mean line and band per variant
+        from core.presentation import selection  # noqa: PLC0415
+
+        group_by = selection.default_group_by(runs, selection.study_fields(store, runs))
     settings = report.check_settings(runs, x=args.x, smoothing=args.smoothing, log_y=args.log_y,
-                                     group_by=args.group_by, color_by=args.color_by, dash_by=args.dash_by,
+                                     group_by=group_by, color_by=args.color_by, dash_by=args.dash_by,
                                      band=args.band)
     title = args.title if args.title is not None else report.comparison_title(runs, metrics)
     path = None if stdout else _target(args.out, title, EXTENSIONS[fmt])

@@ -5,7 +5,7 @@ selection's one-line summary. Pure functions of store records (`core.store.Run`)
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -33,6 +33,20 @@ def common_study(runs: Sequence[Run]) -> int | None:
     """The study every one of `runs` belongs to; None when one of them belongs to none or they differ."""
     ids = {run.study_id for run in runs}
     return ids.pop() if len(ids) == 1 and None not in ids else None
+
+
+def study_fields(store: Any, runs: Sequence[Run]) -> list[str]:
+    """The varied fields of the study every one of `runs` belongs to; none for a mixed selection (or a study whose
+    stored spec cannot be read: grouping is only a default)."""
+    from core.jobs.studies import load_spec  # noqa: PLC0415
+
+    study_id = common_study(runs)
+    if study_id is None:
+        return []
+    try:
+        return list(load_spec(store, study_id).vary)
+    except (KeyError, ValueError):
+        return []
 
 
 def default_group_by(runs: Sequence[Run], varied: Iterable[str]) -> list[str]:
