@@ -85,7 +85,7 @@ def close_delete() -> None:
 def confirm_delete(runs: list) -> None:
     st.markdown(f"This deletes **{len(runs)} run{'s' if len(runs) != 1 else ''}** with all their metrics, tags and "
                 "notes. It cannot be undone.")
-    st.markdown("\n".join(f"- {formatting.run_label(r)} ({r.status})" for r in runs))
+    st.markdown("\n".join(f"- {formatting.escape_markdown(formatting.run_label(r))} ({r.status})" for r in runs))
     if any(r.status == "running" for r in runs):
         st.warning("Runs that are still training stop at their next flush.")
     yes, no = st.columns(2)
@@ -153,7 +153,7 @@ def prove_fix(run, finding) -> None:
 
 def show_run(run) -> None:
     """One run: headline numbers, then findings, every metric, the whole config and the raw summary."""
-    st.header(formatting.run_label(run))
+    st.header(formatting.escape_markdown(formatting.run_label(run)))  # a name is text, not markup
     st.caption(f"{formatting.status_label(run.status)} · created {run.created_at:%Y-%m-%d %H:%M} UTC · "
                f"{formatting.format_duration(run.duration_s)} on {run.device or '–'} ({run.dtype or '–'}) · "
                f"torch {run.torch_version or '–'}" + (f" · tags: {', '.join(run.tags)}" if run.tags else ""))

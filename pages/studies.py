@@ -415,7 +415,7 @@ def study_view(study_id: int, active_before: bool) -> None:
     frame = study_frame(store, study_id, curves=judge.needs_curves)  # best epoch and area read the curves
     factors = factor_columns(frame)
 
-    st.header(f"#{study.id} {study.name}")
+    st.header(f"#{study.id} {formatting.escape_markdown(study.name)}")
     st.caption(f"{study_views.grid_text(spec)} · base: {describe(ExperimentConfig.from_dict(spec.base))} · created "
                f"{study.created_at:%Y-%m-%d %H:%M} UTC")
     with st.container(key="studies_progress"):

@@ -70,7 +70,8 @@ def live_runs() -> list:
 def live_card(run) -> None:
     with st.container(border=True, key=f"train_live_run_{run.id}"):
         head, action = st.columns([5, 1], vertical_alignment="center")
-        head.markdown(f"**{formatting.run_label(run)}** &nbsp; {formatting.status_label(run.status)}")
+        label = formatting.escape_markdown(formatting.run_label(run))  # a name is text, not markup
+        head.markdown(f"**{label}** &nbsp; {formatting.status_label(run.status)}")
         if run.status == "running":
             if run.cancel_requested:
                 action.caption("cancelling…")

@@ -254,6 +254,15 @@ def test_a_run_link_that_names_two_runs_says_so_and_points_to_compare(populated_
     assert not at.header  # no run view: which one was meant is not known
 
 
+def test_a_run_name_with_markup_is_shown_as_written(populated_url, populated_store):
+    run_id = populated_store.list_runs()[0].id
+    with Store(populated_url) as store:
+        store.rename_run(run_id, "qa **bold** $x$")
+    at = open_page("pages/runs.py", query={"run": str(run_id)})
+    # escaped for markdown: the page shows the asterisks and dollars, not bold text and LaTeX
+    assert at.header[0].value == f"#{run_id} qa \\*\\*bold\\*\\* \\$x\\$"
+
+
 @pytest.mark.parametrize("value, message", [("99", "no run #99: deleted, or from another database"),
                                             ("abc", "'abc' is not a run id: use a number, e.g. ?run=3"),
                                             # digits to str.isdigit, not to int(): these crashed the page
