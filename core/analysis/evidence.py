@@ -39,6 +39,7 @@ TAIL_FALL = 0.01  # ... and at least 0.01 nats an epoch,
 TAIL_STEADY = 0.3  # ... and had not been swinging (a noisy curve's last epochs fall as often as they rise)
 TINY_BATCH = 4  # BatchNorm on batches of at most this many samples
 BN_MOMENTUM_HIGH = 0.5  # running statistics that follow the last batch this closely
+LN2 = math.log(2)  # the exact loss of predicting 0.5 for every sample
 IMBALANCED = 0.7  # the larger class holds at least this share of the validation samples
 MAJORITY_SLACK = 0.01  # accuracy within this of the larger class's share: no better than predicting it always
 CHANCE_AUC = 0.65  # ... with an AUC under this: the ranking of the samples is near chance (0.5)
