@@ -503,6 +503,20 @@ def test_cli_export_writes_through_a_link_and_into_a_pipe_and_wants_its_folder(s
     assert not (tmp_path / "figures").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--study", "1", "--out", "a.csv"], "study: --study is for --format table"),
+    (["--judge", "auc", "--out", "a.csv"], "judge: --judge is for --format table"),
+    (["--table-format", "latex", "--out", "a.csv"], "table-format: --table-format is for --format table"),
+])
+def test_cli_export_refuses_the_table_options_on_a_chart(store, ids, tmp_path, argv, message):
+    argv = [a if a != "a.csv" else str(tmp_path / "a.csv") for a in argv]
+    with pytest.raises(ConfigError, match=message):
+        run_export(store, "--runs", str(ids[0]), *argv)
+    with pytest.raises(ConfigError, match="runs: --format table writes a study's tables"):
+        run_export(store, "--runs", str(ids[0]), "--format", "table", "--study", "1", "--out", "-")
+    assert not (tmp_path / "a.csv").exists()
+
+
 def test_cli_export_groups_a_studys_runs_as_compare_does(tmp_path):
     from core.jobs.spec import StudySpec
     from core.jobs.studies import open_study

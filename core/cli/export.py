@@ -74,7 +74,14 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
     fmt = args.format or ("html" if suffix == "htm" else suffix if suffix in EXTENSIONS.values() else
                           "table" if suffix in TABLE_EXTENSIONS.values() else None)
     if fmt == "table":
+        if args.runs:
+            raise ConfigError("runs", "--format table writes a study's tables (--study NAME); it takes no --runs")
         return _export_tables(args, store, suffix, out)
+    for flag, given in (("study", args.study), ("table-format", args.table_format),
+                        ("judge", args.judge != DEFAULT_JUDGE)):
+        if given:  # an option of --format table alone: silently ignored, it would look as if it had been used
+            raise ConfigError(flag, f"--{flag} is for --format table (a study's tables); this export is "
+                                    f"{fmt or 'a chart'}")
     if fmt not in FORMATS:
         got = repr(args.format) if args.format else (f"the file suffix {'.' + suffix!r}" if suffix else
                                                      f"{args.out!r}, which has no suffix")
