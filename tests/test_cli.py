@@ -385,3 +385,15 @@ def test_a_read_with_a_mistyped_db_folder_makes_nothing(tmp_path):
     assert not (tmp_path / "no").exists()
     code, out, _ = cli("train", "--dry-run", db=f"sqlite:///{missing}")  # a write makes its folder, as before
     assert code == 0 and missing.exists()
+
+
+def test_ctrl_c_while_the_command_line_starts_is_one_line(db):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "core", "--db", db, "train", "--preset", "article-fixed"],
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.2)  # importing torch and the store: before `train` has its own handling
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err.decode()
