@@ -160,6 +160,13 @@ if st.session_state.get("compare_group_default") != group_default:
         st.session_state[OPT + "group"] = group_default
     st.session_state["compare_group_default"] = group_default
 keep_valid(OPT + "group", fields, group_default)
+# The legend starts off for a large ungrouped selection (it takes longer to draw than the curves); as the grouping,
+# the default is applied when it changes, so a choice the user made stays
+legend_default = selection.legend_default(len(chosen), bool(st.session_state[OPT + "group"]))
+if st.session_state.get("compare_legend_default") != legend_default:
+    if "compare_legend_default" in st.session_state or OPT + "legend" not in st.session_state:
+        st.session_state[OPT + "legend"] = legend_default
+    st.session_state["compare_legend_default"] = legend_default
 for key, default in (("layout", "overlay"), ("x", "step"), ("smoothing", 0.0), ("log_y", False),
                      ("robust_y", False), ("band", "std"), ("legend", True)):
     st.session_state.setdefault(OPT + key, default)
@@ -281,6 +288,9 @@ def chart_and_summary() -> None:
         else:
             if x == "step":  # dragging picks a range of steps to read again at full resolution
                 zoom.zoomable(figure, steps)
+            if not show_legend and not legend_default:
+                st.caption(f"The legend is off for {len(chosen):,} runs: it takes longer to draw than the curves. "
+                           "Hover a line for its run, or turn the legend on under Style and groups.")
             st.plotly_chart(figure, key=ZOOM.chart_key(st.session_state), config={"displaylogo": False},
                             on_select="rerun" if x == "step" else "ignore", selection_mode="box")
             with st.container(horizontal=True, vertical_alignment="center"):

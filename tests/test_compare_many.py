@@ -199,3 +199,14 @@ def test_hiding_the_legend(study_url):
     assert "legend" not in fig["layout"] or "orientation" not in fig["layout"]["legend"]
     assert 550 <= fig["layout"]["height"] < shown_height, "the legend's rows are no longer added"
     assert at.session_state["compare_opt_legend"] is False
+
+
+def test_a_large_ungrouped_selection_starts_without_its_legend(study_url):
+    from core.presentation.selection import LEGEND_RUNS, legend_default
+
+    assert legend_default(24, grouped=False) and legend_default(LEGEND_RUNS, grouped=False)
+    assert not legend_default(LEGEND_RUNS + 1, grouped=False)  # 1,000 runs: 22 s to show in Chromium, 5.6 s without
+    assert legend_default(1000, grouped=True)  # an entry per group
+    at = open_page({"runs": STUDY_URL})  # 24 runs, grouped: the legend is on, no caption about it
+    assert widget(at, "toggle", "compare_opt_legend").value is True
+    assert not [c for c in at.caption if "The legend is off" in c.value]
