@@ -397,3 +397,18 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line(db):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err.decode()
+
+
+def test_a_store_lost_mid_study_is_not_bad_input(db, monkeypatch):
+    # what a stopped PostgreSQL server raises from the study's polling: exit 1 (resume later), not 2 ("refused")
+    from sqlalchemy.exc import OperationalError
+
+    from core.cli import study as study_cli
+
+    def lost(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("the database system is shutting down"))
+
+    monkeypatch.setattr(study_cli, "resume_study_populations", lost)
+    code, _, err = cli("study", "--preset", "article-fixed", "--vary", "lr=0.1,0.2", "--seeds", "1", db=db)
+    assert code == 1 and "stopped answering during the study: the database system is shutting down" in err
+    assert "run the same command again to resume (python -m core study --study" in err

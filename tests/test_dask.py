@@ -196,6 +196,31 @@ def test_a_scheduler_that_is_not_there_is_said_at_once_and_stores_no_study(pg_ur
     assert len(Store(pg_url).list_studies()) == before  # nothing stored for a cluster that is not there
 
 
+def test_a_scheduler_address_is_checked_for_what_answers_there(cluster, pg_url):
+    from io import StringIO
+
+    from sqlalchemy.engine import make_url
+
+    from core.cli.main import main
+    from core.experiment.config import ConfigError
+    from core.jobs.executors import check_scheduler
+
+    check_scheduler(cluster)
+    check_scheduler(cluster.removeprefix("tcp://"))  # HOST:PORT is tcp://, as Dask reads it
+    with pytest.raises(ConfigError, match="'bogus://x' is not a Dask address"):
+        check_scheduler("bogus://x")
+    url = make_url(pg_url)  # the PostgreSQL server's port: something listens, but it is no Dask scheduler
+    with pytest.raises(ConfigError, match="no Dask scheduler answered at 'tcp://"):
+        check_scheduler(f"tcp://{url.host}:{url.port}", timeout_s=2)
+    before = len(Store(pg_url).list_studies())
+    for address in ("bogus://x", f"{url.host}:{url.port}"):  # each had stored an empty study, then hung or failed
+        err = StringIO()
+        assert main(["study", "--preset", "article-fixed", "--vary", "lr=0.1,0.2", "--executor", "dask",
+                     "--scheduler", address, "--db", pg_url], out=StringIO(), err=err, env={}) == 2
+        assert err.getvalue().startswith("error: scheduler: ") and err.getvalue().count("\n") == 1
+    assert len(Store(pg_url).list_studies()) == before
+
+
 def test_every_worker_killed_at_once_mid_population_and_the_study_still_finishes(cluster, pg_url):
     """Both worker processes die together (their nannies start new ones, at new addresses): the population tasks
     that preferred the dead workers are sent again to the new ones, and every cell ends once, none twice."""

@@ -15,6 +15,8 @@ import signal
 import threading
 from typing import Any, Mapping, TextIO
 
+from sqlalchemy.exc import OperationalError
+
 from core.analysis.effects import variant_label
 from core.analysis.judges import DEFAULT_JUDGE, JUDGES
 from core.cli.output import dump_json
@@ -27,6 +29,7 @@ from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, MAX_WORKERS, STUDIES, Study
 from core.jobs.studies import check_runnable, default_workers, find_study, open_study, plan_study, summarize
 from core.presentation.forms import split_text
 from core.store import Store
+from core.store.records import db_reason
 
 
 def add_study_parser(subparsers: Any) -> Any:
@@ -119,6 +122,11 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
     try:
         outcome = resume_study_populations(store, study_id, workers=workers, on_finished=line, executor=executor,
                                            scheduler=scheduler, population=not getattr(args, "no_population", False))
+    except OperationalError as exc:  # the store went away mid-study (a server stopped): not bad input
+        err.write(f"error: db: {store.where!r} stopped answering during the study: {db_reason(exc)}. What was "
+                  "stored is kept and the runs in flight end interrupted; when the store is back, run the same "
+                  f"command again to resume (python -m core study --study {shlex.quote(spec.name)})\n")
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

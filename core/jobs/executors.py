@@ -34,13 +34,25 @@ def executor_options(executor: str | None = None, scheduler: str | None = None, 
     return executor, scheduler
 
 
+SCHEMES = ("tcp", "tls", "ws", "wss", "inproc", "ucx")  # the protocols Dask's addresses name
+SOCKETS = ("tcp", "tls", "ws", "wss")  # ... those a HOST:PORT socket can be checked for
+
+
 def check_scheduler(scheduler: str, *, timeout_s: float = 5.0) -> None:
-    """A ConfigError on `scheduler` when nothing listens at its tcp:// address: said at once, before a study is
-    stored (Dask's client retries a refused connection for its whole timeout). Other protocols are left to Dask."""
+    """A ConfigError on `scheduler` unless a Dask scheduler answers there: said at once, before a study is stored
+    (Dask's client retries a refused connection for its whole timeout). An address without a protocol is tcp://,
+    as Dask reads it; an unknown protocol, a port nothing listens on, or a listener that is not a Dask scheduler
+    (a database's port) are each refused in one line."""
     address = scheduler.strip()
-    if not address.startswith("tcp://"):
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme not in SCHEMES:
+        raise ConfigError("scheduler", f"{scheduler!r} is not a Dask address: use tcp://HOST:PORT (e.g. "
+                                       f"tcp://127.0.0.1:8786; {', '.join(s + '://' for s in SCHEMES)})")
+    if scheme not in SOCKETS:
         return
-    host, _, port = address[len("tcp://"):].rstrip("/").rpartition(":")
+    host, _, port = rest.rstrip("/").rpartition(":")
     if not host or not (port.isascii() and port.isdigit()):
         raise ConfigError("scheduler", f"must look like tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786); got {scheduler!r}")
     try:
@@ -48,6 +60,34 @@ def check_scheduler(scheduler: str, *, timeout_s: float = 5.0) -> None:
     except OSError as exc:
         raise ConfigError("scheduler", f"cannot reach the Dask scheduler at {scheduler!r}: "
                                        f"{exc.strerror or exc}") from None
+    if scheme == "tcp":
+        _identify(f"tcp://{rest}", scheduler, timeout_s)
+
+
+def _identify(address: str, given: str, timeout_s: float) -> None:
+    """Ask what listens at `address` (Dask's "identity" call): a ConfigError unless it is a Dask scheduler."""
+    import asyncio  # noqa: PLC0415
+
+    try:
+        from distributed.comm import connect  # noqa: PLC0415
+    except ImportError:
+        return  # check_dask says what to install
+
+    async def identity() -> object:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await asyncio.wait_for(comm.read(), timeout_s)
+        finally:
+            comm.abort()
+
+    try:  # bounded as a whole: a listener that never answers holds Dask's own handshake for ever
+        answer = asyncio.run(asyncio.wait_for(identity(), 2 * timeout_s))
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, nothing there speaks Dask
+        raise ConfigError("scheduler", f"no Dask scheduler answered at {given!r} (something else listens there?): "
+                                       f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}") from None
+    if not (isinstance(answer, dict) and answer.get("type") == "Scheduler"):
+        raise ConfigError("scheduler", f"what answered at {given!r} is not a Dask scheduler")
 
 
 def lease_timeout(env: Mapping[str, str] = os.environ) -> float:
