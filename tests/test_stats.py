@@ -586,3 +586,21 @@ def test_power_lines_do_not_plan_seeds_from_no_spread():
     sd = float(np.std([0.02, 0.03, 0.05], ddof=1))
     assert said[1] == f"BatchNorm: 3 seeds detect a difference of {fmt(detectable_difference(3, sd))} in final " \
                       "exact val loss."
+
+
+def test_an_interaction_qualifies_its_own_level_and_a_diverged_corner_is_named():
+    values = {(0.01, False): lambda s: 0.5 + 0.01 * s, (0.01, True): lambda s: 0.45 + 0.01 * s,
+              (3.0, False): lambda s: 0.9 + 0.01 * s + 0.001 * s * s, (3.0, True): lambda s: 0.46 + 0.012 * s,
+              (30.0, True): lambda s: 0.7 + 0.011 * s}  # lr 30 without BatchNorm diverges at every seed
+    rows = [{"run_id": 0, "name": "", "variant": "", "seed": s, "lr": lr,
+             "batchnorm": bn, "status": "finished" if (lr, bn) in values else "diverged",
+             "final_val_loss_logits": values[(lr, bn)](s) if (lr, bn) in values else math.nan}
+            for s in range(3) for lr in (0.01, 3.0, 30.0) for bn in (False, True)]
+    said = study_statistics(pd.DataFrame(rows), "exact_loss").sentences
+    lr3 = next(s for s in said if s.startswith("lr 3.0 instead of 0.01 raises"))  # the effect, not the interaction
+    lr30 = next(s for s in said if s.startswith("lr 30.0 instead of 0.01 raises"))
+    assert "on average over batchnorm: the interaction above says where it holds" in lr3
+    # lr 30's difference comes from batchnorm=true alone, and no interaction of lr 30 was judged: none is pointed at
+    assert "on average over" not in lr30 and "3 of 6 runs at lr 30.0 diverged" in lr30
+    assert ("lr 30.0 instead of 0.01 and BatchNorm: their interaction on final exact val loss cannot be judged: every "
+            "run of lr=30.0 with batchnorm=false diverged, so that combination has no result.") in said

@@ -50,7 +50,7 @@ from core.analysis.effects import (
 INTERACTION_COLUMNS: tuple[str, ...] = (
     "fields", "levels", "baselines", "metric", "estimate", "ci_low", "ci_high", "n_seeds", "pairs", "sd", "p_value",
     "clear", "effect_at_baseline", "effect_at_baseline_ci_low", "effect_at_baseline_ci_high",
-    "effect_at_level", "effect_at_level_ci_low", "effect_at_level_ci_high")
+    "effect_at_level", "effect_at_level_ci_low", "effect_at_level_ci_high", "diverged_corners")
 
 
 def interactions(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors: Sequence[str] | None = None,
@@ -71,8 +71,11 @@ def interactions(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors
         others = [k for k, _ in enumerate(factors) if k not in (i, j)]
         combos = list(dict.fromkeys(variant_keys(frame, [factors[k] for k in others])))
         for a, b in itertools.product(a_levels[1:], b_levels[1:]):
-            rows.append(_interaction(cells, seeds, len(factors), (i, j), others, combos,
-                                     (a_name, b_name), (a, b), (a_levels[0], b_levels[0]), metric))
+            row = _interaction(cells, seeds, len(factors), (i, j), others, combos,
+                               (a_name, b_name), (a, b), (a_levels[0], b_levels[0]), metric)
+            corners = [(x, y) for x in (a, a_levels[0]) for y in (b, b_levels[0])]
+            row["diverged_corners"] = _diverged_corners(frame, a_name, b_name, corners)
+            rows.append(row)
     return pd.DataFrame(rows, columns=list(INTERACTION_COLUMNS))
 
 
@@ -114,6 +117,18 @@ def _interaction(cells, seeds, width: int, pair: tuple[int, int], others: list[i
             "effect_at_level": level[0], "effect_at_level_ci_low": level[1], "effect_at_level_ci_high": level[2]}
 
 
+def _diverged_corners(frame: pd.DataFrame, a_name: str, b_name: str, corners: list[tuple]) -> list[list]:
+    """The corners ([a, b] values) whose every run that ended, diverged: no result there, however many seeds."""
+    out = []
+    ended = frame[frame["status"].isin(("finished", "diverged"))]
+    for x, y in corners:
+        here = ended[[format_value(u) == format_value(x) and format_value(v) == format_value(y)
+                      for u, v in zip(ended[a_name], ended[b_name])]]
+        if len(here) and (here["status"] == "diverged").all():
+            out.append([x, y])
+    return out
+
+
 def interaction_sentences(table: pd.DataFrame) -> list[str]:
     """Each interaction in words, e.g. "BatchNorm matters only with bce: with bce it lowers final exact val loss
     by 5,749 (95% CI ...); with bce_with_logits it makes no clear difference (...). Interaction (its effect with
@@ -129,6 +144,11 @@ def interaction_sentence(row: dict[str, Any]) -> str:
     est, lo, hi, n = row["estimate"], row["ci_low"], row["ci_high"], row["n_seeds"]
     pair = f"{subject} and {choice_words(b_name, b, b0)}"
     if n < 2 or not math.isfinite(lo):
+        lost = row.get("diverged_corners") or []
+        if lost:  # more seeds would not help: a combination has no result because its runs diverge
+            where = " and ".join(f"{a_name}={format_value(x)} with {b_name}={format_value(y)}" for x, y in lost)
+            return (f"{pair}: their interaction on {metric} cannot be judged: every run of {where} diverged, so "
+                    "that combination has no result.")
         return (f"{pair}: their interaction on {metric} cannot be judged yet: that needs results in all four "
                 f"combinations for at least 2 seeds (there {'is' if n == 1 else 'are'} {n}).")
     interval = f"{_signed(est)}, 95% CI {fmt(lo)} to {fmt(hi)}"

@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from core.analysis.effects import ROUNDING, choice_words, diverged_note, effect_sentence, effects, fmt, metric_words
+from core.analysis.effects import (ROUNDING, choice_words, diverged_note, effect_sentence, effects, fmt, format_value,
+                                   metric_words)
 from core.analysis.interactions import interaction_sentence, interactions
 from core.analysis.judges import Judge
 from core.analysis.judges import judge as find_judge
@@ -74,15 +75,16 @@ def _sentences(main: pd.DataFrame, inter: pd.DataFrame, family: int) -> list[tup
     """(sentence, clear, still clear after Holm's correction) for each effect and interaction, in reading order."""
     # the clearest interaction first: it is the one the reader needs before the main effects
     clear = inter[inter["clear"]].sort_values("p_value", kind="stable").to_dict("records") if len(inter) else []
-    qualified: dict[str, list[str]] = {}
+    # an effect is qualified by a clear interaction of its own level (lr 3.0 x BatchNorm qualifies lr 3.0, not lr 30)
+    qualified: dict[tuple[str, str], list[str]] = {}
     for row in clear:
-        a, b = row["fields"]
-        qualified.setdefault(a, []).append(b)
-        qualified.setdefault(b, []).append(a)
+        (a, b), (la, lb) = row["fields"], row["levels"]
+        qualified.setdefault((a, format_value(la)), []).append(b)
+        qualified.setdefault((b, format_value(lb)), []).append(a)
     out = [(interaction_sentence(row) + _holm_note(row, family), True, _held(row, family)) for row in clear]
     for row in main.to_dict("records"):
         sentence = effect_sentence(row)
-        others = list(dict.fromkeys(qualified.get(row["factor"], [])))
+        others = list(dict.fromkeys(qualified.get((row["factor"], format_value(row["level"])), [])))
         if others and row["n_seeds"] >= 2:
             sentence = (f"{sentence[:-1]}, on average over {' and '.join(others)}: the interaction above says "
                         "where it holds.")
@@ -113,7 +115,9 @@ def power_sentences(main: pd.DataFrame, inter: pd.DataFrame, difference: float |
         n, detectable = int(row["n_seeds"]), row["detectable"]
         metric = metric_words(row["metric"])
         if not math.isfinite(detectable):
-            out.append(f"{name}: too few seeds with results ({n}) to say what they could detect.")
+            out.append(f"{name}: " + ("no results to plan from: a combination's runs all diverged." if
+                                      row.get("diverged_corners") else
+                                      f"too few seeds with results ({n}) to say what they could detect."))
             continue
         if detectable <= ROUNDING * _scale(row):  # "detects a difference of 0" (or of 5e-17, float rounding of
             # a spread of 0) is true of the formula and says nothing
