@@ -506,11 +506,12 @@ if url_value != st.session_state.get("studies_url"):
     st.session_state["studies_selected"] = chosen
     st.session_state["studies_problem"] = problem
     st.session_state["studies_url"] = url_value
-if st.session_state.get("studies_problem"):
-    st.warning(f"In the link's `?study=`: {st.session_state['studies_problem']}.", icon=":material/link_off:")
 selected = st.session_state.get("studies_selected")
 if selected not in by_id:
     selected = studies[0].study.id  # the newest
+if st.session_state.get("studies_problem"):  # and which study is shown instead, since the link does not say
+    st.warning(f"In the link's `?study=`: {st.session_state['studies_problem']}. Showing the newest study, "
+               f"#{selected}.", icon=":material/link_off:")
 if st.query_params.get("study") != str(selected) and not st.session_state.get("studies_problem"):
     show_study(selected)  # a bad link stays in the address bar, with its warning, until another study is picked
 st.session_state["studies_pick"] = selected

@@ -573,6 +573,7 @@ def test_a_finished_study_shows_its_answer_ranking_and_curves(study_url, deferre
 def test_a_study_id_in_the_url_that_does_not_exist_is_reported(study_url):
     at = open_page(STUDIES_PAGE, query={"study": "99"})
     assert "no study #99" in text_of(at.warning) and widget(at, "selectbox", "studies_pick").value == 1
+    assert "Showing the newest study, #1." in text_of(at.warning)  # what is on screen, which the link does not say
     assert at.query_params["study"] == "99"  # the link stays as given, so a reload says it again
     at.run()
     assert "no study #99" in text_of(at.warning)

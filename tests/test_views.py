@@ -451,7 +451,7 @@ def test_study_progress_texts():
 
 @pytest.mark.parametrize("value, expected", [
     ("2", (2, None)), ("", (None, None)), (None, (None, None)),
-    ("abc", (None, "'abc' is not a study id: use a number, e.g. ?study=3")),
+    ("abc", (None, "no study is named 'abc': use a study's name or id, e.g. ?study=bn-act-loss or ?study=3")),
     ("9", (None, "no study #9: deleted, or from another database")),
 ])
 def test_resolve_study(value, expected):

@@ -99,5 +99,10 @@ def resolve_run(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> 
 
 
 def resolve_study(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> tuple[int | None, str | None]:
-    """`/studies?study=3` checked against the store (see `resolve_one`)."""
-    return resolve_one(value, known_ids, what="study", param="study")
+    """`/studies?study=3` checked against the store (see `resolve_one`); the page looks names up first, so a value
+    that is no id is no name either."""
+    found, problem = resolve_one(value, known_ids, what="study", param="study")
+    if problem and " is not a study id" in problem:
+        text = (",".join(value) if isinstance(value, (list, tuple)) else value or "").strip()
+        problem = f"no study is named {text!r}: use a study's name or id, e.g. ?study=bn-act-loss or ?study=3"
+    return found, problem
