@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+from core.analysis.effects import format_value as study_value
 from core.analysis.findings import findings
 from core.jobs import runner
 from core.presentation import calibration, charts, export, formatting, report, run_tables, urls, zoom
@@ -127,13 +128,14 @@ def start_fix(run_id: int) -> None:
 
 def prove_fix(run, finding) -> None:
     """One click trains the run's config and the fix over 3 seeds in the background and says whether it helped."""
-    change = ", ".join(f"`{k}={formatting.format_value(v)}`" for k, v in finding.fix.items())
+    said = ", ".join(f"{k}={study_value(v)}" for k, v in finding.fix.items())  # as run names and the CLI write it
+    change = ", ".join(f"`{k}={study_value(v)}`" for k, v in finding.fix.items())
     state = runner.fix_state(store, run.id)
     if state is None:
-        st.button(f"Prove the fix: {', '.join(f'{k}={formatting.format_value(v)}' for k, v in finding.fix.items())}"
-                  " over 3 seeds", key=f"runs_fix_{run.id}", icon=":material/science:", on_click=start_fix,
-                  args=(run.id,), help="Trains this run's config and the fixed one with seeds 0, 1, 2 (runs tagged "
-                                       f"fix:{run.id}) and compares their exact validation loss with a 95% CI.")
+        st.button(f"Prove the fix: {said} over 3 seeds", key=f"runs_fix_{run.id}", icon=":material/science:",
+                  on_click=start_fix, args=(run.id,),
+                  help=f"Trains this run's config and the fixed one with seeds 0, 1, 2 (runs tagged fix:{run.id}) "
+                       "and compares their exact validation loss with a 95% CI.")
         if st.session_state.get("runs_fix_error"):
             st.error(st.session_state.pop("runs_fix_error"))
         return

@@ -633,7 +633,7 @@ def test_compare_lists_the_runs_findings_causes_first(populated_url, populated_s
     at = open_page("pages/compare.py", query={"runs": f"{example.id},2"})
     table = next(d.value for d in at.dataframe if "finding" in d.value.columns)
     mine = table[table["run"] == f"#{example.id} article-example"]
-    assert mine.iloc[0]["cause"] == "a ReLU before the sigmoid" and mine.iloc[0]["fix"] == "output_relu=False"
+    assert mine.iloc[0]["cause"] == "a ReLU before the sigmoid" and mine.iloc[0]["fix"] == "output_relu=false"
     assert set(table["severity"]) <= {"problem", "warning"}
 
 
@@ -646,7 +646,7 @@ def test_the_run_view_proves_a_fix_in_the_background(populated_url, populated_st
     run = next(r for r in populated_store.list_runs() if r.name == "article-example")
     at = open_page("pages/runs.py", query={"run": str(run.id)})
     widget(at, "button", f"runs_fix_{run.id}").click().run()
-    assert "Proving the fix `output_relu=False`" in text_of(at.info)
+    assert "Proving the fix `output_relu=false`" in text_of(at.info)
     assert runner.wait_fix(populated_store, run.id, timeout=300) == 0
     at.run()
     (verdict,) = [s.value for s in at.success if "The fix helped" in s.value] or [text_of(at.warning)]
@@ -656,7 +656,7 @@ def test_the_run_view_proves_a_fix_in_the_background(populated_url, populated_st
     populated_store.delete_run(proof[0].id)  # a verdict whose runs are gone is withdrawn: the fix can be proved again
     at.run()
     assert not [s for s in at.success if "The fix helped" in s.value] and "95% CI" not in text_of(at.warning)
-    assert widget(at, "button", f"runs_fix_{run.id}").label.startswith("Prove the fix: output_relu=False")
+    assert widget(at, "button", f"runs_fix_{run.id}").label.startswith("Prove the fix: output_relu=false")
 
 
 # ---------------------------------------------------------------------- statistics (issue 15)
@@ -711,14 +711,14 @@ def test_compare_difference_between_two_groups(study_url):
         runs = [r for r in store.list_runs() if r.id <= 8]
         store.add_tag(1, "mine")
         store.add_tag(2, "theirs")
-    a, b = run_groups.split_runs(runs, "field:batchnorm", "False", "True")
+    a, b = run_groups.split_runs(runs, "field:batchnorm", "false", "true")
     assert len(a) == len(b) == 4
     expected = run_groups.difference_sentence(run_groups.group_difference(a, b, "final_val_loss_logits"),
-                                              "batchnorm=False", "batchnorm=True", "final_val_loss_logits")
+                                              "batchnorm=false", "batchnorm=true", "final_val_loss_logits")
     assert formatting.escape_markdown(expected) in text_of(at.markdown) and "Welch t" in expected
     shown = next(d for d in at.dataframe if "p (Welch)" in d.value.columns)
     table = shown.value
-    assert list(table["group"]) == ["batchnorm=False", "batchnorm=True", "B − A"]
+    assert list(table["group"]) == ["batchnorm=false", "batchnorm=true", "B − A"]
     assert shown.proto.placeholder == "–"  # the groups' rows have no p-value: a dash, not "None"
 
     widget(at, "selectbox", "compare_group_kind").set_value("pick").run()

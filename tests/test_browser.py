@@ -276,7 +276,7 @@ def test_proving_a_fix_from_the_run_view(page, server, shots):
     page.goto(f"{base}/runs?run={run_id}")
     expect(page.get_by_role("heading", name=f"#{run_id} article-relu-sigmoid")).to_be_visible()
     expect(page.get_by_text("Cause: a ReLU before the sigmoid")).to_be_visible()
-    page.get_by_role("button", name=re.compile(r"^Prove the fix: output_relu=False")).first.click()
+    page.get_by_role("button", name=re.compile(r"^Prove the fix: output_relu=false")).first.click()
     verdict = page.get_by_text(re.compile(r"^The fix helped: output_relu=false lowered the exact validation loss"))
     expect(verdict).to_be_visible(timeout=240_000)
     expect(page.get_by_text(re.compile(r"95% CI .* 3 seeds"))).to_be_visible()

@@ -79,7 +79,7 @@ def test_launch_a_study_and_read_what_mattered(page, server):  # noqa: F811 - fi
     expect(chart.locator(".gtitle").filter(has_text=re.compile(r": train_loss$"))).to_have_count(1)
     legend = chart.locator(".legend .traces")
     expect(legend).to_have_count(4)
-    assert "batchnorm=False, loss=bce (n=2)" in " ".join(legend.all_text_contents())
+    assert "batchnorm=false, loss=bce (n=2)" in " ".join(legend.all_text_contents())
     expect(page.get_by_role("link", name="Open these 8 runs in Compare")).to_be_visible()
     screenshot(page, "10-study-view")
 

@@ -254,8 +254,8 @@ def test_color_by_and_dash_by_share_styles_by_value() -> None:
     assert color[1] == color[3] != color[2] == color[4]
     assert dash[1] == dash[2] != dash[3] == dash[4]
     titles = {t.legendgrouptitle.text for t in fig.data}
-    assert titles == {"activation=elu, batchnorm=True", "activation=relu, batchnorm=True",
-                      "activation=elu, batchnorm=False", "activation=relu, batchnorm=False"}
+    assert titles == {"activation=elu, batchnorm=true", "activation=relu, batchnorm=true",
+                      "activation=elu, batchnorm=false", "activation=relu, batchnorm=false"}
     assert [t.name for t in fig.data] == ["run-1", "run-2", "run-3", "run-4"]
 
 
@@ -309,8 +309,8 @@ def test_group_by_gives_one_mean_and_one_band_per_group(seeds) -> None:
     assert kinds(fig) == ["band", "mean", "band", "mean"]
     means = [t for t in fig.data if t.meta["kind"] == "mean"]
     # the elu seeds stop at steps 300, 280 and 250: one is left at the right end ("n=3→1")
-    assert [t.name for t in means] == ["batchnorm=False, activation=relu (n=3)",
-                                       "batchnorm=True, activation=elu (n=3→1)"]
+    assert [t.name for t in means] == ["batchnorm=false, activation=relu (n=3)",
+                                       "batchnorm=true, activation=elu (n=3→1)"]
     # each point's hover says how many runs its mean is over (as the band counts them)
     elu = means[1]
     np.testing.assert_array_equal(elu.customdata, np.where(elu.x <= 250, 3, np.where(elu.x <= 280, 2, 1)))
@@ -344,8 +344,8 @@ def test_group_by_with_smoothing_and_several_metrics(seeds) -> None:
     fig = comparison_figure(series, runs, metrics=["train_loss", "val_loss"], group_by=["batchnorm"],
                             smoothing=0.6, band="minmax")
     means = [t for t in fig.data if t.meta["kind"] == "mean"]
-    assert [t.name for t in means] == ["batchnorm=False (n=3) · train_loss", "batchnorm=False (n=3) · val_loss",
-                                       "batchnorm=True (n=3→1) · train_loss", "batchnorm=True (n=3→1) · val_loss"]
+    assert [t.name for t in means] == ["batchnorm=false (n=3) · train_loss", "batchnorm=false (n=3) · val_loss",
+                                       "batchnorm=true (n=3→1) · train_loss", "batchnorm=true (n=3→1) · val_loss"]
     # val_loss: shared epochs within a group -> the grid is the epochs' steps, smoothing applied per run first
     val = means[1]
     smoothed = [ema_smooth(series[(series.run_id == r) & (series.key == "val_loss")].value.to_numpy(), 0.6)

@@ -13,6 +13,7 @@ from typing import Any, Hashable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.analysis.effects import format_value
 from core.analysis.series import downsample_indices
 
 SERIES_COLUMNS: tuple[str, ...] = ("run_id", "key", "step", "epoch", "value", "wall_time")
@@ -116,13 +117,9 @@ def json_value(value: Any) -> Any:
 
 
 def format_config_value(value: Any) -> str:
-    if value is None:
-        return "None"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, tuple):
-        return str(list(value))
-    return str(value)
+    """A config value in a legend or a group's title as run names and the command line write it: true, false,
+    none, [64, 64], 0.01."""
+    return format_value(value)
 
 
 def config_label(field: str, value: Any) -> str:

@@ -2,8 +2,8 @@
 by tags, or by picking runs) and give the difference of one summary number of their curves with a 95% CI.
 
 Pure functions from store records (`core.store.Run`) to groups, a Welch interval (`core.analysis.groups`) and
-words; the page only lays them out. Group values are compared as the run tables show them (`format_value`), so
-[64, 64] and (64, 64) are one value.
+words; the page only lays them out. Group values are compared as text (`format_value`: true/false, as run names
+and legends write them), so [64, 64] and (64, 64) are one value.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from core.analysis.effects import fmt
+from core.analysis.effects import fmt, format_value
 from core.analysis.groups import GroupDifference, welch_difference
-from core.presentation.formatting import as_float, format_value
+from core.presentation.formatting import as_float
 from core.store import Run
 
 GROUP_KINDS: dict[str, str] = {"field": "Config field", "tag": "Tag", "pick": "Picked runs"}
