@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 
 from core.analysis.effects import format_value
 from core.analysis.series import downsample_indices
+from core.presentation.formatting import natural_key
 
 SERIES_COLUMNS: tuple[str, ...] = ("run_id", "key", "step", "epoch", "value", "wall_time")
 
@@ -116,18 +116,10 @@ def json_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def format_config_value(value: Any) -> str:
-    """A config value in a legend or a group's title as run names and the command line write it: true, false,
-    none, [64, 64], 0.01."""
-    return format_value(value)
-
-
 def config_label(field: str, value: Any) -> str:
-    return f"{field}={format_config_value(value)}"
-
-
-def natural_key(text: str) -> tuple:
-    return tuple(int(p) if p.isascii() and p.isdigit() else p for p in re.split(r"([0-9]+)", str(text)))
+    """A config value in a legend or a group's title as run names and the command line write it: batchnorm=true,
+    hidden=[64, 64], lr=0.01."""
+    return f"{field}={format_value(value)}"
 
 
 def value_sort_key(value: Any) -> tuple:
