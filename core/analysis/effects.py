@@ -144,28 +144,26 @@ def effects(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors: Seq
             continue
         others = [f for f in factors if f != factor]
         combos = list(dict.fromkeys(variant_keys(frame, others)))
-        ended = _ended(frame, factor)
+        ended = ended_counts(frame, [factor])
         for level in levels[1:]:
+            (level_diverged, level_ended), (base_diverged, base_ended) = (
+                ended.get((format_value(v),), (0, 0)) for v in (level, levels[0]))
             rows.append(_effect(cells, seeds, i, factor, level, levels[0], combos, metric)
-                        | {"level_diverged": ended.get(level, (0, 0))[0], "level_ended": ended.get(level, (0, 0))[1],
-                           "baseline_diverged": ended.get(levels[0], (0, 0))[0],
-                           "baseline_ended": ended.get(levels[0], (0, 0))[1]})
+                        | {"level_diverged": level_diverged, "level_ended": level_ended,
+                           "baseline_diverged": base_diverged, "baseline_ended": base_ended})
     return pd.DataFrame(rows, columns=list(EFFECT_COLUMNS))
 
 
-def _ended(frame: pd.DataFrame, factor: str) -> dict[Any, tuple[int, int]]:
-    """Each level of `factor` -> (its runs that diverged, its runs that ended: finished or diverged)."""
-    out: dict[Any, list[int]] = {}
-    for level, status in zip(frame[factor], frame["status"]):
-        if status in ("finished", "diverged"):
-            counts = out.setdefault(_hashable(level), [0, 0])
-            counts[0] += status == "diverged"
-            counts[1] += 1
-    return {level: (a, b) for level, (a, b) in out.items()}
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+def ended_counts(frame: pd.DataFrame, fields: Sequence[str]) -> dict[tuple[str, ...], tuple[int, int]]:
+    """Each combination of `fields`' values (as `format_value` writes them) -> (its runs that diverged, its runs
+    that ended: finished or diverged). A diverged run has no result: these say what the means leave out."""
+    out: dict[tuple[str, ...], list[int]] = {}
+    ended = frame[frame["status"].isin(("finished", "diverged"))]
+    for values, status in zip(zip(*(ended[f] for f in fields)), ended["status"]):
+        counts = out.setdefault(tuple(format_value(v) for v in values), [0, 0])
+        counts[0] += status == "diverged"
+        counts[1] += 1
+    return {key: (a, b) for key, (a, b) in out.items()}
 
 
 def cell_means(frame: pd.DataFrame, factors: Sequence[str], metric: str,
@@ -315,9 +313,14 @@ def level_words(factor: str, value: Any) -> str:
         return f"{factor}={'true' if value else 'false'}"
     if isinstance(value, str):
         return value
+    return f"{factor} {format_value(_field_value(factor, value))}"
+
+
+def _field_value(factor: str, value: Any) -> Any:
+    """`value` as the field holds it: a frame's column of an integer field may have come back as floats (100.0)."""
     if factor in field_names() and field_kind(factor) == "int" and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"{factor} {format_value(value)}"
+        return int(value)
+    return value
 
 
 def metric_words(metric: str) -> str:
@@ -346,10 +349,8 @@ def choice_words(factor: str, level: Any, baseline: Any) -> str:
         return name if level else NO_FLAG_WORDS.get(factor, f"{factor}=false instead of true")
     if isinstance(level, str) and isinstance(baseline, str):
         return f"{level} instead of {baseline}"
-    # a frame's column of an integer field may have come back as floats (100.0)
-    if factor in field_names() and field_kind(factor) == "int":
-        level, baseline = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (level, baseline))
-    return f"{factor} {format_value(level)} instead of {format_value(baseline)}"
+    level, baseline = (format_value(_field_value(factor, v)) for v in (level, baseline))
+    return f"{factor} {level} instead of {baseline}"
 
 
 # ---------------------------------------------------------------------- helpers

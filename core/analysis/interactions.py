@@ -37,6 +37,7 @@ from core.analysis.effects import (
     cell_means,
     check_factors,
     choice_words,
+    ended_counts,
     fmt,
     format_value,
     levels_in,
@@ -70,11 +71,12 @@ def interactions(frame: pd.DataFrame, metric: str = "final_val_loss", *, factors
     for (i, a_name, a_levels), (j, b_name, b_levels) in itertools.combinations(varied, 2):
         others = [k for k, _ in enumerate(factors) if k not in (i, j)]
         combos = list(dict.fromkeys(variant_keys(frame, [factors[k] for k in others])))
+        ended = ended_counts(frame, [a_name, b_name])
         for a, b in itertools.product(a_levels[1:], b_levels[1:]):
             row = _interaction(cells, seeds, len(factors), (i, j), others, combos,
                                (a_name, b_name), (a, b), (a_levels[0], b_levels[0]), metric)
-            corners = [(x, y) for x in (a, a_levels[0]) for y in (b, b_levels[0])]
-            row["diverged_corners"] = _diverged_corners(frame, a_name, b_name, corners)
+            row["diverged_corners"] = [[x, y] for x in (a, a_levels[0]) for y in (b, b_levels[0])
+                                       if _all_diverged(ended.get((format_value(x), format_value(y))))]
             rows.append(row)
     return pd.DataFrame(rows, columns=list(INTERACTION_COLUMNS))
 
@@ -117,16 +119,9 @@ def _interaction(cells, seeds, width: int, pair: tuple[int, int], others: list[i
             "effect_at_level": level[0], "effect_at_level_ci_low": level[1], "effect_at_level_ci_high": level[2]}
 
 
-def _diverged_corners(frame: pd.DataFrame, a_name: str, b_name: str, corners: list[tuple]) -> list[list]:
-    """The corners ([a, b] values) whose every run that ended, diverged: no result there, however many seeds."""
-    out = []
-    ended = frame[frame["status"].isin(("finished", "diverged"))]
-    for x, y in corners:
-        here = ended[[format_value(u) == format_value(x) and format_value(v) == format_value(y)
-                      for u, v in zip(ended[a_name], ended[b_name])]]
-        if len(here) and (here["status"] == "diverged").all():
-            out.append([x, y])
-    return out
+def _all_diverged(counts: tuple[int, int] | None) -> bool:
+    """A corner whose every run that ended, diverged: no result there, however many seeds."""
+    return bool(counts) and counts[1] > 0 and counts[0] == counts[1]
 
 
 def interaction_sentences(table: pd.DataFrame) -> list[str]:
