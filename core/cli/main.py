@@ -99,10 +99,8 @@ COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "metrics": c
 READ_ONLY = ("runs", "show", "metrics", "export")  # commands that read: a mistyped --db makes no folders for them
 
 
-def _check_folder(url: str | None) -> None:
+def _check_folder(url: str) -> None:
     """A SQLite file in a folder that does not exist is a mistyped --db (a read makes neither folder nor file)."""
-    if not url:
-        return
     from sqlalchemy.engine import make_url  # noqa: PLC0415
 
     from core.store.database import database_url  # noqa: PLC0415
@@ -121,7 +119,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: Te
          env: dict[str, str] | None = None) -> int:
     from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
 
-    from core.store import RunNotFound, Store, pid_alive  # noqa: PLC0415 - `--help` stays free of SQLAlchemy
+    from core.store import RunNotFound, Store, default_url, pid_alive  # noqa: PLC0415 - `--help` loads no store
     from core.store.records import db_reason  # noqa: PLC0415
 
     try:
@@ -131,9 +129,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout, err: Te
         return EXIT_BAD_INPUT
     store = None
     try:
+        env = os.environ if env is None else env
         if args.command in READ_ONLY:
-            _check_folder(db_url(args) or (os.environ if env is None else env).get("LOSSBOARD_DB"))
-        store = Store(db_url(args), env=os.environ if env is None else env)
+            _check_folder(db_url(args) or default_url(env))  # the URL the store opens
+        store = Store(db_url(args), env=env)
         try:
             store.mark_interrupted(host=socket.gethostname(), pid_alive=pid_alive)
         except DBAPIError:  # a store that cannot be written now (read-only, locked) can still be read

@@ -60,14 +60,15 @@ def _is_terminal(stream: TextIO) -> bool:
 def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
     from core.experiment.data import load_dataset  # noqa: PLC0415 - keep `runs`/`show` free of torch start-up
     from core.store import StoreReporter
+    from core.store.sqlstore import MAX_TEXT  # the store's bound on names, checked here as the name: field's
     from core.training.trainer import resolve_device, train
 
     if args.run_id is not None:
         store.get_run(args.run_id)
     if args.name is not None and not args.name.strip():
         raise ConfigError("name", "must not be empty (leave --name out for a name made from the config)")
-    if args.name is not None and len(args.name.strip()) > 255:
-        raise ConfigError("name", f"must be at most 255 characters (got {len(args.name.strip())})")
+    if args.name is not None and len(args.name.strip()) > MAX_TEXT:
+        raise ConfigError("name", f"must be at most {MAX_TEXT} characters (got {len(args.name.strip())})")
     try:
         cfg = config_from_args(args)
         try:
@@ -86,7 +87,7 @@ def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
     if args.run_id is not None:
         run_id = args.run_id
     else:
-        name = (args.name or args.preset or describe(cfg)).strip()[:255]
+        name = (args.name or args.preset or describe(cfg)).strip()[:MAX_TEXT]
         run_id = store.create_run(name=f"{name[:245]} (dry run)" if args.dry_run else name, config=cfg.to_dict())
     if args.dry_run:  # one step is no result: marked, so that lists and comparisons can tell it apart
         store.add_tag(run_id, "dry-run")
