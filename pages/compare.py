@@ -71,6 +71,16 @@ def on_add_study() -> None:
     on_pick()
 
 
+def follow_default(name: str, default) -> None:
+    """Setting `name` takes `default` when the default changes (another selection), not on every run: a choice
+    the user made stays while the selection keeps the same default."""
+    remembered = f"compare_{name}_default"
+    if st.session_state.get(remembered) != default:
+        if remembered in st.session_state or OPT + name not in st.session_state:
+            st.session_state[OPT + name] = default
+        st.session_state[remembered] = default
+
+
 def keep_valid(key: str, allowed: list, default) -> None:
     """A remembered setting that no longer fits the selection falls back to `default`."""
     value = st.session_state.get(key, default)
@@ -155,18 +165,11 @@ keep_valid(OPT + "dash", [NONE, *fields], NONE)
 # Runs of one study start grouped by its varied fields (24 runs: 8 mean lines over seeds). The default is applied
 # when it changes (another selection), so a grouping the user chose stays while the selection keeps the same default.
 group_default = selection.default_group_by(chosen, selection.study_fields(store, chosen))
-if st.session_state.get("compare_group_default") != group_default:
-    if "compare_group_default" in st.session_state or OPT + "group" not in st.session_state:
-        st.session_state[OPT + "group"] = group_default
-    st.session_state["compare_group_default"] = group_default
+follow_default("group", group_default)
 keep_valid(OPT + "group", fields, group_default)
-# The legend starts off for a large ungrouped selection (it takes longer to draw than the curves); as the grouping,
-# the default is applied when it changes, so a choice the user made stays
+# The legend starts off for a large ungrouped selection (it takes longer to draw than the curves)
 legend_default = selection.legend_default(len(chosen), bool(st.session_state[OPT + "group"]))
-if st.session_state.get("compare_legend_default") != legend_default:
-    if "compare_legend_default" in st.session_state or OPT + "legend" not in st.session_state:
-        st.session_state[OPT + "legend"] = legend_default
-    st.session_state["compare_legend_default"] = legend_default
+follow_default("legend", legend_default)
 for key, default in (("layout", "overlay"), ("x", "step"), ("smoothing", 0.0), ("log_y", False),
                      ("robust_y", False), ("band", "std"), ("legend", True)):
     st.session_state.setdefault(OPT + key, default)

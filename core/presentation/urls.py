@@ -79,14 +79,17 @@ def pieces(values: Sequence[str]) -> list[str]:
 
 
 def resolve_one(value: str | Sequence[str] | None, known_ids: Iterable[int], *, what: str,
-                param: str) -> tuple[int | None, str | None]:
+                param: str, named: str | None = None) -> tuple[int | None, str | None]:
     """`?<param>=3` checked against the store: (the id, None), or (None, what is wrong with it); (None, None) when
-    the URL names none. `what` is the thing the id names ("run", "study"), for the message."""
+    the URL names none. `what` is the thing the id names ("run", "study"), for the message; `named`, an example
+    name where the page takes names too (looked up before the id)."""
     text = ",".join(value) if isinstance(value, (list, tuple)) else (value or "")
     text = text.strip().removeprefix("#")
     if not text:
         return None, None
     if not (text.isascii() and text.isdigit() and int(text) > 0):
+        if named:  # no name matched either
+            return None, f"no {what} is named {text!r}: use a {what}'s name or id, e.g. ?{param}={named} or ?{param}=3"
         return None, f"{text!r} is not a {what} id: use a number, e.g. ?{param}=3"
     if int(text) not in set(known_ids):
         return None, f"no {what} #{int(text)}: deleted, or from another database"
@@ -101,8 +104,4 @@ def resolve_run(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> 
 def resolve_study(value: str | Sequence[str] | None, known_ids: Iterable[int]) -> tuple[int | None, str | None]:
     """`/studies?study=3` checked against the store (see `resolve_one`); the page looks names up first, so a value
     that is no id is no name either."""
-    found, problem = resolve_one(value, known_ids, what="study", param="study")
-    if problem and " is not a study id" in problem:
-        text = (",".join(value) if isinstance(value, (list, tuple)) else value or "").strip()
-        problem = f"no study is named {text!r}: use a study's name or id, e.g. ?study=bn-act-loss or ?study=3"
-    return found, problem
+    return resolve_one(value, known_ids, what="study", param="study", named="bn-act-loss")
