@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.analysis.effects import change_text  # noqa: E402
 from core.analysis.findings import findings_for  # noqa: E402
 from core.experiment.catalogue import CATALOGUE, Entry  # noqa: E402
 
@@ -110,7 +111,7 @@ def _load() -> str:
 def _fix_text(fix: dict | None) -> str:
     if not fix:
         return "–"
-    return ", ".join(f"{k}={'null' if v is None else v}" for k, v in fix.items())
+    return change_text(fix)
 
 
 def table(rows: list[dict], *, seconds: float, seeds: int, workers: int) -> str:

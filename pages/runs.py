@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.analysis.effects import format_value as study_value
+from core.analysis.effects import change_parts, change_text
 from core.analysis.findings import findings
 from core.jobs import runner
 from core.presentation import calibration, charts, export, formatting, report, run_tables, urls, zoom
@@ -128,8 +128,8 @@ def start_fix(run_id: int) -> None:
 
 def prove_fix(run, finding) -> None:
     """One click trains the run's config and the fix over 3 seeds in the background and says whether it helped."""
-    said = ", ".join(f"{k}={study_value(v)}" for k, v in finding.fix.items())  # as run names and the CLI write it
-    change = ", ".join(f"`{k}={study_value(v)}`" for k, v in finding.fix.items())
+    said = change_text(finding.fix)
+    change = ", ".join(f"`{part}`" for part in change_parts(finding.fix))
     state = runner.fix_state(store, run.id)
     if state is None:
         st.button(f"Prove the fix: {said} over 3 seeds", key=f"runs_fix_{run.id}", icon=":material/science:",
@@ -177,7 +177,7 @@ def show_run(run) -> None:
         if not found:
             st.caption("Nothing to report for this run.")
         for f in found:
-            fix = ", ".join(f"`{k}={formatting.format_value(v)}`" for k, v in (f.fix or {}).items())
+            fix = ", ".join(f"`{part}`" for part in change_parts(f.fix or {}))
             SEVERITY_BOX[f.severity](f"**{f.title}**" + (f"\n\n{f.detail}" if f.detail else "")
                                      + (f"\n\n**Cause:** {f.cause}" if f.cause else "")
                                      + (f" · **fix:** {fix}" if fix else ""), icon=SEVERITY_ICON[f.severity])

@@ -62,7 +62,18 @@ def factor_columns(frame: pd.DataFrame) -> list[str]:
 
 def variant_label(variant: Mapping[str, Any]) -> str:
     """"batchnorm=true activation=elu loss=bce": how runs, rankings and charts name a variant."""
-    return " ".join(f"{k}={format_value(v)}" for k, v in variant.items()) or "base"
+    return " ".join(change_parts(variant)) or "base"
+
+
+def change_parts(change: Mapping[str, Any]) -> list[str]:
+    """A config change's fields as the command line takes them back: ["loss=bce_with_logits", "clamp_eps=none"]."""
+    return [f"{k}={format_value(v)}" for k, v in change.items()]
+
+
+def change_text(change: Mapping[str, Any]) -> str:
+    """A fix, "loss=bce_with_logits, clamp_eps=none": one spelling wherever a fix is named (its proof's runs and
+    verdict, the findings, the Prove-the-fix button)."""
+    return ", ".join(change_parts(change))
 
 
 def format_value(value: Any, *, cli: bool = True) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from core.experiment.config import ConfigError, ExperimentConfig
-from core.analysis.effects import t_interval
+from core.analysis.effects import change_text, t_interval
 from core.jobs.fixes import proposed_fix
 from core.jobs.studies import RESULT_STATUSES
 from core.store import Store, StoreReporter
@@ -49,7 +49,7 @@ class Verdict:
 
     @property
     def sentence(self) -> str:
-        change = ", ".join(f"{k}={_text(v)}" for k, v in self.fix.items())
+        change = change_text(self.fix)
         pairs = list(zip(self.baseline, self.fixed))
         both = [(b, f) for b, f in pairs if math.isfinite(b) and math.isfinite(f)]
         lost_base = sum(not math.isfinite(b) for b in self.baseline)
@@ -138,7 +138,7 @@ def prove_fix(store: Store, run_id: int, *, seeds: int = 3, fix: dict[str, Any] 
             if kept is not None:
                 value, new_id = final_loss(kept.status, kept.summary), kept.id
             else:
-                label = "as run" if side == "baseline" else ", ".join(f"{k}={_text(v)}" for k, v in change.items())
+                label = "as run" if side == "baseline" else change_text(change)
                 new_id = store.create_run(name=f"fix #{run_id}: {label} seed={seed}"[:255], config=cfg.to_dict())
                 store.add_tag(new_id, f"fix:{run_id}")
                 result = train(cfg, StoreReporter(store, new_id, pid=os.getpid(), host=socket.gethostname()),
@@ -214,10 +214,6 @@ def _mean(values: list[float]) -> float:
 
 def _geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
-def _text(value: Any) -> str:
-    return "null" if value is None else "true" if value is True else "false" if value is False else str(value)
 
 
 def _fmt(x: float) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from core.analysis.effects import format_value as study_value  # a fix as the command line takes it
+from core.analysis.effects import change_text
 from core.analysis.findings import findings
 from core.experiment.config import GROUPS, ExperimentConfig, field_comment, field_names
 from core.presentation.formatting import (as_float, form_order, format_duration, format_value, natural_key, run_label,
@@ -370,5 +370,5 @@ def findings_table(runs: Sequence[Run], *, severities: Sequence[str] = ("problem
         for f in findings(run):
             if f.severity in severities:
                 rows.append({"run": run_label(run), "severity": f.severity, "finding": f.title, "cause": f.cause,
-                             "fix": ", ".join(f"{k}={study_value(v)}" for k, v in (f.fix or {}).items())})
+                             "fix": change_text(f.fix or {})})
     return pd.DataFrame(rows, columns=["run", "severity", "finding", "cause", "fix"])
