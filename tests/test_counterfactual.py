@@ -38,6 +38,7 @@ def test_fix_proves_that_standardizing_unscaled_inputs_helps(tmp_path):
     run_id = json.loads(out)["id"]
     code, out, err = cli(db, "fix", str(run_id), "--seeds", "3", "--json")
     assert code == 0, err
+    assert err.startswith(f"run {run_id}: unscaled inputs; trying standardize=true over 3 seeds\n")
     verdict = json.loads(out)
     assert (verdict["cause"], verdict["fix"], verdict["metric"]) == ("unscaled inputs", {"standardize": True},
                                                                      "final_val_loss_logits")
@@ -69,6 +70,9 @@ def test_fix_without_a_proposed_fix_or_with_one_seed_is_bad_input(tmp_path):
     assert code == 2 and "no finding of run" in err and err.count("\n") == 1
     code, _, err = cli(db, "fix", "999")
     assert code == 2 and "no run with id 999" in err
+    for seeds in ("1", "٣", "x"):  # a digit of another script is not a whole number here either
+        code, _, err = cli(db, "fix", str(run_id), "--seeds", seeds)
+        assert code == 2 and "seeds" in err and "2 to" in err, (seeds, err)
 
 
 def test_a_fix_that_makes_seeds_diverge_hurt_and_the_means_are_paired():

@@ -21,15 +21,13 @@ def add_fix_parser(subparsers: Any) -> None:
 
 def cmd_fix(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -> int:
     from core.jobs.counterfactual import check_seeds, prove_fix  # noqa: PLC0415 - torch loads only for this command
+    from core.analysis.effects import change_text  # noqa: PLC0415
     from core.jobs.fixes import proposed_fix  # noqa: PLC0415
 
-    try:
-        seeds = int(args.seeds)
-    except ValueError:
-        seeds = args.seeds
+    seeds = int(args.seeds) if args.seeds.isascii() and args.seeds.isdigit() else args.seeds
     check_seeds(seeds)  # said before anything else is printed
     cause, fix = proposed_fix(store, args.id)
-    err.write(f"run {args.id}: {cause}; trying {fix} over {seeds} seeds\n")
+    err.write(f"run {args.id}: {cause}; trying {change_text(fix)} over {seeds} seeds\n")
 
     def line(side: str, seed: int, value: float, kept: bool) -> None:
         err.write(f"  {side:<8} seed={seed}: exact val loss {value:.4g}" + (" (an earlier proof's run)" if kept
