@@ -415,6 +415,38 @@ def test_adam_in_float16_is_traced_to_the_update_that_divided_by_zero():
     assert (top.cause, top.fix) == (causes.FLOAT16_ADAM, {"dtype": "float32"})
 
 
+def test_bceloss_in_float16_is_traced_to_the_gradient_of_a_confident_output():
+    # PyTorch itself: in float16 sigmoid(9) rounds to exactly 1, and BCELoss's backward divides by p(1 - p), its
+    # 1e-12 guard 0 in float16: a confident output's gradient is NaN whether it is right or wrong; float32 and
+    # the logits loss give finite ones
+    import torch
+
+    for y in (0.0, 1.0):
+        z = torch.tensor([9.0], dtype=torch.float16, requires_grad=True)
+        p = torch.sigmoid(z)
+        assert p.item() == 1.0
+        torch.nn.BCELoss()(p, torch.tensor([y], dtype=torch.float16)).backward()
+        assert torch.isnan(z.grad).all()
+        for dtype, loss in ((torch.float32, "bce"), (torch.float16, "logits")):
+            z = torch.tensor([9.0], dtype=dtype, requires_grad=True)
+            target = torch.tensor([y], dtype=dtype)
+            (torch.nn.BCELoss()(torch.sigmoid(z), target) if loss == "bce"
+             else torch.nn.BCEWithLogitsLoss()(z, target)).backward()
+            assert torch.isfinite(z.grad).all()
+
+    from core.analysis import causes
+    from core.analysis.findings import findings_for
+
+    cfg = ExperimentConfig(dtype="float16", optimizer="sgd", lr=0.3, noise=0.0, hidden=(32,), n_samples=500, epochs=15)
+    _, result = run(cfg)
+    assert result.status == "diverged" and result.summary["nonfinite_in"] == "gradient"
+    top = findings_for(cfg.to_dict(), result.summary, status="diverged")[0]
+    assert (top.cause, top.fix) == (causes.FLOAT16_OVERFLOW, {"dtype": "float32"})
+    assert "above z ≈ 8.3" in top.detail and "loss=bce_with_logits" in top.detail
+    assert run(cfg.replace(dtype="float32"))[1].status == "finished"  # the fix the finding proposes
+    assert run(cfg.replace(loss="bce_with_logits"))[1].status == "finished"  # and the other it names
+
+
 def test_feature_scale_and_hidden_bias_init():
     scaled = load_dataset(ExperimentConfig(feature_scale=1000.0, standardize=False))
     plain = load_dataset(ExperimentConfig(standardize=False))

@@ -97,6 +97,14 @@ def diverged(config, s, status) -> Finding | None:
                                          f"zero and the weights become infinite, with finite gradients.{located}"
                                          f"{grown} Train in float32 (or bfloat16, whose range holds them).",
                        cause=FLOAT16_ADAM, fix={"dtype": "float32"})
+    if config.get("dtype") == "float16" and where == "gradient" and config.get("loss", "bce") == "bce":
+        return Finding("problem", title, "In float16 sigmoid rounds to exactly 1 above z ≈ "
+                                         f"{SATURATES_AT['float16']}. BCELoss's backward divides by p·(1 − p), "
+                                         "guarded by 1e-12, which is 0 in float16: an output that confident gets "
+                                         "a gradient of 0/0 or 1/0, NaN or infinite (and near p = 0, 1/p passes "
+                                         f"float16's largest number, 65,504).{located}{grown} Train in float32, "
+                                         "or keep float16 with loss=bce_with_logits, whose gradient σ(z) − y "
+                                         "stays finite.", cause=FLOAT16_OVERFLOW, fix={"dtype": "float32"})
     if config.get("dtype") == "float16" and where in ("forward", "gradient"):
         return Finding("problem", title, "float16 holds numbers only up to 65,504: an activation or a gradient past "
                                          f"that is infinite.{located}{grown} Train in float32 (or bfloat16, which "
