@@ -471,6 +471,9 @@ def test_run_figure_small_multiples() -> None:
     assert [t.meta["metric"] for t in fig.data] == titles
     assert {t.meta["run_id"] for t in fig.data} == {7}
     assert fig.layout.title.text == "run-7"
+    # every x axis follows the first; the first itself does not (Plotly drops a self-match with a console warning)
+    assert fig.layout.xaxis.matches is None
+    assert {fig.layout[f"xaxis{i}"].matches for i in range(2, 6)} == {"x"}
 
     picked = run_figure(series, run_name="run-7", keys=["val_loss", "train_loss", "missing"], cols=1)
     assert [a.text for a in picked.layout.annotations] == ["val_loss", "train_loss"]

@@ -464,9 +464,27 @@ def test_cli_export_writes_a_valid_file_for_each_format(store, ids, tmp_path, fm
     code, out, err = run_export(store, "--runs", ",".join(map(str, ids)), "--metric", "train_loss",
                                 "--metric", "val_loss", "--smoothing", "0.5", "--format", fmt, "--out", str(path),
                                 "--width", "600", "--height", "400", "--scale", "2")
-    assert (code, err) == (0, "") and out.startswith(f"wrote {path}")
+    # an option this format does not use is said to be unused, in one line each, and the file written
+    unused = {"csv": ["smoothing", "width", "height", "scale"], "parquet": ["smoothing", "width", "height", "scale"],
+              "report": ["width", "height", "scale"], "html": ["scale"]}.get(fmt, [])
+    assert code == 0 and out.startswith(f"wrote {path}")
+    assert [line.split()[1] for line in err.splitlines()] == [f"--{flag}" for flag in unused]
+    assert all(line.startswith("note: ") and line.endswith("and was not used") for line in err.splitlines())
     check_file(path, fmt)
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary file left behind"
+
+
+def test_cli_export_refuses_a_format_its_file_name_contradicts_and_two_contrary_group_options(store, ids, tmp_path):
+    for args, field in ((["--format", "csv", "--out", str(tmp_path / "x.png")], "format"),
+                        (["--format", "png", "--out", str(tmp_path / "x.html")], "format"),
+                        (["--no-group", "--group-by", "lr", "--out", str(tmp_path / "x.csv")], "group-by")):
+        with pytest.raises(ConfigError) as refused:
+            run_export(store, "--runs", str(ids[0]), *args)
+        assert refused.value.field == field
+    assert list(tmp_path.iterdir()) == []
+    for name in ("x.htm", "x.html"):  # a report is an HTML page too; any other suffix is the user's to choose
+        assert run_export(store, "--runs", str(ids[0]), "--format", "report", "--out", str(tmp_path / name))[0] == 0
+    assert run_export(store, "--runs", str(ids[0]), "--format", "csv", "--out", str(tmp_path / "x.txt"))[0] == 0
 
 
 def test_cli_export_into_a_folder_names_the_file_safely(store, ids, tmp_path):
@@ -569,9 +587,7 @@ def test_cli_bad_input_raises_config_error_naming_the_field(store, ids, tmp_path
     (tmp_path / "afile").write_text("not a folder")
     argv = [a.format(first=ids[0], tmp=tmp_path) for a in argv]
     if "--out" not in argv:
-        argv += ["--out", str(tmp_path / "out.csv")]
-    if "--format" not in argv:
-        argv += ["--format", "csv"]
+        argv += ["--out", str(tmp_path / "out.csv"), *([] if "--format" in argv else ["--format", "csv"])]
     with pytest.raises(ConfigError) as info:
         run_export(store, *argv)
     assert info.value.field == field

@@ -86,6 +86,9 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
         got = repr(args.format) if args.format else (f"the file suffix {'.' + suffix!r}" if suffix else
                                                      f"{args.out!r}, which has no suffix")
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, table; got {got}")
+    for flag in _not_applied(args, fmt, suffix):
+        err.write(f"note: --{flag} does not apply to --format {fmt} ({WHAT[fmt]}); it is for "
+                  f"{', '.join(APPLIES[flag])}, and was not used\n")
     stdout = args.out == "-"
     if stdout and fmt not in STDOUT_FORMATS:
         raise ConfigError("out", f"- (standard output) takes the text formats {', '.join(STDOUT_FORMATS)}; {fmt} is "
@@ -159,6 +162,34 @@ def _export_tables(args: argparse.Namespace, store: Any, suffix: str, out: TextI
     _write(path, data)
     out.write(f"wrote {path} (table, {kind}, {len(data):,} bytes)\n")
     return 0
+
+
+# The chart's options and the formats that use them. Given to another format they are said to be unused (a CSV
+# "smoothed" at 0.9 holds the stored values), not refused: a script may pass one set of options to every format.
+DRAWN = ("png", "svg", "pdf", "html", "report")
+APPLIES = {"smoothing": DRAWN, "log-y": DRAWN, "x": DRAWN, "group-by": DRAWN, "no-group": DRAWN, "color-by": DRAWN,
+           "dash-by": DRAWN, "band": DRAWN, "layout": DRAWN[:4], "width": DRAWN[:4], "height": DRAWN[:4],
+           "scale": DRAWN[:3]}
+WHAT = {"csv": "the stored values as they are", "parquet": "the stored values as they are",
+        "html": "an interactive chart", "report": "one page of every chart", "png": "an image", "svg": "an image",
+        "pdf": "an image"}
+
+
+def _not_applied(args: argparse.Namespace, fmt: str, suffix: str) -> list[str]:
+    """The options given that `fmt` does not use; ConfigError for --group-by with --no-group, and for a --format
+    that contradicts the suffix of --out (a CSV in x.png)."""
+    if args.group_by and args.no_group:
+        raise ConfigError("group-by", "--group-by and --no-group contradict each other: give one")
+    known = {*EXTENSIONS.values(), "htm", *TABLE_EXTENSIONS.values()}
+    if args.format and suffix in known and suffix not in (EXTENSIONS[fmt], "htm" if EXTENSIONS[fmt] == "html"
+                                                          else None):
+        raise ConfigError("format", f"--format {fmt} would write {args.out!r}, whose suffix says "
+                                    f"{'.' + suffix}: give a matching --out (or drop --format)")
+    given = {"smoothing": args.smoothing != 0.0, "log-y": args.log_y, "x": args.x != "step",
+             "group-by": bool(args.group_by), "no-group": args.no_group, "color-by": args.color_by is not None,
+             "dash-by": args.dash_by is not None, "band": args.band != "std", "layout": args.layout != "overlay",
+             "width": args.width is not None, "height": args.height is not None, "scale": args.scale is not None}
+    return [flag for flag, formats in APPLIES.items() if given[flag] and fmt not in formats]
 
 
 def _config_check(field: str, check: Any, *args: Any) -> Any:

@@ -464,7 +464,8 @@ def run_figure(
     for i, v in flat.items():  # a constant (lr 0.01) centred on its value, not on an axis from -0.5 that reads as 0
         half = abs(v) / 2 if v else 1.0
         fig.update_yaxes(range=[v - half, v + half], row=i // ncols + 1, col=i % ncols + 1)
-    fig.update_xaxes(matches="x")
+    for name in [n for n in fig.layout if n.startswith("xaxis") and n != "xaxis"]:
+        fig.layout[name].matches = "x"  # not the first one itself: Plotly warns of a loop
     for c in range(1, ncols + 1):  # x title under the lowest subplot of each column
         last_row = max(r for r, cc in zip(rows, columns) if cc == c)
         fig.update_xaxes(title_text=X_TITLES[x], row=last_row, col=c)
