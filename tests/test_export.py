@@ -270,7 +270,13 @@ def test_table_csv_of_summary_and_config_differences(store, ids):
     steps = [line.split(",")[list(summary.columns).index("steps") + 1] for line in text.splitlines()[1:]]
     assert steps == [str(r.summary["steps"]) for r in runs]  # whole numbers: 320, not 320.0
     assert summary["steps"].tolist() == [r.summary["steps"] for r in runs]
-    assert summary["diverged_step"].isna().all()  # None in the summary -> NaN in the table -> NaN read back
+    assert summary["diverged_step"].isna().all()  # None in the summary -> an empty cell -> NA read back
+    # a NaN a run measured is written NaN; a value a run does not have is left empty
+    runs[0].summary.update(final_train_loss=math.nan, final_val_auc=None)
+    line = export.table_csv(run_tables.summary_table(runs, for_file=True)).splitlines()[1].split(",")
+    header = text.splitlines()[0].split(",")
+    assert line[header.index("final_train_loss")] == "NaN" and line[header.index("final_val_auc")] == ""
+    assert line[header.index("diverged_step")] == ""
     diff = pd.read_csv(io.StringIO(export.table_csv(run_tables.config_differences(runs))), index_col=0)
     assert {"activation", "batchnorm", "seed"} <= set(diff.columns) and diff["activation"].tolist()[1] == "elu"
 

@@ -237,7 +237,7 @@ def test_the_ranking_writes_a_judged_loss_as_the_losses_beside_it():
 def test_summary_table(runs):
     table = run_tables.summary_table(runs)
     assert list(table.columns) == ["name", "status", "duration_s", *run_tables.SUMMARY_METRICS]
-    assert table.loc[3, "final_val_acc"] == 0.9 and math.isnan(table.loc[1, "final_val_acc"])
+    assert table.loc[3, "final_val_acc"] == 0.9 and table.loc[1, "final_val_acc"] is None  # none: not NaN
     assert table.loc[2, "status"] == "↯ diverged"
 
 
@@ -524,7 +524,9 @@ def test_summary_cells_are_short_whatever_the_size():
     assert run_tables.summary_cell("final_val_loss", 0.156412) == "0.1564"
     assert run_tables.summary_cell("final_val_acc", 0.875) == "87.5%"
     assert run_tables.summary_cell("steps", 320.0) == "320" and run_tables.summary_cell("duration_s", 2.04) == "2.0 s"
-    assert run_tables.summary_cell("diverged_step", math.nan) == "–" and run_tables.summary_cell("steps", None) == "–"
+    assert run_tables.summary_cell("steps", None) == "–"  # a run without the value
+    assert run_tables.summary_cell("final_train_loss", math.nan) == "NaN"  # ... a value the run measured
+    assert run_tables.summary_cell("final_train_loss", -math.inf) == "-inf"
 
 
 def test_summary_display_is_text_of_the_cells(runs):

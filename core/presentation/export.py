@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import re
 import textwrap
 import unicodedata
@@ -264,13 +265,21 @@ def series_parquet(store: Any, run_ids: Sequence[int], keys: Sequence[str] | Non
 
 
 def table_csv(df: pd.DataFrame) -> str:
-    """A table (summary, config differences) as CSV with its index; lists as [a, b], NaN as `NaN`."""
+    """A table (summary, config differences) as CSV with its index; lists as [a, b], a float NaN (a value a run
+    measured) as `NaN`, None or NA (no value) empty."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].map(lambda v: "[" + ", ".join(map(str, v)) + "]" if isinstance(v, (list, tuple))
-                                    else v)
-    return out.to_csv(index=True, na_rep="NaN", lineterminator="\n")
+        if out[col].dtype == object or out[col].dtype.kind == "f":
+            out[col] = out[col].astype(object).map(_csv_cell)
+    return out.to_csv(index=True, na_rep="", lineterminator="\n")
+
+
+def _csv_cell(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(map(str, v)) + "]"
+    if isinstance(v, float) and math.isnan(v):
+        return "NaN"
+    return v
 
 
 _UNSAFE = re.compile(r"[^\w\-.()]+")  # \w is Unicode letters, digits and _

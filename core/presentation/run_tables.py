@@ -11,6 +11,7 @@ import hashlib
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from core.analysis.effects import change_text
@@ -285,31 +286,35 @@ WHOLE_SUMMARY_METRICS = ("steps", "best_val_epoch", "diverged_step")
 
 
 def summary_table(runs: Sequence[Run], *, for_file: bool = False) -> pd.DataFrame:
-    """The selected runs side by side: status, duration and the summary metrics (NaN where a run has none). For a
-    file (`for_file`), the status is the plain word (no icon) and the counts are whole numbers (empty where none)."""
-    rows = []
-    for run in runs:
-        status = run.status if for_file else status_label(run.status)
-        row: dict[str, Any] = {"name": run.name, "status": status, "duration_s": run.duration_s}
-        row.update({key: as_float(run.summary.get(key)) for key in SUMMARY_METRICS})
-        rows.append(row)
-    frame = pd.DataFrame(rows, index=pd.Index([r.id for r in runs], name="id"),
-                         columns=["name", "status", "duration_s", *SUMMARY_METRICS])
-    frame["duration_s"] = pd.to_numeric(frame["duration_s"], errors="coerce")
-    if for_file:
-        for key in WHOLE_SUMMARY_METRICS:
-            column = pd.to_numeric(frame[key], errors="coerce")
-            whole = column.isna() | (column == column.round())
-            if whole.all():
-                frame[key] = column.round().astype("Int64")
+    """The selected runs side by side: status, duration and the summary metrics, None where a run has none and
+    NaN where it measured NaN (a float column when every run has the metric). For a file (`for_file`), the status
+    is the plain word (no icon) and the counts are whole numbers."""
+    frame = pd.DataFrame({"name": [r.name for r in runs],
+                          "status": [r.status if for_file else status_label(r.status) for r in runs]},
+                         index=pd.Index([r.id for r in runs], name="id"))
+    for key in ["duration_s", *SUMMARY_METRICS]:
+        values = [_number(r.duration_s if key == "duration_s" else r.summary.get(key)) for r in runs]
+        if for_file and key in WHOLE_SUMMARY_METRICS and all(v is None or float(v).is_integer() for v in values):
+            frame[key] = pd.array([None if v is None else int(v) for v in values], dtype="Int64")
+        elif None not in values:  # every run has it: a float column (NaN in it is a value a run measured)
+            frame[key] = np.asarray(values, dtype=float)
+        else:  # None where a run has none, apart from NaN: a file writes it empty, the page "–"
+            frame[key] = pd.Series(values, index=frame.index, dtype=object)
     return frame
+
+
+def _number(value: Any) -> float | None:
+    """A summary value as a float (NaN and ±inf kept: a run measured them), None where there is none."""
+    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
 
 
 def summary_cell(key: str, value: Any) -> str:
     """How the summary table shows one value: shares as percentages, counts whole, the rest to 4 significant digits
-    (1.593e+09, not 1593994112), "–" where a run has none."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    (1.593e+09, not 1593994112), "–" where a run has none, NaN and ±inf (values a run measured) as they are."""
+    if value is None or value is pd.NA:
         return "–"
+    if not math.isfinite(value):
+        return str(float(value)).replace("nan", "NaN")
     if key == "duration_s":
         return f"{value:.1f} s"
     if key in WHOLE_SUMMARY_METRICS and float(value).is_integer():
