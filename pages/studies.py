@@ -308,7 +308,7 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> Study
     number = st.column_config.NumberColumn
     common = {"n_seeds": number("seeds", format="%d"), "sd": None, "p_value": number("p", format="%.3g"),
               "p_holm": number("p (Holm)", format="%.3g", help="Holm-corrected across the effects and "
-                                                               "interactions shown"),
+                                                               "interactions that have a p-value"),
               "clear": st.column_config.CheckboxColumn("clear"),
               "clear_holm": st.column_config.CheckboxColumn("clear (Holm)"),
               "ci_low": number("95% CI low", format="%+.4g"), "ci_high": number("95% CI high", format="%+.4g"),

@@ -670,7 +670,7 @@ def test_studies_judge_difference_and_paper_tables(study_url, deferred):
     assert widget(at, "number_input", "studies_difference").value is None
     interactions_table = next(d.value for d in at.dataframe if "estimate" in d.value.columns)
     assert list(interactions_table["fields"]) == ["batchnorm × loss"] and "p_holm" in interactions_table
-    assert "Holm-corrected across the 3 effects and interactions shown" in text_of(at.caption)
+    assert "Holm-corrected across the 3 effects and interactions with a p-value" in text_of(at.caption)
 
     widget(at, "button_group", "studies_judge").set_value("loss_area").run()
     assert not at.exception

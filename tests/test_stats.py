@@ -234,8 +234,8 @@ def test_the_canonical_interaction_on_the_exact_loss_in_numbers():
                                           "by 5,749 (95% CI 1,003 to 10,496)")
     # three seeds of an exact loss spread from 1,400 to 9,400: clear alone, not across the 6 effects and interactions
     assert row.p_holm == pytest.approx(0.209, abs=0.001) and not row.clear_holm
-    assert result.sentences[0].endswith("Not clear after Holm's correction for the 6 effects and interactions shown "
-                                        "(adjusted p 0.21).")
+    assert result.sentences[0].endswith("Not clear after Holm's correction for the 6 effects and interactions with a "
+                                        "p-value (adjusted p 0.21).")
 
 
 def test_interaction_sentences_for_each_shape():
@@ -273,6 +273,11 @@ def test_curve_measures():
     assert curve_measures([0, 1, 2, 3], [0.9, 0.5, 0.4, 0.45]) == (2.0, pytest.approx(2.25))
     assert curve_measures([2, 0, 1], [0.3, 0.3, 0.1]) == (1.0, pytest.approx(0.7))  # sorted by epoch first
     assert curve_measures([0, 1], [0.5, math.nan]) == (0.0, math.inf)
+    # a run that never got under ln 2 (a coin flip's loss) never learned: no best epoch, not its first one
+    best, area = curve_measures([0, 1, 2], [7985.0, 9000.0, 8000.0])
+    assert math.isnan(best) and area == pytest.approx(24985.0)
+    assert curve_measures([0, 1], [0.7, 0.69])[0] == 1.0  # 0.69 < ln 2 = 0.6931...
+    assert math.isnan(curve_measures([0, 1], [0.7, math.log(2)])[0])
     best, area = curve_measures([], [])
     assert math.isnan(best) and math.isnan(area)
 
@@ -282,16 +287,16 @@ def test_curve_judges_read_the_stored_exact_loss_curve(store):
     study_id = store_study(store, spec, lambda v, s: {"final_val_loss_logits": 0.5})
     for run in store.list_runs(study_id=study_id):
         bn = run.config["batchnorm"]
-        values = [1.0, 0.5, 0.2] if bn else [1.0, 0.9, 0.95]
+        values = [1.0, 0.5, 0.2] if bn else [1.0, 0.6, 0.65]
         store.log_metrics(run.id, [MetricRow("val_loss_logits", 10 * (e + 1), e, v, float(e))
                                    for e, v in enumerate(values)])
     frame = study_frame(store, study_id, curves=True)
-    assert frame.set_index("batchnorm")["exact_loss_area"].to_dict() == pytest.approx({False: 2.85, True: 1.7})
+    assert frame.set_index("batchnorm")["exact_loss_area"].to_dict() == pytest.approx({False: 2.25, True: 1.7})
     assert list(frame["best_exact_epoch"]) == [1.0, 1.0, 2.0, 2.0]
     assert "exact_loss_area" not in study_frame(store, study_id).columns
     summary = summarize(store, study_id, "loss_area")
     (effect,) = summary["effects"]
-    assert effect["difference"] == pytest.approx(1.7 - 2.85) and summary["interactions"] == []
+    assert effect["difference"] == pytest.approx(1.7 - 2.25) and summary["interactions"] == []
     assert summarize(store, study_id, "best_epoch")["effects"][0]["difference"] == pytest.approx(1.0)
 
 

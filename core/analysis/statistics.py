@@ -100,8 +100,8 @@ def _held(row: dict, family: int) -> bool:
 
 def _holm_note(row: dict, family: int) -> str:
     if row["clear"] and not row["clear_holm"] and family > 1:
-        return (f" Not clear after Holm's correction for the {family} effects and interactions shown (adjusted p "
-                f"{row['p_holm']:.2g}).")
+        return (f" Not clear after Holm's correction for the {family} effects and interactions with a p-value "
+                f"(adjusted p {row['p_holm']:.2g}).")
     return ""
 
 
@@ -144,7 +144,7 @@ def power_caption(family: int) -> str:
     """The assumptions behind the seeds figures and the Holm correction, in one caption."""
     return (f"Seeds: the smallest true difference found {POWER:.0%} of the time by the paired t-test over seeds "
             f"(two-sided, α = {ALPHA}), taking the per-seed differences as normal with the sd this study measured. "
-            f"p-values are Holm-corrected across the {family} effects and interactions shown.")
+            f"p-values are Holm-corrected across the {family} effects and interactions with a p-value.")
 
 
 def _effect_name(row: dict) -> str:

@@ -232,7 +232,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines += [f"  - {s}" for s in summary["sentences"]]
         if summary.get("holm_family"):
             lines.append(f"  (p-values in --json are Holm-corrected across the {summary['holm_family']} effects and "
-                         "interactions shown: p_holm)")
+                         "interactions with a p-value: p_holm)")
     if summary.get("seeds"):
         lines += ["", "seeds (paired t over seeds, 80% power, alpha 0.05, the sd this study measured):"]
         lines += [f"  - {s}" for s in summary["seeds"]]

@@ -120,7 +120,7 @@ def study_tables(name: str, ranking: pd.DataFrame, factors: Sequence[str], stats
              ("Effects", effects_table(stats.effects, judge.label)),
              ("Interactions", interactions_table(stats.interactions, judge.label))]
     note = (f"{name}: judged on {judge.label} ({judge.column}); mean {PM} half-width of the 95% t interval over "
-            f"seeds; p-values Holm-corrected across the {stats.family} effects and interactions.")
+            f"seeds; p-values Holm-corrected across the {stats.family} effects and interactions with a p-value.")
     if table_format == "markdown":
         return f"{_md_text(note)}\n\n" + "\n".join(f"### {title}\n\n{markdown(table)}" for title, table in parts)
     return f"% {note}\n" + "\n".join(f"% {title}\n{latex(table)}" for title, table in parts)
