@@ -247,6 +247,20 @@ def test_interaction_sentences_for_each_shape():
                                  "effect_at_level_ci_low": -0.7, "effect_at_level_ci_high": -0.3})
     assert same.startswith("BatchNorm matters less with bce_with_logits than with bce: with bce_with_logits it "
                            "lowers final exact val loss by 0.50 (95% CI 0.30 to 0.70)")
+    # clear at one level and not at the other, though nearly as large there: "more", not "only" (as run by QA: the
+    # effect with relu was 89% of that with elu, its interval reaching 0 by 0.005)
+    nearly = interaction_sentence({**base, "estimate": -0.036, "ci_low": -0.06, "ci_high": -0.01, "clear": True,
+                                   "effect_at_baseline": -0.25, "effect_at_baseline_ci_low": -0.50,
+                                   "effect_at_baseline_ci_high": 0.0049, "effect_at_level": -0.28,
+                                   "effect_at_level_ci_low": -0.50, "effect_at_level_ci_high": -0.066})
+    assert nearly.startswith("BatchNorm matters more with bce_with_logits than with bce: with bce_with_logits it "
+                             "lowers final exact val loss by 0.28 (95% CI 0.066 to 0.50); with bce it lowers final "
+                             "exact val loss by 0.25 (95% CI -0.0049 to 0.50), an interval that includes 0.")
+    only = interaction_sentence({**base, "estimate": -0.2, "ci_low": -0.3, "ci_high": -0.1, "clear": True,
+                                 "effect_at_baseline": -0.1, "effect_at_baseline_ci_low": -0.3,
+                                 "effect_at_baseline_ci_high": 0.1, "effect_at_level": -0.3,
+                                 "effect_at_level_ci_low": -0.4, "effect_at_level_ci_high": -0.2})
+    assert only.startswith("BatchNorm matters only with bce_with_logits: with bce_with_logits it lowers")
     opposite = interaction_sentence({**base, "estimate": 2.0, "ci_low": 1.5, "ci_high": 2.5, "clear": True,
                                      "effect_at_baseline": -1.0, "effect_at_baseline_ci_low": -1.2,
                                      "effect_at_baseline_ci_high": -0.8, "effect_at_level": 1.0,

@@ -157,6 +157,11 @@ def interaction_sentence(row: dict[str, Any]) -> str:
     if base_clear != level_clear:
         (where, effect), (elsewhere, other) = ((with_base, base), (with_level, level)) if base_clear else \
             ((with_level, level), (with_base, base))
+        if (other[0] > 0) == (effect[0] > 0) and abs(other[0]) >= ONLY_UNDER * abs(effect[0]):
+            # nearly as large the other way round, its interval only just taking in 0: not "only"
+            more = "more" if abs(effect[0]) > abs(other[0]) else "less"
+            return (f"{subject} matters {more} {where} than {elsewhere}: {where} it {_change(effect, metric)}; "
+                    f"{elsewhere} it {_change(other, metric)}, an interval that includes 0.{tail}")
         return (f"{subject} matters only {where}: {where} it {_change(effect, metric)}; {elsewhere} it makes no "
                 f"clear difference ({_signed(other[0])}, 95% CI {fmt(other[1])} to {fmt(other[2])}).{tail}")
     if base_clear and level_clear and (base[0] > 0) != (level[0] > 0):
@@ -169,6 +174,11 @@ def interaction_sentence(row: dict[str, Any]) -> str:
     return (f"The effect of {subject} on {metric} depends on {b_name}, though it is not clear on its own at either "
             f"value: {with_base} {_signed(base[0])} (95% CI {fmt(base[1])} to {fmt(base[2])}), {with_level} "
             f"{_signed(level[0])} (95% CI {fmt(level[1])} to {fmt(level[2])}).{tail}")
+
+
+# "matters only with X" when the effect at the other level, not clear on its own, is under half as large (or of the
+# other sign); an effect 89% as large whose interval just reaches 0 "matters less" there instead
+ONLY_UNDER = 0.5
 
 
 def _clear(mean: float, lo: float, hi: float) -> bool:
