@@ -7,6 +7,7 @@ from core.experiment.config import (GROUPS, PRESETS, ConfigError, ExperimentConf
 from core.jobs import runner
 from core.presentation import charts, formatting, forms, run_tables, zoom
 from core.store import RunNotFound, Store
+from core.store.sqlstore import MAX_TEXT, text_problem
 
 if "app_store" not in st.session_state:  # the server's first request came here, before app.py ran
     st.session_state["app_goto"] = ("pages/train.py", st.query_params.to_dict())
@@ -107,6 +108,10 @@ if upload is not None and st.session_state.get("train_csv_saved") != upload.file
     st.session_state["train_csv_saved"] = upload.file_id
 
 cfg, errors = forms.config_from_form({name: st.session_state.get(FIELD + name) for name in field_names()})
+run_name = st.session_state.get("train_name") or ""
+name_problem = text_problem(run_name) if run_name.strip() else None  # blank: a name made from the config
+if name_problem:
+    errors = {**errors, "Run name": f"Run name {name_problem}."}
 
 # ---------------------------------------------------------------------- the page
 st.title("Train")
@@ -118,7 +123,7 @@ with form_col:
     picker, name_box, button = st.columns([2, 2, 1], vertical_alignment="bottom")
     picker.selectbox("Start from", [DEFAULTS, *PRESETS], key="train_preset", on_change=on_preset,
                      help="Fills every field below from a named config.")
-    name_box.text_input("Run name", key="train_name",
+    name_box.text_input("Run name", key="train_name", max_chars=MAX_TEXT,
                         placeholder=describe(cfg) if cfg else "default: a short description of the config")
     launch = button.button("Launch", key="train_launch", type="primary", icon=":material/rocket_launch:",
                            width="stretch")
@@ -136,6 +141,8 @@ with form_col:
     if errors and st.session_state.get("train_not_started"):
         fields = ", ".join(f"`{f}`" for f in errors)
         st.error(f"Nothing was started: {fields} {'needs' if len(errors) == 1 else 'need'} fixing (marked below).")
+    if name_problem:
+        st.error(errors["Run name"], icon=":material/error:")
     if launch:
         if not errors:
             new_id = runner.launch(store, cfg, name=st.session_state.get("train_name", "").strip() or None)

@@ -161,6 +161,20 @@ def test_train_form_shows_field_errors_and_starts_nothing(empty_url):
     assert "Nothing was started" not in text_of(at.error)  # fixed: it goes
 
 
+def test_train_form_refuses_a_run_name_the_store_would_refuse(empty_url):
+    """A pasted tab is said under the name and starts nothing (the box takes at most 255 characters); the store
+    raised on it before, a traceback on the page."""
+    at = open_page("pages/train.py")
+    widget(at, "text_input", "train_name").set_value("a\tb").run()
+    assert "Run name must not contain control characters such as a newline or a tab" in text_of(at.error)
+    widget(at, "button", "train_launch").click().run()
+    assert not at.exception and "Nothing was started: `Run name` needs fixing" in text_of(at.error)
+    with Store(empty_url) as store:
+        assert store.list_runs() == []
+    widget(at, "text_input", "train_name").set_value("fine").run()
+    assert not at.error
+
+
 def test_train_form_checks_an_uploaded_csv(empty_url, tmp_path):
     at = open_page("pages/train.py")
     widget(at, "selectbox", "train_field_dataset").set_value("csv").run()

@@ -117,6 +117,10 @@ def test_a_run_deleted_while_it_trains_stops_and_says_so(db):
     (["train", "--preset", "nope"], "preset: 'nope' is not a preset"),
     (["train", "--name", "   "], "name: must not be empty"),
     (["train", "--name", "x" * 256], "name: must be at most 255 characters (got 256)"),
+    (["train", "--name", "two\nlines"], "name: must not contain control characters such as a newline or a tab "
+                                         "(got '\\n' at 4)"),
+    (["study", "--preset", "article-fixed", "--vary", "lr=0.1,0.2", "--name", "x\ty"],
+     "name: must not contain control characters"),
     (["train", "--lr", "0"], "lr: must be a number greater than 0"),
     (["train", "--lr", "fast"], "lr: 'fast' is not a finite number"),
     (["train", "--epochs", "0"], "epochs: must be a whole number from 1"),

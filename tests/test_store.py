@@ -931,3 +931,13 @@ def test_names_and_tags_past_255_characters_are_refused_on_every_backend(tmp_pat
     with pytest.raises(ValueError, match="run name must be at most 255"):
         store.rename_run(run_id, "y" * 256)
     assert store.get_run(run_id).name == "x" * 255 and not store.get_run(run_id).tags
+    # a control character breaks the lines of tables, LaTeX and CSV: refused in names, tags and study names alike
+    for bad in ("a\nb", "tab\there", "nul\x00"):
+        with pytest.raises(ValueError, match="run name must not contain control characters"):
+            store.create_run(name=bad, config={})
+        with pytest.raises(ValueError, match="tag must not contain control characters"):
+            store.add_tag(run_id, bad)
+        with pytest.raises(ValueError, match="study name must not contain control characters"):
+            store.create_study(bad, {})
+    store.rename_run(run_id, "naïve – ünïcode ✓")  # letters and symbols of any script are text
+    assert store.get_run(run_id).name == "naïve – ünïcode ✓"

@@ -60,15 +60,14 @@ def _is_terminal(stream: TextIO) -> bool:
 def cmd_train(args: argparse.Namespace, store, out: TextIO, err: TextIO) -> int:
     from core.experiment.data import load_dataset  # noqa: PLC0415 - keep `runs`/`show` free of torch start-up
     from core.store import StoreReporter
-    from core.store.sqlstore import MAX_TEXT  # the store's bound on names, checked here as the name: field's
+    from core.store.sqlstore import MAX_TEXT, text_problem  # the store's rule for names, checked as name:'s
     from core.training.trainer import resolve_device, train
 
     if args.run_id is not None:
         store.get_run(args.run_id)
-    if args.name is not None and not args.name.strip():
-        raise ConfigError("name", "must not be empty (leave --name out for a name made from the config)")
-    if args.name is not None and len(args.name.strip()) > MAX_TEXT:
-        raise ConfigError("name", f"must be at most {MAX_TEXT} characters (got {len(args.name.strip())})")
+    if args.name is not None and (problem := text_problem(args.name)):
+        raise ConfigError("name", problem + (" (leave --name out for a name made from the config)"
+                                             if not args.name.strip() else ""))
     try:
         cfg = config_from_args(args)
         try:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from core.analysis.effects import format_value, variant_label
 from core.experiment.config import ConfigError, ExperimentConfig, coerce, field_names
+from core.store.sqlstore import text_problem
 
 
 DEFAULT_SEEDS = 3
@@ -39,8 +40,8 @@ class StudySpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("name", "a study needs a non-empty name")
-        if len(self.name.strip()) > 255:
-            raise ConfigError("name", "must be at most 255 characters")
+        if problem := text_problem(self.name):
+            raise ConfigError("name", problem)
         try:
             seeds = coerce("seed", self.seeds)
         except ConfigError:

@@ -14,6 +14,7 @@ Storage conventions:
 from __future__ import annotations
 
 import os
+import unicodedata
 import sqlite3
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -68,11 +69,23 @@ def _study_record(row: StudyModel) -> Study:
 MAX_TEXT = 255  # names and tags: VARCHAR(255) columns, which PostgreSQL enforces and SQLite does not
 
 
-def _clean(text: str, what: str) -> str:
+def text_problem(text: object) -> str | None:
+    """Why `text` cannot be a name or a tag ("must not be empty", ...), or None. A control character (a newline,
+    a tab, NUL) is refused: it breaks the lines of the command line's tables and of exported LaTeX and CSV."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{what} must not be empty")
+        return "must not be empty"
     if len(text.strip()) > MAX_TEXT:  # refused alike on every backend: a store SQLite took, PostgreSQL could not
-        raise ValueError(f"{what} must be at most {MAX_TEXT} characters (got {len(text.strip())})")
+        return f"must be at most {MAX_TEXT} characters (got {len(text.strip())})"
+    bad = next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        return f"must not contain control characters such as a newline or a tab (got {text[bad]!r} at {bad + 1})"
+    return None
+
+
+def _clean(text: str, what: str) -> str:
+    problem = text_problem(text)
+    if problem:
+        raise ValueError(f"{what} {problem}")
     return text.strip()
 
 
