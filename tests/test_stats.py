@@ -461,6 +461,12 @@ def test_study_judge_and_difference_flags(store, tmp_path):
     assert "ranked by exact val loss" in text and "BatchNorm matters only with bce" in text
     assert text.index("BatchNorm matters only with bce") < text.index("  - BatchNorm lowers")
     assert "Holm-corrected across the 6 effects and interactions" in text
+    assert text.startswith("study 1 'bn-act-loss': 24 of 24 runs have a result (finished 24)")
+    # runs left interrupted (a worker killed) are stored but have no result: "12 of 24", not "24 of 24"
+    from core.cli.study import format_summary
+
+    first = format_summary({**summary, "runs": 24, "status_counts": {"interrupted": 12, "finished": 12}})
+    assert first.startswith("study 1 'bn-act-loss': 12 of 24 runs have a result (interrupted 12, finished 12)")
 
 
 def test_run_groups_split_by_field_tag_or_pick_and_say_the_difference():

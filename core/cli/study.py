@@ -26,7 +26,8 @@ from core.jobs.executors import ENV_EXECUTOR, ENV_SCHEDULER, EXECUTORS, check_sc
 from core.jobs.populations import resume_study_populations
 from core.jobs.scheduler import Finished, check_shareable
 from core.jobs.spec import DEFAULT_SEEDS, MAX_SEEDS, MAX_WORKERS, STUDIES, StudySpec, auto_name, named_study, parse_vary
-from core.jobs.studies import check_runnable, default_workers, find_study, open_study, plan_study, summarize
+from core.jobs.studies import (RESULT_STATUSES, check_runnable, default_workers, find_study, open_study, plan_study,
+                                summarize)
 from core.presentation.forms import split_text
 from core.store import Store
 from core.store.records import db_reason
@@ -214,8 +215,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     columns = list(dict.fromkeys([judged, "final_val_loss", "final_val_auc"]))
     widths = {m: max(17, len(m)) for m in columns}
     names = {judged: label, "final_val_loss": "final val loss", "final_val_auc": "final val AUC"}
-    lines = [f"study {summary['id']} {summary['name']!r}: {summary['runs']} of {summary['expected_runs']} runs "
-             f"({counts}), ranked by {label} (each cell: mean ± sd over seeds)", "",
+    results = sum(v for k, v in summary["status_counts"].items() if k in RESULT_STATUSES)
+    lines = [f"study {summary['id']} {summary['name']!r}: {results} of {summary['expected_runs']} runs have a "
+             f"result ({counts}), ranked by {label} (each cell: mean ± sd over seeds)", "",
              f"{'rank':>4}  {'n':>2}  " + "  ".join(f"{names[m]:>{widths[m]}}" for m in columns) + "  variant"]
     for row in summary["ranking"]:
         def cell(metric: str, width: int) -> str:
