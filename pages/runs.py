@@ -62,8 +62,11 @@ def table_columns() -> dict:
     }
 
 
-def save_edits(changes: dict[int, dict]) -> bool:
-    """Write edited names, tags and notes to the store; False (and a message) when one is refused."""
+def save_edits(changes: dict[int, dict], before: pd.DataFrame | None = None) -> bool:
+    """Write edited names, tags and notes to the store; False (and a message) when one is refused. With `before`
+    (the table as it was), what they replaced is kept for Undo: edits save at once, and one keystroke in the grid
+    (Ctrl+A, then Delete) clears every selected run's tags and notes."""
+    undo: dict[int, dict] = {}
     for run_id, change in changes.items():
         try:
             if "name" in change:
@@ -75,7 +78,19 @@ def save_edits(changes: dict[int, dict]) -> bool:
         except (ValueError, RunNotFound) as exc:
             st.session_state["runs_edit_error"] = f"Run #{run_id} was not changed: {exc}."
             return False
+        if before is not None:
+            was = before.loc[run_id]
+            undo[run_id] = {field: list(was["tags"]) if field == "tags" else str(was[field] or "")
+                            for field in change}
+    if undo:
+        st.session_state["runs_undo"] = undo
     return True
+
+
+def undo_edits() -> None:
+    """Put back what the last saved edit replaced, and start the editor afresh from the store."""
+    save_edits(st.session_state.pop("runs_undo", {}))
+    st.session_state["runs_edit_version"] = st.session_state.get("runs_edit_version", 0) + 1
 
 
 def close_delete() -> None:
@@ -324,10 +339,19 @@ edited = st.data_editor(
         "name": st.column_config.TextColumn("name", required=True, width="medium"),
         "tags": st.column_config.ListColumn("tags", help="Type a tag and press Enter"),
         "notes": st.column_config.TextColumn("notes", width="large")})
-st.caption("Double-click a name, tag or note to edit it; changes are saved at once.")
+undo = st.session_state.get("runs_undo")
+if undo and set(undo) <= set(selected):  # the last edit, while its runs are on show
+    fields = [f for f in ("name", "tags", "notes") if any(f in change for change in undo.values())]
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"Saved the {', '.join(fields)} of run{'s' if len(undo) > 1 else ''} "
+                   + ", ".join(f"#{i}" for i in undo) + ".")
+        st.button("Undo", key="runs_undo_button", icon=":material/undo:", on_click=undo_edits,
+                  help="Put back what this edit replaced")
+else:
+    st.caption("Double-click a name, tag or note to edit it; changes are saved at once, and the last can be undone.")
 changes = run_tables.edit_changes(original, edited)
 if changes:
-    if not save_edits(changes):  # start the editor afresh from what the store holds
+    if not save_edits(changes, original):  # start the editor afresh from what the store holds
         st.session_state["runs_edit_version"] = st.session_state.get("runs_edit_version", 0) + 1
     st.rerun()  # the table above shows the new values
 

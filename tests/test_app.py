@@ -302,6 +302,28 @@ def test_runs_are_renamed_tagged_and_noted_in_place(populated_url, populated_sto
     assert "fixed" in list(at.dataframe[0].value["name"])
 
 
+def test_an_edit_that_clears_tags_and_notes_can_be_undone(populated_url, populated_store):
+    """Ctrl+A then Delete in the grid clears every selected run's tags and notes, saved at once: Undo puts them
+    back (found by QA in Chromium: nothing confirmed or undid it)."""
+    for run_id in (1, 3):
+        populated_store.set_tags(run_id, ["keep"])
+        populated_store.set_notes(run_id, "important")
+    at = open_page("pages/runs.py", state={"runs_selected": [1, 3]})
+    editor = at.data_editor[0]
+    at.session_state[editor.key] = {"edited_rows": {0: {"tags": None, "notes": None}, 1: {"tags": None,
+                                                                                          "notes": None}},
+                                    "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert [(populated_store.get_run(i).tags, populated_store.get_run(i).notes) for i in (1, 3)] == [((), "")] * 2
+    assert "Saved the tags, notes of runs #" in text_of(at.caption)
+    widget(at, "button", "runs_undo_button").click().run()
+    assert not at.exception
+    assert [(populated_store.get_run(i).tags, populated_store.get_run(i).notes) for i in (1, 3)] == \
+        [(("keep",), "important")] * 2
+    assert not [b for b in at.button if b.key == "runs_undo_button"]  # one undo: the edit is gone
+    assert sorted(at.data_editor[0].value["notes"]) == ["important", "important"]
+
+
 def test_delete_asks_first(populated_url, populated_store):
     at = open_page("pages/runs.py", state={"runs_selected": [1, 3]})
     widget(at, "button", "runs_delete").click().run()
