@@ -269,6 +269,15 @@ if st.session_state.get("runs_url_problem"):
     st.warning(f"In the link's `?run=`: {st.session_state['runs_url_problem']}.", icon=":material/link_off:")
 
 in_studies = sorted({r.study_id for r in runs if r.study_id is not None})
+options = run_tables.filter_options(runs)
+# A filter keeps only values some run still has: a value whose last run was deleted cannot show in its box, and
+# kept, it hid every run with nothing on screen to clear it
+for key, allowed in [("runs_filter_study", in_studies)] + [(f"runs_filter_{f}", v) for f, v in options.items()]:
+    if st.session_state.get(key):
+        st.session_state[key] = [v for v in st.session_state[key] if v in allowed]
+for key in [k for k in st.session_state if str(k).startswith("runs_filter_") and k != "runs_filter_study"
+            and k.removeprefix("runs_filter_") not in options]:
+    del st.session_state[key]  # a field every run now shares, or none has
 if in_studies:
     search, status_box, study_box, more = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
 else:
@@ -281,7 +290,6 @@ if in_studies:
     study_names = {s.id: s.name for s in store.list_studies()}
     studies = study_box.multiselect("Study", in_studies, key="runs_filter_study", placeholder="any study",
                                     format_func=lambda i: f"#{i} {study_names.get(i, '')}".strip())
-options = run_tables.filter_options(runs)
 config_filter = {field: st.session_state.get(f"runs_filter_{field}") or [] for field in options}
 active_filters = sum(bool(v) for v in config_filter.values())
 with more.popover("Config filters", icon=":material/filter_list:", width="stretch"):

@@ -15,7 +15,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from core import PROJECT_ROOT
-from core.presentation import export, formatting
+from core.presentation import export, formatting, run_tables
 from core.store import Store
 from core.training.reporting import MetricRow
 
@@ -322,6 +322,21 @@ def test_an_edit_that_clears_tags_and_notes_can_be_undone(populated_url, populat
         [(("keep",), "important")] * 2
     assert not [b for b in at.button if b.key == "runs_undo_button"]  # one undo: the edit is gone
     assert sorted(at.data_editor[0].value["notes"]) == ["important", "important"]
+
+
+def test_a_filter_value_no_run_has_any_more_is_dropped(populated_url, populated_store):
+    """Filtering on a value, then deleting its last run, left the filter on, unseen (its box cannot show a value
+    no run has), hiding every run: "0 of 168 runs · 1 config filter(s) on"."""
+    options = run_tables.filter_options(populated_store.list_runs())
+    field = next(iter(options))
+    at = open_page("pages/runs.py", state={f"runs_filter_{field}": ["gone"], "runs_filter_nosuchfield": ["x"]})
+    assert not at.exception
+    assert "4 of 4 runs" in text_of(at.caption) and "filter(s) on" not in text_of(at.caption)
+    assert at.session_state[f"runs_filter_{field}"] == []
+    kept = options[field][0]
+    at.session_state[f"runs_filter_{field}"] = [kept, "gone"]
+    at.run()  # a value some run has stays
+    assert at.session_state[f"runs_filter_{field}"] == [kept] and "1 config filter(s) on" in text_of(at.caption)
 
 
 def test_delete_asks_first(populated_url, populated_store):
