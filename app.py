@@ -5,6 +5,9 @@ The router only: page set-up, the run store opened once per server (the database
 `st.session_state["app_store"]`.
 """
 
+import math
+import time
+
 import streamlit as st
 
 from core import PROJECT_ROOT
@@ -12,6 +15,8 @@ from core.jobs import runner
 from core.store import Store, default_url
 
 # The icon ships with the app: a ":material/...:" page icon makes the browser fetch it from Google's font servers.
+REFRESH_EVERY_S = 3.0  # how often page runs look for runs whose process died
+
 st.set_page_config(page_title="Lossboard", page_icon=str(PROJECT_ROOT / "assets" / "lossboard-icon.png"), layout="wide")
 
 
@@ -36,9 +41,11 @@ except ValueError as exc:  # no server there, not a database, no driver: said on
              "server, then reload.", icon=":material/database:")
     st.stop()
 st.session_state["app_store"] = store
-if "app_refreshed" not in st.session_state:  # once per browser session: runs whose process died
+# Runs whose process died become "interrupted": at the session's first page and then at most every few seconds of
+# page runs (one query of this host's running runs), so that Overview and Runs do not show a dead run running
+if time.monotonic() - st.session_state.get("app_refreshed", -math.inf) >= REFRESH_EVERY_S:
     runner.refresh(store)
-    st.session_state["app_refreshed"] = True
+    st.session_state["app_refreshed"] = time.monotonic()
 
 # Streamlit forgets a widget's value when its page is not shown; the train form and the compare settings
 # should survive a visit to another page, so their values are re-saved on every run.

@@ -339,6 +339,23 @@ def test_a_filter_value_no_run_has_any_more_is_dropped(populated_url, populated_
     assert at.session_state[f"runs_filter_{field}"] == [kept] and "1 config filter(s) on" in text_of(at.caption)
 
 
+def test_a_run_whose_process_dies_later_in_the_session_shows_interrupted(populated_url, populated_store):
+    """The check for dead training processes ran once a browser session (and on Train and Studies): a run killed
+    after the first page stayed "running" on Overview and Runs."""
+    import socket
+    import subprocess
+    import sys
+
+    at = open_page("pages/overview.py")
+    ghost = populated_store.create_run(name="ghost", config={})
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    populated_store.attach_process(ghost, pid=proc.pid, host=socket.gethostname())  # a running run, its process gone
+    at.session_state["app_refreshed"] -= 60  # the last look a minute ago (one query a page run at most every 3 s)
+    at.run()  # the app's router runs (AppTest's switch_page runs the page alone)
+    assert not at.exception and populated_store.get_run(ghost).status == "interrupted"
+
+
 def test_delete_asks_first(populated_url, populated_store):
     at = open_page("pages/runs.py", state={"runs_selected": [1, 3]})
     widget(at, "button", "runs_delete").click().run()
