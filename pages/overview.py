@@ -47,7 +47,8 @@ else:
     st.dataframe(
         latest[["name", "status", "created", "duration_s", "dataset", "loss", "final_val_loss", "final_val_acc"]],
         column_config={
-            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm",
+                                                       timezone=st.context.timezone),  # the browser's, as on Runs
             "duration_s": st.column_config.NumberColumn("duration", format="%.1f s"),
             "final_val_loss": st.column_config.NumberColumn("final val loss", format="%.4f"),
             "final_val_acc": st.column_config.NumberColumn("val acc", format=run_tables.PERCENT_FORMAT),

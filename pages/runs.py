@@ -171,9 +171,10 @@ def prove_fix(run, finding) -> None:
 def show_run(run) -> None:
     """One run: headline numbers, then findings, every metric, the whole config and the raw summary."""
     st.header(formatting.escape_markdown(formatting.run_label(run)))  # a name is text, not markup
+    tags = ", ".join(f"“{formatting.escape_markdown(t)}”" for t in run.tags)  # quoted: a tag may hold a comma
     st.caption(f"{formatting.status_label(run.status)} · created {run.created_at:%Y-%m-%d %H:%M} UTC · "
                f"{formatting.format_duration(run.duration_s)} on {run.device or '–'} ({run.dtype or '–'}) · "
-               f"torch {run.torch_version or '–'}" + (f" · tags: {', '.join(run.tags)}" if run.tags else ""))
+               f"torch {run.torch_version or '–'}" + (f" · tags: {tags}" if tags else ""))
     if run.status == "running":
         st.progress(run_tables.progress(run) or 0.0, text=run_tables.progress_text(run))
     summary = run.summary
@@ -234,7 +235,10 @@ def show_run(run) -> None:
             st.session_state["train_load_config"] = (run.id, run.config)
             st.switch_page("pages/train.py")
     with tab_summary:
-        st.dataframe({"value": {k: formatting.format_value(v) for k, v in summary.items()}}, width="content")
+        # the value column sized for a float written out in full (5.0782715996389616e+29): sized to the short
+        # values, the grid cut long ones with nothing to show it ("5.07827")
+        st.dataframe({"value": {k: formatting.format_value(v) for k, v in summary.items()}}, width="content",
+                     column_config={"value": st.column_config.TextColumn("value", width="large")})
         st.caption(f"host {run.host or '–'} · pid {run.pid or '–'} · started "
                    f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC" if run.started_at else "not started")
 
@@ -265,8 +269,7 @@ if url_run != st.session_state.get("runs_url"):
         st.session_state["runs_selected"] = [run_id]
         for key in [k for k in st.session_state if str(k).startswith(("runs_search", "runs_status", "runs_filter_"))]:
             del st.session_state[key]
-if st.session_state.get("runs_url_problem"):
-    st.warning(f"In the link's `?run=`: {st.session_state['runs_url_problem']}.", icon=":material/link_off:")
+url_warning = st.empty()  # filled once the table's selection is known: ticking a run settles the link
 
 in_studies = sorted({r.study_id for r in runs if r.study_id is not None})
 options = run_tables.filter_options(runs)
@@ -321,6 +324,8 @@ if one != st.query_params.get("run") and not (one is None and st.session_state.g
         st.query_params["run"] = one
     st.session_state["runs_url"] = one
     st.session_state["runs_url_problem"] = None
+if st.session_state.get("runs_url_problem"):
+    url_warning.warning(f"In the link's `?run=`: {st.session_state['runs_url_problem']}.", icon=":material/link_off:")
 
 if not selected:
     st.info("Tick one run to read its config, metrics and findings; tick several to compare, tag or delete them.",
