@@ -12,6 +12,8 @@ import atexit
 import importlib.util
 import numbers
 import os
+import shutil
+import tempfile
 import threading
 import time
 from typing import Any, Mapping
@@ -118,6 +120,9 @@ class _Renderer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="lossboard-kaleido", daemon=True)
         self._kaleido: Any = None
+        # Chromium's profile goes in a folder of ours, removed after the browser closes (`_remove_profile`): left to
+        # choreographer, a child process still writing in it at exit made tempfile's cleanup print a traceback
+        self.profile = tempfile.mkdtemp(prefix="lossboard-chromium-")
         self._thread.start()
         try:
             self._call(self._open(), START_TIMEOUT_S)
@@ -129,7 +134,11 @@ class _Renderer:
         import kaleido  # noqa: PLC0415 - only image export needs it
 
         # mathjax=False: Kaleido would otherwise load MathJax from a CDN for every page.
-        self._kaleido = kaleido.Kaleido(n=1, timeout=RENDER_TIMEOUT_S, mathjax=False, path=self.browser)
+        options = dict(n=1, timeout=RENDER_TIMEOUT_S, mathjax=False, path=self.browser)
+        try:
+            self._kaleido = kaleido.Kaleido(**options, tmp_dir=self.profile)
+        except TypeError:  # a choreographer without tmp_dir: its own folder, as before
+            self._kaleido = kaleido.Kaleido(**options)
         await self._kaleido.open()
 
     def _call(self, coroutine: Any, timeout: float) -> Any:
@@ -159,6 +168,18 @@ class _Renderer:
         self._thread.join(15)
         if not self._thread.is_alive():
             self._loop.close()
+        self._remove_profile()
+
+    def _remove_profile(self, wait_s: float = 3.0) -> None:
+        """Remove the profile folder; Chromium's last child processes may still write in it for a moment after
+        the browser closed, so a folder that is not empty yet is tried again for up to `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        while os.path.exists(self.profile):
+            shutil.rmtree(self.profile, ignore_errors=True)
+            if time.monotonic() > deadline:
+                break
+            if os.path.exists(self.profile):
+                time.sleep(0.1)
 
 
 def _render(browser: str, fig: dict[str, Any], opts: dict[str, Any]) -> bytes:
