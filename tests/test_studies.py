@@ -508,3 +508,27 @@ def test_a_worker_opens_its_store_again_after_a_refusal(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="database is locked"):
         population_worker.open_store(url, attempts=4, wait_s=0)
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("base, vary, reason", [
+    ({"hidden": []}, {"batchnorm": [False, True]}, "acts on hidden layers, and hidden is []"),
+    ({"hidden": [8], "activation": "relu"}, {"elu_alpha": [0.5, 1.0]}, "applies only with activation elu"),
+    ({"optimizer": "adam"}, {"momentum": [0.0, 0.9]}, "applies only to optimizer sgd"),
+    ({}, {"csv_path": ["a.csv", "b.csv"]}, "applies only to dataset csv, not gaussian"),
+])
+def test_a_study_that_varies_a_field_with_no_effect_is_refused_before_it_is_stored(tmp_path, base, vary, reason):
+    """QA: `--vary batchnorm=false,true` on a model with no hidden layer trained one model twice under two labels
+    and reported "no clear difference (0, 95% CI 0 to 0)". Refused when the study is made; a field that acts in
+    some variants (batchnorm with hidden=[] and [8]) is a fair grid."""
+    from core.jobs.studies import open_study
+    from core.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        spec = StudySpec(name="inert", base=base, vary=vary, seeds=1)  # a stored grid like it still loads
+        with pytest.raises(ConfigError) as refused:
+            open_study(store, spec)
+        assert refused.value.field == next(iter(vary)) and reason in str(refused.value)
+        assert store.list_studies() == []
+        fair = StudySpec(name="fair", base={"hidden": []}, vary={"batchnorm": [False, True], "hidden": [[], [8]]},
+                         seeds=1)
+        assert open_study(store, fair) == store.get_study_by_name("fair").id

@@ -169,6 +169,26 @@ class ExperimentConfig:
 
 
 # ---------------------------------------------------------------------- field helpers
+def inert_fields(cfg: ExperimentConfig) -> dict[str, str]:
+    """The fields that change nothing in `cfg`, each with why: a study that varies one of them only in such
+    configs trains the same model again and again under different labels."""
+    out: dict[str, str] = {}
+    if not cfg.hidden:
+        why = "acts on hidden layers, and hidden is []"
+        out.update(dict.fromkeys(("batchnorm", "bn_eps", "bn_momentum", "activation", "elu_alpha",
+                                  "hidden_bias_init"), why))
+    if not cfg.batchnorm:
+        out.setdefault("bn_eps", "applies only with batchnorm=true")
+        out.setdefault("bn_momentum", "applies only with batchnorm=true")
+    if cfg.activation != "elu":
+        out.setdefault("elu_alpha", "applies only with activation elu")
+    if cfg.optimizer != "sgd":
+        out["momentum"] = f"applies only to optimizer sgd (Adam keeps its own moments), not {cfg.optimizer}"
+    if cfg.dataset != "csv":
+        out.update(dict.fromkeys(("csv_path", "csv_label"), f"applies only to dataset csv, not {cfg.dataset}"))
+    return out
+
+
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(ExperimentConfig))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from core.analysis.effects import format_value, variant_label
-from core.experiment.config import ConfigError, ExperimentConfig, coerce, field_names
+from core.experiment.config import ConfigError, ExperimentConfig, coerce, field_names, inert_fields
 from core.store.sqlstore import text_problem
 
 
@@ -76,6 +76,16 @@ class StudySpec:
             except ConfigError as exc:
                 reason = str(exc).split(": ", 1)[-1]
                 raise ConfigError(exc.field, f"{reason} (in the variant {variant_label(variant)})") from None
+
+    def check_varied_fields(self) -> None:
+        """ConfigError on a varied field that changes nothing in any variant (batchnorm without hidden layers,
+        momentum under Adam): its variants would be one model trained again under several labels, and its
+        effect a difference of exactly 0. Checked when a study is made, not when a stored one is read."""
+        base = ExperimentConfig.from_dict(self.base)
+        for name in self.vary:
+            reasons = [inert_fields(base.replace(**variant)).get(name) for variant in self.variants()]
+            if all(reasons):
+                raise ConfigError(name, f"varying it changes nothing here: it {reasons[0]}")
 
     def variants(self) -> list[dict[str, Any]]:
         """Every combination of the varied values, the last field changing fastest."""

@@ -58,6 +58,7 @@ def open_study(store: Store, spec: StudySpec) -> int:
                 raise ConfigError("name", f"a study named {spec.name!r} already exists with another grid "
                                           f"({spec_difference(stored, spec)}); give this one another name")
             return found.id
+        spec.check_varied_fields()  # a new grid only: a stored study is read as it was made
         try:
             return store.create_study(spec.name, spec.to_dict())
         except ValueError:  # created by another process just now: look again
