@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis.effects import factor_columns, ranking
-from core.analysis.judges import DEFAULT_JUDGE, JUDGES
+from core.analysis.judges import DEFAULT_JUDGE, JUDGES, judge_warning
 from core.analysis.statistics import StudyStatistics, power_caption, study_statistics
 from core.experiment.config import (GROUPS, ConfigError, ExperimentConfig, choices, describe, field_comment, field_kind,
                                     field_names)
@@ -292,6 +292,8 @@ def effects_section(name: str, frame: pd.DataFrame, factors: list[str]) -> Study
         "A difference worth finding", value=None, key="studies_difference", format="%g", placeholder="e.g. 0.05",
         help="In the judged metric's units: the seeds each effect needs to find it 80% of the time.")
     stats = study_statistics(frame, judge, difference=difference or None)
+    if warning := judge_warning(judge, factors):
+        st.warning(warning, icon=":material/straighten:")
     with st.container(border=True, key="studies_effects_words"):
         for sentence, clear, held in zip(stats.sentences, stats.clear, stats.held):
             text = formatting.escape_markdown(sentence)

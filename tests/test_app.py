@@ -740,8 +740,11 @@ def test_studies_judge_difference_and_paper_tables(study_url, deferred):
     assert list(interactions_table["fields"]) == ["batchnorm × loss"] and "p_holm" in interactions_table
     assert "Holm-corrected across the 3 effects and interactions with a p-value" in text_of(at.caption)
 
+    assert "own_loss compares" not in text_of(at.warning)
+    widget(at, "button_group", "studies_judge").set_value("own_loss").run()  # the study varies loss
+    assert "own_loss compares each run's own val loss, and this study varies loss" in text_of(at.warning)
     widget(at, "button_group", "studies_judge").set_value("loss_area").run()
-    assert not at.exception
+    assert not at.exception and "own_loss compares" not in text_of(at.warning)
     with Store(study_url) as store:
         frame = study_frame(store, 1, curves=True)
     judged = study_statistics(frame, "loss_area", difference=0.5)

@@ -465,6 +465,11 @@ def test_study_judge_and_difference_flags(store, tmp_path):
     # runs left interrupted (a worker killed) are stored but have no result: "12 of 24", not "24 of 24"
     from core.cli.study import format_summary
 
+    assert summary["warning"] is None  # judged on accuracy: one yardstick for every loss
+    err = io.StringIO()
+    assert cli.main(["--db", store.url, "study", "--study", "bn-act-loss", "--judge", "own_loss"], out=io.StringIO(),
+                    err=err) == 0
+    assert "note: own_loss compares each run's own val loss, and this study varies loss" in err.getvalue()
     first = format_summary({**summary, "runs": 24, "status_counts": {"interrupted": 12, "finished": 12}})
     assert first.startswith("study 1 'bn-act-loss': 12 of 24 runs have a result (interrupted 12, finished 12)")
 

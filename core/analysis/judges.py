@@ -67,6 +67,15 @@ def judge(name: str | None) -> Judge:
     return JUDGES[name]
 
 
+def judge_warning(name: str, varied: Sequence[str]) -> str | None:
+    """Why judging a study that varies `varied` on the judge `name` misleads, or None: `own_loss` reads each run's
+    own loss, so over a varied `loss` it compares a clamped BCE with an exact one."""
+    if name == "own_loss" and "loss" in varied:
+        return ("own_loss compares each run's own val loss, and this study varies loss: a clamped BCE run's and a "
+                "logits run's losses are different yardsticks. exact_loss judges every run on the same one.")
+    return None
+
+
 def judge_for_column(column: str) -> Judge | None:
     """The judge that reads `column`, if any."""
     return next((j for j in JUDGES.values() if j.column == column), None)

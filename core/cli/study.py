@@ -136,6 +136,8 @@ def cmd_study(args: Any, store: Store, out: TextIO, err: TextIO) -> int:
         dump_json(summary, out)
     else:
         out.write(format_summary(summary))
+    if summary.get("warning"):
+        err.write(f"note: {summary['warning']}\n")
     if outcome.elsewhere:
         err.write(f"{outcome.elsewhere} runs are training in another process (another scheduler or worker of this "
                   "study), which stores their results; each is trained once\n")

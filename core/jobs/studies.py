@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from core.analysis.effects import SUMMARY_METRICS, ranking, variant_label
-from core.analysis.judges import CURVE_COLUMNS, CURVE_KEY, curve_measures
+from core.analysis.judges import CURVE_COLUMNS, CURVE_KEY, curve_measures, judge_warning
 from core.analysis.judges import judge as find_judge
 from core.analysis.statistics import StudyStatistics, study_statistics
 from core.experiment.config import ConfigError, ExperimentConfig
@@ -218,7 +218,7 @@ def summarize(store: Store, study_id: int, judge: str | None = None, *,
             "ranking": ranking(frame, metric=stats.judge.column).to_dict("records"),
             "effects": stats.effects.to_dict("records"), "interactions": stats.interactions.to_dict("records"),
             "holm_family": stats.family, "sentences": stats.sentences, "difference": difference,
-            "seeds": stats.power_sentences}
+            "seeds": stats.power_sentences, "warning": judge_warning(stats.judge.name, list(study.spec["vary"]))}
 
 
 @dataclass(frozen=True)
