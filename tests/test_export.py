@@ -480,6 +480,16 @@ def test_cli_export_writes_a_valid_file_for_each_format(store, ids, tmp_path, fm
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary file left behind"
 
 
+def test_cli_export_says_which_runs_have_none_of_the_metrics(store, ids, tmp_path):
+    empty = store.create_run(name="no metrics yet", config={})
+    path = tmp_path / "x.csv"
+    code, _, err = run_export(store, "--runs", f"{ids[0]},{empty}", "--metric", "train_loss", "--out", str(path))
+    assert code == 0 and err == f"note: run #{empty} has no train_loss: nothing of it is drawn or written\n"
+    assert set(pd.read_csv(path)["run_id"]) == {ids[0]}
+    code, _, err = run_export(store, "--runs", str(ids[0]), "--metric", "train_loss", "--out", str(path))
+    assert (code, err) == (0, "")
+
+
 def test_cli_export_refuses_a_format_its_file_name_contradicts_and_two_contrary_group_options(store, ids, tmp_path):
     for args, field in ((["--format", "csv", "--out", str(tmp_path / "x.png")], "format"),
                         (["--format", "png", "--out", str(tmp_path / "x.html")], "format"),

@@ -107,6 +107,11 @@ def cmd_export(args: argparse.Namespace, store: Any, out: TextIO, err: TextIO) -
 
     runs = report.load_runs(store, args.runs)
     metrics = report.check_metrics(store, runs, args.metrics)
+    lacking = [r.id for r in runs if not set(metrics) & set(store.metric_keys(r.id))]
+    if lacking:  # named in the default title, absent from the chart and the data: said, not left to be noticed
+        err.write(f"note: run{'s' if len(lacking) > 1 else ''} {', '.join(f'#{i}' for i in lacking)} "
+                  f"{'have' if len(lacking) > 1 else 'has'} no {' or '.join(metrics)}: nothing of "
+                  f"{'them' if len(lacking) > 1 else 'it'} is drawn or written\n")
     group_by = args.group_by
     if not group_by and not args.no_group:  # as Compare shows a study's runs: a mean line and band per variant
         from core.presentation import selection  # noqa: PLC0415
