@@ -288,7 +288,7 @@ def test_show_prints_the_findings_and_show_json_lists_them(db):
     assert (first["cause"], first["fix"]) == ("unscaled inputs", {"standardize": True})
     assert record["summary"]["input_std_max"] > 100  # breast_cancer's raw features, as the first layer saw them
     code, out, _ = cli("show", str(run_id), db=db)
-    assert "findings:" in out and "The inputs are not scaled" in out and 'fix: {"standardize": true}' in out
+    assert "findings:" in out and "The inputs are not scaled" in out and 'cause: unscaled inputs; fix: standardize=true\n' in out
 
 
 def dead_pid() -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
+from core.analysis.effects import change_text
 from core.analysis.findings import findings
 from core.cli.output import dump_json
 from core.experiment.config import ConfigError
@@ -57,7 +57,7 @@ def cmd_show(args, store, out: TextIO, err: TextIO) -> int:
     for f in found:
         out.write(f"{'':>16}[{f.severity}] {f.title}\n")
         if f.cause:
-            out.write(f"{'':>18}cause: {f.cause}" + (f"; fix: {json.dumps(f.fix)}" if f.fix else "") + "\n")
+            out.write(f"{'':>18}cause: {f.cause}" + (f"; fix: {change_text(f.fix)}" if f.fix else "") + "\n")
     return 0
 
 
