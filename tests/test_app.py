@@ -537,9 +537,10 @@ def test_runs_filter_by_study(study_url):
 
 
 def fill_small_study(at: AppTest, *, seeds: int = 1) -> None:
-    """The form, for a study of 2 runs that trains in seconds: batchnorm off/on, one epoch of 200 samples."""
+    """The form, for a study of 2 runs that trains in seconds: the output ReLU off/on, one epoch of 200 samples
+    (article-fixed has no hidden layer, so varying batchnorm there is refused)."""
     widget(at, "selectbox", "studies_start").set_value("preset:article-fixed").run()
-    widget(at, "multiselect", "studies_vary").set_value(["batchnorm"]).run()
+    widget(at, "multiselect", "studies_vary").set_value(["output_relu"]).run()
     widget(at, "number_input", "studies_base_epochs").set_value(1)
     widget(at, "number_input", "studies_base_n_samples").set_value(200)
     widget(at, "number_input", "studies_seeds").set_value(seeds).run()
@@ -581,6 +582,18 @@ def test_bad_vary_input_shows_the_field_error_and_creates_nothing(empty_url):
     widget(at, "text_input", "studies_values_lr").set_value("0.1, 0.2")
     widget(at, "multiselect", "studies_values_loss").set_value(["bce"]).run()
     assert not at.error
+
+
+def test_a_varied_field_with_no_effect_is_said_on_the_form(empty_url):
+    """article-fixed has no hidden layer: varying batchnorm there would train one model twice."""
+    at = open_page(STUDIES_PAGE)
+    widget(at, "selectbox", "studies_start").set_value("preset:article-fixed").run()
+    widget(at, "multiselect", "studies_vary").set_value(["batchnorm"]).run()
+    assert "varying it changes nothing here: it acts on hidden layers, and hidden is []" in text_of(at.error)
+    widget(at, "button", "studies_launch").click().run()
+    assert not at.exception and "Nothing was started: `batchnorm` needs fixing" in text_of(at.error)
+    with Store(empty_url) as store:
+        assert store.list_studies() == []
 
 
 @pytest.mark.parametrize("seeds, workers, bad", [(0, 2, "seeds"), (2, 0, "workers"), (101, 2, "seeds"),

@@ -269,6 +269,7 @@ def study_draft(*, name: str, base: Mapping[str, Any], vary: Mapping[str, Any], 
     try:
         spec = StudySpec(name=name.strip() or auto_name(cfg.to_dict(), values, n_seeds), base=cfg.to_dict(),
                          vary=values, seeds=n_seeds)
+        spec.check_varied_fields()  # said on its field before Launch, as launching would refuse it
     except ConfigError as exc:
         return StudyDraft(None, {exc.field: error_message(exc)}, variants, n_seeds)
     if not name.strip():  # the grid of a built-in study, unchanged, is that study: it has its name
