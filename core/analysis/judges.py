@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from core.analysis.evidence import LN2
+
 
 @dataclass(frozen=True)
 class Judge:
@@ -55,7 +57,6 @@ JUDGES: dict[str, Judge] = {j.name: j for j in (
 DEFAULT_JUDGE = "exact_loss"
 CURVE_KEY = "val_loss_logits"  # the series best_epoch and loss_area are read from
 CURVE_COLUMNS: tuple[str, ...] = ("best_exact_epoch", "exact_loss_area")
-CHANCE_LOSS = math.log(2)  # the exact loss of p = 0.5 for every sample
 
 
 def judge(name: str | None) -> Judge:
@@ -85,7 +86,7 @@ def curve_measures(epochs: Sequence[float] | np.ndarray, values: Sequence[float]
     """(best epoch, area) of one run's exact val loss curve, one value per epoch: the epoch of its lowest finite
     value (the first of equals) and the area under it, each epoch's value one epoch wide (their sum). NaN for
     both without a value; a curve with a NaN or an infinite value has an infinite area (it diverged: no finite
-    area describes it). The best epoch is NaN, not judged, when the curve never got under ln 2 (CHANCE_LOSS, a
+    area describes it). The best epoch is NaN, not judged, when the curve never got under ln 2 (evidence.LN2, a
     coin flip's loss): a run that never learned would otherwise have its best at epoch 0, the "fastest"."""
     e = np.asarray(epochs, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -95,7 +96,7 @@ def curve_measures(epochs: Sequence[float] | np.ndarray, values: Sequence[float]
     e, v = e[order], v[order]
     finite = np.isfinite(v)
     best = float(e[finite][np.argmin(v[finite])]) if finite.any() else math.nan
-    if finite.any() and v[finite].min() >= CHANCE_LOSS:
+    if finite.any() and v[finite].min() >= LN2:
         best = math.nan  # never better than a coin flip: no epoch it learned best by (its first is not "fastest")
     if not finite.all():
         return best, math.inf

@@ -176,8 +176,7 @@ APPLIES = {"smoothing": DRAWN, "log-y": DRAWN, "x": DRAWN, "group-by": DRAWN, "n
            "dash-by": DRAWN, "band": DRAWN, "layout": DRAWN[:4], "width": DRAWN[:4], "height": DRAWN[:4],
            "scale": DRAWN[:3]}
 WHAT = {"csv": "the stored values as they are", "parquet": "the stored values as they are",
-        "html": "an interactive chart", "report": "one page of every chart", "png": "an image", "svg": "an image",
-        "pdf": "an image"}
+        "html": "an interactive chart", "report": "one page of every chart"}  # an image takes every option
 
 
 def _not_applied(args: argparse.Namespace, fmt: str, suffix: str) -> list[str]:
